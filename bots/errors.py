@@ -1,0 +1,41 @@
+"""The two kinds of failure every serious RPA framework distinguishes.
+
+A `BusinessException` is an answer: the case ends with its reason and is never
+retried. A `SystemException` is an accident (timeout, 500, maintenance, selector
+missing, expired session): the attempt is retried with backoff and leaves a
+screenshot and a trace behind.
+"""
+
+from __future__ import annotations
+
+
+class BusinessException(Exception):
+    """The case cannot be refunded as asked; the message is shown to ops staff."""
+
+
+class SystemException(Exception):
+    """Something outside the case went wrong; trying again may work."""
+
+
+class SessionExpired(SystemException):
+    """The legacy app sent us back to its login page mid-flow."""
+
+
+class AppUnavailable(SystemException):
+    """A 5xx page, a maintenance page or a hung request."""
+
+
+class SelectorMissing(SystemException):
+    """An element the selectors file names is not on the page: the UI changed."""
+
+
+class RefundRefused(SystemException):
+    """The portal refused the refund form (e.g. above the remaining balance).
+
+    A system exception because the bot checked the balance just before: a refusal
+    means the portal changed under us, and the next attempt re-reads it.
+    """
+
+
+class AmbiguousOutcome(Exception):
+    """We cannot tell whether a submitted refund went through: a human must look."""

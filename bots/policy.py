@@ -1,0 +1,154 @@
+"""The refund policy: preset business rules that turn facts into a decision.
+
+Pure logic, no I/O beyond reading the YAML: every rule that fires adds a sentence
+an ops agent can read in the report, so a decision is never a black box.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bots.models import ChargeFacts, Decision, OrderFacts, Outcome, money
+
+
+class PolicyError(Exception):
+    """The policy file is invalid: the message says where."""
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refund_window_days: int = Field(30, ge=0, description="days from delivery")
+    transit_buffer_days: int = Field(7, ge=0, description="assumed transit when no delivery date")
+    category_window_days: dict[str, int] = {}
+    final_sale_categories: list[str] = []
+    refund_shipping_for: list[str] = ["damaged", "not_received", "wrong_item"]
+    auto_approve_limit: Decimal = Field(Decimal("500.00"), ge=0)
+    refundable_statuses: list[str] = ["delivered", "shipped"]
+
+    def window_for(self, category: str) -> int:
+        return self.category_window_days.get(category, self.refund_window_days)
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise PolicyError(f"policy file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise PolicyError(f"{path}: invalid policy:\n  " + "\n  ".join(lines)) from exc
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the customer's contacts ask for, merged across channels."""
+
+    amounts: tuple[Decimal, ...]  # every amount any contact stated
+    currency: str | None
+    reason_category: str
+
+
+def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
+           today: date) -> Decision:
+    """Apply the rules in the order an ops agent would check them."""
+    reasons: list[str] = []
+
+    if order.status not in policy.refundable_statuses:
+        return _reject(f"Order status is '{order.status}': refunds need one of "
+                       f"{', '.join(policy.refundable_statuses)}.")
+    if claim.currency and claim.currency != charge.currency:
+        return _reject(f"Requested currency {claim.currency} does not match the charge "
+                       f"currency {charge.currency}.")
+    if charge.remaining <= 0:
+        return _reject(f"Nothing left to refund: the charge of {charge.amount} {charge.currency} "
+                       f"was already refunded in full.")
+
+    eligible, excluded, item_reasons = _eligible_items(policy, order, today)
+    reasons += item_reasons
+    if eligible == 0:
+        return Decision(Outcome.REJECT, Decimal("0.00"), tuple(reasons))
+
+    refundable = eligible
+    if claim.reason_category in policy.refund_shipping_for and order.shipping_fee > 0:
+        refundable += order.shipping_fee
+        reasons.append(f"Shipping fee {order.shipping_fee} refunded because the reason is "
+                       f"'{claim.reason_category}'.")
+
+    if len(set(claim.amounts)) > 1:
+        asked = ", ".join(str(a) for a in sorted(set(claim.amounts)))
+        return Decision(Outcome.ESCALATE, money(min(refundable, charge.remaining)),
+                        (*reasons, f"The customer's contacts ask for different amounts ({asked})."))
+
+    amount = refundable
+    if claim.amounts:
+        asked = claim.amounts[0]
+        if asked < amount:
+            amount = asked
+            reasons.append(f"Customer asked for {asked}, less than the {refundable} eligible.")
+        elif asked > amount:
+            reasons.append(f"Customer asked for {asked}; capped at the {refundable} eligible.")
+    if amount > charge.remaining:
+        reasons.append(f"Capped at {charge.remaining}, what remains refundable on the charge "
+                       f"({charge.refunded} already refunded).")
+        amount = charge.remaining
+    amount = money(amount)
+
+    if amount > policy.auto_approve_limit:
+        return Decision(Outcome.ESCALATE, amount, (*reasons, f"{amount} is above the "
+                        f"auto-approve limit of {policy.auto_approve_limit}: a human decides."))
+
+    full = not excluded and amount >= refundable
+    outcome = Outcome.REFUND if full else Outcome.PARTIAL
+    reasons.append(f"Approved {'full' if full else 'partial'} refund of {amount} "
+                   f"{charge.currency}.")
+    return Decision(outcome, amount, tuple(reasons))
+
+
+def _eligible_items(policy: Policy, order: OrderFacts,
+                    today: date) -> tuple[Decimal, int, list[str]]:
+    """Sum of line items inside their window and not final sale, with why others are out."""
+    delivered = order.delivery_date
+    reasons: list[str] = []
+    if delivered is None:
+        delivered = order.order_date + timedelta(days=policy.transit_buffer_days)
+        reasons.append(f"No delivery date: assumed {delivered:%Y-%m-%d} (order date + "
+                       f"{policy.transit_buffer_days} days transit).")
+    age = (today - delivered).days
+    total, excluded = Decimal("0.00"), 0
+    for item in order.items:
+        window = policy.window_for(item.category)
+        if item.final_sale or item.category in policy.final_sale_categories:
+            excluded += 1
+            reasons.append(f"{item.sku} ({item.name}) is final sale: not refundable.")
+        elif age > window:
+            excluded += 1
+            reasons.append(f"{item.sku} ({item.name}) is outside the {window}-day refund window "
+                           f"(delivered {delivered:%Y-%m-%d}, {age} days ago).")
+        else:
+            total += item.total
+    return money(total), excluded, reasons
+
+
+def _reject(reason: str) -> Decision:
+    return Decision(Outcome.REJECT, Decimal("0.00"), (reason,))
+
+
+def claim_from(amounts: Sequence[Decimal | None], currencies: Sequence[str | None],
+               categories: Sequence[str]) -> Claim:
+    """Merge what several contacts said into one claim."""
+    stated = tuple(a for a in amounts if a is not None)
+    currency = next((c for c in currencies if c), None)
+    category = next((c for c in categories if c and c != "other"), "other")
+    return Claim(stated, currency, category)

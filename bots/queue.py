@@ -1,0 +1,614 @@
+"""The durable work queue: requests, cases, refund intents, audit trail, locks.
+
+Everything a bot learns is written here before it acts on it, so a crash at any
+point leaves enough on disk for the next run to carry on without paying twice.
+SQLite by default; any SQLAlchemy URL (PostgreSQL for several runners) works,
+because every hand-over between workers is a conditional UPDATE checked by its
+row count, never a read-then-write.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from bots.models import Quarantined, RefundRequest
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """Decimal stored as text: exact on every backend, no float on the way."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Any) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on SQLite too (which stores naive values)."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+    def process_result_value(self, value: str | None, dialect: Any) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CaseState:
+    QUEUED = "queued"  # waiting for a worker (maybe not before next_attempt_at)
+    PROCESSING = "processing"  # leased by one worker until locked_until
+    DONE = "done"  # finished with an outcome (refunded, partial, rejected)
+    ESCALATED = "escalated"  # waiting for a human decision
+    FAILED = "failed"  # system exceptions exhausted the retries: ops must look
+    MERGED = "merged"  # folded into another case for the same order
+
+    OPEN = (QUEUED, PROCESSING)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_key: Mapped[str] = mapped_column(String(200), unique=True)
+    order_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    customer_email: Mapped[str | None] = mapped_column(String(320))
+    customer_name: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20), index=True, default=CaseState.QUEUED)
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_amount: Mapped[Decimal | None] = mapped_column(Money)
+    approved_amount: Mapped[Decimal | None] = mapped_column(Money)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    refund_number: Mapped[str | None] = mapped_column(String(64))
+    decision: Mapped[str | None] = mapped_column(Text)  # JSON: rules fired
+    merged_into: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    requests: Mapped[list[RequestRow]] = relationship(back_populates="case",
+                                                      order_by="RequestRow.id")
+
+    @property
+    def ref(self) -> str:
+        return case_ref(self.id)
+
+    @property
+    def channels(self) -> list[str]:
+        return sorted({r.channel for r in self.requests})
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+    __table_args__ = (UniqueConstraint("channel", "source_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    source_id: Mapped[str] = mapped_column(String(300))
+    source_ref: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    customer_email: Mapped[str | None] = mapped_column(String(320))
+    customer_name: Mapped[str | None] = mapped_column(String(200))
+    customer_phone: Mapped[str | None] = mapped_column(String(64))
+    order_number: Mapped[str | None] = mapped_column(String(64))
+    requested_amount: Mapped[Decimal | None] = mapped_column(Money)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    reason_category: Mapped[str] = mapped_column(String(30), default="other")
+    reason_text: Mapped[str] = mapped_column(Text, default="")
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    case: Mapped[Case] = relationship(back_populates="requests")
+
+
+class QuarantineRow(Base):
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("channel", "source_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    source_id: Mapped[str] = mapped_column(String(300))
+    source_ref: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(Text)
+    excerpt: Mapped[str] = mapped_column(Text, default="")
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditRow(Base):
+    """Append-only: rows are inserted, never updated or deleted."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str | None] = mapped_column(String(20))
+    event: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class IntentState:
+    PENDING = "pending"  # written before the submit click; outcome unknown until verified
+    CONFIRMED = "confirmed"  # the portal showed a refund number for it
+    ABSENT = "absent"  # verified not to exist in the portal: safe to submit anew
+
+
+class RefundIntent(Base):
+    __tablename__ = "refund_intents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    key: Mapped[str] = mapped_column(String(40), unique=True)
+    order_number: Mapped[str] = mapped_column(String(64))
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    state: Mapped[str] = mapped_column(String(20), default=IntentState.PENDING)
+    refund_number: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class LockRow(Base):
+    """A lease: whoever holds an unexpired row owns the lock; an expired one is free."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    command: Mapped[str] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    stats: Mapped[str] = mapped_column(Text, default="{}")
+
+
+def case_ref(case_id: int) -> str:
+    return f"C-{case_id:06d}"
+
+
+def case_key_for(req: RefundRequest) -> str:
+    """Requests for the same order are one case, whatever channel they came on.
+
+    Without an order number, the customer's email (or phone) keys the case until
+    processing finds the order, then it is merged into that order's case.
+    """
+    if req.order_number:
+        return f"order:{req.order_number.upper()}"
+    if req.customer_email:
+        return f"customer:{req.customer_email.lower()}"
+    return f"contact:{req.channel}:{req.source_id}"
+
+
+class LockHeld(Exception):
+    """Another runner holds the lock."""
+
+
+class Queue:
+    """Producer/consumer API over the queue database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            yield s
+
+    # -- producer side -------------------------------------------------------------
+
+    def add_request(self, req: RefundRequest, run_id: str | None = None) -> tuple[int, bool]:
+        """Store a request and attach it to its case. Returns (case id, was it new).
+
+        Idempotent by (channel, source_id): re-reading a source adds nothing.
+        """
+        with self.session() as s:
+            existing = s.scalar(
+                select(RequestRow).where(
+                    RequestRow.channel == req.channel, RequestRow.source_id == req.source_id
+                )
+            )
+            if existing is not None:
+                return existing.case_id, False
+            key = case_key_for(req)
+            case = s.scalar(select(Case).where(Case.case_key == key))
+            if case is None:
+                case = Case(
+                    case_key=key,
+                    order_number=req.order_number,
+                    customer_email=req.customer_email,
+                    customer_name=req.customer_name,
+                    requested_amount=req.requested_amount,
+                    currency=req.currency,
+                    state=CaseState.QUEUED,
+                )
+                s.add(case)
+                s.flush()
+                _audit(s, case, run_id, "intake", None, CaseState.QUEUED, "case_opened",
+                       f"first contact via {req.channel} ({req.source_ref or req.source_id})")
+            else:
+                _merge_request_into(case, req)
+                _audit(s, case, run_id, "intake", case.state, case.state, "contact_linked",
+                       f"another contact via {req.channel} ({req.source_ref or req.source_id})")
+            s.add(_request_row(req, case.id, run_id))
+            return case.id, True
+
+    def add_quarantined(self, item: Quarantined, run_id: str | None = None) -> bool:
+        with self.session() as s:
+            exists = s.scalar(
+                select(QuarantineRow.id).where(
+                    QuarantineRow.channel == item.channel, QuarantineRow.source_id == item.source_id
+                )
+            )
+            if exists is not None:
+                return False
+            s.add(QuarantineRow(channel=item.channel, source_id=item.source_id,
+                                source_ref=item.source_ref, reason=item.reason,
+                                excerpt=item.excerpt, run_id=run_id))
+            return True
+
+    # -- consumer side -------------------------------------------------------------
+
+    def claim(self, worker: str, lease_seconds: int, run_id: str | None = None) -> Case | None:
+        """Lease the next due case to `worker`, or None when nothing is due.
+
+        A case left `processing` by a crashed worker becomes claimable again when
+        its lease runs out; the processor then verifies any pending refund intent
+        before doing anything else.
+        """
+        now = utcnow()
+        due = or_(
+            (Case.state == CaseState.QUEUED)
+            & or_(Case.next_attempt_at.is_(None), Case.next_attempt_at <= now),
+            (Case.state == CaseState.PROCESSING) & (Case.locked_until < now),
+        )
+        with self.session() as s:
+            candidates = s.scalars(select(Case.id).where(due).order_by(Case.id).limit(20)).all()
+            for case_id in candidates:
+                won = s.execute(
+                    update(Case)
+                    .where(Case.id == case_id, due)
+                    .values(state=CaseState.PROCESSING, locked_by=worker,
+                            locked_until=now + timedelta(seconds=lease_seconds),
+                            attempts=Case.attempts + 1)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if won == 1:
+                    case = s.get(Case, case_id, populate_existing=True)
+                    assert case is not None
+                    _audit(s, case, run_id, worker, CaseState.QUEUED, CaseState.PROCESSING,
+                           "claimed", f"attempt {case.attempts}")
+                    _ = case.requests  # load while the session is open
+                    return case
+        return None
+
+    def next_due_at(self) -> datetime | None:
+        """When the earliest waiting retry becomes due (None: nothing waits)."""
+        with self.session() as s:
+            return s.scalar(
+                select(func.min(Case.next_attempt_at)).where(
+                    Case.state == CaseState.QUEUED, Case.next_attempt_at.is_not(None)
+                )
+            )
+
+    def pending_count(self) -> int:
+        with self.session() as s:
+            return s.scalar(
+                select(func.count()).select_from(Case).where(Case.state.in_(CaseState.OPEN))
+            ) or 0
+
+    def finish(self, case_id: int, *, state: str, outcome: str | None, reason: str,
+               actor: str, run_id: str | None, **fields: Any) -> None:
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            assert case is not None
+            before = case.state
+            case.state, case.outcome, case.reason = state, outcome, reason
+            case.locked_by = case.locked_until = case.next_attempt_at = None
+            for name, value in fields.items():
+                setattr(case, name, value)
+            _audit(s, case, run_id, actor, before, state, outcome or state, reason)
+
+    def retry_later(self, case_id: int, *, delay: float, error: str, actor: str,
+                    run_id: str | None) -> None:
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            assert case is not None
+            case.state = CaseState.QUEUED
+            case.last_error = error
+            case.locked_by = case.locked_until = None
+            case.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            _audit(s, case, run_id, actor, CaseState.PROCESSING, CaseState.QUEUED,
+                   "retry_scheduled", f"in {delay:.1f}s after: {error}")
+
+    def release(self, case_id: int, *, actor: str, run_id: str | None, why: str) -> None:
+        """Give a leased case back untouched (run stopping): it stays due at once."""
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            assert case is not None
+            case.state = CaseState.QUEUED
+            case.attempts = max(0, case.attempts - 1)
+            case.locked_by = case.locked_until = None
+            _audit(s, case, run_id, actor, CaseState.PROCESSING, CaseState.QUEUED, "released", why)
+
+    def note(self, case_id: int, *, event: str, detail: str, actor: str,
+             run_id: str | None) -> None:
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            assert case is not None
+            _audit(s, case, run_id, actor, case.state, case.state, event, detail)
+
+    def merge(self, case_id: int, into_key: str, *, actor: str, run_id: str | None) -> int | None:
+        """Fold a customer-keyed case into the case for its order, if there is one."""
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            target = s.scalar(select(Case).where(Case.case_key == into_key))
+            if case is None or target is None or target.id == case_id:
+                return None
+            for row in list(case.requests):
+                row.case_id = target.id
+            case.state, case.merged_into = CaseState.MERGED, target.id
+            case.locked_by = case.locked_until = None
+            _audit(s, case, run_id, actor, CaseState.PROCESSING, CaseState.MERGED, "merged",
+                   f"same order as {target.ref}")
+            _audit(s, target, run_id, actor, target.state, target.state, "contact_linked",
+                   f"contacts of {case.ref} merged in")
+            return target.id
+
+    def set_order(self, case_id: int, order_number: str) -> None:
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            assert case is not None
+            case.order_number = order_number
+
+    # -- refund intents (exactly-once) ----------------------------------------------
+
+    def open_intent(self, case_id: int, *, order_number: str, transaction_id: str,
+                    amount: Decimal, run_id: str | None) -> RefundIntent:
+        """Durably record that we are about to submit: committed before the click."""
+        key = f"{case_ref(case_id).replace('-', '')}-{secrets.token_hex(4)}"
+        with self.session() as s:
+            intent = RefundIntent(case_id=case_id, key=key, order_number=order_number,
+                                  transaction_id=transaction_id, amount=amount, run_id=run_id)
+            s.add(intent)
+            case = s.get(Case, case_id)
+            assert case is not None
+            _audit(s, case, run_id, "bot", case.state, case.state, "intent_recorded",
+                   f"refund {amount} on {transaction_id}, key {key}")
+        return intent
+
+    def resolve_intent(self, intent_id: int, *, state: str, refund_number: str | None,
+                       run_id: str | None) -> None:
+        with self.session() as s:
+            intent = s.get(RefundIntent, intent_id)
+            assert intent is not None
+            intent.state, intent.refund_number = state, refund_number
+            intent.resolved_at, intent.resolved_run_id = utcnow(), run_id
+            case = s.get(Case, intent.case_id)
+            assert case is not None
+            _audit(s, case, run_id, "bot", case.state, case.state, f"intent_{state}",
+                   f"key {intent.key}" + (f", refund {refund_number}" if refund_number else ""))
+
+    def intents(self, case_id: int) -> list[RefundIntent]:
+        with self.session() as s:
+            return list(s.scalars(
+                select(RefundIntent)
+                .where(RefundIntent.case_id == case_id)
+                .order_by(RefundIntent.id)
+            ))
+
+    def intents_for_run(self, run_id: str) -> list[RefundIntent]:
+        with self.session() as s:
+            return list(s.scalars(
+                select(RefundIntent)
+                .where(or_(RefundIntent.run_id == run_id, RefundIntent.resolved_run_id == run_id))
+                .order_by(RefundIntent.id)
+            ))
+
+    # -- locks -----------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: int) -> bool:
+        """Take the lock if free or expired (its holder crashed); renew it if ours."""
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl_seconds)
+        with self.session() as s:
+            taken = s.execute(
+                update(LockRow)
+                .where(LockRow.name == name, or_(LockRow.expires_at < now, LockRow.owner == owner))
+                .values(owner=owner, expires_at=expires)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if taken:
+                return True
+        try:
+            with self.session() as s:
+                if s.get(LockRow, name) is not None:
+                    return False
+                s.add(LockRow(name=name, owner=owner, expires_at=expires))
+            return True
+        except Exception:  # lost an insert race to another runner
+            return False
+
+    def release_lock(self, name: str, owner: str) -> None:
+        with self.session() as s:
+            row = s.get(LockRow, name)
+            if row is not None and row.owner == owner:
+                s.delete(row)
+
+    def lock_owner(self, name: str) -> str | None:
+        with self.session() as s:
+            row = s.get(LockRow, name)
+            return row.owner if row is not None and row.expires_at >= utcnow() else None
+
+    # -- runs and reporting -----------------------------------------------------------
+
+    def start_run(self, run_id: str, command: str) -> None:
+        with self.session() as s:
+            s.add(RunRow(run_id=run_id, command=command))
+
+    def finish_run(self, run_id: str, status: str, stats: dict[str, Any]) -> None:
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is not None:
+                run.finished_at, run.status = utcnow(), status
+                run.stats = json.dumps(stats, default=str)
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        with self.session() as s:
+            return s.get(RunRow, run_id)
+
+    def last_run_id(self) -> str | None:
+        with self.session() as s:
+            return s.scalar(select(RunRow.run_id).order_by(RunRow.started_at.desc()).limit(1))
+
+    def cases_touched(self, run_id: str) -> list[Case]:
+        """Cases with any audit event in the run, with their requests loaded."""
+        with self.session() as s:
+            ids = select(AuditRow.case_id).where(AuditRow.run_id == run_id).distinct()
+            cases = list(s.scalars(
+                select(Case).where(Case.id.in_(ids), Case.state != CaseState.MERGED)
+                .order_by(Case.id)
+            ))
+            for case in cases:
+                _ = case.requests
+            return cases
+
+    def quarantined(self, run_id: str | None = None) -> list[QuarantineRow]:
+        with self.session() as s:
+            q = select(QuarantineRow).order_by(QuarantineRow.id)
+            if run_id is not None:
+                q = q.where(QuarantineRow.run_id == run_id)
+            return list(s.scalars(q))
+
+    def audit_trail(self, case_id: int) -> list[AuditRow]:
+        with self.session() as s:
+            return list(s.scalars(
+                select(AuditRow).where(AuditRow.case_id == case_id).order_by(AuditRow.id)
+            ))
+
+    def cases(self, states: Sequence[str] | None = None) -> list[Case]:
+        with self.session() as s:
+            q = select(Case).order_by(Case.id)
+            if states:
+                q = q.where(Case.state.in_(states))
+            cases = list(s.scalars(q))
+            for case in cases:
+                _ = case.requests
+            return cases
+
+    def get_case(self, case_id: int) -> Case | None:
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            if case is not None:
+                _ = case.requests
+            return case
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the report read while workers write; busy_timeout makes writers queue
+    # up instead of failing with "database is locked" when several processes share it.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _request_row(req: RefundRequest, case_id: int, run_id: str | None) -> RequestRow:
+    return RequestRow(
+        channel=req.channel, source_id=req.source_id, source_ref=req.source_ref,
+        received_at=req.received_at, customer_email=req.customer_email,
+        customer_name=req.customer_name, customer_phone=req.customer_phone,
+        order_number=req.order_number, requested_amount=req.requested_amount,
+        currency=req.currency, reason_category=req.reason_category,
+        reason_text=req.reason_text, reply_to=req.reply_to, run_id=run_id, case_id=case_id,
+    )
+
+
+def _merge_request_into(case: Case, req: RefundRequest) -> None:
+    """A repeat contact fills what the case did not know yet; it never lowers the ask."""
+    case.customer_email = case.customer_email or req.customer_email
+    case.customer_name = case.customer_name or req.customer_name
+    case.currency = case.currency or req.currency
+    if req.requested_amount is not None and (
+        case.requested_amount is None or req.requested_amount > case.requested_amount
+    ):
+        case.requested_amount = req.requested_amount
+
+
+def _audit(s: Session, case: Case, run_id: str | None, actor: str, before: str | None,
+           after: str | None, event_name: str, detail: str) -> None:
+    s.add(AuditRow(case_id=case.id, run_id=run_id, actor=actor, from_state=before,
+                   to_state=after, event=event_name, detail=detail))

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bots.models import ChargeFacts, LineItem, OrderFacts, Outcome
+from bots.policy import Claim, Policy, PolicyError, claim_from, decide, load_policy
+
+TODAY = date(2026, 11, 29)
+D = Decimal
+
+
+def order(*items: LineItem, delivered_days_ago: int | None = 5, status: str = "delivered",
+          shipping: str = "4.90") -> OrderFacts:
+    total = sum((i.total for i in items), D("0")) + D(shipping)
+    return OrderFacts(
+        order_number="ORD-100001", customer_name="Ada", email="ada@example.com", phone="",
+        order_date=TODAY - timedelta(days=(delivered_days_ago or 0) + 3),
+        delivery_date=TODAY - timedelta(days=delivered_days_ago)
+        if delivered_days_ago is not None else None,
+        status=status, items=items, shipping_fee=D(shipping), currency="EUR",
+        payment_card="VISA **** 4242", total=total,
+    )
+
+
+def item(price: str, qty: int = 1, *, category: str = "apparel", final: bool = False,
+         sku: str = "SKU-1") -> LineItem:
+    return LineItem(sku, "Thing", category, D(price), qty, final)
+
+
+def charge(o: OrderFacts, refunded: str = "0.00", currency: str = "EUR") -> ChargeFacts:
+    return ChargeFacts("TX-1", o.order_number, o.total, currency, D(refunded))
+
+
+def claim(*amounts: str, reason: str = "changed_mind", currency: str | None = None) -> Claim:
+    return Claim(tuple(D(a) for a in amounts), currency, reason)
+
+
+POLICY = Policy(final_sale_categories=["gift-cards"], category_window_days={"electronics": 14})
+
+
+def test_eligible_order_is_refunded_without_shipping_for_changed_mind() -> None:
+    o = order(item("40.00"), item("10.00", 2, sku="SKU-2"))
+    d = decide(POLICY, claim(), o, charge(o), TODAY)
+    assert d.outcome is Outcome.REFUND and d.amount == D("60.00")
+
+
+def test_shipping_refunded_when_damaged() -> None:
+    o = order(item("40.00"))
+    d = decide(POLICY, claim(reason="damaged"), o, charge(o), TODAY)
+    assert d.amount == D("44.90") and any("Shipping fee" in r for r in d.reasons)
+
+
+def test_outside_window_rejected_with_reason() -> None:
+    o = order(item("40.00"), delivered_days_ago=45)
+    d = decide(POLICY, claim(), o, charge(o), TODAY)
+    assert d.outcome is Outcome.REJECT and "outside the 30-day refund window" in d.reasons[0]
+
+
+def test_category_window_overrides_default() -> None:
+    o = order(item("40.00", category="electronics"), item("20.00", sku="SKU-2"),
+              delivered_days_ago=20)
+    d = decide(POLICY, claim(), o, charge(o), TODAY)
+    assert d.outcome is Outcome.PARTIAL and d.amount == D("20.00")
+
+
+def test_final_sale_item_excluded_partial() -> None:
+    o = order(item("30.00", final=True), item("20.00", sku="SKU-2"))
+    d = decide(POLICY, claim(), o, charge(o), TODAY)
+    assert d.outcome is Outcome.PARTIAL and d.amount == D("20.00")
+    assert any("final sale" in r for r in d.reasons)
+
+
+def test_final_sale_category_from_policy() -> None:
+    o = order(item("30.00", category="gift-cards"))
+    d = decide(POLICY, claim(), o, charge(o), TODAY)
+    assert d.outcome is Outcome.REJECT
+
+
+def test_requested_amount_above_paid_is_capped() -> None:
+    o = order(item("40.00"))
+    d = decide(POLICY, claim("400.00"), o, charge(o), TODAY)
+    assert d.amount == D("40.00") and any("capped" in r for r in d.reasons)
+
+
+def test_requested_less_is_partial() -> None:
+    o = order(item("40.00"))
+    d = decide(POLICY, claim("15.00"), o, charge(o), TODAY)
+    assert d.outcome is Outcome.PARTIAL and d.amount == D("15.00")
+
+
+def test_never_more_than_remaining_on_charge() -> None:
+    o = order(item("40.00"))
+    d = decide(POLICY, claim(), o, charge(o, refunded="30.00"), TODAY)
+    assert d.amount == D("14.90") and any("remains refundable" in r for r in d.reasons)
+
+
+def test_fully_refunded_charge_rejected() -> None:
+    o = order(item("40.00"))
+    d = decide(POLICY, claim(), o, charge(o, refunded=str(o.total)), TODAY)
+    assert d.outcome is Outcome.REJECT and "already refunded" in d.reasons[0]
+
+
+def test_currency_mismatch_rejected() -> None:
+    o = order(item("40.00"))
+    d = decide(POLICY, claim(currency="USD"), o, charge(o), TODAY)
+    assert d.outcome is Outcome.REJECT and "currency" in d.reasons[0]
+
+
+def test_above_auto_approve_limit_escalates() -> None:
+    o = order(item("900.00"))
+    d = decide(POLICY, claim(), o, charge(o), TODAY)
+    assert d.outcome is Outcome.ESCALATE and d.amount == D("900.00")
+
+
+def test_contacts_disagreeing_on_amount_escalate() -> None:
+    o = order(item("40.00"))
+    d = decide(POLICY, claim("10.00", "20.00"), o, charge(o), TODAY)
+    assert d.outcome is Outcome.ESCALATE
+
+
+def test_not_delivered_uses_transit_buffer() -> None:
+    o = order(item("40.00"), delivered_days_ago=None, status="shipped")
+    d = decide(POLICY, claim(), o, charge(o), TODAY)
+    assert d.outcome is Outcome.REFUND and any("No delivery date" in r for r in d.reasons)
+
+
+def test_cancelled_order_rejected() -> None:
+    o = order(item("40.00"), status="cancelled")
+    assert decide(POLICY, claim(), o, charge(o), TODAY).outcome is Outcome.REJECT
+
+
+def test_claim_from_merges_contacts() -> None:
+    c = claim_from([None, D("5.00")], [None, "EUR"], ["other", "damaged"])
+    assert c == Claim((D("5.00"),), "EUR", "damaged")
+
+
+def test_policy_file_shipped_is_valid() -> None:
+    assert load_policy(Path("config/policy.yaml")).refund_window_days == 30
+
+
+def test_invalid_policy_says_where(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("refund_window_days: -3\nunknown_rule: 1\n")
+    with pytest.raises(PolicyError) as err:
+        load_policy(bad)
+    assert "refund_window_days" in str(err.value) and "unknown_rule" in str(err.value)

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bots.models import Quarantined, RefundRequest
+from bots.queue import CaseState, IntentState, Queue, utcnow
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Queue:
+    return Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+
+
+def req(source_id: str, channel: str = "email", order: str | None = "ORD-100001",
+        email: str | None = "ada@example.com", amount: str | None = None) -> RefundRequest:
+    return RefundRequest(channel=channel, source_id=source_id,
+                         received_at=datetime(2026, 11, 28, tzinfo=UTC), reason_text="refund pls",
+                         customer_email=email, order_number=order,
+                         requested_amount=Decimal(amount) if amount else None)
+
+
+def test_same_source_twice_adds_nothing(queue: Queue) -> None:
+    assert queue.add_request(req("m1"))[1] is True
+    assert queue.add_request(req("m1"))[1] is False
+    assert len(queue.cases()) == 1 and len(queue.cases()[0].requests) == 1
+
+
+def test_same_order_on_two_channels_is_one_case(queue: Queue) -> None:
+    a, _ = queue.add_request(req("m1"))
+    b, _ = queue.add_request(req("row-9", channel="spreadsheet", amount="12.00"))
+    assert a == b
+    case = queue.get_case(a)
+    assert case is not None and case.channels == ["email", "spreadsheet"]
+    assert case.requested_amount == Decimal("12.00")
+    events = [e.event for e in queue.audit_trail(a)]
+    assert events == ["case_opened", "contact_linked"]
+
+
+def test_order_number_case_insensitive(queue: Queue) -> None:
+    a, _ = queue.add_request(req("m1", order="ORD-100001"))
+    b, _ = queue.add_request(req("m2", order="ord-100001"))
+    assert a == b
+
+
+def test_quarantine_is_idempotent(queue: Queue) -> None:
+    q = Quarantined("email", "x", "empty file")
+    assert queue.add_quarantined(q, "r1") and not queue.add_quarantined(q, "r2")
+    assert [r.reason for r in queue.quarantined("r1")] == ["empty file"]
+
+
+def test_claim_hands_each_case_to_exactly_one_worker(queue: Queue) -> None:
+    for i in range(40):
+        queue.add_request(req(f"m{i}", order=f"ORD-{100000 + i}"))
+    won: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        other = Queue(queue.url)  # own engine, as another process would have
+        while (case := other.claim(name, 60)) is not None:
+            with lock:
+                won.append((name, case.id))
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [cid for _, cid in won]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 40
+
+
+def test_expired_lease_is_claimable_again(queue: Queue) -> None:
+    queue.add_request(req("m1"))
+    first = queue.claim("crashed", lease_seconds=60)
+    assert first is not None and queue.claim("w2", 60) is None
+    with queue.session() as s:  # time passes: the lease runs out
+        s.get(type(first), first.id).locked_until = utcnow() - timedelta(seconds=1)
+    again = queue.claim("w2", 60)
+    assert again is not None and again.id == first.id and again.attempts == 2
+
+
+def test_retry_later_waits_for_backoff(queue: Queue) -> None:
+    cid, _ = queue.add_request(req("m1"))
+    assert queue.claim("w", 60) is not None
+    queue.retry_later(cid, delay=30, error="HTTP 500", actor="w", run_id="r")
+    assert queue.claim("w", 60) is None
+    due = queue.next_due_at()
+    assert due is not None and due > utcnow() + timedelta(seconds=25)
+
+
+def test_finish_writes_audit_and_clears_lease(queue: Queue) -> None:
+    cid, _ = queue.add_request(req("m1"))
+    queue.claim("w", 60, run_id="r1")
+    queue.finish(cid, state=CaseState.DONE, outcome="rejected", reason="outside window",
+                 actor="w", run_id="r1")
+    case = queue.get_case(cid)
+    assert case is not None and case.state == "done" and case.locked_by is None
+    assert [c.id for c in queue.cases_touched("r1")] == [cid]
+    assert queue.audit_trail(cid)[-1].detail == "outside window"
+
+
+def test_customer_case_merges_into_order_case(queue: Queue) -> None:
+    order_case, _ = queue.add_request(req("m1"))
+    loose, _ = queue.add_request(req("m2", order=None))
+    assert loose != order_case
+    assert queue.merge(loose, "order:ORD-100001", actor="w", run_id="r") == order_case
+    merged = queue.get_case(order_case)
+    assert merged is not None and len(merged.requests) == 2
+    assert queue.get_case(loose).state == CaseState.MERGED  # type: ignore[union-attr]
+
+
+def test_intents_recorded_and_resolved(queue: Queue) -> None:
+    cid, _ = queue.add_request(req("m1"))
+    intent = queue.open_intent(cid, order_number="ORD-100001", transaction_id="TX-1",
+                               amount=Decimal("9.90"), run_id="r1")
+    assert intent.key.startswith("C") and len(intent.key) <= 40
+    queue.resolve_intent(intent.id, state=IntentState.CONFIRMED, refund_number="RF-000009",
+                         run_id="r2")
+    [stored] = queue.intents(cid)
+    assert stored.state == "confirmed" and stored.refund_number == "RF-000009"
+    assert [i.id for i in queue.intents_for_run("r2")] == [intent.id]
+
+
+def test_lock_is_exclusive_until_it_expires(queue: Queue) -> None:
+    assert queue.acquire_lock("process", "a", ttl_seconds=60)
+    assert not queue.acquire_lock("process", "b", ttl_seconds=60)
+    assert queue.acquire_lock("process", "a", ttl_seconds=60)  # renewal
+    assert queue.lock_owner("process") == "a"
+    assert queue.acquire_lock("stale", "crashed", ttl_seconds=-1)  # already expired
+    assert queue.acquire_lock("stale", "b", ttl_seconds=60)  # taken over
+    queue.release_lock("process", "a")
+    assert queue.acquire_lock("process", "b", ttl_seconds=60)
