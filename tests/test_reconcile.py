@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from bots.models import PortalRefund
+from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, summarise
+
+S = ReconStatus
+
+
+def led(case: int, amount: str = "10.00", status: str = "confirmed",
+        number: str | None = "R-1", order: str | None = None,
+        ref: str | None = None) -> LedgerEntry:
+    return LedgerEntry(case_ref=f"C-{case:06d}", order_number=order or f"ORD-{100000 + case}",
+                       reference=ref or f"C{case:06d}-8f3a1c2b", amount=Decimal(amount),
+                       status=status, refund_number=number)
+
+
+def ptl(refund_id: str = "R-1", amount: str = "10.00", ref: str = "C000001-8f3a1c2b",
+        operator: str = "refund-bot", order: str = "", reason: str = "damaged") -> PortalRefund:
+    return PortalRefund(refund_id=refund_id, amount=Decimal(amount), reason=reason,
+                        reference=ref, operator=operator,
+                        created_at=datetime(2026, 11, 29, 10, 0, tzinfo=UTC), order_number=order)
+
+
+def only(rows: list[ReconRow]) -> ReconRow:
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+# -- matched -----------------------------------------------------------------------------
+
+
+def test_confirmed_and_in_portal_with_same_number_and_amount_is_matched() -> None:
+    row = only(reconcile([led(1)], [ptl()]))
+    assert row.status is S.MATCHED
+    assert (row.case_ref, row.order_number, row.reference) == ("C-000001", "ORD-100001",
+                                                              "C000001-8f3a1c2b")
+    assert row.ledger_amount == row.portal_amount == Decimal("10.00")
+    assert row.ledger_refund_number == row.portal_refund_id == "R-1"
+    assert row.note == ""
+
+
+def test_match_by_refund_number_even_if_operator_rewrote_the_reference() -> None:
+    row = only(reconcile([led(1)], [ptl(ref="edited by hand")]))
+    assert row.status is S.MATCHED
+    assert "edited by hand" in row.note
+
+
+def test_match_by_exact_reference_when_refund_number_differs_is_not_matched() -> None:
+    row = only(reconcile([led(1, number="R-9")], [ptl("R-1")]))
+    assert row.status is S.UNCONFIRMED
+    assert "R-9" in row.note and "R-1" in row.note
+
+
+def test_amounts_equal_to_the_cent_match_whatever_their_exponent() -> None:
+    assert only(reconcile([led(1, amount="10")], [ptl(amount="10.00")])).status is S.MATCHED
+
+
+# -- partial references ------------------------------------------------------------------
+
+
+def test_ledger_reference_contained_in_portal_reference_matches() -> None:
+    portal = [ptl("R-7", ref="per phone call C000001-8f3a1c2b")]
+    row = only(reconcile([led(1, status="pending", number=None)], portal))
+    assert row.status is S.UNCONFIRMED
+    assert row.portal_refund_id == "R-7"
+    assert "per phone call" in row.note
+
+
+def test_portal_reference_contained_in_ledger_reference_does_not_match() -> None:
+    rows = reconcile([led(1, number=None)], [ptl("R-7", ref="C000001")])
+    assert {r.status for r in rows} == {S.MISSING_IN_PORTAL, S.NOT_IN_LEDGER}
+
+
+def test_exact_reference_wins_over_a_contained_one() -> None:
+    exact = ptl("R-2", ref="C000001-8f3a1c2b")
+    prefixed = ptl("R-1", ref="x C000001-8f3a1c2b")
+    rows = reconcile([led(1, status="pending", number=None)], [prefixed, exact])
+    paired = next(r for r in rows if r.case_ref)
+    assert paired.portal_refund_id == "R-2"
+    assert next(r for r in rows if not r.case_ref).portal_refund_id == "R-1"
+
+
+def test_empty_reference_never_matches_by_containment() -> None:
+    rows = reconcile([led(1, number=None, ref=" ")], [ptl("R-1", ref="anything")])
+    assert {r.status for r in rows} == {S.MISSING_IN_PORTAL, S.NOT_IN_LEDGER}
+
+
+# -- one portal refund, one ledger entry -------------------------------------------------
+
+
+def test_a_portal_refund_matching_two_ledger_entries_matches_only_one() -> None:
+    # Both entries' keys are in the one portal reference; only one may claim it.
+    a = led(1, status="pending", number=None, ref="K-AAAA")
+    b = led(2, status="pending", number=None, ref="K-BBBB")
+    rows = reconcile([b, a], [ptl("R-1", ref="K-AAAA K-BBBB")])
+    assert sorted(r.status for r in rows) == sorted([S.UNCONFIRMED, S.MISSING_IN_PORTAL])
+    assert [r.portal_refund_id for r in rows].count("R-1") == 1
+    assert rows == reconcile([a, b], [ptl("R-1", ref="K-AAAA K-BBBB")])  # order-independent
+
+
+def test_two_ledger_entries_with_the_same_refund_number_match_only_once() -> None:
+    rows = reconcile([led(1), led(2, ref="C000002-0000")], [ptl("R-1")])
+    assert sorted(r.status for r in rows) == sorted([S.MATCHED, S.MISSING_IN_PORTAL])
+
+
+def test_duplicate_portal_rows_from_pagination_count_once() -> None:
+    assert only(reconcile([led(1)], [ptl(), ptl()])).status is S.MATCHED
+
+
+# -- missing in portal -------------------------------------------------------------------
+
+
+def test_confirmed_but_not_in_portal_is_missing() -> None:
+    row = only(reconcile([led(1, number="R-5")], []))
+    assert row.status is S.MISSING_IN_PORTAL
+    assert "R-5" in row.note
+    assert row.portal_amount is None and row.portal_refund_id is None
+
+
+def test_pending_not_in_portal_is_missing_with_outcome_unknown() -> None:
+    row = only(reconcile([led(1, status="pending", number=None)], []))
+    assert row.status is S.MISSING_IN_PORTAL
+    assert "outcome unknown" in row.note
+
+
+def test_pending_in_portal_is_not_missing() -> None:
+    row = only(reconcile([led(1, status="pending", number=None)], [ptl()]))
+    assert row.status is not S.MISSING_IN_PORTAL
+
+
+# -- unconfirmed ---------------------------------------------------------------------------
+
+
+def test_pending_found_in_portal_is_unconfirmed_the_bot_must_record_it() -> None:
+    row = only(reconcile([led(1, status="pending", number=None)], [ptl("R-3")]))
+    assert row.status is S.UNCONFIRMED
+    assert "R-3" in row.note and "record" in row.note
+
+
+def test_absent_found_in_portal_is_unconfirmed_and_says_why_it_matters() -> None:
+    row = only(reconcile([led(1, status="absent", number=None)], [ptl("R-3")]))
+    assert row.status is S.UNCONFIRMED
+    assert "absent" in row.note and "twice" in row.note
+
+
+def test_absent_found_in_portal_with_another_amount_is_still_unconfirmed() -> None:
+    row = only(reconcile([led(1, status="absent", number=None)], [ptl(amount="12.00")]))
+    assert row.status is S.UNCONFIRMED
+    assert "12.00" in row.note
+
+
+def test_absent_not_in_portal_agrees_with_the_portal_and_makes_no_row() -> None:
+    assert reconcile([led(1, status="absent", number=None)], []) == []
+
+
+def test_refund_on_another_order_is_not_matched() -> None:
+    row = only(reconcile([led(1)], [ptl(order="ORD-999999")]))
+    assert row.status is S.UNCONFIRMED
+    assert "ORD-999999" in row.note
+
+
+def test_portal_listing_without_order_numbers_still_matches() -> None:
+    assert only(reconcile([led(1)], [ptl(order="")])).status is S.MATCHED
+
+
+# -- amount mismatch ---------------------------------------------------------------------
+
+
+def test_amount_differs_is_a_mismatch_showing_both_amounts() -> None:
+    row = only(reconcile([led(1, amount="10.00")], [ptl(amount="12.50")]))
+    assert row.status is S.AMOUNT_MISMATCH
+    assert (row.ledger_amount, row.portal_amount) == (Decimal("10.00"), Decimal("12.50"))
+    assert "10.00" in row.note and "12.50" in row.note and "+2.50" in row.note
+
+
+def test_amount_mismatch_outranks_a_missing_confirmation_but_both_are_noted() -> None:
+    row = only(reconcile([led(1, status="pending", number=None)], [ptl("R-3", amount="9.00")]))
+    assert row.status is S.AMOUNT_MISMATCH
+    assert "record" in row.note and "9.00" in row.note
+
+
+# -- not in ledger -----------------------------------------------------------------------
+
+
+def test_portal_refund_nobody_recorded_is_not_in_ledger_with_its_operator() -> None:
+    row = only(reconcile([], [ptl("R-8", ref="goodwill", operator="jsmith",
+                                  order="ORD-100042")]))
+    assert row.status is S.NOT_IN_LEDGER
+    assert "jsmith" in row.note
+    assert row.case_ref is None and row.ledger_amount is None
+    assert (row.order_number, row.reference, row.portal_refund_id) == ("ORD-100042", "goodwill",
+                                                                      "R-8")
+
+
+def test_matched_portal_refund_is_not_reported_as_not_in_ledger() -> None:
+    assert S.NOT_IN_LEDGER not in {r.status for r in reconcile([led(1)], [ptl()])}
+
+
+# -- ordering and summary ----------------------------------------------------------------
+
+
+def test_problems_first_then_matched_each_by_order_number() -> None:
+    ledger = [led(3), led(1, ref="C1-x", number="R-10"), led(2, ref="C2-x", number="R-20"),
+              led(4, ref="C4-x", number="R-40")]
+    portal = [ptl("R-3", ref="C000003-8f3a1c2b"), ptl("R-10", ref="C1-x"),
+              ptl("R-40", ref="C4-x", amount="1.00"), ptl("R-99", ref="manual", order="ORD-100000")]
+    rows = reconcile(ledger, portal)
+    assert [(r.status, r.order_number) for r in rows] == [
+        (S.NOT_IN_LEDGER, "ORD-100000"),
+        (S.MISSING_IN_PORTAL, "ORD-100002"),
+        (S.UNCONFIRMED, "ORD-100003"),  # ledger says R-1, portal says R-3
+        (S.AMOUNT_MISMATCH, "ORD-100004"),
+        (S.MATCHED, "ORD-100001"),
+    ]
+    assert rows == reconcile(reversed(ledger), reversed(portal))
+
+
+def test_summarise_counts_every_status_including_zero() -> None:
+    rows = reconcile([led(1), led(2, status="pending", number=None)], [ptl(), ptl("R-x", ref="z")])
+    counts = summarise(rows)
+    assert list(counts) == list(ReconStatus)
+    assert counts == {S.MATCHED: 1, S.MISSING_IN_PORTAL: 1, S.NOT_IN_LEDGER: 1,
+                      S.AMOUNT_MISMATCH: 0, S.UNCONFIRMED: 0}
