@@ -1,0 +1,10 @@
+"""Intake: every channel's raw input turned into canonical requests (or quarantined)."""
+
+from __future__ import annotations
+
+from bots.intake.eml import parse_eml_bytes, read_eml_folder
+from bots.intake.sources import SourceConfig, read_source
+from bots.intake.spreadsheet import read_spreadsheet
+
+__all__ = ["SourceConfig", "parse_eml_bytes", "read_eml_folder", "read_source",
+           "read_spreadsheet"]

@@ -1,0 +1,541 @@
+"""Spreadsheet intake: the sheets ops and phone teams keep (.xlsx/.xlsm, .csv/.tsv/.txt).
+
+People make these by hand: a title above the header, their own column names,
+local number and date formats, blank rows, the header pasted twice. The reader
+copes with all of that and never guesses: a row it cannot trust is quarantined
+with the row number and the reason, so that someone can fix the sheet.
+
+Per-cell work is done once per distinct value of a column (`_per_value`), which
+keeps a 100,000-row sheet cheap: most columns repeat the same few values.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from numbers import Number
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bots.extract import (
+    DEFAULT_ORDER_PATTERNS,
+    MAX_AMOUNT,
+    classify_reason,
+    clean_text,
+    currency_code,
+    find_order_numbers,
+    mask_secrets,
+    normalise_email,
+    parse_amount,
+)
+from bots.models import Channel, IntakeItem, Quarantined, RefundRequest, money
+
+CHANNEL = Channel.SPREADSHEET.value
+EXCEL_SUFFIXES = (".xlsx", ".xlsm")
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+HEADER_SCAN_ROWS = 20
+TEXT_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
+DELIMITERS = (",", ";", "\t", "|")
+
+DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "order_number": ("order number", "order #", "order no.", "order_number", "order",
+                     "order id"),
+    "customer_email": ("email", "e-mail", "customer email"),
+    "customer_name": ("name", "customer", "customer name"),
+    "customer_phone": ("phone", "telephone", "mobile"),
+    "requested_amount": ("amount", "refund amount", "requested amount"),
+    "currency": ("currency",),
+    "reason_text": ("reason", "comment", "notes", "details"),
+    "received_at": ("date", "received", "received at", "request date"),
+}
+FIELDS = tuple(DEFAULT_COLUMNS)
+TEXT_LIMITS = {"customer_name": 200, "reason_text": 5000}
+
+
+class _Unreadable(Exception):
+    """The file as a whole cannot be read: one quarantined item stands for it."""
+
+
+@dataclass(frozen=True)
+class _Sheet:
+    name: str
+    label: str  # how a person finds it: "sheet 'Refunds'" or "requests.csv"
+    frame: pd.DataFrame  # header=None, object cells, index = 0-based row in the file
+
+
+def read_spreadsheet(path: Path, *, columns: Mapping[str, Sequence[str]] = DEFAULT_COLUMNS,
+                     order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS,
+                     default_currency: str | None = None,
+                     date_dayfirst: bool = True) -> Iterator[IntakeItem]:
+    """Every data row of every sheet, in sheet and row order, as a request or quarantined.
+
+    Row ids hash the row's content, not its position, so re-reading a sheet that
+    was re-sorted or appended to yields the same id for the same row. Two rows
+    identical in every request field are the same request and share one id.
+    """
+    path = Path(path)
+    unknown = set(columns) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"unknown spreadsheet fields {sorted(unknown)}; known: {FIELDS}")
+    lookup = _header_lookup(columns)
+    try:
+        sheets = _load(path)
+        fallback = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except _Unreadable as exc:
+        yield Quarantined(CHANNEL, _file_id(path), str(exc), source_ref=str(path))
+        return
+    ctx = _Context(path, order_patterns, default_currency, date_dayfirst, fallback)
+    for sheet in sheets:
+        try:
+            yield from _read_sheet(sheet, lookup, ctx)
+        except Exception as exc:  # one odd sheet must not stop the intake of every other source
+            yield Quarantined(CHANNEL, f"{_file_id(path)}#{sheet.name}",
+                              f"{sheet.label} of {path.name} could not be read "
+                              f"({type(exc).__name__}: {exc})", source_ref=str(path))
+
+
+@dataclass(frozen=True)
+class _Context:
+    path: Path
+    order_patterns: Sequence[str]
+    default_currency: str | None
+    dayfirst: bool
+    fallback_time: datetime
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _file_id(path: Path) -> str:
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        digest = "unreadable"
+    return f"{path.name}#file#{digest}"
+
+
+def _load(path: Path) -> list[_Sheet]:
+    suffix = path.suffix.lower()
+    if suffix in EXCEL_SUFFIXES:
+        return _load_excel(path)
+    if suffix in TEXT_SUFFIXES:
+        return [_Sheet("", path.name, _load_text(path))]
+    raise _Unreadable(f"unsupported file type '{suffix}': save the sheet as .xlsx or .csv")
+
+
+def _load_excel(path: Path) -> list[_Sheet]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # openpyxl warns about styles and extensions
+            book = pd.read_excel(path, sheet_name=None, header=None, dtype=object,
+                                 engine="openpyxl")
+    except Exception as exc:  # zip, XML and openpyxl errors alike: the file is unusable
+        raise _Unreadable(f"not a readable Excel workbook ({type(exc).__name__}: {exc})") from exc
+    return [_Sheet(str(name), f"sheet '{name}'", frame) for name, frame in book.items()]
+
+
+def _load_text(path: Path) -> pd.DataFrame:
+    """A delimited text file as cells of strings.
+
+    Parsed with the csv module rather than `read_csv` because hand-made files
+    have title lines above the header with fewer fields, which `read_csv`'s
+    column inference rejects; pandas then holds the ragged rows.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _Unreadable(f"the file could not be read: {exc.strerror or exc}") from exc
+    text = _decode(data)
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text)))
+    except csv.Error as exc:
+        raise _Unreadable(f"not a readable delimited text file ({exc})") from exc
+    if not rows:
+        raise _Unreadable("the file is empty")
+    width = max(map(len, rows))
+    return pd.DataFrame([r + [None] * (width - len(r)) if len(r) < width else r for r in rows],
+                        dtype=object)
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" export
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise _Unreadable("not a readable text file (broken UTF-16)") from exc
+    if b"\x00" in data[:8192]:
+        raise _Unreadable("a binary file, not a spreadsheet or delimited text file")
+    for encoding in TEXT_ENCODINGS:
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The delimiter that splits the most lines into the same number of fields."""
+    lines = [line for line in text[:65536].splitlines() if line.strip()][:50]
+    best, best_score = ",", (0, 0)
+    for delim in DELIMITERS:
+        counts = [line.count(delim) for line in lines if line.count(delim)]
+        if not counts:
+            continue
+        common = max(set(counts), key=lambda n: (counts.count(n), n))
+        score = (counts.count(common), common)
+        if score > best_score:
+            best, best_score = delim, score
+    return best
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def _header_key(value: Any) -> str:
+    """`Order #`, `ORDER_NO.` and ` order no ` are one header; `Amount (EUR)` is `amount`."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    text = re.sub(r"\([^)]*\)", "", str(value))
+    return re.sub(r"[\W_]+", "", text.casefold())
+
+
+def _header_lookup(columns: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    lookup: dict[str, str] = {}
+    for fld, synonyms in columns.items():
+        for synonym in synonyms:
+            lookup.setdefault(_header_key(synonym), fld)
+    lookup.pop("", None)
+    return lookup
+
+
+def _find_header(frame: pd.DataFrame, lookup: dict[str, str]
+                 ) -> tuple[int, dict[str, int], str | None] | None:
+    """(row position, field -> column position, currency named in the amount header)."""
+    for pos in range(min(HEADER_SCAN_ROWS, len(frame))):
+        mapping: dict[str, int] = {}
+        currency = None
+        for col, value in enumerate(frame.iloc[pos].tolist()):
+            fld = lookup.get(_header_key(value))
+            if fld and fld not in mapping:
+                mapping[fld] = col
+                if fld == "requested_amount":
+                    currency = _header_currency(value)
+        if len(mapping) >= 2:
+            return pos, mapping, currency
+    return None
+
+
+def _header_currency(value: Any) -> str | None:
+    m = re.search(r"\(([^)]*)\)", str(value))
+    return currency_code(m[1]) if m else None
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _per_value(column: pd.Series, fn: Callable[[Any], Any]) -> np.ndarray:
+    """`fn` applied once per distinct cell value (None for empty cells), spread to all rows."""
+    codes, uniques = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=True)
+    results = np.empty(len(uniques) + 1, dtype=object)
+    results[:-1] = [fn(value) for value in uniques]
+    results[-1] = fn(None)
+    return results[codes]  # code -1 (empty) picks the last slot
+
+
+def _cell_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NaT:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime | pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value).strip()
+
+
+def _display(limit: int) -> Callable[[Any], str]:
+    return lambda value: clean_text(mask_secrets(_cell_text(value)), limit)
+
+
+def _reason(patterns: Sequence[str]) -> Callable[[Any], tuple[str, str, str | None]]:
+    """(reason text, reason category, first order number written in it)."""
+
+    def parse(value: Any) -> tuple[str, str, str | None]:
+        text = clean_text(mask_secrets(_cell_text(value)), TEXT_LIMITS["reason_text"])
+        orders = find_order_numbers(text, patterns) if text else []
+        return text, classify_reason(text), orders[0] if orders else None
+
+    return parse
+
+
+_CANONICAL_ORDER = re.compile(r"ORD-\d{6}")
+
+
+def _order(patterns: Sequence[str]) -> Callable[[Any], tuple[str | None, str]]:
+    """(order number, problem). A filled order cell must be recognisable: never guessed."""
+    defaults = list(patterns) == DEFAULT_ORDER_PATTERNS
+
+    def parse(value: Any) -> tuple[str | None, str]:
+        text = _cell_text(value)
+        if not text:
+            return None, ""
+        if defaults and _CANONICAL_ORDER.fullmatch(text):
+            return text, ""  # the common case, without running every pattern
+        found = find_order_numbers(text, patterns) or find_order_numbers(f"order {text}",
+                                                                         patterns)
+        if len(found) > 1:
+            return None, (f"the order cell names {len(found)} orders ({', '.join(found[:3])}): "
+                          "one row per order")
+        if found:
+            return found[0], ""
+        return None, f"order number '{clean_text(mask_secrets(text), 40)}' is not in a " \
+                     "recognised format"
+
+    return parse
+
+
+def _phone(value: Any) -> str | None:
+    text = re.sub(r"\s+", " ", _cell_text(value))
+    digits = sum(ch.isdigit() for ch in text)
+    if re.fullmatch(r"\+?[\d ()./-]+", text) and 6 <= digits <= 15:
+        return text
+    return None
+
+
+def _amount(value: Any) -> tuple[Decimal | None, str | None, str]:
+    """(amount, currency written with it, problem)."""
+    text = _cell_text(value)
+    if not text:
+        return None, None, ""
+    if isinstance(value, Number) and not isinstance(value, bool):
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            number = None
+        if number is not None and number.is_finite() and 0 < number <= MAX_AMOUNT \
+                and money(number) > 0:
+            return money(number), None, ""
+    elif isinstance(value, str) and (parsed := parse_amount(text)):
+        return parsed[0], parsed[1], ""
+    shown = clean_text(mask_secrets(text), 40)
+    return None, None, (f"amount '{shown}' is not a valid refund amount (a positive number "
+                        f"up to {MAX_AMOUNT:,})")
+
+
+def _currency(value: Any) -> tuple[str | None, str]:
+    text = _cell_text(value)
+    if not text:
+        return None, ""
+    code = currency_code(text)
+    return (code, "") if code else (None, f"currency '{clean_text(text, 20)}' is not known")
+
+
+_DMY = re.compile(r"(\d{1,2})[./-](\d{1,2})[./-](\d{2,4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
+
+
+def _when(dayfirst: bool) -> Callable[[Any], datetime | None]:
+    """Excel datetimes, ISO strings, or day-first (or month-first) strings, as UTC."""
+
+    def parse(value: Any) -> datetime | None:
+        if value is None or value is pd.NaT or isinstance(value, bool | Number):
+            return None
+        if isinstance(value, datetime | pd.Timestamp | date):
+            return _utc(value)
+        text = str(value).strip()
+        if re.match(r"\d{4}-\d{2}-\d{2}", text):
+            try:
+                return _utc(datetime.fromisoformat(text))
+            except ValueError:
+                return None
+        if m := _DMY.fullmatch(text):
+            return _from_parts(m, dayfirst)
+        return _free_date(text, dayfirst) if text else None
+
+    return parse
+
+
+def _from_parts(m: re.Match[str], dayfirst: bool) -> datetime | None:
+    a, b, year = int(m[1]), int(m[2]), int(m[3])
+    year += 2000 if year < 100 else 0
+    hh, mm, ss = int(m[4] or 0), int(m[5] or 0), int(m[6] or 0)
+    # The preferred order first; the other one only when the first cannot be a date.
+    for day, month in ((a, b), (b, a)) if dayfirst else ((b, a), (a, b)):
+        try:
+            return datetime(year, month, day, hh, mm, ss, tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def _free_date(text: str, dayfirst: bool) -> datetime | None:
+    """Last resort for "28 Nov 2026" and the like; anything pandas cannot read is no date."""
+    if not re.search(r"\d", text) or len(text) > 40:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stamp = pd.to_datetime(text, dayfirst=dayfirst)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return None if stamp is pd.NaT else _utc(stamp)
+
+
+def _utc(value: datetime | date) -> datetime | None:
+    if isinstance(value, pd.Timestamp):
+        if value is pd.NaT:
+            return None
+        value = value.to_pydatetime()
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time())
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value if 1990 <= value.year <= 2100 else None
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _read_sheet(sheet: _Sheet, lookup: dict[str, str], ctx: _Context) -> Iterator[IntakeItem]:
+    frame = sheet.frame
+    if frame.empty or _blank_rows(frame).all():
+        return  # an empty sheet (Excel's untouched "Sheet2") is not a problem
+    found = _find_header(frame, lookup)
+    if found is None:
+        yield _no_header(sheet, ctx)
+        return
+    header_pos, mapping, header_currency = found
+    body = frame.iloc[header_pos + 1:]
+    header = frame.iloc[header_pos]
+    keep = ~_blank_rows(body) & ~_header_repeats(body, header, mapping)
+    body = body[keep]
+    if body.empty:
+        return
+    cells = _parse_cells(body, mapping, ctx)
+    currency = header_currency or ctx.default_currency
+    keys = list(cells)
+    columns = [cells[k].tolist() for k in keys]
+    for row_index, values in zip(body.index.tolist(), zip(*columns, strict=True), strict=True):
+        yield _row_item(sheet, int(row_index) + 1, dict(zip(keys, values, strict=True)),
+                        currency, ctx)
+
+
+def _blank_rows(body: pd.DataFrame) -> np.ndarray:
+    """Rows whose every cell is empty or whitespace (vectorised: this runs on every row)."""
+    blank = body.isna() | body.astype(str).apply(lambda col: col.str.strip().eq(""))
+    return blank.all(axis=1).to_numpy()
+
+
+def _header_repeats(body: pd.DataFrame, header: pd.Series, mapping: dict[str, int]
+                    ) -> np.ndarray:
+    """Rows that repeat the header (pasted blocks, concatenated exports).
+
+    Columns with the fewest distinct values are checked first, and later columns
+    only on the rows still in question, so a column of 100,000 order numbers is
+    rarely looked at.
+    """
+    candidates = np.ones(len(body), dtype=bool)
+    cols = sorted(mapping.values(), key=lambda c: body.iloc[:, c].nunique())
+    for col in cols:
+        rows = np.flatnonzero(candidates)
+        if not len(rows):
+            break
+        key = _header_key(header.iloc[col])
+        same = _per_value(body.iloc[rows, col], _header_key) == key
+        candidates[rows[~same.astype(bool)]] = False
+    return candidates
+
+
+def _parse_cells(body: pd.DataFrame, mapping: dict[str, int], ctx: _Context
+                 ) -> dict[str, np.ndarray]:
+    """Every field of every row, computed column-wise."""
+    empty = np.full(len(body), None, dtype=object)
+
+    def column(fld: str, fn: Callable[[Any], Any]) -> np.ndarray:
+        return _per_value(body.iloc[:, mapping[fld]], fn) if fld in mapping else empty
+
+    cells = {fld: column(fld, _display(TEXT_LIMITS.get(fld, 500))) for fld in FIELDS
+             if fld != "reason_text"}
+    cells["reason"] = column("reason_text", _reason(ctx.order_patterns))
+    cells["reason_text"] = np.array([r[0] if r else None for r in cells["reason"]], dtype=object)
+    cells["order"] = column("order_number", _order(ctx.order_patterns))
+    cells["email"] = column("customer_email", normalise_email)
+    cells["phone"] = column("customer_phone", _phone)
+    cells["amount"] = column("requested_amount", _amount)
+    cells["currency_code"] = column("currency", _currency)
+    cells["when"] = column("received_at", _when(ctx.dayfirst))
+    return cells
+
+
+def _row_item(sheet: _Sheet, row_no: int, cell: dict[str, Any], header_currency: str | None,
+              ctx: _Context) -> IntakeItem:
+    texts = [cell[f] or "" for f in FIELDS]
+    source_id = f"{ctx.path.name}#{sheet.name}#" + hashlib.sha256(
+        "\x1f".join(texts).encode("utf-8")).hexdigest()[:16]
+    reason, category, reason_order = cell["reason"] or ("", "other", None)
+    order, problems = _row_order(cell, reason_order)
+    bad_order = bool(problems)
+    amount, amount_currency, amount_problem = cell["amount"] or (None, None, "")
+    currency, currency_problem = cell["currency_code"] or (None, "")
+    problems += [p for p in (amount_problem, currency_problem) if p]
+    if currency and amount_currency and currency != amount_currency:
+        problems.append(f"the amount is in {amount_currency} but the currency column says "
+                        f"{currency}")
+    if not (order or bad_order or cell["email"] or cell["phone"]):
+        problems.append("no order number, email or phone" + _bad_email_note(cell))
+    if problems:
+        return Quarantined(CHANNEL, source_id,
+                           f"row {row_no} of {sheet.label}: " + "; ".join(problems),
+                           clean_text(" | ".join(t for t in texts if t), 200), str(ctx.path))
+    if amount is not None:
+        currency = currency or amount_currency or header_currency
+    return RefundRequest(
+        channel=CHANNEL,
+        source_id=source_id,
+        received_at=cell["when"] or ctx.fallback_time,
+        reason_text=reason,
+        customer_email=cell["email"],
+        customer_name=cell["customer_name"] or None,
+        customer_phone=cell["phone"],
+        order_number=order,
+        requested_amount=amount,
+        currency=currency,
+        reason_category=category,
+        reply_to=cell["email"],
+        source_ref=f"{ctx.path} {sheet.label} row {row_no}",
+    )
+
+
+def _row_order(cell: dict[str, Any], reason_order: str | None
+               ) -> tuple[str | None, list[str]]:
+    """The order cell, else an order number written in the reason; a bad order cell is a problem."""
+    order, problem = cell["order"] or (None, "")
+    if problem:
+        return None, [problem]
+    return order or reason_order, []
+
+
+def _bad_email_note(cell: dict[str, Any]) -> str:
+    written = cell["customer_email"]
+    return f" (the email '{written}' is not a valid address)" if written else ""
+
+
+def _no_header(sheet: _Sheet, ctx: _Context) -> Quarantined:
+    top = sheet.frame.head(HEADER_SCAN_ROWS)
+    shown = " | ".join(_cell_text(v) for v in top.to_numpy().ravel() if _cell_text(v))
+    digest = hashlib.sha256(shown.encode("utf-8")).hexdigest()[:16]
+    return Quarantined(
+        CHANNEL, f"{ctx.path.name}#{sheet.name}#no-header#{digest}",
+        f"{sheet.label} of {ctx.path.name}: no header row found in the first "
+        f"{HEADER_SCAN_ROWS} rows (need at least two known column names, e.g. "
+        f"'Order number', 'Email', 'Amount', 'Reason')",
+        clean_text(mask_secrets(shown), 200), str(ctx.path))
