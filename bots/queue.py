@@ -467,6 +467,10 @@ class Queue:
                 .order_by(RefundIntent.id)
             ))
 
+    def intent_keys(self) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(select(RefundIntent.key)))
+
     # -- locks -----------------------------------------------------------------------
 
     def acquire_lock(self, name: str, owner: str, ttl_seconds: int) -> bool:

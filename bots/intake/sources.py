@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bots.extract import DEFAULT_ORDER_PATTERNS, currency_code
 from bots.intake.eml import DEFAULT_MAX_BYTES, read_eml_folder
+from bots.intake.imap import MailboxConfig, read_mailbox
 from bots.intake.spreadsheet import (
     DEFAULT_COLUMNS,
     EXCEL_SUFFIXES,
@@ -89,8 +90,18 @@ class SourceConfig(BaseModel):
         return self.order_patterns or list(DEFAULT_ORDER_PATTERNS)
 
 
-def read_source(cfg: SourceConfig) -> Iterator[IntakeItem]:
-    """Every item of one configured source; a missing source is one quarantined item."""
+AnySource = Annotated[SourceConfig | MailboxConfig, Field(discriminator="kind")]
+
+
+def read_source(cfg: SourceConfig | MailboxConfig) -> Iterator[IntakeItem]:
+    """Every item of one configured source; a missing source is one quarantined item.
+
+    A mailbox that cannot be reached raises `MailboxError`: that is an outage, not bad
+    input, and the pipeline reports it as a failed source.
+    """
+    if isinstance(cfg, MailboxConfig):
+        yield from read_mailbox(cfg)
+        return
     channel = _CHANNELS[cfg.kind]
     path = Path(cfg.path)
     if not path.exists():

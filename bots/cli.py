@@ -1,0 +1,369 @@
+"""`refund-bots`: the command line ops staff and schedulers use.
+
+Exit status tells a scheduler whether the run did its job:
+0 done; 1 could not run (settings, browser, sandbox); 3 done, but cases failed
+or the reconciliation found problems; 4 stopped by the circuit breaker (the
+legacy apps kept failing; remaining cases stay queued); 5 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bots.config import ConfigError, Settings, load_settings
+from bots.errors import SystemException
+from bots.policy import PolicyError, load_policy
+from bots.queue import Case, LockHeld, Queue
+from bots.runs import RunFolder, configure_console
+
+EXIT_OK, EXIT_ERROR, EXIT_PROBLEMS, EXIT_CIRCUIT, EXIT_LOCKED = 0, 1, 3, 4, 5
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="rich",
+                  pretty_exceptions_enable=False)
+cases_app = typer.Typer(help="Look at cases in the queue.", no_args_is_help=True)
+policy_app = typer.Typer(help="Work with refund policy files.", no_args_is_help=True)
+app.add_typer(cases_app, name="cases")
+app.add_typer(policy_app, name="policy")
+console = Console(stderr=False)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file "
+                      "(default config/settings.yaml, or $REFUND_BOTS_CONFIG).")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", min=1, max=16,
+                       help="Browser contexts working the queue at once.")]
+TodayOpt = Annotated[str | None, typer.Option(help="Decide as if today were YYYY-MM-DD "
+                     "(replaying a past day).")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log everything to stderr.")]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        console.print(f"[red]settings:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _today(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
+
+
+# -- the pipeline ------------------------------------------------------------------------
+
+@app.command()
+def run(config: ConfigOpt = None, workers: WorkersOpt = None, today: TodayOpt = None,
+        verbose: VerboseOpt = False) -> None:
+    """Intake from every source, process the queue in the legacy UIs, write the report."""
+    configure_console(verbose)
+    settings = _settings(config, processing__workers=workers)
+    raise typer.Exit(execute(settings, "run", intake=True, process=True, today=_today(today)))
+
+
+@app.command()
+def intake(config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Read every configured source into the queue (no browser). Safe to repeat."""
+    configure_console(verbose)
+    settings = _settings(config)
+    raise typer.Exit(execute(settings, "intake", intake=True, process=False))
+
+
+@app.command()
+def process(config: ConfigOpt = None, workers: WorkersOpt = None, today: TodayOpt = None,
+            verbose: VerboseOpt = False) -> None:
+    """Work the queued cases in the legacy UIs, then write the run's report."""
+    configure_console(verbose)
+    settings = _settings(config, processing__workers=workers)
+    raise typer.Exit(execute(settings, "process", intake=False, process=True,
+                             today=_today(today)))
+
+
+@app.command()
+def report(run_id: Annotated[str | None, typer.Argument(help="Run to report on "
+                                                         "(default: the last one).")] = None,
+           config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Write (again) the reconciliation workbook of a run, re-reading the payment portal."""
+    from bots.pipeline import write_run_report
+    from bots.session import BotSession
+
+    configure_console(verbose)
+    settings = _settings(config)
+    queue = Queue(settings.queue_url)
+    run_id = run_id or queue.last_run_id()
+    row = queue.get_run(run_id) if run_id else None
+    if row is None:
+        console.print("[red]no such run[/] (runs are listed in the queue database)")
+        raise typer.Exit(EXIT_ERROR)
+    folder = RunFolder.create(settings.runs_dir, row.run_id)
+    folder.started_at = row.started_at
+
+    async def go() -> Path:
+        async with BotSession(settings) as session:
+            rep = await write_run_report(settings, queue, folder, session,
+                                         row.finished_at or datetime.now(UTC))
+            return rep.path
+
+    try:
+        path = asyncio.run(go())
+    except (SystemException, ConfigError) as exc:
+        console.print(f"[red]report failed:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    finally:
+        folder.close()
+    console.print(f"Report: {path}")
+
+
+def execute(settings: Settings, command: str, *, intake: bool, process: bool,
+            today: date | None = None) -> int:
+    """One run: its folder, log, stages and exit status. Shared by run/intake/process/demo."""
+    from bots.pipeline import run_intake
+
+    queue = Queue(settings.queue_url)
+    folder = RunFolder.create(settings.runs_dir)
+    queue.start_run(folder.run_id, command)
+    folder.log.info("run {} ({}) started", folder.run_id, command)
+    stats: dict[str, object] = {}
+    code = EXIT_OK
+    try:
+        if intake:
+            i = run_intake(settings, queue, folder)
+            stats["intake"] = i.__dict__
+            console.print(f"Intake: {i.new_requests} new request(s) in {i.new_cases} new case(s), "
+                          f"{i.linked} linked to an existing case, {i.already_seen} already seen, "
+                          f"{i.quarantined} quarantined.")
+            if i.failed_sources:
+                console.print(f"[red]{i.failed_sources} source(s) could not be read: see the "
+                              f"log and the report's Quarantine sheet.[/]")
+                code = EXIT_PROBLEMS
+        if process:
+            code = max(code, asyncio.run(
+                _process_and_report(settings, queue, folder, stats, today)))
+    except (ConfigError, PolicyError) as exc:
+        console.print(f"[red]cannot run:[/] {exc}")
+        code = EXIT_ERROR
+    except Exception as exc:
+        folder.log.opt(exception=exc).error("run failed")
+        console.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}")
+        code = EXIT_ERROR
+    finally:
+        status = {EXIT_OK: "done", EXIT_PROBLEMS: "problems", EXIT_CIRCUIT: "stopped",
+                  EXIT_LOCKED: "locked"}.get(code, "error")
+        queue.finish_run(folder.run_id, status, stats)
+        folder.close()
+    console.print(f"Run {folder.run_id}: {status}. Log: {folder.path / 'run.log'}")
+    return code
+
+
+async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolder,
+                              stats: dict[str, object], today: date | None) -> int:
+    from bots.browser import BrowserNotFound
+    from bots.pipeline import run_processing, write_run_report
+    from bots.processing import Processor
+    from bots.scheduler import request_stop
+    from bots.session import BotSession
+
+    total = queue.pending_count()
+    holder: list[Processor] = []
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: (request_stop(), holder and holder[0].stop()))
+    try:
+        async with BotSession(settings) as session:
+            with _progress(total) as progress:
+                task = progress.add_task("processing", total=total)
+
+                def on_case(case: Case, outcome: str) -> None:
+                    progress.update(task, advance=1, description=f"{case.ref} {outcome}")
+
+                try:
+                    result = await run_processing(settings, queue, folder, session, today=today,
+                                                  on_case=on_case,
+                                                  processor_ready=holder.append)
+                except LockHeld as exc:
+                    console.print(f"[yellow]{exc}[/]")
+                    return EXIT_LOCKED
+            rep = await write_run_report(settings, queue, folder, session)
+    except BrowserNotFound as exc:
+        console.print(f"[red]browser:[/] {exc}")
+        return EXIT_ERROR
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    stats["processing"] = {"processed": result.processed, "outcomes": dict(result.outcomes),
+                           "system_errors": result.system_errors,
+                           "seconds": round(result.seconds, 2)}
+    problems = rep.problems
+    outcomes = ", ".join(f"{n} {o}" for o, n in sorted(result.outcomes.items())) or "none"
+    console.print(f"Processed {result.processed} case(s): {outcomes}.")
+    console.print(f"Seconds per case: {result.seconds_per_case:.2f} "
+                  f"({result.seconds:.1f} s, {settings.processing.workers} worker(s)).")
+    console.print(f"Reconciliation: {'OK' if not problems else f'{problems} problem(s)'}.")
+    console.print(f"Report: {rep.path}")
+    if result.circuit_open:
+        console.print("[red]Stopped by the circuit breaker: the legacy apps kept failing. "
+                      f"{queue.pending_count()} case(s) stay queued.[/]")
+        return EXIT_CIRCUIT
+    if result.outcomes.get("failed") or problems:
+        return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+def _progress(total: int) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True),
+                    disable=not sys.stderr.isatty() or total == 0, transient=True)
+
+
+# -- sandbox and demo ---------------------------------------------------------------------
+
+@app.command()
+def sandbox(
+    data_dir: Annotated[Path, typer.Option(help="Where the two apps keep their databases.")]
+    = Path("runs/sandbox"),
+    orders_port: Annotated[int, typer.Option(help="Order system port (0: any free).")] = 8101,
+    payments_port: Annotated[int, typer.Option(help="Payment portal port (0: any free).")] = 8102,
+    seed: Annotated[int, typer.Option(help="Seed of the generated demo data.")] = 7,
+    reset: Annotated[bool, typer.Option(help="Regenerate the data from the seed.")] = False,
+    latency_ms: Annotated[int, typer.Option(help="Fault: added latency per request.")] = 0,
+    error_rate: Annotated[float, typer.Option(help="Fault: share of requests answering 500.")]
+    = 0.0,
+    hang_rate: Annotated[float, typer.Option(help="Fault: share of requests that hang.")] = 0.0,
+    session_max_requests: Annotated[int | None, typer.Option(
+        help="Fault: sessions expire after this many requests.")] = None,
+    session_max_age: Annotated[float | None, typer.Option(
+        help="Fault: sessions expire after this many seconds.")] = None,
+    maintenance: Annotated[bool, typer.Option(help="Fault: show the maintenance page.")] = False,
+) -> None:
+    """Run the sandbox legacy order system and payment portal in the foreground."""
+    from bots.sandbox.faults import FaultConfig
+    from bots.sandbox.server import serve
+
+    faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate, hang_rate=hang_rate,
+                         session_max_requests=session_max_requests,
+                         session_max_age_s=session_max_age, maintenance=maintenance)
+    serve(data_dir, orders_port=orders_port, payments_port=payments_port, seed=seed,
+          reset=reset, faults=faults)
+
+
+@app.command()
+def demo(workers: WorkersOpt = None,
+         headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+         folder: Annotated[Path, typer.Option(help="Where the demo keeps its inbox, "
+                                              "spreadsheet, queue and sandbox data.")]
+         = Path("runs/demo"),
+         verbose: VerboseOpt = False) -> None:
+    """Start the sandbox, generate a demo inbox and spreadsheet, run the whole pipeline."""
+    from bots.demo import run_demo
+
+    configure_console(verbose)
+    raise typer.Exit(run_demo(folder, workers=workers, headed=headed, console=console))
+
+
+# -- unattended ---------------------------------------------------------------------------
+
+@app.command()
+def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
+        help="Run every job once now, then exit (to test the schedule).")] = False,
+        verbose: VerboseOpt = False) -> None:
+    """Run the jobs of `schedule:` in the settings until stopped (SIGTERM or Ctrl-C)."""
+    from bots.scheduler import Scheduler
+
+    configure_console(verbose)
+    settings = _settings(config)
+    raise typer.Exit(Scheduler(settings, config, console).run_forever(once=once))
+
+
+@app.command()
+def doctor(config: ConfigOpt = None) -> None:
+    """Check settings, policy, selectors, secrets and the browser before a first run."""
+    from bots.browser import BrowserNotFound, find_browser
+    from bots.config import secret
+    from bots.pages.base import Selectors
+
+    settings = _settings(config)
+    checks: list[tuple[str, bool, str]] = []
+
+    def check(name: str, fn) -> None:  # noqa: ANN001
+        try:
+            checks.append((name, True, str(fn() or "ok")))
+        except (ConfigError, PolicyError, BrowserNotFound, OSError, ValueError) as exc:
+            checks.append((name, False, str(exc)))
+
+    check("policy", lambda: f"{settings.policy} valid" if load_policy(settings.policy) else "")
+    check("orders selectors", lambda: Selectors.load(settings.orders.selectors).source)
+    check("payments selectors", lambda: Selectors.load(settings.payments.selectors).source)
+    check("orders password", lambda: "set" if secret(settings.orders.password_secret) else "")
+    check("payments password", lambda: "set" if secret(settings.payments.password_secret) else "")
+    check("browser", lambda: find_browser(settings.browser.executable,
+                                          settings.browser.channel).source)
+    check("queue", lambda: f"{Queue(settings.queue_url).pending_count()} open case(s)")
+    table = Table("check", "", "detail")
+    for name, ok, detail in checks:
+        table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
+    console.print(table)
+    raise typer.Exit(EXIT_OK if all(ok for _, ok, _ in checks) else EXIT_ERROR)
+
+
+# -- queue inspection and policy ----------------------------------------------------------
+
+@cases_app.command("list")
+def cases_list(state: Annotated[list[str] | None, typer.Option(
+        help="Only cases in this state (queued, processing, done, escalated, failed).")] = None,
+        config: ConfigOpt = None) -> None:
+    """List cases with their state and outcome."""
+    settings = _settings(config)
+    table = Table("case", "state", "outcome", "order", "customer", "channels", "approved",
+                  "refund")
+    for c in Queue(settings.queue_url).cases(state):
+        table.add_row(c.ref, c.state, c.outcome or "", c.order_number or "",
+                      c.customer_email or "", ", ".join(c.channels),
+                      str(c.approved_amount or ""), c.refund_number or "")
+    console.print(table)
+
+
+@cases_app.command("show")
+def cases_show(case: Annotated[str, typer.Argument(help="Case reference (C-000012) or id.")],
+               config: ConfigOpt = None) -> None:
+    """Show one case: its contacts, decision and audit trail."""
+    settings = _settings(config)
+    queue = Queue(settings.queue_url)
+    found = queue.get_case(int(case.upper().removeprefix("C-")))
+    if found is None:
+        console.print(f"[red]no case {case}[/]")
+        raise typer.Exit(EXIT_ERROR)
+    console.print(f"[bold]{found.ref}[/] {found.state} {found.outcome or ''} "
+                  f"order {found.order_number or '?'}: {found.reason or ''}")
+    for r in found.requests:
+        console.print(f"  contact {r.channel} {r.received_at:%Y-%m-%d %H:%M} "
+                      f"{r.customer_email or r.customer_phone or ''}: {r.reason_text[:100]!r}")
+    table = Table("at", "run", "actor", "event", "state", "detail")
+    for a in queue.audit_trail(found.id):
+        table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.run_id or "", a.actor, a.event,
+                      f"{a.from_state or ''}→{a.to_state or ''}", a.detail)
+    console.print(table)
+
+
+@policy_app.command("check")
+def policy_check(file: Annotated[Path, typer.Argument(help="Policy YAML to validate.")]) -> None:
+    """Validate a policy file and print the rules it sets."""
+    try:
+        pol = load_policy(file)
+    except PolicyError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    for key, value in pol.model_dump().items():
+        console.print(f"{key}: {value}")
+    console.print(f"[green]{file} is valid[/]")
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,145 @@
+"""Settings: YAML under `config/`, overridden by environment variables.
+
+Secrets are deliberately not part of the settings model: they are looked up by
+name at the moment they are needed (`secret()`), from the environment or the OS
+keyring, so that no settings dump, log line or report can ever contain them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bots.intake.sources import AnySource
+
+ENV_PREFIX = "REFUND_BOTS_"
+DEFAULT_SETTINGS = Path("config/settings.yaml")
+
+
+class ConfigError(Exception):
+    """Settings are missing or invalid: the message says what to fix."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrowserSettings(_Model):
+    executable: str | None = None  # None: find one (see bots.browser)
+    channel: str | None = None  # "chrome" / "msedge" when using an installed Chrome/Edge
+    headless: bool = True
+    slow_mo_ms: int = 0
+    timeout_ms: int = 15_000
+    trace_failures: bool = True
+
+
+class AppSettings(_Model):
+    url: str
+    username: str
+    password_secret: str  # the secret's name, e.g. ORDERS_PASSWORD -> $REFUND_BOTS_ORDERS_PASSWORD
+    selectors: Path
+
+
+class ProcessingSettings(_Model):
+    workers: int = Field(1, ge=1, le=16)
+    max_attempts: int = Field(3, ge=1, le=20)
+    backoff_seconds: float = Field(2.0, ge=0)
+    backoff_max_seconds: float = Field(60.0, ge=0)
+    lease_seconds: int = Field(300, ge=10)
+    circuit_breaker: int = Field(5, ge=1)  # consecutive system exceptions that stop the run
+
+
+class IntakeSettings(_Model):
+    sources: list[AnySource] = []
+
+
+class ScheduleJob(_Model):
+    command: Literal["run", "intake", "process", "report"] = "run"
+    every_minutes: int | None = Field(None, ge=1)
+    at: str | None = None  # "HH:MM", daily
+
+
+class ScheduleSettings(_Model):
+    jobs: list[ScheduleJob] = []
+
+
+class Settings(_Model):
+    queue_url: str = "sqlite:///runs/queue.sqlite"
+    runs_dir: Path = Path("runs")
+    policy: Path = Path("config/policy.yaml")
+    browser: BrowserSettings = BrowserSettings()
+    orders: AppSettings
+    payments: AppSettings
+    processing: ProcessingSettings = ProcessingSettings()
+    intake: IntakeSettings = IntakeSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+
+
+# Environment variables that override one setting each (documented in the README).
+_ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "QUEUE_URL": ("queue_url",),
+    "RUNS_DIR": ("runs_dir",),
+    "POLICY": ("policy",),
+    "BROWSER": ("browser", "executable"),
+    "BROWSER_CHANNEL": ("browser", "channel"),
+    "HEADLESS": ("browser", "headless"),
+    "ORDERS_URL": ("orders", "url"),
+    "ORDERS_USER": ("orders", "username"),
+    "PAYMENTS_URL": ("payments", "url"),
+    "PAYMENTS_USER": ("payments", "username"),
+    "WORKERS": ("processing", "workers"),
+}
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from YAML (default `config/settings.yaml`), then env, then overrides.
+
+    `overrides` take dotted keys with `__` (e.g. `orders__url=...`) so the CLI and
+    the demo can point the bots at a sandbox without writing files.
+    """
+    path = Path(os.environ.get(ENV_PREFIX + "CONFIG", path or DEFAULT_SETTINGS))
+    if not path.exists():
+        raise ConfigError(f"settings file not found: {path} (set {ENV_PREFIX}CONFIG)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    for name, keys in _ENV_OVERRIDES.items():
+        if (value := os.environ.get(ENV_PREFIX + name)) not in (None, ""):
+            _set(data, keys, value)
+    for dotted, value in overrides.items():
+        if value is not None:
+            _set(data, tuple(dotted.split("__")), value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid settings:\n{exc}") from exc
+
+
+def _set(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    data[keys[-1]] = value
+
+
+def secret(name: str) -> str:
+    """A secret by name: `$REFUND_BOTS_<NAME>`, else the OS keyring (service "refund-bots")."""
+    value = os.environ.get(ENV_PREFIX + name)
+    if value:
+        return value
+    try:
+        import keyring  # optional: only where ops teams use an OS keyring
+
+        value = keyring.get_password("refund-bots", name)
+    except Exception:  # no keyring package or no backend: fall through to the error
+        value = None
+    if value:
+        return value
+    raise ConfigError(
+        f"secret {name} is not set: export {ENV_PREFIX}{name}=... "
+        f"or store it with `keyring set refund-bots {name}`"
+    )

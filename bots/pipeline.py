@@ -1,0 +1,192 @@
+"""The stages of a run, wired together: intake, processing, report.
+
+The CLI, the scheduler and the demo all call these, so a scheduled run and a
+run launched by hand behave exactly alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from bots.config import Settings
+from bots.intake import MailboxError, read_source
+from bots.models import PortalRefund, Quarantined, RefundRequest
+from bots.policy import load_policy
+from bots.processing import Processor, ProcessStats
+from bots.queue import Case, LockHeld, QuarantineRow, Queue, RefundIntent
+from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile
+from bots.report import CaseRow, RunInfo, write_report
+from bots.runs import RunFolder
+from bots.session import BotSession
+
+PROCESS_LOCK = "process"
+
+
+@dataclass
+class IntakeStats:
+    new_requests: int = 0
+    new_cases: int = 0
+    linked: int = 0  # contacts attached to an existing case (same order)
+    already_seen: int = 0
+    quarantined: int = 0
+    failed_sources: int = 0  # a mailbox or folder that could not be read at all
+    by_channel: Counter[str] = field(default_factory=Counter)
+
+
+def run_intake(settings: Settings, queue: Queue, run: RunFolder) -> IntakeStats:
+    """Read every configured source into the queue. Idempotent: re-reading adds nothing."""
+    stats = IntakeStats()
+    before = {c.id for c in queue.cases()}
+    for source in settings.intake.sources:
+        try:
+            for item in read_source(source):
+                _enqueue(queue, run, item, stats, before)
+        except MailboxError as exc:  # an outage, not bad input: report it, read the others
+            stats.failed_sources += 1
+            run.log.error("source {} failed: {}", source.label, exc)
+            queue.add_quarantined(Quarantined(
+                "email", f"source-failed:{source.label}:{run.run_id}",
+                f"source '{source.label}' could not be read: {exc}", source_ref=source.label,
+            ), run.run_id)
+    run.log.info("intake: {}", stats)
+    return stats
+
+
+def _enqueue(queue: Queue, run: RunFolder, item: RefundRequest | Quarantined,
+             stats: IntakeStats, before: set[int]) -> None:
+    if isinstance(item, Quarantined):
+        if queue.add_quarantined(item, run.run_id):
+            stats.quarantined += 1
+            run.log.warning("quarantined {} {}: {}", item.channel, item.source_id, item.reason)
+        return
+    case_id, new = queue.add_request(item, run.run_id)
+    if not new:
+        stats.already_seen += 1
+        return
+    stats.new_requests += 1
+    stats.by_channel[item.channel] += 1
+    if case_id in before:
+        stats.linked += 1
+    else:
+        stats.new_cases += 1
+        before.add(case_id)
+
+
+@asynccontextmanager
+async def process_lock(queue: Queue, ttl: int = 120) -> AsyncIterator[str]:
+    """One processing run per queue; a crashed holder's lock expires after `ttl` seconds."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{id(queue)}"
+    if not queue.acquire_lock(PROCESS_LOCK, owner, ttl):
+        raise LockHeld(f"another run holds the processing lock ({queue.lock_owner(PROCESS_LOCK)})")
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            queue.acquire_lock(PROCESS_LOCK, owner, ttl)
+
+    task = asyncio.create_task(heartbeat())
+    try:
+        yield owner
+    finally:
+        task.cancel()
+        queue.release_lock(PROCESS_LOCK, owner)
+
+
+async def run_processing(settings: Settings, queue: Queue, run: RunFolder, session: BotSession,
+                         *, today: date | None = None,
+                         on_case: Callable[[Case, str], None] | None = None,
+                         processor_ready: Callable[[Processor], None] | None = None
+                         ) -> ProcessStats:
+    policy = load_policy(settings.policy)
+    processor = Processor(settings, queue, policy, run, today=today, on_case=on_case)
+    if processor_ready:
+        processor_ready(processor)
+    async with process_lock(queue):
+        return await processor.process(session)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    path: Path
+    recon: list[ReconRow]
+
+    @property
+    def problems(self) -> int:
+        return sum(1 for r in self.recon if r.status is not ReconStatus.MATCHED)
+
+
+async def write_run_report(settings: Settings, queue: Queue, run: RunFolder,
+                           session: BotSession, finished_at: datetime | None = None) -> RunReport:
+    """Reconcile what the bot recorded in this run against the portal, and write the workbook."""
+    finished_at = finished_at or datetime.now(UTC)
+    intents = queue.intents_for_run(run.run_id)
+    portal = await _portal_refunds(session, queue, run.started_at, finished_at, intents)
+    ledger = [_ledger_entry(i) for i in intents]
+    info = RunInfo(run_id=run.run_id, started_at=run.started_at, finished_at=finished_at,
+                   orders_url=settings.orders.url, payments_url=settings.payments.url)
+    cases = [case_row(c) for c in queue.cases_touched(run.run_id)]
+    quarantined = [_quarantined(q) for q in queue.quarantined(run.run_id)]
+    recon = reconcile(ledger, portal)
+    path = write_report(run.report_path, info, cases, recon, quarantined)
+    run.log.info("report written: {}", path)
+    return RunReport(path, recon)
+
+
+async def _portal_refunds(session: BotSession, queue: Queue, start: datetime, end: datetime,
+                          intents: list[RefundIntent]) -> list[PortalRefund]:
+    """Portal refunds made during the run, plus any that match this run's ledger.
+
+    The listing is read from the earliest intent's day so that a refund submitted
+    by a crashed earlier run and confirmed in this one is found, not "missing".
+    """
+    earliest = min([start, *(i.created_at for i in intents)])
+    worker = await session.worker("report")
+    try:
+        await worker.payments.login()
+        listing = await worker.payments.list_refunds(earliest.date(),
+                                                     end.date() + timedelta(days=1))
+    finally:
+        await worker.context.close()
+    ours = {i.key for i in intents}
+    others = queue.intent_keys() - ours  # the bot's refunds of other runs: in *a* ledger
+    window_start = start.replace(microsecond=0)  # the portal stores whole seconds
+    window_end = end + timedelta(seconds=1)
+
+    def mentions(keys: set[str], ref: str) -> bool:
+        return any(k in ref for k in keys)
+
+    return [r for r in listing
+            if mentions(ours, r.reference)
+            or (window_start <= r.created_at <= window_end and not mentions(others, r.reference))]
+
+
+def _ledger_entry(intent: RefundIntent) -> LedgerEntry:
+    return LedgerEntry(case_ref=f"C-{intent.case_id:06d}", order_number=intent.order_number,
+                       reference=intent.key, amount=intent.amount, status=intent.state,
+                       refund_number=intent.refund_number)
+
+
+def case_row(case: Case) -> CaseRow:
+    reqs = case.requests
+    return CaseRow(
+        case_ref=case.ref, channels=", ".join(case.channels),
+        customer=case.customer_name or "", customer_email=case.customer_email or "",
+        order_number=case.order_number or "", requested=case.requested_amount,
+        approved=case.approved_amount, refund_number=case.refund_number,
+        outcome=case.outcome or case.state, reason=case.reason or case.last_error or "",
+        attempts=case.attempts, sources=len(reqs),
+    )
+
+
+def _quarantined(row: QuarantineRow) -> Quarantined:
+    return Quarantined(channel=row.channel, source_id=row.source_id, reason=row.reason,
+                       excerpt=row.excerpt, source_ref=row.source_ref)
+

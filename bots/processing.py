@@ -1,0 +1,306 @@
+"""The processing bot: the queue's consumer.
+
+For each case: find the order, find the charge, settle any refund the bot may
+already have submitted, decide, submit exactly once, note the order, finish.
+Every step that changes the outside world is preceded by a durable record of
+the intent, so a crash between any two lines is recoverable without paying twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from playwright.async_api import Error as PlaywrightError
+
+from bots.artifacts import scrub_zip
+from bots.config import Settings
+from bots.errors import AmbiguousOutcome, BusinessException, SessionExpired, SystemException
+from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
+from bots.policy import Policy, claim_from, decide
+from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, utcnow
+from bots.runs import RunFolder
+from bots.session import BotSession, Worker
+
+
+class Escalation(Exception):
+    """The bot must not decide alone: the case waits for a human."""
+
+
+@dataclass
+class ProcessStats:
+    processed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    system_errors: int = 0
+    circuit_open: bool = False
+    seconds: float = 0.0
+
+    @property
+    def seconds_per_case(self) -> float:
+        return self.seconds / self.processed if self.processed else 0.0
+
+
+@dataclass
+class Finished:
+    outcome: str
+    reason: str
+    state: str = CaseState.DONE
+    approved: Decimal | None = None
+    refund_number: str | None = None
+
+
+class Processor:
+    def __init__(self, settings: Settings, queue: Queue, policy: Policy, run: RunFolder, *,
+                 today: date | None = None,
+                 on_case: Callable[[Case, str], None] | None = None) -> None:
+        self.settings, self.queue, self.policy, self.run = settings, queue, policy, run
+        self.today = today or date.today()
+        self.on_case = on_case or (lambda case, outcome: None)
+        self.stats = ProcessStats()
+        self._consecutive_failures = 0
+        self._stop = False
+        self._secrets: list[str] = []
+
+    def stop(self) -> None:
+        """Finish the cases in hand, claim no more (SIGTERM, Ctrl-C, circuit breaker)."""
+        self._stop = True
+
+    async def process(self, session: BotSession) -> ProcessStats:
+        self._secrets = session.secrets()
+        started = asyncio.get_running_loop().time()
+        workers = [await session.worker(f"{self.run.run_id}/w{i + 1}",
+                                        tracing=self.settings.browser.trace_failures)
+                   for i in range(self.settings.processing.workers)]
+        await asyncio.gather(*(self._work(session, w) for w in workers))
+        for w in workers:
+            await w.context.close()
+        self.stats.seconds = asyncio.get_running_loop().time() - started
+        return self.stats
+
+    # -- the worker loop ---------------------------------------------------------------
+
+    async def _work(self, session: BotSession, worker: Worker) -> None:
+        p = self.settings.processing
+        logged_in = False
+        while not self._stop:
+            case = self.queue.claim(worker.name, p.lease_seconds, self.run.run_id)
+            if case is None:
+                if not await self._wait_for_retry():
+                    return
+                continue
+            if not logged_in:
+                try:
+                    await session.login(worker)
+                    logged_in = True
+                except (SystemException, PlaywrightError) as exc:
+                    await self._system_failure(worker, case, exc)
+                    continue
+            await self._attempt(worker, case)
+
+    async def _wait_for_retry(self) -> bool:
+        """Sleep until the next retry is due if that is soon; False when the work is done."""
+        due = self.queue.next_due_at()
+        if due is None:
+            return False
+        wait = (due - utcnow()).total_seconds()
+        if wait > self.settings.processing.backoff_max_seconds:
+            return False  # left queued with its reason for the next run
+        await asyncio.sleep(max(0.05, min(wait, 1.0)))
+        return True
+
+    async def _attempt(self, worker: Worker, case: Case) -> None:
+        log = self.run.log.bind(case=case.ref)
+        if worker.tracing:
+            await worker.context.tracing.start_chunk(title=f"{case.ref} attempt {case.attempts}")
+        try:
+            result = await self._handle(worker, case)
+        except BusinessException as exc:
+            result = Finished("rejected", str(exc))
+        except (Escalation, AmbiguousOutcome) as exc:
+            result = Finished("escalated", str(exc), state=CaseState.ESCALATED)
+        except (SystemException, PlaywrightError, Exception) as exc:  # noqa: BLE001
+            await self._system_failure(worker, case, exc)
+            return
+        if worker.tracing:
+            await worker.context.tracing.stop_chunk()  # success: nothing to keep
+        self._consecutive_failures = 0
+        if result.outcome == "merged":
+            log.info("merged into the case for order {}", case.order_number)
+            return
+        self.queue.finish(case.id, state=result.state, outcome=result.outcome,
+                          reason=result.reason, actor=worker.name, run_id=self.run.run_id,
+                          approved_amount=result.approved, refund_number=result.refund_number)
+        log.info("{}: {}", result.outcome, result.reason)
+        self._count(case, result.outcome)
+
+    def _count(self, case: Case, outcome: str) -> None:
+        self.stats.processed += 1
+        self.stats.outcomes[outcome] += 1
+        self.on_case(case, outcome)
+
+    async def _system_failure(self, worker: Worker, case: Case, exc: BaseException) -> None:
+        """Keep the evidence, then retry later or give up on the case after max attempts."""
+        p = self.settings.processing
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        self.run.log.bind(case=case.ref).warning("attempt {} failed: {}", case.attempts, error)
+        if not isinstance(exc, SystemException | PlaywrightError):
+            self.run.log.opt(exception=exc).error("unexpected error (treated as system error)")
+        await self._save_evidence(worker, case)
+        self.stats.system_errors += 1
+        self._consecutive_failures += 1
+        if case.attempts >= p.max_attempts:
+            self.queue.finish(case.id, state=CaseState.FAILED, outcome="failed",
+                              reason=f"gave up after {case.attempts} attempts: {error}",
+                              actor=worker.name, run_id=self.run.run_id, last_error=error)
+            self._count(case, "failed")
+        else:
+            delay = min(p.backoff_max_seconds, p.backoff_seconds * 2 ** (case.attempts - 1))
+            self.queue.retry_later(case.id, delay=delay * random.uniform(0.5, 1.5), error=error,
+                                   actor=worker.name, run_id=self.run.run_id)
+        if self._consecutive_failures >= p.circuit_breaker and not self._stop:
+            self.run.log.error("circuit breaker: {} system errors in a row, stopping the run",
+                               self._consecutive_failures)
+            self.stats.circuit_open = True
+            self.stop()
+
+    async def _save_evidence(self, worker: Worker, case: Case) -> None:
+        stem = f"{case.ref}-attempt{case.attempts}"
+        for app in (worker.orders, worker.payments):
+            with suppress(Exception):  # a dead page must not hide the real error
+                await app.page.screenshot(
+                    path=self.run.artifact("screenshots", f"{stem}-{app.app_name}.png"),
+                    full_page=True, timeout=5_000)
+        if worker.tracing:
+            path = self.run.artifact("traces", f"{stem}.zip")
+            try:
+                await worker.context.tracing.stop_chunk(path=path)
+                scrub_zip(path, self._secrets)
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- one case ----------------------------------------------------------------------
+
+    async def _handle(self, worker: Worker, case: Case) -> Finished:
+        order_number = case.order_number or await self._identify(worker, case)
+        if order_number != case.order_number:
+            target = self.queue.merge(case.id, f"order:{order_number}", actor=worker.name,
+                                      run_id=self.run.run_id)
+            if target is not None:
+                return Finished("merged", f"merged into case {target}")
+            self.queue.set_order(case.id, order_number)
+        order = await worker.orders.find_order(order_number)
+        if order is None:
+            raise BusinessException(f"Order {order_number} was not found in the order system.")
+        self._check_identity(case, order)
+        charge = await worker.payments.find_charge(order_number)
+        if charge is None:
+            raise Escalation(f"No charge for order {order_number} in the payment portal.")
+
+        settled = self._settle_intents(case, charge)
+        if settled is not None:
+            return await self._complete(worker, case, order, settled)
+        decision = decide(self.policy, self._claim(case), order, charge, self.today)
+        reason = " ".join(decision.reasons)
+        if decision.outcome is Outcome.REJECT:
+            return Finished("rejected", reason, approved=Decimal("0.00"))
+        if decision.outcome is Outcome.ESCALATE or not decision.pays:
+            return Finished("escalated", reason, state=CaseState.ESCALATED,
+                            approved=decision.amount)
+        intent = await self._submit(worker, case, charge, decision)
+        return await self._complete(worker, case, order, intent, decision)
+
+    async def _identify(self, worker: Worker, case: Case) -> str:
+        """Find the order for a request that named none, by the customer's email."""
+        if not case.customer_email:
+            raise Escalation("The request names no order and no email: a human must identify "
+                             "the customer.")
+        found = await worker.orders.search_orders("email", case.customer_email)
+        if not found:
+            raise BusinessException(f"No order found for {case.customer_email}.")
+        if len(found) > 1:
+            raise Escalation(f"{case.customer_email} has {len(found)} orders and the request "
+                             f"names none ({', '.join(found[:5])}).")
+        return found[0]
+
+    def _check_identity(self, case: Case, order: OrderFacts) -> None:
+        emails = {r.customer_email for r in case.requests if r.customer_email}
+        if emails and order.email.lower() not in emails:
+            raise Escalation(f"Request came from {', '.join(sorted(emails))} but order "
+                             f"{order.order_number} belongs to {order.email}.")
+
+    def _claim(self, case: Case):  # noqa: ANN202
+        reqs = case.requests
+        return claim_from([r.requested_amount for r in reqs], [r.currency for r in reqs],
+                          [r.reason_category for r in reqs])
+
+    # -- exactly once ------------------------------------------------------------------
+
+    def _settle_intents(self, case: Case, charge: ChargeFacts) -> RefundIntent | None:
+        """Resolve intents left by an earlier attempt against the portal's refund history.
+
+        Returns the confirmed intent if the case was in fact already refunded.
+        """
+        confirmed = None
+        for intent in self.queue.intents(case.id):
+            if intent.state == IntentState.PENDING:
+                hit = next((r for r in charge.refunds if intent.key in r.reference), None)
+                state = IntentState.CONFIRMED if hit else IntentState.ABSENT
+                self.queue.resolve_intent(intent.id, state=state,
+                                          refund_number=hit.refund_id if hit else None,
+                                          run_id=self.run.run_id)
+                intent.state, intent.refund_number = state, hit.refund_id if hit else None
+            if intent.state == IntentState.CONFIRMED:
+                confirmed = intent
+        return confirmed
+
+    async def _submit(self, worker: Worker, case: Case, charge: ChargeFacts,
+                      decision: Decision) -> RefundIntent:
+        """Record the intent, submit, record the refund number.
+
+        If the session expired under the submit, log in again and look for the
+        intent's key in the history before trying once more: never a blind retry.
+        """
+        reason = self._claim(case).reason_category
+        for _ in range(2):
+            intent = self.queue.open_intent(case.id, order_number=charge.order_number,
+                                            transaction_id=charge.transaction_id,
+                                            amount=decision.amount, run_id=self.run.run_id)
+            try:
+                number = await worker.payments.submit_refund(
+                    charge.transaction_id, decision.amount, reason, intent.key)
+            except SessionExpired:
+                await worker.payments.login()
+                fresh = await worker.payments.read_charge(charge.transaction_id)
+                if self._settle_intents(case, fresh) is not None:
+                    return next(i for i in self.queue.intents(case.id)
+                                if i.state == IntentState.CONFIRMED)
+                charge = fresh
+                continue
+            self.queue.resolve_intent(intent.id, state=IntentState.CONFIRMED,
+                                      refund_number=number, run_id=self.run.run_id)
+            intent.state, intent.refund_number = IntentState.CONFIRMED, number
+            return intent
+        raise SessionExpired("payment portal: session expired twice during the refund")
+
+    async def _complete(self, worker: Worker, case: Case, order: OrderFacts,
+                        intent: RefundIntent, decision: Decision | None = None) -> Finished:
+        """After a confirmed refund: note the order (once), then close the case."""
+        assert intent.refund_number is not None
+        note = (f"Refund {intent.refund_number} of {intent.amount} {order.currency} issued by "
+                f"refund-bots for case {case.ref}.")
+        if await worker.orders.add_note(order.order_number, note, marker=intent.refund_number):
+            self.queue.note(case.id, event="order_noted", detail=note, actor=worker.name,
+                            run_id=self.run.run_id)
+        if decision is None:  # settled from an earlier attempt's intent
+            full = intent.amount >= order.total
+            reason = f"Refund {intent.refund_number} found in the portal from an earlier attempt."
+        else:
+            full, reason = decision.outcome is Outcome.REFUND, " ".join(decision.reasons)
+        return Finished("refunded" if full else "partial", reason, approved=intent.amount,
+                        refund_number=intent.refund_number)

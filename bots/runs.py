@@ -1,0 +1,69 @@
+"""Run folders: `runs/<run-id>/` with the log, the workbook, screenshots and traces.
+
+A run id sorts by time and names the folder, the log and every audit row, so an
+ops agent can go from a report line to the screenshot of the failed attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loguru import logger
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class RunFolder:
+    run_id: str
+    path: Path
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _sink: int | None = None
+
+    @classmethod
+    def create(cls, runs_dir: Path, run_id: str | None = None) -> RunFolder:
+        run_id = run_id or new_run_id()
+        path = Path(runs_dir) / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        folder = cls(run_id, path)
+        folder._sink = logger.add(path / "run.log", level="DEBUG", enqueue=False,
+                                  format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | "
+                                         "{extra[run]} | {message}",
+                                  filter=lambda r: r["extra"].get("run") == run_id)
+        return folder
+
+    @property
+    def log(self):  # noqa: ANN201 - loguru's bound logger type is private
+        return logger.bind(run=self.run_id)
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "reconciliation.xlsx"
+
+    def artifact(self, kind: str, name: str) -> Path:
+        """A path under screenshots/ or traces/ with a filesystem-safe name."""
+        folder = self.path / kind
+        folder.mkdir(exist_ok=True)
+        return folder / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            logger.remove(self._sink)
+            self._sink = None
+
+
+def configure_console(verbose: bool = False) -> None:
+    """Console logging for humans: warnings by default, everything with --verbose."""
+    logger.remove()
+    level = "DEBUG" if verbose else os.environ.get("REFUND_BOTS_LOG_LEVEL", "WARNING")
+    logger.configure(extra={"run": "-"})
+    logger.add(sys.stderr, level=level, format="<level>{level: <8}</level> {message}")

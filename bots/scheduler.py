@@ -1,0 +1,87 @@
+"""The unattended loop: jobs and times from `schedule:` in the settings.
+
+Built on the `schedule` package. Never two runs at once: each job holds the
+queue's "run" lock (shared by every scheduler on the same queue), and a job
+that finds it taken is skipped, not queued up behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import schedule as sched
+from rich.console import Console
+
+from bots.config import Settings, load_settings
+from bots.queue import Queue
+
+RUN_LOCK = "run"
+STOP = threading.Event()  # set by SIGTERM/SIGINT, here or inside a running job
+
+
+def request_stop(*_: object) -> None:
+    STOP.set()
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, config: Path | None, console: Console) -> None:
+        self.settings, self.config, self.console = settings, config, console
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:scheduler"
+        self.runner = sched.Scheduler()
+        self.last_codes: list[int] = []
+
+    def plan(self) -> list[sched.Job]:
+        for job in self.settings.schedule.jobs:
+            if job.every_minutes:
+                self.runner.every(job.every_minutes).minutes.do(self.run_job, job.command)
+            if job.at:
+                self.runner.every().day.at(job.at).do(self.run_job, job.command)
+        return list(self.runner.jobs)
+
+    def run_job(self, command: str) -> int:
+        from bots.cli import EXIT_LOCKED, execute
+
+        queue = Queue(self.settings.queue_url)
+        ttl = self.settings.processing.lease_seconds * 4
+        if not queue.acquire_lock(RUN_LOCK, self.owner, ttl):
+            self.console.print(f"skipped {command}: a run is in progress "
+                               f"({queue.lock_owner(RUN_LOCK)})")
+            self.last_codes.append(EXIT_LOCKED)
+            return EXIT_LOCKED
+        try:
+            settings = load_settings(self.config)  # pick up edited settings between runs
+            code = execute(settings, command, intake=command in ("run", "intake"),
+                           process=command in ("run", "process"))
+        finally:
+            queue.release_lock(RUN_LOCK, self.owner)
+            self._install_signals()  # a run's own handlers replace ours while it runs
+        self.last_codes.append(code)
+        return code
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    def run_forever(self, once: bool = False) -> int:
+        jobs = self.plan()
+        if not jobs:
+            self.console.print("[red]no jobs in the `schedule:` settings[/]")
+            return 1
+        self._install_signals()
+        STOP.clear()
+        if once:
+            self.runner.run_all()
+            return max(self.last_codes, default=0)
+        for job in jobs:
+            self.console.print(f"scheduled: {job}")
+        while not STOP.is_set():
+            self.runner.run_pending()
+            STOP.wait(timeout=min(max(self.runner.idle_seconds or 1.0, 0.2), 5.0))
+            time.sleep(0)
+        self.console.print("scheduler stopped")
+        return 0

@@ -1,0 +1,77 @@
+"""One browser, and per worker one context holding a tab on each legacy app.
+
+Contexts are created once per worker and reused across cases: a new context
+costs about as much as a whole case's page loads on these machines.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from loguru import logger
+from playwright.async_api import Browser, BrowserContext, async_playwright
+
+from bots.browser import find_browser, launch_options
+from bots.config import Settings, secret
+from bots.pages.base import Selectors
+from bots.pages.orders import OrdersApp
+from bots.pages.payments import PaymentsApp
+
+
+@dataclass
+class Worker:
+    name: str
+    context: BrowserContext
+    orders: OrdersApp
+    payments: PaymentsApp
+    tracing: bool = False
+
+
+class BotSession:
+    """`async with BotSession(settings) as bots: w = await bots.worker("w1")`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.orders_sel = Selectors.load(settings.orders.selectors)
+        self.payments_sel = Selectors.load(settings.payments.selectors)
+        self._stack = AsyncExitStack()
+        self.browser: Browser | None = None
+
+    async def __aenter__(self) -> BotSession:
+        choice = find_browser(self.settings.browser.executable, self.settings.browser.channel)
+        logger.info("browser: {}", choice.source)
+        pw = await self._stack.enter_async_context(async_playwright())
+        self.browser = await pw.chromium.launch(**launch_options(
+            choice, headless=self.settings.browser.headless,
+            slow_mo_ms=self.settings.browser.slow_mo_ms))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.browser is not None:
+            await self.browser.close()
+        await self._stack.aclose()
+
+    def secrets(self) -> list[str]:
+        """The passwords in use, so evidence files can be scrubbed of them."""
+        return [secret(self.settings.orders.password_secret),
+                secret(self.settings.payments.password_secret)]
+
+    async def worker(self, name: str, *, tracing: bool = False) -> Worker:
+        assert self.browser is not None
+        s = self.settings
+        context = await self.browser.new_context(accept_downloads=True,
+                                                 viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(s.browser.timeout_ms)
+        context.set_default_navigation_timeout(s.browser.timeout_ms)
+        if tracing:
+            await context.tracing.start(screenshots=True, snapshots=True)
+        orders = OrdersApp(await context.new_page(), s.orders.url, self.orders_sel,
+                           s.orders.username, lambda: secret(s.orders.password_secret))
+        payments = PaymentsApp(await context.new_page(), s.payments.url, self.payments_sel,
+                               s.payments.username, lambda: secret(s.payments.password_secret))
+        return Worker(name, context, orders, payments, tracing)
+
+    async def login(self, worker: Worker) -> None:
+        await worker.orders.login()
+        await worker.payments.login()

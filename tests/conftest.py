@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from bots.config import Settings, load_settings
+from bots.demo import DEMO_SEED, demo_overrides, use_sandbox_credentials
+
+
+@dataclass
+class Sandbox:
+    orders_url: str
+    payments_url: str
+    orders_db: Path
+    payments_db: Path
+    process: object
+
+    def refunds(self) -> list[dict[str, object]]:
+        """The payment portal's own record of refunds: the ground truth for the tests."""
+        with sqlite3.connect(self.payments_db) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM refunds ORDER BY id")]
+
+    def set_faults(self, **fields: object) -> None:
+        self.process.set_faults(**fields)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """Both legacy apps, freshly seeded, on free loopback ports, in their own process."""
+    from bots.sandbox.server import SandboxProcess
+
+    use_sandbox_credentials()
+    with SandboxProcess(data_dir=tmp_path / "sandbox", seed=DEMO_SEED,
+                        today=date.today()) as sb:
+        yield Sandbox(sb.orders_url, sb.payments_url, sb.orders_db, sb.payments_db, sb)
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Settings pointing at a sandbox, with the run folders under tmp_path."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+
+    def make(sb: Sandbox, **overrides: object) -> Settings:
+        return load_settings(None, runs_dir=str(tmp_path / "runs"),
+                             **{**demo_overrides(tmp_path, sb.orders_url, sb.payments_url),
+                                **overrides})
+
+    return make

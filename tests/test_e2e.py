@@ -1,0 +1,91 @@
+"""The whole pipeline in a real headless Chromium against both sandbox apps.
+
+Ground truth is the payment portal's own database, never the bot's word.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bots.cli import EXIT_OK, execute
+from bots.demo import DEMO_SEED, DemoRequest, prepare_inputs
+from bots.extract import classify_reason
+from bots.policy import load_policy
+from bots.queue import Queue
+from bots.report import read_report
+from bots.sandbox.data import Dataset, build_dataset, pick_scenarios
+
+pytestmark = pytest.mark.e2e
+KEY = re.compile(r"^C\d{6}-[0-9a-f]{8}$")
+
+
+def expected_refunds(ds: Dataset, reqs: list[DemoRequest]) -> dict[str, Decimal]:
+    """What a careful agent would refund for the demo requests, computed independently."""
+    policy = load_policy(Path("config/policy.yaml"))
+    by_number = {o.order_number: o for o in ds.orders}
+    out: dict[str, Decimal] = {}
+    for r in reqs:
+        if r.expect not in ("refunded", "partial"):
+            continue
+        o = by_number[r.order_number]  # type: ignore[index]
+        amount = sum((i.total for i in o.items
+                      if not i.final_sale and i.category not in policy.final_sale_categories),
+                     Decimal("0"))
+        if classify_reason(r.reason) in policy.refund_shipping_for:
+            amount += o.shipping_fee
+        if r.amount:
+            amount = min(amount, Decimal(r.amount))
+        already = sum((x.amount for x in ds.refunds if x.order_number == o.order_number),
+                      Decimal("0"))
+        out[o.order_number] = min(amount, o.total - already)
+    return out
+
+
+def test_pipeline_refunds_exactly_the_eligible_orders_once(sandbox, settings_for,
+                                                           tmp_path: Path) -> None:
+    today = date.today()
+    ds = build_dataset(seed=DEMO_SEED, today=today)
+    reqs = prepare_inputs(tmp_path, ds, today)
+    settings = settings_for(sandbox)
+    before = {r["refund_id"] for r in sandbox.refunds()}
+
+    assert execute(settings, "run", intake=True, process=True, today=today) == EXIT_OK
+
+    new = [r for r in sandbox.refunds() if r["refund_id"] not in before]
+    got = {r["order_number"]: Decimal(r["amount"]) for r in new}
+    assert got == expected_refunds(ds, reqs)
+    assert len(new) == len(got), "an order was refunded twice"
+    assert all(KEY.match(r["reference"]) and r["operator"] == "refund.bot" for r in new)
+
+    queue = Queue(settings.queue_url)
+    cases = {c.order_number: c for c in queue.cases()}
+    s = pick_scenarios(ds)
+    assert cases[s["duplicate"].order_number].channels == ["email", "spreadsheet"]
+    assert cases[s["high_value"].order_number].state == "escalated"
+    assert cases[s["outside_window"].order_number].outcome == "rejected"
+    assert "refund window" in (cases[s["outside_window"].order_number].reason or "")
+    assert cases["ORD-999999"].outcome == "rejected"
+    for r in new:  # the refund number recorded is the portal's, and the order got its note
+        assert cases[r["order_number"]].refund_number == r["refund_id"]
+    with sqlite3.connect(sandbox.orders_db) as db:
+        notes = [row[0] for row in db.execute("SELECT body FROM notes")]
+    assert all(any(r["refund_id"] in n for n in notes) for r in new)
+
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    book = read_report(run_dir / "reconciliation.xlsx")
+    assert list(book) == ["Summary", "Cases", "Reconciliation", "Quarantine"]
+    assert len(book["Cases"]) == len({r.order_number for r in reqs})
+    assert len(book["Reconciliation"]) == len(new)
+    assert {str(r["Status"]) for r in book["Reconciliation"]} == {"matched"}
+    assert len(book["Quarantine"]) >= 3
+    assert (run_dir / "run.log").stat().st_size > 0
+
+    # A second run finds everything already seen and pays nothing.
+    assert execute(settings, "run", intake=True, process=True, today=today) == EXIT_OK
+    assert len(sandbox.refunds()) == len(before) + len(new)
