@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from playwright.async_api import Error as PlaywrightError
 
+from bots import snapshot
 from bots.artifacts import scrub_zip
 from bots.config import Settings
 from bots.errors import AmbiguousOutcome, BusinessException, SessionExpired, SystemException
@@ -205,7 +206,10 @@ class Processor:
         settled = self._settle_intents(case, charge)
         if settled is not None:
             return await self._complete(worker, case, order, settled)
-        decision = decide(self.policy, self._claim(case), order, charge, self.today)
+        claim = self._claim(case)
+        decision = decide(self.policy, claim, order, charge, self.today)
+        self.queue.record_decision(case.id, snapshot.dump(order, charge, claim, decision,
+                                                          self.today))
         reason = " ".join(decision.reasons)
         if decision.outcome is Outcome.REJECT:
             return Finished("rejected", reason, approved=Decimal("0.00"))

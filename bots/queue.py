@@ -417,6 +417,13 @@ class Queue:
                    f"contacts of {case.ref} merged in")
             return target.id
 
+    def record_decision(self, case_id: int, facts_json: str) -> None:
+        """Keep what the bot saw and decided (see bots.snapshot), before acting on it."""
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            assert case is not None
+            case.decision = facts_json
+
     def set_order(self, case_id: int, order_number: str) -> None:
         with self.session() as s:
             case = s.get(Case, case_id)

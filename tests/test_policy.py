@@ -148,3 +148,13 @@ def test_invalid_policy_says_where(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as err:
         load_policy(bad)
     assert "refund_window_days" in str(err.value) and "unknown_rule" in str(err.value)
+
+
+def test_snapshot_round_trip() -> None:
+    from bots import snapshot
+
+    o = order(item("30.00", final=True), item("20.00", sku="SKU-2"))
+    c = charge(o, refunded="5.00")
+    cl = claim("12.00", reason="damaged")
+    d = decide(POLICY, cl, o, c, TODAY)
+    assert snapshot.load(snapshot.dump(o, c, cl, d, TODAY)) == (o, c, cl, d, TODAY)
