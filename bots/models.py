@@ -50,6 +50,9 @@ class RefundRequest:
     reason_category: str = "other"
     reply_to: str | None = None  # address / handle the answer goes back to
     source_ref: str = ""  # where it came from, for humans: file path, mailbox/uid
+    customer_handle: str | None = None  # social/chat handle: weak identity evidence only
+    auth_results: str | None = None  # email: Authentication-Results header(s), raw, one per line
+    in_reply_to: str | None = None  # email: the Message-ID to thread the answer to
 
 
 @dataclass(frozen=True)

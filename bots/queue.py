@@ -142,6 +142,9 @@ class RequestRow(Base):
     reason_category: Mapped[str] = mapped_column(String(30), default="other")
     reason_text: Mapped[str] = mapped_column(Text, default="")
     reply_to: Mapped[str | None] = mapped_column(String(320))
+    customer_handle: Mapped[str | None] = mapped_column(String(200))
+    auth_results: Mapped[str | None] = mapped_column(Text)
+    in_reply_to: Mapped[str | None] = mapped_column(String(400))
     run_id: Mapped[str | None] = mapped_column(String(64))
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -604,7 +607,9 @@ def _request_row(req: RefundRequest, case_id: int, run_id: str | None) -> Reques
         customer_name=req.customer_name, customer_phone=req.customer_phone,
         order_number=req.order_number, requested_amount=req.requested_amount,
         currency=req.currency, reason_category=req.reason_category,
-        reason_text=req.reason_text, reply_to=req.reply_to, run_id=run_id, case_id=case_id,
+        reason_text=req.reason_text, reply_to=req.reply_to, customer_handle=req.customer_handle,
+        auth_results=req.auth_results, in_reply_to=req.in_reply_to, run_id=run_id,
+        case_id=case_id,
     )
 
 
