@@ -268,6 +268,30 @@ def demo(workers: WorkersOpt = None,
     raise typer.Exit(run_demo(folder, workers=workers, headed=headed, console=console))
 
 
+@app.command()
+def chaos(kills: Annotated[int, typer.Option(help="How many times to kill the bot.")] = 10,
+          seed: Annotated[int, typer.Option(help="Seed of the kill schedule.")] = 1,
+          folder: Annotated[Path, typer.Option(help="Where the rounds keep their data.")]
+          = Path("runs/chaos")) -> None:
+    """Kill the bot at random moments, rerun until drained, verify no one is paid twice."""
+    import shutil
+
+    from bots.chaos import run_chaos
+    from bots.demo import use_sandbox_credentials
+
+    configure_console(False)
+    use_sandbox_credentials()
+    shutil.rmtree(folder, ignore_errors=True)
+    result = run_chaos(folder, kills=kills, seed=seed, say=console.print)
+    console.print(f"Chaos: {result.kills} kill(s) ({dict(result.how)}), {result.runs} run(s), "
+                  f"{len(result.rounds)} round(s), {result.refunds} refund(s) in the portal.")
+    for problem in result.problems:
+        console.print(f"[red]{problem}[/]")
+    console.print("Every eligible order refunded exactly once, no request lost."
+                  if result.ok else f"[red]{len(result.problems)} problem(s).[/]")
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_PROBLEMS)
+
+
 # -- unattended ---------------------------------------------------------------------------
 
 @app.command()

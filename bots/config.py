@@ -51,6 +51,7 @@ class ProcessingSettings(_Model):
     backoff_max_seconds: float = Field(60.0, ge=0)
     lease_seconds: int = Field(300, ge=10)
     circuit_breaker: int = Field(5, ge=1)  # consecutive system exceptions that stop the run
+    step_retries: int = Field(2, ge=0, le=10)  # page loads retried in place before failing
 
 
 class IntakeSettings(_Model):

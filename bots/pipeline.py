@@ -7,8 +7,6 @@ run launched by hand behave exactly alike.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +19,7 @@ from bots.intake import MailboxError, read_source
 from bots.models import PortalRefund, Quarantined, RefundRequest
 from bots.policy import load_policy
 from bots.processing import Processor, ProcessStats
-from bots.queue import Case, LockHeld, QuarantineRow, Queue, RefundIntent
+from bots.queue import Case, LockHeld, QuarantineRow, Queue, RefundIntent, lock_owner_id
 from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile
 from bots.report import CaseRow, RunInfo, write_report
 from bots.runs import RunFolder
@@ -83,7 +81,7 @@ def _enqueue(queue: Queue, run: RunFolder, item: RefundRequest | Quarantined,
 @asynccontextmanager
 async def process_lock(queue: Queue, ttl: int = 120) -> AsyncIterator[str]:
     """One processing run per queue; a crashed holder's lock expires after `ttl` seconds."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{id(queue)}"
+    owner = lock_owner_id(f"process-{id(queue)}")
     if not queue.acquire_lock(PROCESS_LOCK, owner, ttl):
         raise LockHeld(f"another run holds the processing lock ({queue.lock_owner(PROCESS_LOCK)})")
 
@@ -110,6 +108,9 @@ async def run_processing(settings: Settings, queue: Queue, run: RunFolder, sessi
     if processor_ready:
         processor_ready(processor)
     async with process_lock(queue):
+        if recovered := queue.recover_orphans(actor="recovery", run_id=run.run_id):
+            run.log.warning("{} case(s) left in processing by a crashed run: re-queued",
+                            recovered)
         return await processor.process(session)
 
 

@@ -22,6 +22,7 @@ from playwright.async_api import Error as PlaywrightError
 from bots import snapshot
 from bots.artifacts import scrub_zip
 from bots.config import Settings
+from bots.crashpoints import crash_point
 from bots.errors import AmbiguousOutcome, BusinessException, SessionExpired, SystemException
 from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
 from bots.policy import Policy, claim_from, decide
@@ -275,6 +276,7 @@ class Processor:
             intent = self.queue.open_intent(case.id, order_number=charge.order_number,
                                             transaction_id=charge.transaction_id,
                                             amount=decision.amount, run_id=self.run.run_id)
+            crash_point("before_submit")
             try:
                 number = await worker.payments.submit_refund(
                     charge.transaction_id, decision.amount, reason, intent.key)
@@ -286,6 +288,7 @@ class Processor:
                                 if i.state == IntentState.CONFIRMED)
                 charge = fresh
                 continue
+            crash_point("after_submit")
             self.queue.resolve_intent(intent.id, state=IntentState.CONFIRMED,
                                       refund_number=number, run_id=self.run.run_id)
             intent.state, intent.refund_number = IntentState.CONFIRMED, number
@@ -296,11 +299,13 @@ class Processor:
                         intent: RefundIntent, decision: Decision | None = None) -> Finished:
         """After a confirmed refund: note the order (once), then close the case."""
         assert intent.refund_number is not None
+        crash_point("after_record")
         note = (f"Refund {intent.refund_number} of {intent.amount} {order.currency} issued by "
                 f"refund-bots for case {case.ref}.")
         if await worker.orders.add_note(order.order_number, note, marker=intent.refund_number):
             self.queue.note(case.id, event="order_noted", detail=note, actor=worker.name,
                             run_id=self.run.run_id)
+        crash_point("after_note")
         if decision is None:  # settled from an earlier attempt's intent
             full = intent.amount >= order.total
             reason = f"Refund {intent.refund_number} found in the portal from an earlier attempt."

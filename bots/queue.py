@@ -10,7 +10,9 @@ row count, never a read-then-write.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -347,6 +349,21 @@ class Queue:
                     return case
         return None
 
+    def recover_orphans(self, *, actor: str, run_id: str | None) -> int:
+        """Release every case still leased by a dead run. Call only holding the process lock.
+
+        With the lock held no other processing run is alive, so a `processing` case
+        belongs to a crashed one: waiting for its lease to expire would only delay
+        it. Its refund intents are verified by the processor before anything else.
+        """
+        with self.session() as s:
+            orphans = list(s.scalars(select(Case).where(Case.state == CaseState.PROCESSING)))
+            for case in orphans:
+                case.state, case.locked_by, case.locked_until = CaseState.QUEUED, None, None
+                _audit(s, case, run_id, actor, CaseState.PROCESSING, CaseState.QUEUED,
+                       "recovered", "left in processing by a run that stopped without finishing")
+            return len(orphans)
+
     def next_due_at(self) -> datetime | None:
         """When the earliest waiting retry becomes due (None: nothing waits)."""
         with self.session() as s:
@@ -484,13 +501,23 @@ class Queue:
     # -- locks -----------------------------------------------------------------------
 
     def acquire_lock(self, name: str, owner: str, ttl_seconds: int) -> bool:
-        """Take the lock if free or expired (its holder crashed); renew it if ours."""
+        """Take the lock if free, expired, or held by a dead process here; renew it if ours.
+
+        Owners are "host:pid:...": a holder on this host whose pid is gone crashed
+        (SIGKILL, power loss of a container), so its lock is taken over at once
+        instead of after the lease; holders on other hosts are trusted until expiry.
+        """
         now = utcnow()
         expires = now + timedelta(seconds=ttl_seconds)
         with self.session() as s:
+            row = s.get(LockRow, name)
+            stale = row.owner if row is not None and holder_is_dead(row.owner) else None
+            free = or_(LockRow.expires_at < now, LockRow.owner == owner)
+            if stale is not None:
+                free = or_(free, LockRow.owner == stale)
             taken = s.execute(
                 update(LockRow)
-                .where(LockRow.name == name, or_(LockRow.expires_at < now, LockRow.owner == owner))
+                .where(LockRow.name == name, free)
                 .values(owner=owner, expires_at=expires)
                 .execution_options(synchronize_session=False)
             ).rowcount
@@ -578,6 +605,24 @@ class Queue:
             if case is not None:
                 _ = case.requests
             return case
+
+
+def lock_owner_id(tag: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{tag}"
+
+
+def holder_is_dead(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def make_engine(url: str) -> Engine:

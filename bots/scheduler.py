@@ -7,9 +7,7 @@ that finds it taken is skipped, not queued up behind it.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -18,7 +16,7 @@ import schedule as sched
 from rich.console import Console
 
 from bots.config import Settings, load_settings
-from bots.queue import Queue
+from bots.queue import Queue, lock_owner_id
 
 RUN_LOCK = "run"
 STOP = threading.Event()  # set by SIGTERM/SIGINT, here or inside a running job
@@ -31,7 +29,7 @@ def request_stop(*_: object) -> None:
 class Scheduler:
     def __init__(self, settings: Settings, config: Path | None, console: Console) -> None:
         self.settings, self.config, self.console = settings, config, console
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:scheduler"
+        self.owner = lock_owner_id("scheduler")
         self.runner = sched.Scheduler()
         self.last_codes: list[int] = []
 

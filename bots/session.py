@@ -66,10 +66,12 @@ class BotSession:
         context.set_default_navigation_timeout(s.browser.timeout_ms)
         if tracing:
             await context.tracing.start(screenshots=True, snapshots=True)
+        retries = s.processing.step_retries
         orders = OrdersApp(await context.new_page(), s.orders.url, self.orders_sel,
-                           s.orders.username, lambda: secret(s.orders.password_secret))
+                           s.orders.username, lambda: secret(s.orders.password_secret), retries)
         payments = PaymentsApp(await context.new_page(), s.payments.url, self.payments_sel,
-                               s.payments.username, lambda: secret(s.payments.password_secret))
+                               s.payments.username, lambda: secret(s.payments.password_secret),
+                               retries)
         return Worker(name, context, orders, payments, tracing)
 
     async def login(self, worker: Worker) -> None:

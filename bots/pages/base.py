@@ -7,6 +7,7 @@ actions, there are no assertions inside, and every selector comes from
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -55,13 +56,29 @@ class LegacyApp:
     app_name = "app"
 
     def __init__(self, page: Page, base_url: str, selectors: Selectors, username: str,
-                 password: Callable[[], str]) -> None:
+                 password: Callable[[], str], step_retries: int = 2) -> None:
         self.page, self.base_url, self.sel = page, base_url.rstrip("/"), selectors
         self.username, self._password = username, password
+        self.step_retries = step_retries
 
     # -- navigation with the checks a human does with their eyes ---------------------
 
     async def open(self, path: str) -> Response | None:
+        """Go to a page of the app, retrying a flaky load a couple of times.
+
+        Only page loads (GET) are retried here: they change nothing, so trying again
+        costs a second, where failing the step would cost the whole case an attempt.
+        """
+        for attempt in range(self.step_retries + 1):
+            try:
+                return await self._open_once(path)
+            except AppUnavailable:
+                if attempt == self.step_retries:
+                    raise
+                await asyncio.sleep(0.25 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _open_once(self, path: str) -> Response | None:
         """Go to a page of the app and fail loudly on login redirects and error pages."""
         try:
             response = await self.page.goto(self.base_url + path, wait_until="domcontentloaded")
@@ -85,6 +102,16 @@ class LegacyApp:
         return urlsplit(self.page.url).path == self.sel("login", "path")
 
     async def login(self) -> None:
+        """Log in, retrying when the app answers the login with an error page."""
+        for attempt in range(self.step_retries + 1):
+            try:
+                return await self._login_once()
+            except AppUnavailable:
+                if attempt == self.step_retries:
+                    raise
+                await asyncio.sleep(0.25 * 2**attempt)
+
+    async def _login_once(self) -> None:
         sel = self.sel
         await self.open_login()
         await self.page.fill(sel("login", "username"), self.username)
@@ -101,6 +128,8 @@ class LegacyApp:
         try:
             response = await self.page.goto(self.base_url + self.sel("login", "path"),
                                              wait_until="domcontentloaded")
+        except PlaywrightTimeout as exc:
+            raise AppUnavailable(f"{self.app_name}: login page did not load in time") from exc
         except PlaywrightError as exc:
             raise AppUnavailable(f"{self.app_name}: login page failed: {exc.message}") from exc
         await self.check_page(response, login_ok=True)
