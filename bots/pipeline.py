@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from playwright.async_api import Error as PlaywrightError
+
 from bots.config import Settings
+from bots.errors import SystemException
 from bots.intake import MailboxError, read_source
 from bots.models import PortalRefund, Quarantined, RefundRequest
 from bots.policy import load_policy
 from bots.processing import Processor, ProcessStats
 from bots.queue import Case, LockHeld, QuarantineRow, Queue, RefundIntent, lock_owner_id
-from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile
+from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
 from bots.report import CaseRow, RunInfo, write_report
 from bots.runs import RunFolder
 from bots.session import BotSession
@@ -129,13 +132,17 @@ async def write_run_report(settings: Settings, queue: Queue, run: RunFolder,
     """Reconcile what the bot recorded in this run against the portal, and write the workbook."""
     finished_at = finished_at or datetime.now(UTC)
     intents = queue.intents_for_run(run.run_id)
-    portal = await _portal_refunds(session, queue, run.started_at, finished_at, intents)
     ledger = [_ledger_entry(i) for i in intents]
+    try:
+        portal = await _portal_refunds(session, queue, run.started_at, finished_at, intents)
+        recon = reconcile(ledger, portal)
+    except (SystemException, PlaywrightError) as exc:
+        run.log.error("reconciliation: the payment portal's refund listing failed: {}", exc)
+        recon = unverified(ledger, f"the portal's refund listing could not be read: {exc}")
     info = RunInfo(run_id=run.run_id, started_at=run.started_at, finished_at=finished_at,
                    orders_url=settings.orders.url, payments_url=settings.payments.url)
     cases = [case_row(c) for c in queue.cases_touched(run.run_id)]
     quarantined = [_quarantined(q) for q in queue.quarantined(run.run_id)]
-    recon = reconcile(ledger, portal)
     path = write_report(run.report_path, info, cases, recon, quarantined)
     run.log.info("report written: {}", path)
     return RunReport(path, recon)

@@ -157,9 +157,17 @@ class Processor:
         self.stats.system_errors += 1
         self._consecutive_failures += 1
         if case.attempts >= p.max_attempts:
-            self.queue.finish(case.id, state=CaseState.FAILED, outcome="failed",
-                              reason=f"gave up after {case.attempts} attempts: {error}",
-                              actor=worker.name, run_id=self.run.run_id, last_error=error)
+            paid = next((i for i in self.queue.intents(case.id)
+                         if i.state == IntentState.CONFIRMED), None)
+            reason = f"gave up after {case.attempts} attempts: {error}"
+            extra = {}
+            if paid is not None:  # the money went out; only the follow-up steps failed
+                reason = (f"Refund {paid.refund_number} of {paid.amount} was issued, but the "
+                          f"follow-up failed: {reason}")
+                extra = {"refund_number": paid.refund_number, "approved_amount": paid.amount}
+            self.queue.finish(case.id, state=CaseState.FAILED, outcome="failed", reason=reason,
+                              actor=worker.name, run_id=self.run.run_id, last_error=error,
+                              **extra)
             self._count(case, "failed")
         else:
             delay = min(p.backoff_max_seconds, p.backoff_seconds * 2 ** (case.attempts - 1))

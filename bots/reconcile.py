@@ -38,6 +38,14 @@ class ReconStatus(StrEnum):
     NOT_IN_LEDGER = "in portal, not in ledger"
     AMOUNT_MISMATCH = "amount mismatch"
     UNCONFIRMED = "found in portal, not confirmed in ledger"
+    UNVERIFIED = "not verified: portal unreachable"
+
+
+def unverified(ledger: Iterable[LedgerEntry], why: str) -> list[ReconRow]:
+    """When the portal's listing cannot be read, say so row by row instead of guessing."""
+    rows = [ReconRow(ReconStatus.UNVERIFIED, e.case_ref, e.order_number, e.reference, e.amount,
+                     None, e.refund_number, None, why) for e in ledger]
+    return rows or [ReconRow(ReconStatus.UNVERIFIED, None, "", "", None, None, None, None, why)]
 
 
 @dataclass(frozen=True)

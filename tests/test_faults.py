@@ -1,0 +1,89 @@
+"""A flaky legacy back-office: 500s, expiring sessions, maintenance. Nobody is paid twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bots.artifacts import zip_contains
+from bots.chaos import expected_refunds
+from bots.cli import EXIT_CIRCUIT, EXIT_OK, execute
+from bots.demo import DEMO_SEED, prepare_inputs
+from bots.policy import load_policy
+from bots.queue import CaseState, Queue
+from bots.sandbox.data import build_dataset
+from bots.sandbox.server import DEFAULT_ORDERS_USERS, DEFAULT_PAYMENTS_USERS
+
+pytestmark = pytest.mark.e2e
+
+
+def _inputs(tmp_path: Path):  # noqa: ANN202
+    today = date.today()
+    ds = build_dataset(seed=DEMO_SEED, today=today)
+    return ds, prepare_inputs(tmp_path, ds, today), today
+
+
+def test_session_expiry_is_survived_with_a_new_login(sandbox, settings_for,
+                                                     tmp_path: Path) -> None:
+    ds, reqs, today = _inputs(tmp_path)
+    sandbox.set_faults(session_max_requests=4)
+    settings = settings_for(sandbox)
+    assert execute(settings, "run", intake=True, process=True, today=today) == EXIT_OK
+    paid = {r["order_number"]: Decimal(r["amount"]) for r in sandbox.refunds()
+            if r["operator"] == "refund.bot"}
+    assert paid == expected_refunds(ds, reqs, load_policy(settings.policy))
+    assert len([r for r in sandbox.refunds() if r["operator"] == "refund.bot"]) == len(paid)
+
+
+def test_twenty_percent_failures_and_expiry_complete_every_case_without_duplicates(
+        sandbox, settings_for, tmp_path: Path) -> None:
+    ds, reqs, today = _inputs(tmp_path)
+    sandbox.set_faults(error_rate=0.2, session_max_requests=15, seed=5)
+    settings = settings_for(sandbox, processing={
+        "max_attempts": 6, "backoff_seconds": 0.2, "backoff_max_seconds": 2,
+        "circuit_breaker": 100})
+    execute(settings, "run", intake=True, process=True, today=today)
+
+    ours = [r for r in sandbox.refunds() if r["operator"] == "refund.bot"]
+    per_order = Counter(r["order_number"] for r in ours)
+    assert all(n == 1 for n in per_order.values()), f"paid twice: {per_order}"
+    expected = expected_refunds(ds, reqs, load_policy(settings.policy))
+    assert all(Decimal(r["amount"]) == expected[r["order_number"]] for r in ours)
+
+    cases = Queue(settings.queue_url).cases()
+    for case in cases:
+        finished = case.state in (CaseState.DONE, CaseState.ESCALATED, CaseState.MERGED)
+        waiting = case.state in (CaseState.QUEUED, CaseState.FAILED) and case.last_error
+        assert finished or waiting, f"{case.ref} {case.state} without a reason"
+    ledger = {i.order_number for c in cases for i in Queue(settings.queue_url).intents(c.id)
+              if i.state != "absent"}
+    assert ledger == set(per_order)  # every refund in the portal is in the bot's ledger
+
+    run_dir = next((tmp_path / "runs").iterdir())
+    traces = list((run_dir / "traces").glob("*.zip"))
+    assert traces and list((run_dir / "screenshots").glob("*.png"))
+    secrets = [*DEFAULT_ORDERS_USERS.values(), *DEFAULT_PAYMENTS_USERS.values()]
+    assert not any(zip_contains(t, s) for t in traces for s in secrets)
+
+    # The faults go away; the next run finishes whatever was left, still paying no one twice.
+    sandbox.set_faults(error_rate=0.0, session_max_requests=None)
+    execute(settings, "process", intake=False, process=True, today=today)
+    ours = [r for r in sandbox.refunds() if r["operator"] == "refund.bot"]
+    assert {r["order_number"]: Decimal(r["amount"]) for r in ours} == expected
+    assert len(ours) == len(expected)
+
+
+def test_maintenance_page_opens_the_circuit_breaker(sandbox, settings_for,
+                                                    tmp_path: Path) -> None:
+    _, _, today = _inputs(tmp_path)
+    sandbox.set_faults(maintenance=True)
+    settings = settings_for(sandbox, processing={"circuit_breaker": 3, "step_retries": 0})
+    assert execute(settings, "run", intake=True, process=True, today=today) == EXIT_CIRCUIT
+    queue = Queue(settings.queue_url)
+    assert queue.pending_count() == len([c for c in queue.cases()
+                                         if c.state != CaseState.MERGED])
+    assert not [r for r in sandbox.refunds() if r["operator"] == "refund.bot"]
