@@ -25,6 +25,7 @@ from bots.errors import SystemException
 from bots.policy import PolicyError, load_policy
 from bots.queue import Case, LockHeld, Queue
 from bots.runs import RunFolder, configure_console
+from bots.signals import SignalsError
 
 EXIT_OK, EXIT_ERROR, EXIT_PROBLEMS, EXIT_CIRCUIT, EXIT_LOCKED = 0, 1, 3, 4, 5
 
@@ -146,7 +147,7 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
         if process:
             code = max(code, asyncio.run(
                 _process_and_report(settings, queue, folder, stats, today)))
-    except (ConfigError, PolicyError) as exc:
+    except (ConfigError, PolicyError, SignalsError) as exc:
         console.print(f"[red]cannot run:[/] {exc}")
         code = EXIT_ERROR
     except Exception as exc:

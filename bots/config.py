@@ -72,6 +72,7 @@ class Settings(_Model):
     queue_url: str = "sqlite:///runs/queue.sqlite"
     runs_dir: Path = Path("runs")
     policy: Path = Path("config/policy.yaml")
+    signals: Path | None = Path("config/signals.yaml")  # null: no fraud screening
     browser: BrowserSettings = BrowserSettings()
     orders: AppSettings
     payments: AppSettings

@@ -27,6 +27,7 @@ from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unveri
 from bots.report import CaseRow, RunInfo, write_report
 from bots.runs import RunFolder
 from bots.session import BotSession
+from bots.signals import load_signals
 
 PROCESS_LOCK = "process"
 
@@ -107,7 +108,9 @@ async def run_processing(settings: Settings, queue: Queue, run: RunFolder, sessi
                          processor_ready: Callable[[Processor], None] | None = None
                          ) -> ProcessStats:
     policy = load_policy(settings.policy)
-    processor = Processor(settings, queue, policy, run, today=today, on_case=on_case)
+    signals = load_signals(settings.signals) if settings.signals else None
+    processor = Processor(settings, queue, policy, run, signals=signals, today=today,
+                          on_case=on_case)
     if processor_ready:
         processor_ready(processor)
     async with process_lock(queue):

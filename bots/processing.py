@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 from playwright.async_api import Error as PlaywrightError
@@ -29,6 +29,14 @@ from bots.policy import Policy, claim_from, decide
 from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, utcnow
 from bots.runs import RunFolder
 from bots.session import BotSession, Worker
+from bots.signals import (
+    Contact,
+    SignalContext,
+    SignalSettings,
+    assess,
+    escalate_decision,
+    store_window_start,
+)
 
 
 class Escalation(Exception):
@@ -59,9 +67,10 @@ class Finished:
 
 class Processor:
     def __init__(self, settings: Settings, queue: Queue, policy: Policy, run: RunFolder, *,
-                 today: date | None = None,
+                 signals: SignalSettings | None = None, today: date | None = None,
                  on_case: Callable[[Case, str], None] | None = None) -> None:
         self.settings, self.queue, self.policy, self.run = settings, queue, policy, run
+        self.signals = signals
         self.today = today or date.today()
         self.on_case = on_case or (lambda case, outcome: None)
         self.stats = ProcessStats()
@@ -207,7 +216,6 @@ class Processor:
         order = await worker.orders.find_order(order_number)
         if order is None:
             raise BusinessException(f"Order {order_number} was not found in the order system.")
-        self._check_identity(case, order)
         charge = await worker.payments.find_charge(order_number)
         if charge is None:
             raise Escalation(f"No charge for order {order_number} in the payment portal.")
@@ -217,6 +225,7 @@ class Processor:
             return await self._complete(worker, case, order, settled)
         claim = self._claim(case)
         decision = decide(self.policy, claim, order, charge, self.today)
+        decision = await self._screen(worker, case, order, charge, decision)
         self.queue.record_decision(case.id, snapshot.dump(order, charge, claim, decision,
                                                           self.today))
         reason = " ".join(decision.reasons)
@@ -233,7 +242,8 @@ class Processor:
         if not case.customer_email:
             raise Escalation("The request names no order and no email: a human must identify "
                              "the customer.")
-        found = await worker.orders.search_orders("email", case.customer_email)
+        found = [h.order_number for h in
+                 await worker.orders.search_orders("email", case.customer_email)]
         if not found:
             raise BusinessException(f"No order found for {case.customer_email}.")
         if len(found) > 1:
@@ -241,11 +251,23 @@ class Processor:
                              f"names none ({', '.join(found[:5])}).")
         return found[0]
 
-    def _check_identity(self, case: Case, order: OrderFacts) -> None:
-        emails = {r.customer_email for r in case.requests if r.customer_email}
-        if emails and order.email.lower() not in emails:
-            raise Escalation(f"Request came from {', '.join(sorted(emails))} but order "
-                             f"{order.order_number} belongs to {order.email}.")
+    async def _screen(self, worker: Worker, case: Case, order: OrderFacts, charge: ChargeFacts,
+                      decision: Decision) -> Decision:
+        """Fraud and abuse signals for a decision that pays: they can only escalate it."""
+        if not decision.pays or self.signals is None:
+            return decision
+        now = datetime.combine(self.today, utcnow().timetz())
+        history = await worker.orders.search_orders("email", order.email)
+        ctx = SignalContext(
+            order=order, charge=charge, contacts=tuple(Contact.of(r) for r in case.requests),
+            amount=decision.amount, now=now,
+            customer_refunds=self.queue.customer_refunds(order.email, exclude_case=case.id),
+            store_refunds_in_window=self.queue.refunds_since(
+                store_window_start(self.signals, now)),
+            customer_order_count=len(history),
+            customer_order_totals=[h.total for h in history],
+        )
+        return escalate_decision(decision, assess(self.signals, ctx))
 
     def _claim(self, case: Case):  # noqa: ANN202
         reqs = case.requests

@@ -494,6 +494,26 @@ class Queue:
                 .order_by(RefundIntent.id)
             ))
 
+    def customer_refunds(self, email: str, *, exclude_case: int) -> list[tuple[datetime, Decimal]]:
+        """The bot's confirmed refunds for a customer (by the case's email), other cases."""
+        with self.session() as s:
+            rows = s.execute(
+                select(RefundIntent.resolved_at, RefundIntent.amount)
+                .join(Case, Case.id == RefundIntent.case_id)
+                .where(RefundIntent.state == IntentState.CONFIRMED,
+                       func.lower(Case.customer_email) == email.lower(),
+                       Case.id != exclude_case)
+            ).all()
+            return [(at, amount) for at, amount in rows if at is not None]
+
+    def refunds_since(self, since: datetime) -> int:
+        """How many refunds the bot confirmed store-wide since a moment."""
+        with self.session() as s:
+            return s.scalar(
+                select(func.count()).select_from(RefundIntent).where(
+                    RefundIntent.state == IntentState.CONFIRMED, RefundIntent.resolved_at >= since)
+            ) or 0
+
     def intent_keys(self) -> set[str]:
         with self.session() as s:
             return set(s.scalars(select(RefundIntent.key)))

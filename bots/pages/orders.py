@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
 from urllib.parse import quote
 
 from bots.models import LineItem, OrderFacts
 from bots.pages.base import LegacyApp
+
+
+@dataclass(frozen=True)
+class OrderHit:
+    """One row of the order search results."""
+
+    order_number: str
+    total: Decimal
 
 
 class OrdersApp(LegacyApp):
@@ -15,8 +25,8 @@ class OrdersApp(LegacyApp):
         """Open the order's detail page and read it; None when the system has no such order."""
         return await self.logged_in(lambda: self._read_order(order_number))
 
-    async def search_orders(self, field: str, query: str) -> list[str]:
-        """Order numbers matching a customer email or phone (all result pages)."""
+    async def search_orders(self, field: str, query: str) -> list[OrderHit]:
+        """Orders matching a customer email or phone (all result pages), with their totals."""
         return await self.logged_in(lambda: self._search(field, query))
 
     async def add_note(self, order_number: str, text: str, marker: str | None = None) -> bool:
@@ -73,14 +83,14 @@ class OrdersApp(LegacyApp):
             total=self.amount(await t("order", "total")),
         )
 
-    async def _search(self, field: str, query: str) -> list[str]:
+    async def _search(self, field: str, query: str) -> list[OrderHit]:
         path = self.sel("search", "url").format(field=quote(field), query=quote(query, safe=""))
         await self.open(path)
-        found: list[str] = []
+        found: list[OrderHit] = []
         while True:
-            rows = self.page.locator(self.sel("search", "rows"))
-            found += [n.strip() for n in await rows.locator(self.sel("search", "order_link"))
-                      .all_text_contents()]
+            for row in await self.page.locator(self.sel("search", "rows")).all():
+                found.append(OrderHit(await self.text("search", "order_link", row),
+                                      self.amount(await self.text("search", "total", row))))
             next_link = self.page.locator(self.sel("search", "next_page"))
             if not await next_link.count():
                 return found
