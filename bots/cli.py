@@ -12,6 +12,7 @@ import asyncio
 import signal
 import sys
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -375,6 +376,61 @@ def cases_show(case: Annotated[str, typer.Argument(help="Case reference (C-00001
         table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.run_id or "", a.actor, a.event,
                       f"{a.from_state or ''}→{a.to_state or ''}", a.detail)
     console.print(table)
+
+
+AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Who decides (for the audit trail).")]
+CommentOpt = Annotated[str, typer.Option("--comment", "-m", help="Why, in words.")]
+CaseArg = Annotated[str, typer.Argument(help="Case reference (C-000012) or id.")]
+
+
+def _case_id(ref: str) -> int:
+    try:
+        return int(ref.upper().removeprefix("C-"))
+    except ValueError:
+        console.print(f"[red]not a case reference: {ref}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _decide(ref: str, decision: str, amount: Decimal | None, agent: str, comment: str,
+            config: Path | None) -> None:
+    settings = _settings(config)
+    result = Queue(settings.queue_url).human_decision(
+        _case_id(ref), decision=decision, amount=amount, agent=agent, comment=comment,
+        run_id=None)
+    if result == "not escalated":
+        console.print(f"[red]{ref} is not waiting for a human decision[/]")
+        raise typer.Exit(EXIT_ERROR)
+    console.print(f"{ref}: {decision} {result}."
+                  + (" The next processing run pays it." if decision != "reject" else ""))
+
+
+@cases_app.command("approve")
+def cases_approve(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
+                  amount: Annotated[str | None, typer.Option(
+                      help="Pay this amount instead of the bot's proposal (a partial refund).")]
+                  = None, config: ConfigOpt = None) -> None:
+    """Approve an escalated case; the next processing run submits the refund."""
+    value = Decimal(amount) if amount else None
+    _decide(case, "partial" if value is not None else "approve", value, agent, comment, config)
+
+
+@cases_app.command("reject")
+def cases_reject(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
+                 config: ConfigOpt = None) -> None:
+    """Reject an escalated case, with the reason the customer will be told."""
+    _decide(case, "reject", None, agent, comment, config)
+
+
+@cases_app.command("reassign")
+def cases_reassign(case: CaseArg, to: Annotated[str, typer.Option(help="The agent to hand it to.")],
+                   agent: AgentOpt, comment: CommentOpt = "", config: ConfigOpt = None) -> None:
+    """Hand an escalated case to another agent."""
+    settings = _settings(config)
+    if not Queue(settings.queue_url).assign(_case_id(case), agent=to, by=agent, comment=comment,
+                                            run_id=None):
+        console.print(f"[red]{case} is not waiting for a human decision[/]")
+        raise typer.Exit(EXIT_ERROR)
+    console.print(f"{case} assigned to {to}.")
 
 
 @policy_app.command("check")

@@ -224,8 +224,11 @@ class Processor:
         if settled is not None:
             return await self._complete(worker, case, order, settled)
         claim = self._claim(case)
-        decision = decide(self.policy, claim, order, charge, self.today)
-        decision = await self._screen(worker, case, order, charge, decision)
+        if case.human_decision in ("approve", "partial"):
+            decision = self._human(case, order, charge)
+        else:
+            decision = decide(self.policy, claim, order, charge, self.today)
+            decision = await self._screen(worker, case, order, charge, decision)
         self.queue.record_decision(case.id, snapshot.dump(order, charge, claim, decision,
                                                           self.today))
         reason = " ".join(decision.reasons)
@@ -250,6 +253,22 @@ class Processor:
             raise Escalation(f"{case.customer_email} has {len(found)} orders and the request "
                              f"names none ({', '.join(found[:5])}).")
         return found[0]
+
+    def _human(self, case: Case, order: OrderFacts, charge: ChargeFacts) -> Decision:
+        """A human approved: pay what they set, never more than remains refundable."""
+        who = f"{case.human_agent}" + (f": {case.human_comment}" if case.human_comment else "")
+        if case.approved_amount is None:
+            return Decision(Outcome.ESCALATE, Decimal("0.00"),
+                            (f"Approved by {who}, but no amount was given.",))
+        amount = min(case.approved_amount, charge.remaining)
+        if amount <= 0:
+            return Decision(Outcome.REJECT, Decimal("0.00"),
+                            (f"Approved by {who}, but nothing remains refundable on the charge.",))
+        reasons = [f"Approved by {who}."]
+        if amount < case.approved_amount:
+            reasons.append(f"Capped at {amount}, what remains refundable on the charge.")
+        partial = case.human_decision == "partial" or amount < order.total
+        return Decision(Outcome.PARTIAL if partial else Outcome.REFUND, amount, tuple(reasons))
 
     async def _screen(self, worker: Worker, case: Case, order: OrderFacts, charge: ChargeFacts,
                       decision: Decision) -> Decision:

@@ -106,6 +106,11 @@ class Case(Base):
     refund_number: Mapped[str | None] = mapped_column(String(64))
     decision: Mapped[str | None] = mapped_column(Text)  # JSON: rules fired
     merged_into: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    # A human's decision on an escalated case: "approve"/"partial"/"reject", who, why.
+    human_decision: Mapped[str | None] = mapped_column(String(20))
+    human_agent: Mapped[str | None] = mapped_column(String(100))
+    human_comment: Mapped[str | None] = mapped_column(Text)
+    assigned_to: Mapped[str | None] = mapped_column(String(100))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -443,6 +448,54 @@ class Queue:
             case = s.get(Case, case_id)
             assert case is not None
             case.decision = facts_json
+
+    def human_decision(self, case_id: int, *, decision: str, amount: Decimal | None, agent: str,
+                       comment: str, run_id: str | None) -> str:
+        """Apply a human's decision on an escalated case, once.
+
+        approve/partial: the case is queued again with the amount the human set (or the
+        bot's proposal) and the next processing run pays exactly that, capped at what
+        remains refundable. reject: the case ends, with the agent's words as reason.
+        Returns "applied", "already applied" or "not escalated".
+        """
+        decision = decision.strip().lower()
+        if decision not in ("approve", "partial", "reject"):
+            raise ValueError(f"unknown decision {decision!r}")
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            if case is None:
+                return "not escalated"
+            if case.human_decision == decision and (
+                    decision == "reject" or amount is None or case.approved_amount == amount):
+                return "already applied"
+            if case.state != CaseState.ESCALATED:
+                return "not escalated"
+            case.human_decision, case.human_agent, case.human_comment = decision, agent, comment
+            detail = f"{decision} by {agent}" + (f" ({amount})" if amount is not None else "")
+            detail += f": {comment}" if comment else ""
+            if decision == "reject":
+                case.state, case.outcome = CaseState.DONE, "rejected"
+                case.reason = f"Rejected by {agent}: {comment or 'no comment'}"
+                case.approved_amount = Decimal("0.00")
+            else:
+                case.state, case.next_attempt_at, case.attempts = CaseState.QUEUED, None, 0
+                if amount is not None:
+                    case.approved_amount = amount
+            _audit(s, case, run_id, agent, CaseState.ESCALATED, case.state, "human_decision",
+                   detail)
+            return "applied"
+
+    def assign(self, case_id: int, *, agent: str, by: str, comment: str,
+               run_id: str | None) -> bool:
+        """Hand an escalated case to another agent (the audit says who and why)."""
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            if case is None or case.state != CaseState.ESCALATED:
+                return False
+            before, case.assigned_to = case.assigned_to, agent
+            _audit(s, case, run_id, by, case.state, case.state, "reassigned",
+                   f"{before or 'unassigned'} -> {agent}" + (f": {comment}" if comment else ""))
+            return True
 
     def set_order(self, case_id: int, order_number: str) -> None:
         with self.session() as s:

@@ -90,3 +90,25 @@ def test_pipeline_refunds_exactly_the_eligible_orders_once(sandbox, settings_for
     # A second run finds everything already seen and pays nothing.
     assert execute(settings, "run", intake=True, process=True, today=today) == EXIT_OK
     assert len(sandbox.refunds()) == len(before) + len(new)
+
+
+def test_escalated_case_is_paid_after_a_human_approves(sandbox, settings_for,
+                                                       tmp_path: Path) -> None:
+    today = date.today()
+    ds = build_dataset(seed=DEMO_SEED, today=today)
+    prepare_inputs(tmp_path, ds, today)
+    settings = settings_for(sandbox)
+    execute(settings, "run", intake=True, process=True, today=today)
+    high = pick_scenarios(ds)["high_value"]
+    queue = Queue(settings.queue_url)
+    [case] = [c for c in queue.cases() if c.order_number == high.order_number]
+    assert case.state == "escalated" and case.approved_amount == high.total
+
+    assert queue.human_decision(case.id, decision="partial", amount=Decimal("400.00"),
+                                agent="ana.ops", comment="goodwill", run_id=None) == "applied"
+    assert execute(settings, "process", intake=False, process=True, today=today) == EXIT_OK
+    assert execute(settings, "process", intake=False, process=True, today=today) == EXIT_OK
+    paid = [r for r in sandbox.refunds() if r["order_number"] == high.order_number]
+    assert [Decimal(r["amount"]) for r in paid] == [Decimal("400.00")]
+    done = queue.get_case(case.id)
+    assert done is not None and done.outcome == "partial" and "ana.ops" in (done.reason or "")

@@ -135,3 +135,48 @@ def test_lock_is_exclusive_until_it_expires(queue: Queue) -> None:
     assert queue.acquire_lock("stale", "b", ttl_seconds=60)  # taken over
     queue.release_lock("process", "a")
     assert queue.acquire_lock("process", "b", ttl_seconds=60)
+
+
+def _escalated(queue: Queue, proposal: str = "120.00") -> int:
+    cid, _ = queue.add_request(req("m1"))
+    queue.claim("w", 60)
+    queue.finish(cid, state=CaseState.ESCALATED, outcome="escalated", reason="above limit",
+                 actor="w", run_id="r1", approved_amount=Decimal(proposal))
+    return cid
+
+
+def test_human_approval_requeues_with_the_amount_once(queue: Queue) -> None:
+    cid = _escalated(queue)
+    assert queue.human_decision(cid, decision="approve", amount=None, agent="ana",
+                                comment="ok", run_id=None) == "applied"
+    case = queue.get_case(cid)
+    assert case is not None and case.state == "queued" and case.approved_amount == Decimal("120.00")
+    assert queue.human_decision(cid, decision="approve", amount=None, agent="ana",
+                                comment="ok", run_id=None) == "already applied"
+    assert queue.audit_trail(cid)[-1].actor == "ana"
+
+
+def test_human_partial_and_reject(queue: Queue) -> None:
+    cid = _escalated(queue)
+    assert queue.human_decision(cid, decision="partial", amount=Decimal("50.00"), agent="bo",
+                                comment="half", run_id=None) == "applied"
+    assert queue.get_case(cid).approved_amount == Decimal("50.00")  # type: ignore[union-attr]
+    other, _ = queue.add_request(req("m9", order="ORD-100009"))
+    assert queue.human_decision(other, decision="reject", amount=None, agent="bo",
+                                comment="", run_id=None) == "not escalated"
+
+
+def test_human_reject_ends_the_case_with_the_agents_words(queue: Queue) -> None:
+    cid = _escalated(queue)
+    queue.human_decision(cid, decision="reject", amount=None, agent="cy", comment="abuse",
+                         run_id=None)
+    case = queue.get_case(cid)
+    assert case is not None and (case.state, case.outcome) == ("done", "rejected")
+    assert case.reason == "Rejected by cy: abuse"
+
+
+def test_reassign_only_escalated(queue: Queue) -> None:
+    cid = _escalated(queue)
+    assert queue.assign(cid, agent="dee", by="ana", comment="fraud team", run_id=None)
+    assert queue.get_case(cid).assigned_to == "dee"  # type: ignore[union-attr]
+    assert "unassigned -> dee" in queue.audit_trail(cid)[-1].detail
