@@ -61,13 +61,18 @@ def _today(value: str | None) -> date | None:
 
 # -- the pipeline ------------------------------------------------------------------------
 
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Decide every case and write the "
+                      "report, but submit no refund and write nothing in the legacy apps.")]
+
+
 @app.command()
 def run(config: ConfigOpt = None, workers: WorkersOpt = None, today: TodayOpt = None,
-        verbose: VerboseOpt = False) -> None:
+        dry_run: DryRunOpt = False, verbose: VerboseOpt = False) -> None:
     """Intake from every source, process the queue in the legacy UIs, write the report."""
     configure_console(verbose)
     settings = _settings(config, processing__workers=workers)
-    raise typer.Exit(execute(settings, "run", intake=True, process=True, today=_today(today)))
+    raise typer.Exit(execute(settings, "run", intake=True, process=True, today=_today(today),
+                             dry_run=dry_run))
 
 
 @app.command()
@@ -80,12 +85,12 @@ def intake(config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
 
 @app.command()
 def process(config: ConfigOpt = None, workers: WorkersOpt = None, today: TodayOpt = None,
-            verbose: VerboseOpt = False) -> None:
+            dry_run: DryRunOpt = False, verbose: VerboseOpt = False) -> None:
     """Work the queued cases in the legacy UIs, then write the run's report."""
     configure_console(verbose)
     settings = _settings(config, processing__workers=workers)
     raise typer.Exit(execute(settings, "process", intake=False, process=True,
-                             today=_today(today)))
+                             today=_today(today), dry_run=dry_run))
 
 
 @app.command()
@@ -124,7 +129,7 @@ def report(run_id: Annotated[str | None, typer.Argument(help="Run to report on "
 
 
 def execute(settings: Settings, command: str, *, intake: bool, process: bool,
-            today: date | None = None) -> int:
+            today: date | None = None, dry_run: bool = False) -> int:
     """One run: its folder, log, stages and exit status. Shared by run/intake/process/demo."""
     from bots.pipeline import run_intake
 
@@ -147,7 +152,7 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
                 code = EXIT_PROBLEMS
         if process:
             code = max(code, asyncio.run(
-                _process_and_report(settings, queue, folder, stats, today)))
+                _process_and_report(settings, queue, folder, stats, today, dry_run)))
     except (ConfigError, PolicyError, SignalsError) as exc:
         console.print(f"[red]cannot run:[/] {exc}")
         code = EXIT_ERROR
@@ -165,7 +170,8 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
 
 
 async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolder,
-                              stats: dict[str, object], today: date | None) -> int:
+                              stats: dict[str, object], today: date | None,
+                              dry_run: bool = False) -> int:
     from bots.browser import BrowserNotFound
     from bots.pipeline import run_processing, write_run_report
     from bots.processing import Processor
@@ -187,12 +193,14 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
 
                 try:
                     result = await run_processing(settings, queue, folder, session, today=today,
-                                                  on_case=on_case,
+                                                  on_case=on_case, dry_run=dry_run,
                                                   processor_ready=holder.append)
                 except LockHeld as exc:
                     console.print(f"[yellow]{exc}[/]")
                     return EXIT_LOCKED
-            rep = await write_run_report(settings, queue, folder, session)
+            rep = await write_run_report(
+                settings, queue, folder, session,
+                proposals=holder[0].proposals if dry_run and holder else None)
     except BrowserNotFound as exc:
         console.print(f"[red]browser:[/] {exc}")
         return EXIT_ERROR
@@ -205,7 +213,8 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
                            "seconds": round(result.seconds, 2)}
     problems = rep.problems
     outcomes = ", ".join(f"{n} {o}" for o, n in sorted(result.outcomes.items())) or "none"
-    console.print(f"Processed {result.processed} case(s): {outcomes}.")
+    console.print(f"{'Dry run: decided' if dry_run else 'Processed'} {result.processed} "
+                  f"case(s): {outcomes}.")
     console.print(f"Seconds per case: {result.seconds_per_case:.2f} "
                   f"({result.seconds:.1f} s, {settings.processing.workers} worker(s)).")
     console.print(f"Reconciliation: {'OK' if not problems else f'{problems} problem(s)'}.")
@@ -444,6 +453,29 @@ def policy_check(file: Annotated[Path, typer.Argument(help="Policy YAML to valid
     for key, value in pol.model_dump().items():
         console.print(f"{key}: {value}")
     console.print(f"[green]{file} is valid[/]")
+
+
+@policy_app.command("simulate")
+def policy_simulate(
+    file: Annotated[Path, typer.Argument(help="The changed policy YAML to try.")],
+    out: Annotated[Path | None, typer.Option(help="Comparison workbook (default: "
+                                             "runs/policy-simulation-<time>.xlsx).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Replay past decisions under a changed policy and write a comparison workbook."""
+    from bots.simulate import replay, write_comparison
+
+    settings = _settings(config)
+    try:
+        policy = load_policy(file)
+    except PolicyError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    rows = replay(Queue(settings.queue_url), policy)
+    out = out or settings.runs_dir / f"policy-simulation-{datetime.now(UTC):%Y%m%d-%H%M%S}.xlsx"
+    write_comparison(out, rows, file)
+    changed = sum(r.changed for r in rows)
+    console.print(f"Replayed {len(rows)} decision(s): {changed} would change. Workbook: {out}")
 
 
 def main() -> None:  # pragma: no cover

@@ -21,7 +21,7 @@ from bots.errors import SystemException
 from bots.intake import MailboxError, read_source
 from bots.models import PortalRefund, Quarantined, RefundRequest
 from bots.policy import load_policy
-from bots.processing import Processor, ProcessStats
+from bots.processing import Finished, Processor, ProcessStats
 from bots.queue import Case, LockHeld, QuarantineRow, Queue, RefundIntent, lock_owner_id
 from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
 from bots.report import CaseRow, RunInfo, write_report
@@ -105,12 +105,12 @@ async def process_lock(queue: Queue, ttl: int = 120) -> AsyncIterator[str]:
 async def run_processing(settings: Settings, queue: Queue, run: RunFolder, session: BotSession,
                          *, today: date | None = None,
                          on_case: Callable[[Case, str], None] | None = None,
-                         processor_ready: Callable[[Processor], None] | None = None
-                         ) -> ProcessStats:
+                         processor_ready: Callable[[Processor], None] | None = None,
+                         dry_run: bool = False) -> ProcessStats:
     policy = load_policy(settings.policy)
     signals = load_signals(settings.signals) if settings.signals else None
     processor = Processor(settings, queue, policy, run, signals=signals, today=today,
-                          on_case=on_case)
+                          on_case=on_case, dry_run=dry_run)
     if processor_ready:
         processor_ready(processor)
     async with process_lock(queue):
@@ -131,7 +131,8 @@ class RunReport:
 
 
 async def write_run_report(settings: Settings, queue: Queue, run: RunFolder,
-                           session: BotSession, finished_at: datetime | None = None) -> RunReport:
+                           session: BotSession, finished_at: datetime | None = None,
+                           proposals: dict[int, Finished] | None = None) -> RunReport:
     """Reconcile what the bot recorded in this run against the portal, and write the workbook."""
     finished_at = finished_at or datetime.now(UTC)
     intents = queue.intents_for_run(run.run_id)
@@ -143,8 +144,10 @@ async def write_run_report(settings: Settings, queue: Queue, run: RunFolder,
         run.log.error("reconciliation: the payment portal's refund listing failed: {}", exc)
         recon = unverified(ledger, f"the portal's refund listing could not be read: {exc}")
     info = RunInfo(run_id=run.run_id, started_at=run.started_at, finished_at=finished_at,
-                   orders_url=settings.orders.url, payments_url=settings.payments.url)
-    cases = [case_row(c) for c in queue.cases_touched(run.run_id)]
+                   orders_url=settings.orders.url, payments_url=settings.payments.url,
+                   dry_run=proposals is not None)
+    cases = [case_row(c, (proposals or {}).get(c.id))
+             for c in queue.cases_touched(run.run_id)]
     quarantined = [_quarantined(q) for q in queue.quarantined(run.run_id)]
     path = write_report(run.report_path, info, cases, recon, quarantined)
     run.log.info("report written: {}", path)
@@ -185,14 +188,20 @@ def _ledger_entry(intent: RefundIntent) -> LedgerEntry:
                        refund_number=intent.refund_number)
 
 
-def case_row(case: Case) -> CaseRow:
+def case_row(case: Case, proposal: Finished | None = None) -> CaseRow:
+    """One line of the Cases sheet; in a dry run, what the bot *would* have done."""
     reqs = case.requests
+    if proposal is not None:
+        outcome, approved, reason = (f"would be {proposal.outcome}", proposal.approved,
+                                     proposal.reason)
+    else:
+        outcome, approved = case.outcome or case.state, case.approved_amount
+        reason = case.reason or case.last_error or ""
     return CaseRow(
         case_ref=case.ref, channels=", ".join(case.channels),
         customer=case.customer_name or "", customer_email=case.customer_email or "",
         order_number=case.order_number or "", requested=case.requested_amount,
-        approved=case.approved_amount, refund_number=case.refund_number,
-        outcome=case.outcome or case.state, reason=case.reason or case.last_error or "",
+        approved=approved, refund_number=case.refund_number, outcome=outcome, reason=reason,
         attempts=case.attempts, sources=len(reqs),
     )
 

@@ -68,9 +68,12 @@ class Finished:
 class Processor:
     def __init__(self, settings: Settings, queue: Queue, policy: Policy, run: RunFolder, *,
                  signals: SignalSettings | None = None, today: date | None = None,
+                 dry_run: bool = False,
                  on_case: Callable[[Case, str], None] | None = None) -> None:
         self.settings, self.queue, self.policy, self.run = settings, queue, policy, run
         self.signals = signals
+        self.dry_run = dry_run  # decide everything, submit and write nothing
+        self.proposals: dict[int, Finished] = {}
         self.today = today or date.today()
         self.on_case = on_case or (lambda case, outcome: None)
         self.stats = ProcessStats()
@@ -100,7 +103,8 @@ class Processor:
         p = self.settings.processing
         logged_in = False
         while not self._stop:
-            case = self.queue.claim(worker.name, p.lease_seconds, self.run.run_id)
+            case = self.queue.claim(worker.name, p.lease_seconds, self.run.run_id,
+                                    exclude=self.proposals.keys())
             if case is None:
                 if not await self._wait_for_retry():
                     return
@@ -141,6 +145,15 @@ class Processor:
         if worker.tracing:
             await worker.context.tracing.stop_chunk()  # success: nothing to keep
         self._consecutive_failures = 0
+        if self.dry_run and result.outcome != "merged":
+            self.proposals[case.id] = result
+            self.queue.release(case.id, actor=worker.name, run_id=self.run.run_id,
+                               why=f"dry run: would be {result.outcome}"
+                                   + (f" ({result.approved})" if result.approved else "")
+                                   + f": {result.reason}")
+            log.info("dry run: would be {}: {}", result.outcome, result.reason)
+            self._count(case, result.outcome)
+            return
         if result.outcome == "merged":
             log.info("merged into the case for order {}", case.order_number)
             return
@@ -222,6 +235,9 @@ class Processor:
 
         settled = self._settle_intents(case, charge)
         if settled is not None:
+            if self.dry_run:
+                return Finished("refunded", f"Already refunded ({settled.refund_number}).",
+                                approved=settled.amount, refund_number=settled.refund_number)
             return await self._complete(worker, case, order, settled)
         claim = self._claim(case)
         if case.human_decision in ("approve", "partial"):
@@ -229,14 +245,18 @@ class Processor:
         else:
             decision = decide(self.policy, claim, order, charge, self.today)
             decision = await self._screen(worker, case, order, charge, decision)
-        self.queue.record_decision(case.id, snapshot.dump(order, charge, claim, decision,
-                                                          self.today))
+        if not self.dry_run:
+            self.queue.record_decision(case.id, snapshot.dump(order, charge, claim, decision,
+                                                              self.today))
         reason = " ".join(decision.reasons)
         if decision.outcome is Outcome.REJECT:
             return Finished("rejected", reason, approved=Decimal("0.00"))
         if decision.outcome is Outcome.ESCALATE or not decision.pays:
             return Finished("escalated", reason, state=CaseState.ESCALATED,
                             approved=decision.amount)
+        if self.dry_run:
+            return Finished("refunded" if decision.outcome is Outcome.REFUND else "partial",
+                            reason, approved=decision.amount)
         intent = await self._submit(worker, case, charge, decision)
         return await self._complete(worker, case, order, intent, decision)
 

@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -321,7 +321,8 @@ class Queue:
 
     # -- consumer side -------------------------------------------------------------
 
-    def claim(self, worker: str, lease_seconds: int, run_id: str | None = None) -> Case | None:
+    def claim(self, worker: str, lease_seconds: int, run_id: str | None = None,
+              exclude: Collection[int] = ()) -> Case | None:
         """Lease the next due case to `worker`, or None when nothing is due.
 
         A case left `processing` by a crashed worker becomes claimable again when
@@ -335,7 +336,10 @@ class Queue:
             (Case.state == CaseState.PROCESSING) & (Case.locked_until < now),
         )
         with self.session() as s:
-            candidates = s.scalars(select(Case.id).where(due).order_by(Case.id).limit(20)).all()
+            query = select(Case.id).where(due)
+            if exclude:  # a dry run releases what it decided: do not decide it twice
+                query = query.where(Case.id.not_in(list(exclude)))
+            candidates = s.scalars(query.order_by(Case.id).limit(20)).all()
             for case_id in candidates:
                 won = s.execute(
                     update(Case)

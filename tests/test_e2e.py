@@ -112,3 +112,28 @@ def test_escalated_case_is_paid_after_a_human_approves(sandbox, settings_for,
     assert [Decimal(r["amount"]) for r in paid] == [Decimal("400.00")]
     done = queue.get_case(case.id)
     assert done is not None and done.outcome == "partial" and "ana.ops" in (done.reason or "")
+
+
+def test_dry_run_decides_everything_and_submits_nothing(sandbox, settings_for,
+                                                        tmp_path: Path) -> None:
+    today = date.today()
+    ds = build_dataset(seed=DEMO_SEED, today=today)
+    reqs = prepare_inputs(tmp_path, ds, today)
+    settings = settings_for(sandbox)
+    before = sandbox.refunds()
+    assert execute(settings, "run", intake=True, process=True, today=today,
+                   dry_run=True) == EXIT_OK
+    assert sandbox.refunds() == before
+    queue = Queue(settings.queue_url)
+    assert all(c.state == "queued" for c in queue.cases() if c.state != "merged")
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    outcomes = {r["Order number"]: r["Outcome"]
+                for r in read_report(run_dir / "reconciliation.xlsx")["Cases"]}
+    expected = expected_refunds(ds, reqs)
+    assert all(outcomes[o] in ("would be refunded", "would be partial") for o in expected)
+
+    # The real run then does what the dry run said.
+    assert execute(settings, "process", intake=False, process=True, today=today) == EXIT_OK
+    got = {r["order_number"]: Decimal(r["amount"]) for r in sandbox.refunds()
+           if r not in before}
+    assert got == expected

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from test_policy import POLICY, TODAY, charge, claim, item, order
+from typer.testing import CliRunner
+
+from bots import snapshot
+from bots.cli import app
+from bots.models import RefundRequest
+from bots.policy import Policy, decide
+from bots.queue import Queue
+from bots.report import read_report
+from bots.simulate import replay, write_comparison
+
+
+def _queue_with_decisions(tmp_path: Path) -> Queue:
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    for n, days in enumerate((5, 20)):
+        o = order(item("40.00"), delivered_days_ago=days)
+        o = type(o)(**{**o.__dict__, "order_number": f"ORD-10000{n}"})
+        cid, _ = queue.add_request(RefundRequest("email", f"m{n}", datetime.now(UTC), "x",
+                                                 order_number=o.order_number))
+        c, cl = charge(o), claim()
+        queue.record_decision(cid, snapshot.dump(o, c, cl, decide(POLICY, cl, o, c, TODAY),
+                                                 TODAY))
+    return queue
+
+
+def test_replay_shows_what_a_shorter_window_changes(tmp_path: Path) -> None:
+    rows = replay(_queue_with_decisions(tmp_path), Policy(refund_window_days=10))
+    assert [(r.old_outcome, r.new_outcome, r.changed) for r in rows] == [
+        ("refund", "refund", False), ("refund", "reject", True)]
+    book = read_report(write_comparison(tmp_path / "cmp.xlsx", rows, Path("p.yaml")))
+    assert book["Cases"][0]["Changed"] == "yes" and book["Cases"][0]["New amount"] == Decimal("0")
+
+
+def test_policy_simulate_command(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    queue = _queue_with_decisions(tmp_path)
+    monkeypatch.setenv("REFUND_BOTS_QUEUE_URL", queue.url)
+    new = tmp_path / "strict.yaml"
+    new.write_text("refund_window_days: 10\n")
+    out = tmp_path / "sim.xlsx"
+    result = CliRunner().invoke(app, ["policy", "simulate", str(new), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Replayed 2 decision(s): 1 would change" in result.output and out.exists()
