@@ -469,8 +469,7 @@ class Queue:
             case = s.get(Case, case_id)
             if case is None:
                 return "not escalated"
-            if case.human_decision == decision and (
-                    decision == "reject" or amount is None or case.approved_amount == amount):
+            if _decided_since_escalation(s, case_id, decision):
                 return "already applied"
             if case.state != CaseState.ESCALATED:
                 return "not escalated"
@@ -479,7 +478,8 @@ class Queue:
             detail += f": {comment}" if comment else ""
             if decision == "reject":
                 case.state, case.outcome = CaseState.DONE, "rejected"
-                case.reason = f"Rejected by {agent}: {comment or 'no comment'}"
+                case.reason = f"Rejected by {agent}: {comment}" if comment else \
+                    f"Rejected by {agent}."
                 case.approved_amount = Decimal("0.00")
             else:
                 case.state, case.next_attempt_at, case.attempts = CaseState.QUEUED, None, 0
@@ -744,6 +744,21 @@ def _merge_request_into(case: Case, req: RefundRequest) -> None:
         case.requested_amount is None or req.requested_amount > case.requested_amount
     ):
         case.requested_amount = req.requested_amount
+
+
+def _decided_since_escalation(s: Session, case_id: int, decision: str) -> bool:
+    """Has this decision been applied since the case last entered `escalated`?
+
+    Importing the same decisions file twice must apply nothing the second time, but a
+    case escalated again later (e.g. after an approval without an amount) can be
+    decided again.
+    """
+    trail = list(s.scalars(select(AuditRow).where(AuditRow.case_id == case_id)
+                           .order_by(AuditRow.id)))
+    entered = max((i for i, a in enumerate(trail) if a.to_state == CaseState.ESCALATED
+                   and a.from_state != CaseState.ESCALATED), default=-1)
+    return any(a.event == "human_decision" and a.detail.split(" ", 1)[0] == decision
+               for a in trail[entered + 1:])
 
 
 def _audit(s: Session, case: Case, run_id: str | None, actor: str, before: str | None,

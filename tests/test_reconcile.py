@@ -223,4 +223,12 @@ def test_summarise_counts_every_status_including_zero() -> None:
     counts = summarise(rows)
     assert list(counts) == list(ReconStatus)
     assert counts == {S.MATCHED: 1, S.MISSING_IN_PORTAL: 1, S.NOT_IN_LEDGER: 1,
-                      S.AMOUNT_MISMATCH: 0, S.UNCONFIRMED: 0}
+                      S.AMOUNT_MISMATCH: 0, S.UNCONFIRMED: 0, S.UNVERIFIED: 0}
+
+
+def test_unverified_rows_when_the_portal_cannot_be_read() -> None:
+    from bots.reconcile import unverified
+
+    rows = unverified([led(1), led(2)], "portal down")
+    assert [r.status for r in rows] == [S.UNVERIFIED, S.UNVERIFIED] and rows[0].is_problem
+    assert unverified([], "portal down")[0].note == "portal down"
