@@ -1,0 +1,603 @@
+"""Tell customers what happened to their refund request, on the channel they used.
+
+One message per source contact of a case (contacts on the same channel with the same
+address are one contact: a customer who wrote twice gets one answer, threaded to both
+emails). Email is answered over SMTP, threaded to the customer's message; every other
+channel (chat, social, phone, portal, spreadsheet) gets a line in a per-channel JSONL
+outbox that the channel's own tool sends.
+
+Sent once, even when the run is repeated: each message is a row in the `notifications`
+table, unique on (request id, kind), written as `pending` and committed *before* it is
+sent, and marked `sent` after. A rerun skips sent rows and retries the others. This is
+at-least-once, not exactly-once, at one point: if the process dies after the SMTP
+server accepted a message but before the row is marked sent, the next run sends that
+email again (with the same Message-ID, so many mail clients show it once). To keep that
+window from being hit by a *concurrent* run, a `pending` SMTP row is only retried once
+it is older than :data:`PENDING_RETRY_AFTER`. Outbox lines carry the notification id,
+so the downstream tool can drop a repeated line.
+
+Messages are rendered from Jinja2 templates that ops staff edit
+(`config/templates/<outcome>.txt.j2`, first line `Subject: ...`), in a sandbox, and the
+rendered text is masked (:func:`bots.extract.mask_secrets`) and checked so that no
+card number longer than its last four digits can leave the building.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import smtplib
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+from uuid import uuid4
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from bots.config import ConfigError, secret
+from bots.extract import luhn_valid, mask_secrets
+from bots.intake.eml import normalise_message_id
+from bots.models import Channel
+from bots.queue import Base, Case, RequestRow, UTCDateTime, case_ref, utcnow
+
+OUTCOMES = ("refunded", "partial", "rejected", "escalated", "approved")
+# A pending SMTP row younger than this may be in the hands of a run that is sending it
+# right now: retrying it could send a second copy.
+PENDING_RETRY_AFTER = timedelta(minutes=1)
+_CHANNEL_NAME = re.compile(r"[a-z0-9_-]{1,40}")
+
+
+class TemplateError(ConfigError):
+    """A message template is missing or broken: the message names the file and the fix."""
+
+
+class UnsafeMessage(Exception):
+    """The rendered text would still show a card number: it is never sent."""
+
+
+# -- settings -------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SmtpSettings(_Model):
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password_secret: str | None = None  # the secret's name: $REFUND_BOTS_<NAME> or keyring
+    from_address: str | None = None  # default: NotifySettings.from_address
+    subject_prefix: str = "Re: "  # replies are answers to the customer's email
+    timeout_seconds: float = Field(30.0, gt=0)
+
+
+class NotifySettings(_Model):
+    enabled: bool = True
+    smtp: SmtpSettings | None = None  # None: email goes to outbox/email.jsonl like the rest
+    outbox_dir: Path = Path("runs/outbox")
+    templates_dir: Path = Path("config/templates")
+    from_address: str
+    company_name: str = "Customer Service"
+
+
+# -- the table --------------------------------------------------------------------------
+
+
+class NotifyState(StrEnum):
+    SENT = "sent"
+    SKIPPED = "skipped"  # already sent, no address to answer, notifications disabled
+    FAILED = "failed"  # not sent this time; retried on the next run
+
+
+class RowState:
+    PENDING = "pending"  # committed before sending: the send may or may not have happened
+    SENT = "sent"
+    FAILED = "failed"  # the send raised: certainly retried on the next run
+
+
+class NotificationRow(Base):
+    """One message to one contact about one outcome. Created here, not in bots.queue."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("request_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notification_id: Mapped[str] = mapped_column(String(40), unique=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(400))  # email: the one we sent
+    state: Mapped[str] = mapped_column(String(20), default=RowState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)  # also the row's version
+    last_error: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# -- results and contacts -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NotificationResult:
+    """What happened to one contact's message in this call."""
+
+    channel: str
+    to: str | None
+    state: NotifyState
+    kind: str
+    request_ids: tuple[int, ...]
+    notification_id: str | None = None
+    error: str | None = None  # failed: why (the lead logs it)
+    detail: str = ""  # skipped: why
+
+
+@dataclass(frozen=True)
+class Contact:
+    """The requests of one case that one message answers (same channel, same address)."""
+
+    channel: str
+    to: str | None
+    name: str | None
+    requests: tuple[RequestRow, ...]
+
+    @property
+    def request_ids(self) -> tuple[int, ...]:
+        return tuple(r.id for r in self.requests)
+
+    @property
+    def key_request_id(self) -> int:
+        """The request a new notification row is keyed on: the latest contact."""
+        return self.requests[-1].id
+
+    @property
+    def via_smtp(self) -> bool:
+        return self.channel == Channel.EMAIL
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    body: str
+
+
+def contacts_of(case: Case) -> list[Contact]:
+    """Group the case's requests by (channel, address), in the order they arrived."""
+    groups: dict[tuple[str, str], list[RequestRow]] = {}
+    for req in case.requests:
+        to = recipient_of(req)
+        key = (req.channel, to.lower()) if to else (req.channel, f"#request-{req.id}")
+        groups.setdefault(key, []).append(req)
+    out = []
+    for (channel, _), reqs in groups.items():
+        name = safe_name(next((r.customer_name for r in reversed(reqs) if r.customer_name),
+                              None))
+        out.append(Contact(channel, recipient_of(reqs[-1]), name, tuple(reqs)))
+    return out
+
+
+def recipient_of(req: RequestRow) -> str | None:
+    """Where the answer goes: the reply address for email, else reply_to/handle/phone/email."""
+    if req.channel == Channel.EMAIL:
+        candidates: Iterable[str | None] = (req.reply_to, req.customer_email)
+    else:
+        candidates = (req.reply_to, req.customer_handle, req.customer_phone, req.customer_email)
+    return next((c.strip() for c in candidates if c and c.strip()), None)
+
+
+def thread_ids(contact: Contact) -> list[str]:
+    """Message-IDs (with brackets) of the customer's emails, oldest first.
+
+    `in_reply_to` holds the email's Message-ID; without it an email's source id is its
+    Message-ID, unless intake had to fall back to a content hash (`sha256:`).
+    """
+    ids = []
+    for req in contact.requests:
+        raw = req.in_reply_to or (req.source_id if req.channel == Channel.EMAIL
+                                  and not req.source_id.startswith("sha256:") else None)
+        value = normalise_message_id(raw)
+        if value and value.isascii() and "@" in value and f"<{value}>" not in ids:
+            ids.append(f"<{value}>")
+    return ids
+
+
+# -- templates and safety -----------------------------------------------------------------
+
+
+class Templates:
+    """The editable message templates. No cache: an edit takes effect on the next message."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(self.folder)),
+            autoescape=False,  # plain text, not HTML
+            undefined=jinja2.StrictUndefined,  # a typo in a variable name is an error
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            cache_size=0,
+        )
+
+    def path(self, outcome: str) -> Path:
+        return self.folder / f"{outcome}.txt.j2"
+
+    def render(self, outcome: str, variables: dict[str, str]) -> Rendered:
+        """Render, mask, check and split into subject and body."""
+        path = self.path(outcome)
+        try:
+            text = self.env.get_template(path.name).render(**variables)
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"{path}: template not found: create it (first line "
+                                f"'Subject: ...')") from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{path}, line {exc.lineno}: template syntax error: "
+                                f"{exc.message}") from exc
+        except jinja2.TemplateError as exc:  # undefined variable, sandbox violation...
+            raise TemplateError(f"{path}: template error: {exc}; variables available: "
+                                f"{', '.join(sorted(variables))}") from exc
+        return _split_subject(path, safe_text(text))
+
+
+def _split_subject(path: Path, text: str) -> Rendered:
+    lines = text.lstrip("\r\n").splitlines()
+    first = lines[0] if lines else ""
+    if not first.lower().startswith("subject:") or not first[8:].strip():
+        raise TemplateError(f"{path}: the first line must be 'Subject: ...' (found "
+                            f"{first[:60]!r})")
+    body = "\n".join(lines[1:]).strip("\n") + "\n"
+    return Rendered(" ".join(first[8:].split()), body)
+
+
+_DIGITISH = re.compile(r"\d(?:[ .\-/]?\d)*")
+
+
+def card_numbers_in(text: str) -> list[str]:
+    """Luhn-valid 13-19 digit runs (digits in groups split by space . - /) in `text`.
+
+    Stricter than the masking on purpose (any group size, more separators): it is the
+    last check before a message leaves, not the mask itself.
+    """
+    found = []
+    for m in _DIGITISH.finditer(text):
+        groups = re.split(r"[ .\-/]", m.group(0))
+        for i in range(len(groups)):
+            digits = ""
+            for group in groups[i:]:
+                digits += group
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and luhn_valid(digits):
+                    found.append(digits)
+    return found
+
+
+def safe_text(text: str) -> str:
+    """Mask card numbers and credentials; refuse text where one would still show."""
+    masked = mask_secrets(text)
+    if card_numbers_in(masked):
+        raise UnsafeMessage("the message would show a card number: not sent (check the "
+                            "template and the customer data it prints)")
+    return masked
+
+
+def template_variables(case: Case, contact: Contact, *, amount: Decimal | None,
+                       currency: str | None, refund_number: str | None, reason: str,
+                       card_last4: str | None, company_name: str) -> dict[str, str]:
+    """Everything a template may print, as text ("" when unknown, so `{% if %}` works)."""
+    return {
+        "customer_name": contact.name or safe_name(case.customer_name) or "customer",
+        "case_ref": case_ref(case.id),
+        "order_number": case.order_number or "",
+        "amount": f"{amount:,.2f}" if amount is not None else "",
+        "currency": currency or case.currency or "",
+        "refund_number": refund_number or "",
+        "reason": reason or "",
+        "card_last4": last4(card_last4),
+        "company_name": company_name,
+    }
+
+
+def last4(value: str | None) -> str:
+    """Only ever the last four digits, whatever the caller passed."""
+    digits = re.sub(r"\D", "", value or "")
+    return digits[-4:] if len(digits) >= 4 else ""
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def safe_name(name: str | None) -> str | None:
+    """A customer name fit for a header or a greeting: one line, nothing card-like in it."""
+    text = mask_secrets(_one_line(name))[:200]
+    return text if text and not card_numbers_in(text) else None
+
+
+SAMPLE = {"customer_name": "Ada Lovelace", "case_ref": "C-000001", "order_number": "ORD-100001",
+          "amount": "12.50", "currency": "EUR", "refund_number": "RF-000001",
+          "reason": "Delivered within the 30-day window.", "card_last4": "4242",
+          "company_name": "Example Ltd"}
+
+
+# -- the notifier -----------------------------------------------------------------------------
+
+
+class Notifier:
+    """Sends each case's outcome to each of its contacts, once."""
+
+    def __init__(self, settings: NotifySettings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.templates = Templates(settings.templates_dir)
+        NotificationRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
+
+    def check_templates(self) -> list[Path]:
+        """Render every outcome's template with sample values (for `doctor`, start-up)."""
+        for outcome in OUTCOMES:
+            self.templates.render(outcome, SAMPLE)
+        return [self.templates.path(o) for o in OUTCOMES]
+
+    def notify_case(self, case: Case, *, outcome: str, amount: Decimal | None,
+                    currency: str | None, refund_number: str | None, reason: str,
+                    card_last4: str | None, run_id: str | None) -> list[NotificationResult]:
+        """Notify every contact of `case` about `outcome`; one result per contact.
+
+        `case.requests` must be loaded (cases from `Queue.claim`/`get_case`/`cases` are).
+        Raises :class:`TemplateError` (a settings problem, before anything is sent); a
+        delivery failure never raises: it is a `failed` result, retried on the next run.
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
+        contacts = contacts_of(case)
+        if not self.settings.enabled:
+            return [self._result(c, outcome, NotifyState.SKIPPED,
+                                 detail="notifications are disabled") for c in contacts]
+        rendered: dict[int, Rendered | UnsafeMessage] = {}
+        for contact in contacts:  # render all first: a broken template sends nothing
+            variables = template_variables(
+                case, contact, amount=amount, currency=currency, refund_number=refund_number,
+                reason=reason, card_last4=card_last4, company_name=self.settings.company_name)
+            try:
+                rendered[contact.key_request_id] = self.templates.render(outcome, variables)
+            except UnsafeMessage as exc:
+                rendered[contact.key_request_id] = exc
+        return [self._notify_contact(case, c, outcome, rendered[c.key_request_id], run_id)
+                for c in contacts]
+
+    # -- one contact --------------------------------------------------------------------------
+
+    def _notify_contact(self, case: Case, contact: Contact, kind: str,
+                        rendered: Rendered | UnsafeMessage,
+                        run_id: str | None) -> NotificationResult:
+        if contact.to is None:
+            return self._result(contact, kind, NotifyState.SKIPPED,
+                                detail=f"no address to answer on {contact.channel}")
+        row = self._existing(contact, kind)
+        if row is not None and row.state == RowState.SENT:
+            return self._result(contact, kind, NotifyState.SKIPPED, row,
+                                detail=f"already sent {row.sent_at:%Y-%m-%d %H:%M} UTC")
+        if row is None:
+            if isinstance(rendered, UnsafeMessage):
+                return self._result(contact, kind, NotifyState.FAILED, error=str(rendered))
+            row = self._create(case, contact, kind, rendered, run_id)
+            if row is not None:
+                return self._deliver(case, contact, row)
+        elif self._claim(row, contact):
+            return self._deliver(case, contact, row)
+        return self._result(contact, kind, NotifyState.FAILED, row,
+                            error="another run started sending this message less than "
+                                  f"{PENDING_RETRY_AFTER.seconds} s ago; retried later")
+
+    def _existing(self, contact: Contact, kind: str) -> NotificationRow | None:
+        """A row for this contact and kind, keyed on any of the contact's requests."""
+        with Session(self.engine) as s:
+            return s.scalars(
+                select(NotificationRow)
+                .where(NotificationRow.kind == kind,
+                       NotificationRow.request_id.in_(contact.request_ids))
+                .order_by(NotificationRow.id)
+            ).first()
+
+    def _create(self, case: Case, contact: Contact, kind: str, rendered: Rendered,
+                run_id: str | None) -> NotificationRow | None:
+        """Insert the `pending` row and commit it: the durable record made before sending.
+
+        Returns None if a concurrent run inserted it first (it is that run's to send).
+        """
+        subject = rendered.subject
+        message_id = None
+        if contact.via_smtp:
+            if self.settings.smtp is not None:
+                subject = self.settings.smtp.subject_prefix + subject
+            message_id = make_msgid(idstring=case_ref(case.id).replace("-", ""),
+                                    domain=_domain(self._from_address()))
+        now = utcnow()
+        row = NotificationRow(
+            notification_id=f"n-{uuid4().hex}", case_id=case.id,
+            request_id=contact.key_request_id, kind=kind, channel=contact.channel,
+            recipient=contact.to, subject=subject, body=rendered.body, message_id=message_id,
+            state=RowState.PENDING, attempts=1, run_id=run_id, created_at=now, updated_at=now)
+        try:
+            with Session(self.engine, expire_on_commit=False) as s, s.begin():
+                s.add(row)
+        except IntegrityError:
+            return None
+        return row
+
+    def _claim(self, row: NotificationRow, contact: Contact) -> bool:
+        """Take an existing unsent row for this run, atomically (conditional UPDATE).
+
+        A `failed` row is retried at once; a `pending` one (a run died mid-send, or is
+        sending now) at once for the outbox, after PENDING_RETRY_AFTER for SMTP.
+        """
+        now = utcnow()
+        if (row.state == RowState.PENDING and contact.via_smtp
+                and self.settings.smtp is not None
+                and now - row.updated_at < PENDING_RETRY_AFTER):
+            return False
+        with Session(self.engine) as s, s.begin():
+            won = s.execute(
+                update(NotificationRow)
+                .where(NotificationRow.id == row.id, NotificationRow.attempts == row.attempts,
+                       NotificationRow.state != RowState.SENT)
+                .values(state=RowState.PENDING, attempts=row.attempts + 1, updated_at=now)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        row.attempts += 1
+        return won == 1
+
+    def _deliver(self, case: Case, contact: Contact, row: NotificationRow) -> NotificationResult:
+        try:
+            if contact.via_smtp and self.settings.smtp is not None:
+                self._send_smtp(self._email(case, contact, row))
+            else:
+                self._append_outbox(case, contact, row)
+        except Exception as exc:  # noqa: BLE001 - any delivery failure is retried next run
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            self._mark(row, RowState.FAILED, error)
+            return self._result(contact, row.kind, NotifyState.FAILED, row, error=error)
+        self._mark(row, RowState.SENT, None)
+        return self._result(contact, row.kind, NotifyState.SENT, row)
+
+    def _mark(self, row: NotificationRow, state: str, error: str | None) -> None:
+        now = utcnow()
+        values: dict[str, object] = {"state": state, "updated_at": now, "last_error": error}
+        if state == RowState.SENT:
+            values["sent_at"] = now
+        with Session(self.engine) as s, s.begin():
+            s.execute(update(NotificationRow).where(NotificationRow.id == row.id)
+                      .values(**values).execution_options(synchronize_session=False))
+
+    # -- email ---------------------------------------------------------------------------------
+
+    def _from_address(self) -> str:
+        smtp = self.settings.smtp
+        return (smtp.from_address if smtp and smtp.from_address else self.settings.from_address)
+
+    def _email(self, case: Case, contact: Contact, row: NotificationRow) -> EmailMessage:
+        """The reply, threaded under the customer's email(s), from the stored row."""
+        msg = EmailMessage()
+        msg["From"] = Address(display_name=self.settings.company_name,
+                              addr_spec=self._from_address())
+        msg["To"] = Address(display_name=contact.name or "", addr_spec=row.recipient)
+        msg["Subject"] = row.subject
+        msg["Date"] = format_datetime(utcnow())
+        msg["Message-ID"] = row.message_id
+        refs = thread_ids(contact)
+        if refs:
+            msg["In-Reply-To"] = refs[-1]
+            msg["References"] = " ".join(refs)
+        msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: no auto-reply loops
+        msg["X-Refund-Case"] = case_ref(case.id)
+        msg.set_content(row.body)
+        return msg
+
+    def _send_smtp(self, msg: EmailMessage) -> None:
+        """Stdlib smtplib, one connection per message.
+
+        Chosen over rpaframework's ImapSmtp: its `send_message` needs `authorize_smtp`
+        (a login) first, which an unauthenticated relay does not take, and it builds
+        its own message, so the threading headers and our Message-ID would have to be
+        forced through it; smtplib sends the exact EmailMessage built here.
+        """
+        smtp = self.settings.smtp
+        assert smtp is not None
+        # Loading the CA bundle costs tens of ms: only when TLS is used.
+        context = ssl.create_default_context() if smtp.security != "none" else None
+        conn: smtplib.SMTP
+        if smtp.security == "ssl":
+            conn = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds,
+                                    context=context)
+        else:
+            conn = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
+        with conn:
+            if smtp.security == "starttls":
+                conn.starttls(context=context)
+            if smtp.username:
+                if not smtp.password_secret:
+                    raise ConfigError("smtp.username is set but smtp.password_secret is not")
+                conn.login(smtp.username, secret(smtp.password_secret))
+            conn.send_message(msg)
+
+    # -- outbox --------------------------------------------------------------------------------
+
+    def outbox_path(self, channel: str) -> Path:
+        if not _CHANNEL_NAME.fullmatch(channel):
+            raise ValueError(f"channel {channel!r} cannot name an outbox file")
+        return self.settings.outbox_dir / f"{channel}.jsonl"
+
+    def _append_outbox(self, case: Case, contact: Contact, row: NotificationRow) -> None:
+        """One JSON line, appended with a single write, flushed and fsynced.
+
+        A retried row writes the same line again (same notification id, same
+        created_at): the channel's tool drops lines whose id it has already sent.
+        """
+        line = {
+            "notification_id": row.notification_id,
+            "case_ref": case_ref(case.id),
+            "kind": row.kind,
+            "channel": contact.channel,
+            "to": row.recipient,
+            "customer_name": contact.name,
+            "subject": row.subject,
+            "body": row.body,
+            "created_at": row.created_at.isoformat(),
+            "request_id": row.request_id,
+            "in_reply_to": contact.requests[-1].source_id,
+        }
+        if contact.via_smtp:  # email without SMTP: the mail tool threads with these
+            line["message_id"] = row.message_id
+            line["references"] = thread_ids(contact)
+        data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+        path = self.outbox_path(contact.channel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _result(contact: Contact, kind: str, state: NotifyState,
+                row: NotificationRow | None = None, *, error: str | None = None,
+                detail: str = "") -> NotificationResult:
+        return NotificationResult(contact.channel, contact.to, state, kind, contact.request_ids,
+                                  row.notification_id if row is not None else None, error,
+                                  detail)
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2] or "localhost"
+
+
+def sent_notifications(engine: Engine, case_id: int) -> Sequence[NotificationRow]:
+    """Every notification row of a case (for `cases show` and tests)."""
+    with Session(engine) as s:
+        return list(s.scalars(select(NotificationRow).where(NotificationRow.case_id == case_id)
+                              .order_by(NotificationRow.id)))
