@@ -34,6 +34,9 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False)
 cases_app = typer.Typer(help="Look at cases in the queue.", no_args_is_help=True)
 policy_app = typer.Typer(help="Work with refund policy files.", no_args_is_help=True)
+decisions_app = typer.Typer(help="Human decisions on escalated cases, from a workbook.",
+                            no_args_is_help=True)
+app.add_typer(decisions_app, name="decisions")
 app.add_typer(cases_app, name="cases")
 app.add_typer(policy_app, name="policy")
 console = Console(stderr=False)
@@ -218,6 +221,13 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
     console.print(f"Seconds per case: {result.seconds_per_case:.2f} "
                   f"({result.seconds:.1f} s, {settings.processing.workers} worker(s)).")
     console.print(f"Reconciliation: {'OK' if not problems else f'{problems} problem(s)'}.")
+    if result.notifications:
+        sent = ", ".join(f"{n} {s}" for s, n in sorted(result.notifications.items()))
+        console.print(f"Customer notifications: {sent}.")
+    if (waiting := len(queue.cases(["escalated"]))) and not dry_run:
+        console.print(f"Escalated, waiting for a human: {waiting} "
+                      f"(decide in {folder.path / 'escalations.xlsx'}, then "
+                      f"`refund-bots decisions import FILE`).")
     console.print(f"Report: {rep.path}")
     if result.circuit_open:
         console.print("[red]Stopped by the circuit breaker: the legacy apps kept failing. "
@@ -341,6 +351,14 @@ def doctor(config: ConfigOpt = None) -> None:
     check("browser", lambda: find_browser(settings.browser.executable,
                                           settings.browser.channel).source)
     check("queue", lambda: f"{Queue(settings.queue_url).pending_count()} open case(s)")
+    if settings.notify is not None:
+        from bots.notify import Notifier
+
+        def templates() -> str:
+            notifier = Notifier(settings.notify, Queue(settings.queue_url).engine)
+            return f"{len(notifier.check_templates())} template(s) render"
+
+        check("message templates", templates)
     table = Table("check", "", "detail")
     for name, ok, detail in checks:
         table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
@@ -440,6 +458,31 @@ def cases_reassign(case: CaseArg, to: Annotated[str, typer.Option(help="The agen
         console.print(f"[red]{case} is not waiting for a human decision[/]")
         raise typer.Exit(EXIT_ERROR)
     console.print(f"{case} assigned to {to}.")
+
+
+@decisions_app.command("import")
+def decisions_import(
+    file: Annotated[Path, typer.Argument(help="An escalations.xlsx filled in by ops staff.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Apply the Decision column of an escalations workbook; bad rows are refused with why."""
+    from bots.escalations import EscalationsFileError, apply_decisions, read_decisions
+
+    settings = _settings(config)
+    try:
+        decisions, bad = read_decisions(file)
+    except EscalationsFileError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    result = apply_decisions(Queue(settings.queue_url), decisions, run_id=None)
+    for row in bad:
+        console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
+    for row in result.refused:
+        console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
+    console.print(f"Applied {len(result.applied)}, already applied {len(result.already_applied)}, "
+                  f"refused {len(bad) + len(result.refused)}. Approved cases are paid by the "
+                  f"next processing run.")
+    raise typer.Exit(EXIT_OK if not bad and not result.refused else EXIT_PROBLEMS)
 
 
 @policy_app.command("check")

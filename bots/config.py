@@ -14,14 +14,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bots.credentials import ENV_PREFIX, secret
+from bots.errors import ConfigError
 from bots.intake.sources import AnySource
+from bots.notify import NotifySettings
 
-ENV_PREFIX = "REFUND_BOTS_"
 DEFAULT_SETTINGS = Path("config/settings.yaml")
-
-
-class ConfigError(Exception):
-    """Settings are missing or invalid: the message says what to fix."""
+__all__ = ["ConfigError", "Settings", "load_settings", "secret"]
 
 
 class _Model(BaseModel):
@@ -79,6 +78,7 @@ class Settings(_Model):
     processing: ProcessingSettings = ProcessingSettings()
     intake: IntakeSettings = IntakeSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    notify: NotifySettings | None = None  # null: customers are not notified by the bots
 
 
 # Environment variables that override one setting each (documented in the README).
@@ -126,22 +126,3 @@ def _set(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
     for key in keys[:-1]:
         data = data.setdefault(key, {})
     data[keys[-1]] = value
-
-
-def secret(name: str) -> str:
-    """A secret by name: `$REFUND_BOTS_<NAME>`, else the OS keyring (service "refund-bots")."""
-    value = os.environ.get(ENV_PREFIX + name)
-    if value:
-        return value
-    try:
-        import keyring  # optional: only where ops teams use an OS keyring
-
-        value = keyring.get_password("refund-bots", name)
-    except Exception:  # no keyring package or no backend: fall through to the error
-        value = None
-    if value:
-        return value
-    raise ConfigError(
-        f"secret {name} is not set: export {ENV_PREFIX}{name}=... "
-        f"or store it with `keyring set refund-bots {name}`"
-    )

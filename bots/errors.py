@@ -9,6 +9,10 @@ screenshot and a trace behind.
 from __future__ import annotations
 
 
+class ConfigError(Exception):
+    """Settings are missing or invalid: the message says what to fix."""
+
+
 class BusinessException(Exception):
     """The case cannot be refunded as asked; the message is shown to ops staff."""
 

@@ -49,7 +49,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from bots.config import ConfigError, secret
+from bots.credentials import secret
+from bots.errors import ConfigError
 from bots.extract import luhn_valid, mask_secrets
 from bots.intake.eml import normalise_message_id
 from bots.models import Channel

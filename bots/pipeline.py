@@ -18,11 +18,13 @@ from playwright.async_api import Error as PlaywrightError
 
 from bots.config import Settings
 from bots.errors import SystemException
+from bots.escalations import write_escalations
 from bots.intake import MailboxError, read_source
 from bots.models import PortalRefund, Quarantined, RefundRequest
+from bots.notify import Notifier
 from bots.policy import load_policy
 from bots.processing import Finished, Processor, ProcessStats
-from bots.queue import Case, LockHeld, QuarantineRow, Queue, RefundIntent, lock_owner_id
+from bots.queue import Case, CaseState, LockHeld, QuarantineRow, Queue, RefundIntent, lock_owner_id
 from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
 from bots.report import CaseRow, RunInfo, write_report
 from bots.runs import RunFolder
@@ -109,8 +111,10 @@ async def run_processing(settings: Settings, queue: Queue, run: RunFolder, sessi
                          dry_run: bool = False) -> ProcessStats:
     policy = load_policy(settings.policy)
     signals = load_signals(settings.signals) if settings.signals else None
+    notifier = (Notifier(settings.notify, queue.engine)
+                if settings.notify and settings.notify.enabled and not dry_run else None)
     processor = Processor(settings, queue, policy, run, signals=signals, today=today,
-                          on_case=on_case, dry_run=dry_run)
+                          on_case=on_case, dry_run=dry_run, notifier=notifier)
     if processor_ready:
         processor_ready(processor)
     async with process_lock(queue):
@@ -151,6 +155,10 @@ async def write_run_report(settings: Settings, queue: Queue, run: RunFolder,
     quarantined = [_quarantined(q) for q in queue.quarantined(run.run_id)]
     path = write_report(run.report_path, info, cases, recon, quarantined)
     run.log.info("report written: {}", path)
+    if proposals is None and (waiting := queue.cases([CaseState.ESCALATED])):
+        write_escalations(run.path / "escalations.xlsx", waiting, run.run_id)
+        run.log.info("{} escalated case(s) wait for a decision: {}", len(waiting),
+                     run.path / "escalations.xlsx")
     return RunReport(path, recon)
 
 

@@ -25,6 +25,7 @@ from bots.config import Settings
 from bots.crashpoints import crash_point
 from bots.errors import AmbiguousOutcome, BusinessException, SessionExpired, SystemException
 from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
+from bots.notify import Notifier
 from bots.policy import Policy, claim_from, decide
 from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, utcnow
 from bots.runs import RunFolder
@@ -49,6 +50,7 @@ class ProcessStats:
     outcomes: Counter[str] = field(default_factory=Counter)
     system_errors: int = 0
     circuit_open: bool = False
+    notifications: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
     @property
@@ -68,12 +70,14 @@ class Finished:
 class Processor:
     def __init__(self, settings: Settings, queue: Queue, policy: Policy, run: RunFolder, *,
                  signals: SignalSettings | None = None, today: date | None = None,
-                 dry_run: bool = False,
+                 dry_run: bool = False, notifier: Notifier | None = None,
                  on_case: Callable[[Case, str], None] | None = None) -> None:
         self.settings, self.queue, self.policy, self.run = settings, queue, policy, run
         self.signals = signals
         self.dry_run = dry_run  # decide everything, submit and write nothing
         self.proposals: dict[int, Finished] = {}
+        self.notifier = notifier
+        self._cards: dict[int, str] = {}  # masked card shown on the order, for the message
         self.today = today or date.today()
         self.on_case = on_case or (lambda case, outcome: None)
         self.stats = ProcessStats()
@@ -161,7 +165,32 @@ class Processor:
                           reason=result.reason, actor=worker.name, run_id=self.run.run_id,
                           approved_amount=result.approved, refund_number=result.refund_number)
         log.info("{}: {}", result.outcome, result.reason)
+        await self._notify(case, result)
         self._count(case, result.outcome)
+
+    async def _notify(self, case: Case, result: Finished) -> None:
+        """Answer every contact of the case on its channel (once, however often we run)."""
+        if self.notifier is None:
+            return
+        kind = result.outcome
+        if kind in ("refunded", "partial") and case.human_decision in ("approve", "partial"):
+            kind = "approved"
+        card = self._cards.pop(case.id, "")
+        last4 = "".join(ch for ch in card if ch.isdigit())[-4:] or None
+        try:
+            results = await asyncio.to_thread(
+                self.notifier.notify_case, case, outcome=kind, amount=result.approved,
+                currency=case.currency, refund_number=result.refund_number,
+                reason=result.reason, card_last4=last4, run_id=self.run.run_id)
+        except Exception as exc:  # noqa: BLE001 - a broken template must not undo a refund
+            self.run.log.bind(case=case.ref).error("notification failed: {}", exc)
+            self.stats.notifications["failed"] += 1
+            return
+        for r in results:
+            self.stats.notifications[r.state.value] += 1
+            if r.state.value == "failed":
+                self.run.log.bind(case=case.ref).warning("notify {} {} failed: {}", r.channel,
+                                                         r.to, r.error)
 
     def _count(self, case: Case, outcome: str) -> None:
         self.stats.processed += 1
@@ -229,6 +258,7 @@ class Processor:
         order = await worker.orders.find_order(order_number)
         if order is None:
             raise BusinessException(f"Order {order_number} was not found in the order system.")
+        self._cards[case.id] = order.payment_card
         charge = await worker.payments.find_charge(order_number)
         if charge is None:
             raise Escalation(f"No charge for order {order_number} in the payment portal.")

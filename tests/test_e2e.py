@@ -5,15 +5,18 @@ Ground truth is the payment portal's own database, never the bot's word.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import openpyxl
 import pytest
+from typer.testing import CliRunner
 
-from bots.cli import EXIT_OK, execute
+from bots.cli import EXIT_OK, app, execute
 from bots.demo import DEMO_SEED, DemoRequest, prepare_inputs
 from bots.extract import classify_reason
 from bots.policy import load_policy
@@ -87,9 +90,15 @@ def test_pipeline_refunds_exactly_the_eligible_orders_once(sandbox, settings_for
     assert len(book["Quarantine"]) >= 3
     assert (run_dir / "run.log").stat().st_size > 0
 
-    # A second run finds everything already seen and pays nothing.
+    # Every contact got an answer on its own channel (email: no SMTP set, so the outbox).
+    outbox = tmp_path / "outbox"
+    sent = [json.loads(line) for f in outbox.glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert {m["channel"] for m in sent} == {r.channel for r in reqs}
+    assert len(sent) == len({(r.channel, r.email, r.order_number) for r in reqs})
+    # A second run finds everything already seen, pays nothing and tells no one twice.
     assert execute(settings, "run", intake=True, process=True, today=today) == EXIT_OK
     assert len(sandbox.refunds()) == len(before) + len(new)
+    assert sum(len(f.read_text().splitlines()) for f in outbox.glob("*.jsonl")) == len(sent)
 
 
 def test_escalated_case_is_paid_after_a_human_approves(sandbox, settings_for,
@@ -104,8 +113,25 @@ def test_escalated_case_is_paid_after_a_human_approves(sandbox, settings_for,
     [case] = [c for c in queue.cases() if c.order_number == high.order_number]
     assert case.state == "escalated" and case.approved_amount == high.total
 
-    assert queue.human_decision(case.id, decision="partial", amount=Decimal("400.00"),
-                                agent="ana.ops", comment="goodwill", run_id=None) == "applied"
+    # Ops staff fill in the run's escalations workbook, as they would in Excel.
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    book = openpyxl.load_workbook(run_dir / "escalations.xlsx")
+    sheet = book.active
+    headers = [c.value for c in sheet[1]]
+    for row in sheet.iter_rows(min_row=2):
+        if row[headers.index("Case")].value == case.ref:
+            row[headers.index("Decision")].value = "partial"
+            row[headers.index("Amount")].value = 400
+            row[headers.index("Agent")].value = "ana.ops"
+            row[headers.index("Comment")].value = "goodwill"
+    filled = tmp_path / "decided.xlsx"
+    book.save(filled)
+    cli = CliRunner()
+    args = ["decisions", "import", str(filled)]
+    env = {"REFUND_BOTS_QUEUE_URL": settings.queue_url}
+    assert cli.invoke(app, args, env=env).exit_code == 0
+    assert "already applied 1" in cli.invoke(app, args, env=env).output
+
     assert execute(settings, "process", intake=False, process=True, today=today) == EXIT_OK
     assert execute(settings, "process", intake=False, process=True, today=today) == EXIT_OK
     paid = [r for r in sandbox.refunds() if r["order_number"] == high.order_number]
