@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from bots.cli import EXIT_LOCKED, EXIT_OK
+from bots.config import load_settings
+from bots.queue import Queue
+from bots.scheduler import RUN_LOCK, Scheduler
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path: Path, jobs: list[dict]) -> Path:
+    data = yaml.safe_load((ROOT / "config/settings.yaml").read_text())
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.eml").write_bytes(b"From: Ann <ann@example.com>\nMessage-ID: <a@x>\n"
+                                  b"Subject: refund ORD-100001\n\nplease refund\n")
+    data.update(queue_url=f"sqlite:///{tmp_path / 'q.sqlite'}", runs_dir=str(tmp_path / "runs"),
+                policy=str(ROOT / "config/policy.yaml"), signals=str(ROOT / "config/signals.yaml"),
+                intake={"sources": [{"kind": "eml_folder", "path": str(inbox)}]},
+                schedule={"jobs": jobs})
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_once_runs_every_job(tmp_path: Path) -> None:
+    config = _config(tmp_path, [{"command": "intake", "every_minutes": 5}])
+    settings = load_settings(config)
+    assert Scheduler(settings, config, Console()).run_forever(once=True) == EXIT_OK
+    assert len(Queue(settings.queue_url).cases()) == 1
+
+
+def test_a_job_is_skipped_while_another_run_holds_the_lock(tmp_path: Path) -> None:
+    config = _config(tmp_path, [{"command": "intake", "every_minutes": 5}])
+    settings = load_settings(config)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = f"{os.uname().nodename}:{other.pid}:scheduler"
+        assert Queue(settings.queue_url).acquire_lock(RUN_LOCK, owner, 600)
+        assert Scheduler(settings, config, Console()).run_job("intake") == EXIT_LOCKED
+        assert Queue(settings.queue_url).cases() == []
+    finally:
+        other.kill()
+        other.wait()
+    # Its holder died without releasing it: the next job takes the lock over.
+    assert Scheduler(settings, config, Console()).run_job("intake") == EXIT_OK
+
+
+def test_sigterm_stops_the_loop_cleanly(tmp_path: Path) -> None:
+    config = _config(tmp_path, [{"command": "intake", "every_minutes": 60}])
+    proc = subprocess.Popen([sys.executable, "-m", "bots", "schedule", "--config", str(config)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert "scheduler stopped" in out
