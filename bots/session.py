@@ -37,6 +37,7 @@ class BotSession:
         self.payments_sel = Selectors.load(settings.payments.selectors)
         self._stack = AsyncExitStack()
         self.browser: Browser | None = None
+        self.page_log: list[str] | None = None  # set by benchmarks: every page GET, in order
 
     async def __aenter__(self) -> BotSession:
         choice = find_browser(self.settings.browser.executable, self.settings.browser.channel)
@@ -66,6 +67,10 @@ class BotSession:
         context.set_default_navigation_timeout(s.browser.timeout_ms)
         if tracing:
             await context.tracing.start(screenshots=True, snapshots=True)
+        if self.page_log is not None:
+            log = self.page_log
+            context.on("request", lambda r: log.append(r.url)
+                       if r.resource_type == "document" and r.method == "GET" else None)
         retries = s.processing.step_retries
         orders = OrdersApp(await context.new_page(), s.orders.url, self.orders_sel,
                            s.orders.username, lambda: secret(s.orders.password_secret), retries)

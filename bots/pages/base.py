@@ -50,6 +50,19 @@ class Selectors:
         return str(self.data.get("formats", {}).get(name, default))
 
 
+_READ_JS = """({fields, rows, cells}) => {
+  const text = (root, sel) => { const el = root.querySelector(sel);
+                                return el ? el.textContent.trim() : null; };
+  const out = {fields: {}, rows: []};
+  for (const [name, sel] of Object.entries(fields)) out.fields[name] = text(document, sel);
+  if (rows) for (const row of document.querySelectorAll(rows)) {
+    const r = {}; for (const [name, sel] of Object.entries(cells)) r[name] = text(row, sel);
+    out.rows.push(r);
+  }
+  return out;
+}"""
+
+
 class LegacyApp:
     """One legacy web app in one browser page, logged in with one account."""
 
@@ -153,6 +166,25 @@ class LegacyApp:
                 f"{self.app_name}: '{self.sel(page, element)}' ({page}.{element}) not found "
                 f"on {self.page.url}"
             ) from exc
+
+    async def read(self, page: str, fields: tuple[str, ...],
+                   rows: tuple[str, tuple[str, ...]] | None = None
+                   ) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """Read many fields (and optionally a table) of the current page in one round trip.
+
+        Reading field by field costs one browser round trip each; a detail page has
+        thirty. A missing field is a SelectorMissing, as with `text()`.
+        """
+        selectors = {f: self.sel(page, f) for f in fields}
+        row_sel, cells = (rows[0], {c: self.sel(page, c) for c in rows[1]}) if rows else ("", {})
+        data = await self.page.evaluate(_READ_JS, {
+            "fields": selectors, "rows": self.sel(page, row_sel) if rows else "", "cells": cells})
+        missing = [f for f in fields if data["fields"][f] is None]
+        missing += sorted({c for r in data["rows"] for c, v in r.items() if v is None})
+        if missing:
+            raise SelectorMissing(f"{self.app_name}: {', '.join(f'{page}.{m}' for m in missing)} "
+                                  f"not found on {self.page.url}")
+        return data["fields"], data["rows"]
 
     def amount(self, text: str) -> Decimal:
         """Parse an amount the way this app prints it (separators from the YAML)."""

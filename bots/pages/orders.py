@@ -9,6 +9,11 @@ from urllib.parse import quote
 from bots.models import LineItem, OrderFacts
 from bots.pages.base import LegacyApp
 
+ORDER_FIELDS = ("order_number", "customer_name", "customer_email", "customer_phone",
+                "order_date", "delivery_date", "status", "currency", "shipping_fee", "total",
+                "payment_method")
+ITEM_FIELDS = ("sku", "item_name", "category", "unit_price", "quantity", "final_sale")
+
 
 @dataclass(frozen=True)
 class OrderHit:
@@ -54,33 +59,21 @@ class OrdersApp(LegacyApp):
     async def _read_order(self, order_number: str) -> OrderFacts | None:
         if not await self._open_order(order_number):
             return None
-        t = self.text
-        items = []
-        for row in await self.page.locator(self.sel("order", "line_items")).all():
-            items.append(LineItem(
-                sku=await t("order", "sku", row),
-                name=await t("order", "item_name", row),
-                category=(await t("order", "category", row)).lower(),
-                unit_price=self.amount(await t("order", "unit_price", row)),
-                quantity=int(await t("order", "quantity", row)),
-                final_sale=(await t("order", "final_sale", row)).lower()
-                == self.sel.fmt("yes", "Yes").lower(),
-            ))
-        order_date = self.date(await t("order", "order_date"))
+        f, rows = await self.read("order", ORDER_FIELDS, ("line_items", ITEM_FIELDS))
+        yes = self.sel.fmt("yes", "Yes").lower()
+        items = tuple(LineItem(sku=r["sku"], name=r["item_name"], category=r["category"].lower(),
+                               unit_price=self.amount(r["unit_price"]),
+                               quantity=int(r["quantity"]),
+                               final_sale=r["final_sale"].lower() == yes) for r in rows)
+        order_date = self.date(f["order_date"])
         assert order_date is not None
         return OrderFacts(
-            order_number=await t("order", "order_number"),
-            customer_name=await t("order", "customer_name"),
-            email=(await t("order", "customer_email")).lower(),
-            phone=await t("order", "customer_phone"),
-            order_date=order_date,
-            delivery_date=self.date(await t("order", "delivery_date")),
-            status=(await t("order", "status")).lower(),
-            items=tuple(items),
-            shipping_fee=self.amount(await t("order", "shipping_fee")),
-            currency=(await t("order", "currency")).upper(),
-            payment_card=await t("order", "payment_method"),
-            total=self.amount(await t("order", "total")),
+            order_number=f["order_number"], customer_name=f["customer_name"],
+            email=f["customer_email"].lower(), phone=f["customer_phone"], order_date=order_date,
+            delivery_date=self.date(f["delivery_date"]), status=f["status"].lower(),
+            items=items, shipping_fee=self.amount(f["shipping_fee"]),
+            currency=f["currency"].upper(), payment_card=f["payment_method"],
+            total=self.amount(f["total"]),
         )
 
     async def _search(self, field: str, query: str) -> list[OrderHit]:

@@ -14,6 +14,10 @@ from bots.errors import RefundRefused, SessionExpired
 from bots.models import ChargeFacts, PortalRefund
 from bots.pages.base import LegacyApp
 
+CHARGE_FIELDS = ("txn_id", "order_number", "amount", "currency", "refunded")
+HISTORY_FIELDS = ("refund_id", "refund_amount", "refund_reason", "refund_reference",
+                  "refund_operator", "refund_created")
+
 
 class PaymentsApp(LegacyApp):
     app_name = "payment portal"
@@ -77,29 +81,17 @@ class PaymentsApp(LegacyApp):
 
     async def _read_charge(self, transaction_id: str) -> ChargeFacts:
         await self._open_transaction(transaction_id)
-        t = self.text
-        order_number = await t("transaction", "order_number")
-        currency = (await t("transaction", "currency")).upper()
-        refunds = []
-        for row in await self.page.locator(self.sel("transaction", "history_rows")).all():
-            refunds.append(PortalRefund(
-                refund_id=await t("transaction", "refund_id", row),
-                amount=self.amount(await t("transaction", "refund_amount", row)),
-                reason=await t("transaction", "refund_reason", row),
-                reference=await t("transaction", "refund_reference", row),
-                operator=await t("transaction", "refund_operator", row),
-                created_at=self.datetime(await t("transaction", "refund_created", row))
-                .replace(tzinfo=UTC),
-                order_number=order_number, currency=currency,
-            ))
-        return ChargeFacts(
-            transaction_id=await t("transaction", "txn_id"),
-            order_number=order_number,
-            amount=self.amount(await t("transaction", "amount")),
-            currency=currency,
-            refunded=self.amount(await t("transaction", "refunded")),
-            refunds=tuple(refunds),
-        )
+        f, rows = await self.read("transaction", CHARGE_FIELDS, ("history_rows", HISTORY_FIELDS))
+        currency = f["currency"].upper()
+        refunds = tuple(PortalRefund(
+            refund_id=r["refund_id"], amount=self.amount(r["refund_amount"]),
+            reason=r["refund_reason"], reference=r["refund_reference"],
+            operator=r["refund_operator"],
+            created_at=self.datetime(r["refund_created"]).replace(tzinfo=UTC),
+            order_number=f["order_number"], currency=currency) for r in rows)
+        return ChargeFacts(transaction_id=f["txn_id"], order_number=f["order_number"],
+                           amount=self.amount(f["amount"]), currency=currency,
+                           refunded=self.amount(f["refunded"]), refunds=refunds)
 
     async def _export_refunds(self, start: date, end: date) -> list[PortalRefund]:
         path = self.sel("refunds", "url").format(start=start.isoformat(), end=end.isoformat())

@@ -1,0 +1,121 @@
+"""`bench process`: the bot's seconds per case, side by side with raw HTTP.
+
+Both sides load the very same pages: the bot runs the demo cases in dry-run mode
+(so every repeat does the same work and nothing is paid), recording every page
+it loads; then an httpx client, logged in to both apps, fetches that recorded
+list. The ratio says what the browser costs over the server's own time, on the
+same machine in the same minute, which is what survives a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from bots.config import Settings, load_settings, secret
+from bots.demo import DEMO_SEED, demo_overrides, prepare_inputs, use_sandbox_credentials
+from bots.pipeline import run_intake
+from bots.policy import load_policy
+from bots.processing import Processor
+from bots.queue import Queue
+from bots.runs import RunFolder
+from bots.session import BotSession
+from bots.signals import load_signals
+
+CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
+
+
+@dataclass
+class ProcessBench:
+    cases: int
+    pages_per_case: float
+    bot_seconds_per_case: list[float]
+    http_seconds_per_case: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return (statistics.median(self.bot_seconds_per_case)
+                / statistics.median(self.http_seconds_per_case))
+
+
+def bench_process(repeat: int = 3, workers: int = 1) -> ProcessBench:
+    from bots.sandbox.data import build_dataset
+    from bots.sandbox.server import SandboxProcess
+
+    use_sandbox_credentials()
+    today = date.today()
+    with tempfile.TemporaryDirectory() as tmp, \
+            SandboxProcess(data_dir=Path(tmp) / "sandbox", seed=DEMO_SEED, today=today) as sb:
+        folder = Path(tmp)
+        prepare_inputs(folder, build_dataset(seed=DEMO_SEED, today=today), today)
+        settings = load_settings(None, runs_dir=str(folder / "runs"),
+                                 notify__outbox_dir=str(folder / "outbox"),
+                                 processing__workers=workers,
+                                 browser__trace_failures=False,
+                                 **demo_overrides(folder, sb.orders_url, sb.payments_url))
+        queue = Queue(settings.queue_url)
+        run_intake(settings, queue, RunFolder.create(settings.runs_dir))
+        bot, http, pages, cases = [], [], [], 0
+        for _ in range(repeat):
+            log, seconds, cases = asyncio.run(_bot_pass(settings, queue, today))
+            bot.append(seconds / cases)
+            pages = log
+            http.append(_http_pass(settings, log) / cases)
+    return ProcessBench(cases, len(pages) / max(cases, 1), bot, http)
+
+
+async def _bot_pass(settings: Settings, queue: Queue, today: date) -> tuple[list[str], float, int]:
+    run = RunFolder.create(settings.runs_dir)
+    processor = Processor(settings, queue, load_policy(settings.policy), run,
+                          signals=load_signals(settings.signals) if settings.signals else None,
+                          today=today, dry_run=True)
+    async with BotSession(settings) as session:
+        session.page_log = []
+        stats = await processor.process(session)
+    run.close()
+    login_pages = {urlsplit(u).path for u in session.page_log} & {"/login"}
+    pages = [u for u in session.page_log if urlsplit(u).path not in login_pages]
+    return pages, stats.seconds, stats.processed
+
+
+def _http_pass(settings: Settings, pages: list[str]) -> float:
+    """Fetch the same pages with plain HTTP, each app with its own logged-in client."""
+    clients = {
+        _origin(settings.orders.url): _login(settings.orders.url, settings.orders.username,
+                                             secret(settings.orders.password_secret)),
+        _origin(settings.payments.url): _login(settings.payments.url, settings.payments.username,
+                                               secret(settings.payments.password_secret)),
+    }
+    started = time.perf_counter()
+    for url in pages:
+        response = clients[_origin(url)].get(url)
+        if response.status_code >= 500 or urlsplit(str(response.url)).path == "/login":
+            raise RuntimeError(f"replay of {url} failed: {response.status_code}")
+    elapsed = time.perf_counter() - started
+    for client in clients.values():
+        client.close()
+    return elapsed
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _login(base: str, username: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=base, follow_redirects=True, timeout=30)
+    page = client.get("/login").text
+    match = CSRF.search(page)
+    token = (match.group(1) or match.group(2)) if match else ""
+    client.post("/login", data={"username": username, "password": password,
+                                "csrf_token": token}).raise_for_status()
+    return client
