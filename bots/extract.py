@@ -11,12 +11,157 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from html.parser import HTMLParser
 
+import phonenumbers
+
 from bots.models import money
+
+# --------------------------------------------------------------------------- gates
+
+# A regex pass costs ~50 ns a character even when it finds nothing, and most
+# customer messages hold no date, phone, card or password. Before each costly pass a
+# cheap test (substrings, a digit count, a literal alternation) checks a *necessary*
+# condition for it to match, and where every match must start at a known word, only
+# those places are tried. A pass is skipped only when it cannot match, so results
+# are exactly those of running every pass: tests/test_hostile.py compares both ways
+# on fuzzed text. `GATES = False` runs every pass.
+GATES = True
+_DIGITS = "0123456789"
+_ANY_DIGIT = re.compile(r"\d")
+
+
+def _fold(text: str) -> str:
+    """Lower case, as `re.IGNORECASE` compares ASCII letters ('ı', 'ſ' and 'İ' too)."""
+    low = text.lower()
+    if not low.isascii():
+        low = low.replace("i\u0307", "i").replace("\u0131", "i").replace("\u017f", "s")
+    return low
+
+
+def _aligned_fold(text: str) -> str | None:
+    """`_fold` keeping every character at its place (to find where matches can start).
+
+    None when the text holds 'İ', whose lower case is two characters.
+    """
+    if text.isascii():
+        return text.lower()
+    if "\u0130" in text:
+        return None
+    return text.lower().replace("\u0131", "i").replace("\u017f", "s")
+
+
+def _digit_count(text: str) -> int:
+    """How many characters `\\d` matches (any Unicode decimal digit)."""
+    if text.isascii():
+        return sum(map(text.count, _DIGITS))
+    return len(_ANY_DIGIT.findall(text))
+
+
+def _has(text: str, needles: Sequence[str]) -> bool:
+    return any(map(text.__contains__, needles))  # no Python-level loop: ~40 ns a needle
+
+
+def _occurrences(haystack: str, needles: Sequence[str]) -> set[int]:
+    found: set[int] = set()
+    for needle in filter(haystack.__contains__, needles):  # most are absent: skip in C
+        at = haystack.find(needle)
+        while at >= 0:
+            found.add(at)
+            at = haystack.find(needle, at + 1)
+    return found
+
+
+def _finditer(rx: re.Pattern[str], text: str, starts: set[int] | None) -> Iterator[re.Match[str]]:
+    """`rx.finditer(text)`, trying only `starts` when every match must begin at one of them.
+
+    `rx.match(text, pos)` sees the text before `pos` (for `\\b` and lookbehinds), so
+    this finds exactly the matches finditer finds, without a regex step per character.
+    """
+    if starts is None or not GATES:
+        yield from rx.finditer(text)
+        return
+    end = 0
+    for pos in sorted(starts):
+        if pos < end:
+            continue
+        m = rx.match(text, pos)
+        if m:
+            yield m
+            end = max(m.end(), pos + 1)
+
+
+def required_literals(pattern: str) -> tuple[str, ...] | None:
+    """Substrings one of which every match of `pattern` contains; None if none are known.
+
+    Read from the parsed pattern (as RE2's prefilter does): a run of literal
+    characters is required; a group requires what its body requires; an
+    alternation requires one of its branches' sets; optional parts, classes and
+    lookarounds require nothing. Only for case-sensitive patterns without inline flags.
+    """
+    try:
+        from re import _constants as sre_c
+        from re import _parser as sre_p
+
+        parsed = sre_p.parse(pattern)
+        if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
+            return None
+        found = _literals(list(parsed), sre_c)
+    except Exception:  # a Python whose regex internals differ: no gate, same results
+        return None
+    return tuple(sorted(found)) if found else None
+
+
+_MAX_SPELLINGS = 16  # a literal run expands through small classes ([äa]) up to this many
+
+
+def _literals(items: list[tuple[object, object]], c: object) -> frozenset[str] | None:
+    best: frozenset[str] | None = None
+
+    def consider(cands: frozenset[str] | set[str] | None) -> None:
+        nonlocal best
+        if cands and "" not in cands and (
+                best is None or (min(map(len, cands)), -len(cands))
+                > (min(map(len, best)), -len(best))):
+            best = frozenset(cands)
+
+    run: set[str] = {""}  # the spellings of the literal text matched so far
+    for op, av in items:
+        chars = _small_class(op, av, c)
+        if chars is not None and len(run) * len(chars) <= _MAX_SPELLINGS:
+            run = {r + ch for r in run for ch in chars}
+            continue
+        consider(run)
+        run = {""}
+        if op is c.SUBPATTERN:  # type: ignore[attr-defined]
+            _group, add_flags, del_flags, body = av  # type: ignore[misc]
+            if add_flags or del_flags:
+                raise ValueError("inline flags")
+            consider(_literals(list(body), c))
+        elif op is c.BRANCH:  # type: ignore[attr-defined]
+            branches = [_literals(list(b), c) for b in av[1]]  # type: ignore[index]
+            if all(branches):
+                consider(frozenset().union(*branches))  # type: ignore[arg-type]
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:  # type: ignore[attr-defined,index]
+            consider(_literals(list(av[2]), c))  # type: ignore[index]
+    consider(run)
+    return best
+
+
+def _small_class(op: object, av: object, c: object) -> list[str] | None:
+    """The spellings of one literal character, a small class ([eé]) or an optional one ('?)."""
+    if op is c.LITERAL:  # type: ignore[attr-defined]
+        return [chr(av)]  # type: ignore[arg-type]
+    if op is c.IN and len(av) <= 4 and all(o is c.LITERAL for o, _ in av):  # type: ignore
+        return [chr(v) for _, v in av]  # type: ignore[union-attr]
+    if op is c.MAX_REPEAT and av[0] == 0 and av[1] == 1 and len(av[2]) == 1:  # type: ignore
+        inner = _small_class(*av[2][0], c)  # type: ignore[index]
+        return None if inner is None else ["", *inner]
+    return None
+
 
 # --------------------------------------------------------------------------- order numbers
 
@@ -51,14 +196,35 @@ def _canonical_order(raw: str) -> str:
     return token
 
 
-def _order_spans(text: str, patterns: Sequence[str]) -> list[tuple[int, int, str]]:
+_DEFAULT_ORDER_TUPLE = tuple(DEFAULT_ORDER_PATTERNS)
+# Per default pattern, the words every match starts with (in any case).
+_DEFAULT_ORDER_NEEDLES = (("ord",), ("order", "bestell", "commande", "pedido"))
+
+
+def _order_spans(text: str, patterns: Sequence[str]) -> tuple[tuple[int, int, str], ...]:
+    return _order_spans_of(text, tuple(patterns), GATES)
+
+
+@lru_cache(maxsize=64)
+def _order_spans_of(text: str, key: tuple[str, ...], gates: bool
+                    ) -> tuple[tuple[int, int, str], ...]:
+    """Cached: intake asks for a message's order numbers, then its amount (which blanks them)."""
     spans: list[tuple[int, int, str]] = []
-    for rx in _compiled(tuple(patterns)):
-        for m in rx.finditer(text):
+    gated = gates and key == _DEFAULT_ORDER_TUPLE
+    folded = _fold(text) if gated else ""
+    aligned = _aligned_fold(text) if gated else None
+    for i, rx in enumerate(_compiled(key)):
+        starts = None
+        if gated:
+            if not _has(folded, _DEFAULT_ORDER_NEEDLES[i]):
+                continue
+            if aligned is not None:
+                starts = _occurrences(aligned, _DEFAULT_ORDER_NEEDLES[i])
+        for m in _finditer(rx, text, starts):
             raw = m.group("id") if "id" in rx.groupindex and m.group("id") else m.group(0)
             spans.append((m.start(), m.end(), _canonical_order(raw)))
     spans.sort()
-    return spans
+    return tuple(spans)
 
 
 def find_order_numbers(text: str, patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS) -> list[str]:
@@ -94,6 +260,12 @@ ISO_CURRENCIES = frozenset({
 
 
 
+_ISO_SORTED = tuple(sorted(ISO_CURRENCIES))
+_SYMBOL_CODES: dict[str, str | None] = {}
+for _symbol, _code in _CURRENCY_SYMBOLS.items():
+    _SYMBOL_CODES.setdefault(_symbol.lower(), _code)  # the first spelling wins, as written
+
+
 def _currency_regex(iso_any_case: bool) -> str:
     """Currency tokens. In free text ISO codes must be upper case: "try 12" is not lira."""
     iso = "|".join(sorted(ISO_CURRENCIES))
@@ -127,11 +299,11 @@ def currency_code(token: str | None) -> str | None:
     token = token.strip()
     if not token:
         return None
-    for symbol, code in _CURRENCY_SYMBOLS.items():
-        if token.lower() == symbol.lower():
-            return code
-    if token.lower() in _CURRENCY_WORDS:
-        return _CURRENCY_WORDS[token.lower()]
+    low = token.lower()
+    if low in _SYMBOL_CODES:
+        return _SYMBOL_CODES[low]
+    if low in _CURRENCY_WORDS:
+        return _CURRENCY_WORDS[low]
     up = token.upper()
     return up if up in ISO_CURRENCIES else None
 
@@ -206,12 +378,19 @@ _REFUND_WORDS = re.compile(
 )
 _PAID_WORDS = re.compile(r"(?i)\bpaid\b|charged|\bcost|price|\btotal\b|bought|spent|bezahlt|"
                          r"pay[eé]|pagu[eé]|\bpreis")
+# Words one of which each of the two patterns above needs (see GATES).
+_REFUND_NEEDLES = ("refund", "back", "reimburs", "return", "erstatt", "zurück", "rembours",
+                   "devol", "reembols")
+_PAID_NEEDLES = ("paid", "charged", "cost", "price", "total", "bought", "spent", "bezahlt",
+                 "pay", "pagu", "preis")
 _SENTENCE_END = re.compile(r"[.!?;]\s|\n")
 _MONEY_IN_TEXT = re.compile(
     rf"(?<![\w.,])(?:(?P<c1>{_CUR_IN_TEXT})\s?(?P<n1>{_NUM}){_NUM_TAIL}(?![\w.,]*\d)"
     rf"|(?P<n2>{_NUM}){_NUM_TAIL}\s?(?P<c2>{_CUR_IN_TEXT}))",
     re.IGNORECASE,
 )
+# Where a money match can start: a currency token, or a number (with the same lookbehind).
+_NUMBER_START = re.compile(r"(?<![\w.,])\d")
 _KEYWORD_NUMBER = re.compile(
     rf"(?i)\b(?:refund|amount|betrag|montant|importe|reembolso|erstattung|remboursement)\b"
     rf"(?:\s+(?:of|me|for|von|de|du))?\s*[:=]?\s*(?P<n>{_NUM})(?![\d.,]*\d)"
@@ -227,14 +406,91 @@ def _blank(text: str, rx: re.Pattern[str]) -> str:
     return rx.sub(lambda m: "_" * len(m.group(0)), text)
 
 
+# Per `_NOT_AMOUNTS` pattern: (digits it needs at least, substrings one of which it
+# needs in the text, substrings one of which it needs in the folded text).
+_NOT_AMOUNT_GATES: list[tuple[int, tuple[str, ...], tuple[str, ...]]] = [
+    (6, ("-",), ()),  # ISO dates
+    (4, (".", "/", "-"), ()),  # 28.11.2026
+    (3, (":",), ()),  # times
+    (4, ("**",), ()),  # masked cards
+    (7, ("+", "00"), ()),  # +49 30 1234567
+    (3, tuple(f"0{d}" for d in _DIGITS), ()),  # 030 / 123 456
+    (7, (), ()),  # long digit runs
+    (0, (), ("tel", "phone", "mobile", "fax", "handy", "fono")),  # "tel: 030 ..."
+]
+_AMOUNT_KEYWORDS = ("refund", "amount", "betrag", "montant", "importe", "reembolso",
+                    "erstattung", "remboursement")
+_CURRENCY_NEEDLES = ("$", "€", "£", "¥", "₹", "zł", "fr.", "kr", "euro", "dollar", "pound")
+# Every spelling a currency token can start a money match with (lower case; ISO codes apart).
+_CURRENCY_STARTS = (*(s.lower() for s in _CURRENCY_SYMBOLS), *_CURRENCY_WORDS)
+
+
+# What `_KEYWORD_NUMBER` needs from its keyword to its number, without the boundaries.
+_KEYWORD_HEAD = re.compile(
+    r"(?i)(?:refund|amount|betrag|montant|importe|reembolso|erstattung|remboursement)"
+    r"(?:\s+(?:of|me|for|von|de|du))?\s*[:=]?\s*\d"
+)
+
+
+def _keyword_possible(work: str, low: str) -> bool:
+    """Some amount keyword is followed by a number (`low`: `work` through `_aligned_fold`).
+
+    Blanking never adds a digit, a space, ":" or "=": no head here, no match later.
+    """
+    return any(_KEYWORD_HEAD.match(work, q) for q in _occurrences(low, _AMOUNT_KEYWORDS))
+
+
+def _money_possible(work: str, low: str) -> bool:
+    """Some currency token touches a number, as `_MONEY_IN_TEXT` needs (`low` as above).
+
+    "EUR 12", "€ 12": token, an optional space, a digit. "12 EUR", "12,- €": a digit,
+    an optional ",-", an optional space, the token.
+    """
+    n = len(work)
+    for haystack, needles in ((low, _CURRENCY_STARTS), (work, _ISO_SORTED)):
+        for needle in filter(haystack.__contains__, needles):
+            q = haystack.find(needle)
+            while q >= 0:
+                j = q + len(needle)
+                if j < n and work[j].isspace():
+                    j += 1
+                if j < n and work[j].isdecimal():  # what `\\d` matches
+                    return True
+                i = q - 1
+                if i >= 0 and work[i].isspace():
+                    i -= 1
+                if i >= 1 and work[i] == "-" and work[i - 1] in ".,":
+                    i -= 2
+                if i >= 0 and work[i].isdecimal():
+                    return True
+                q = haystack.find(needle, q + 1)
+    return False
+
+
+def _alternation(words: Sequence[str]) -> re.Pattern[str]:
+    """Finds any of `words` (a literal alternation: cheaper than one `in` test per word)."""
+    return re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
+
+
+_CURRENCY_WORD_GATE = _alternation(_CURRENCY_NEEDLES)
+_ISO_GATE = _alternation(_ISO_SORTED)
+
+
+def _may_name_currency(work: str, folded: str) -> bool:
+    """A currency token could be in `work` (symbols and words in any case, ISO codes upper)."""
+    return bool(_CURRENCY_WORD_GATE.search(folded) or _ISO_GATE.search(work))
+
+
 def _score(text: str, start: int, end: int, has_currency: bool) -> int:
     """Close context decides: "refund 20 EUR", "€25 back" ask; "paid 59.90 €" only reports."""
     before = _SENTENCE_END.split(text[max(0, start - 30):start])[-1]
     after = _SENTENCE_END.split(text[end:end + 15])[0]
     score = 2 if has_currency else 1
-    if _REFUND_WORDS.search(before) or _REFUND_WORDS.search(after):
+    near = _fold(before + " " + after) if GATES else ""
+    if (not GATES or _has(near, _REFUND_NEEDLES)) and (
+            _REFUND_WORDS.search(before) or _REFUND_WORDS.search(after)):
         score += 2
-    if _PAID_WORDS.search(before[-15:]):
+    if (not GATES or _has(near, _PAID_NEEDLES)) and _PAID_WORDS.search(before[-15:]):
         score -= 1
     return score
 
@@ -250,18 +506,41 @@ def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
     if not text:
         return None
     work = text[:20_000]
-    for start, end, _ in _order_spans(work, order_patterns):
+    digits = _digit_count(work)
+    folded = _fold(work)
+    money = not GATES or _may_name_currency(work, folded)
+    keyword = not GATES or _has(folded, _AMOUNT_KEYWORDS)
+    aligned = _aligned_fold(work) if GATES else None
+    if digits and aligned is not None:
+        money = money and _money_possible(work, aligned)
+        keyword = keyword and _keyword_possible(work, aligned)
+    if GATES and (not digits or not (money or keyword)):
+        return None  # every candidate is a number next to a currency or a keyword
+    spans = _order_spans(work, order_patterns)
+    for start, end, _ in spans:
         work = work[:start] + "_" * (end - start) + work[end:]
-    for rx in _NOT_AMOUNTS:
+    if spans and GATES:
+        digits = _digit_count(work)
+    # Blanking only ever removes digits and separators: a gate read before a pass holds.
+    for rx, (need_digits, needles, words) in zip(_NOT_AMOUNTS, _NOT_AMOUNT_GATES, strict=True):
+        if GATES and (digits < need_digits or (needles and not _has(work, needles))
+                      or (words and not _has(folded, words))):
+            continue
         work = _blank(work, rx)
     best: tuple[int, int, tuple[Decimal, str | None]] | None = None
-    for m in _MONEY_IN_TEXT.finditer(work):
+    # Blanking writes "_" over whole matches: `aligned` still places every other character.
+    starts = (_occurrences(aligned, _CURRENCY_STARTS) | _occurrences(work, _ISO_SORTED)
+              | {m.start() for m in _NUMBER_START.finditer(work)}) \
+        if aligned is not None and money else None
+    for m in _finditer(_MONEY_IN_TEXT, work, starts) if money else ():
         num, cur = (m["n1"], m["c1"]) if m["n1"] else (m["n2"], m["c2"])
         value = _valid_amount(_number_to_decimal(num))
         if value is not None:
             best = _better(best, _score(work, m.start(), m.end(), True), m.start(),
                            (value, currency_code(cur)))
-    for m in _KEYWORD_NUMBER.finditer(work):
+    starts = _occurrences(aligned, _AMOUNT_KEYWORDS) if aligned is not None and keyword \
+        else None
+    for m in _finditer(_KEYWORD_NUMBER, work, starts) if keyword else ():
         value = _valid_amount(_number_to_decimal(m["n"]))
         if value is not None:
             best = _better(best, _score(work, m.start("n"), m.end("n"), False), m.start("n"),
@@ -333,8 +612,21 @@ REASON_RULES: list[tuple[str, int, str]] = [
                         r"cambi[ée] de (?:opini[oó]n|idea)|ya no (?:lo |la )?(?:necesito|quiero)"),
 ]
 
-# Matched against lower-cased text: several times faster than re.IGNORECASE.
-_REASON_RX = [(cat, strength, re.compile(rx)) for cat, strength, rx in REASON_RULES]
+
+def _literal_gate(pattern: str) -> re.Pattern[str] | None:
+    """A plain alternation of the words a rule cannot match without (None: none known).
+
+    It matches exactly when one of those words is in the text, and a literal
+    alternation is searched 2-5x faster than the rule itself.
+    """
+    words = required_literals(pattern)
+    return _alternation(words) if words else None
+
+
+# Matched against lower-cased text: several times faster than re.IGNORECASE. Each rule
+# is only searched when its gate finds one of the words it needs (GATES).
+_REASON_RX = [(cat, strength, re.compile(rx), _literal_gate(rx))
+              for cat, strength, rx in REASON_RULES]
 
 
 CLASSIFY_LIMIT = 20_000
@@ -348,7 +640,9 @@ def classify_reason(text: str) -> str:
     """
     text = (text or "")[:CLASSIFY_LIMIT].lower()
     best: tuple[int, int, str] | None = None  # (-strength, position, category)
-    for category, strength, rx in _REASON_RX:
+    for category, strength, rx, gate in _REASON_RX:
+        if GATES and gate is not None and not gate.search(text):
+            continue
         m = rx.search(text)
         if m and (best is None or (-strength, m.start()) < best[:2]):
             best = (-strength, m.start(), category)
@@ -374,12 +668,19 @@ _CREDENTIALS = [
 ]
 
 
+_CREDENTIAL_GATES = [
+    (0, ("pass", "pwd", "kennwort", "contrase")),
+    (3, ("cvv", "cvc", "cid", "pin", "security code", "card code", "otp", "tan")),
+]
+
 _LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
 
 def luhn_valid(digits: str) -> bool:
     """The card-number checksum: it is what tells a card number from an order or phone number."""
-    values = [ord(ch) - 48 for ch in reversed(digits)]
+    # int() also reads the other scripts' digits `\d` matches ("４１１１..."): ord() - 48 would not.
+    values = [ord(ch) - 48 for ch in reversed(digits)] if digits.isascii() else [
+        int(ch) for ch in reversed(digits)]
     return (sum(values[0::2]) + sum(_LUHN_DOUBLED[d] for d in values[1::2])) % 10 == 0
 
 
@@ -464,11 +765,62 @@ def mask_secrets(text: str) -> str:
     """
     if not text:
         return text or ""
-    text = _IBAN_CANDIDATE.sub(_mask_iban, text)
-    text = _DIGIT_RUN.sub(_mask_card_run, text)
-    for rx in _CREDENTIALS:
-        text = rx.sub(lambda m: m.group(1) + REDACTED, text)
+    # Gates (see GATES): an IBAN has 2+ digits, a card 13+, a credential its keyword.
+    digits = _digit_count(text) if GATES else 99
+    if digits >= 2:
+        text = _IBAN_CANDIDATE.sub(_mask_iban, text)
+    if digits >= 13:
+        text = _DIGIT_RUN.sub(_mask_card_run, text)
+    folded = _fold(text) if GATES else ""
+    for rx, (need_digits, words) in zip(_CREDENTIALS, _CREDENTIAL_GATES, strict=True):
+        if not GATES or (digits >= need_digits and _has(folded, words)):
+            text = rx.sub(lambda m: m.group(1) + REDACTED, text)
     return text
+
+
+# --------------------------------------------------------------------------- phones
+
+# What a phone number may look like as typed or exported: digits and the usual
+# separators, an optional "tel:" prefix and an extension. Anything else (letters,
+# formulas) is refused before phonenumbers sees it: it reads "1-800-FLOWERS" as digits.
+_PHONE_SHAPE = re.compile(
+    r"(?i)(?:tel:)?\s*\+?[\d\s().\-/\u00a0\u2010-\u2015]{5,40}"
+    r"(?:\s*(?:ext\.?|x|#)\s*\d{1,6})?"
+)
+PHONE_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+def normalise_phone(text: str | None, region: str | None = None) -> str | None:
+    """One spelling per phone number (E.164, `+442079460123`), or None if it is not one.
+
+    National numbers (`020 7946 0123`) need the `region` they were dialled in
+    (ISO 3166 code, "GB"); international ones (`+44 ...`, `0044 ...`) do not. Only
+    numbers valid in their country's numbering plan count: a caller id of
+    "anonymous", a truncated number or an order number is None, never a guess.
+    """
+    if not text:
+        return None
+    text = text.strip()
+    if not text or len(text) > 60:
+        return None
+    return _normalise_phone(text, region.upper() if region else None)
+
+
+@lru_cache(maxsize=65_536)
+def _normalise_phone(text: str, region: str | None) -> str | None:
+    """Cached: a call log repeats its callers, and parsing costs ~50 µs a number."""
+    if not _PHONE_SHAPE.fullmatch(text):
+        return None
+    compact = text[4:].lstrip() if text[:4].lower() == "tel:" else text
+    if region is None and compact.startswith("00"):
+        compact = "+" + compact[2:]  # the international prefix most of the world dials
+    try:
+        number = phonenumbers.parse(compact, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 # --------------------------------------------------------------------------- emails & text

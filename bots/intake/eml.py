@@ -161,7 +161,30 @@ def _to_request(msg: EmailMessage, source_id: str, source_ref: str,
         reason_category=classify_reason(search),
         reply_to=reply_to,
         source_ref=source_ref,
+        auth_results=_auth_results(msg),
+        in_reply_to=_original_message_id(msg),
     )
+
+
+def _auth_results(msg: Message) -> str | None:
+    """Every Authentication-Results header, raw and unfolded, top first, one per line.
+
+    Raw because the parsed header object may rewrite it; which of them to trust
+    is decided later by bots.signals (by authserv-id), never here.
+    """
+    values = [re.sub(r"\r?\n", "", str(v)).replace("\r", " ").strip()
+              for k, v in msg.raw_items() if k.lower() == "authentication-results"]
+    text = "\n".join(v for v in values if v)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace") or None
+
+
+def _original_message_id(msg: Message) -> str | None:
+    """The Message-ID with its angle brackets, for the In-Reply-To of our answer."""
+    raw = next((str(v) for k, v in msg.raw_items() if k.lower() == "message-id"), "")
+    value = re.sub(r"\s+", "", raw).strip("<>")
+    if not value or len(value) > 398 or not value.isprintable():
+        return None
+    return f"<{value}>"
 
 
 def _message_id(msg: Message) -> str | None:

@@ -4,6 +4,10 @@ The settings name a kind and a path; this module turns that into a stream of
 intake items, so the pipeline never needs to know what a channel looks like.
 A source that is not there is reported, not skipped: a silently missing inbox
 looks exactly like a quiet day.
+
+Kinds: `eml_folder`, `spreadsheet` (`SourceConfig`), `imap` (`MailboxConfig`), and
+the record exports `chat`, `social`, `phone`, `portal` (`ExportSourceConfig`), each a
+file or a folder of files, with a `fields:` map for a tool's own export format.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bots.extract import DEFAULT_ORDER_PATTERNS, currency_code
+from bots.extract import DEFAULT_ORDER_PATTERNS, PHONE_REGIONS, currency_code
+from bots.intake import chat, phone, portal, social
 from bots.intake.eml import DEFAULT_MAX_BYTES, read_eml_folder
 from bots.intake.imap import MailboxConfig, read_mailbox
+from bots.intake.records import DEFAULT_MAX_BYTES as EXPORT_MAX_BYTES
 from bots.intake.spreadsheet import (
     DEFAULT_COLUMNS,
     EXCEL_SUFFIXES,
@@ -27,37 +33,32 @@ from bots.intake.spreadsheet import (
 from bots.models import Channel, IntakeItem, Quarantined
 
 SourceKind = Literal["eml_folder", "spreadsheet"]
+ExportKind = Literal["chat", "social", "phone", "portal"]
 _CHANNELS: dict[str, str] = {"eml_folder": Channel.EMAIL.value,
-                             "spreadsheet": Channel.SPREADSHEET.value}
+                             "spreadsheet": Channel.SPREADSHEET.value,
+                             "chat": Channel.CHAT.value, "social": Channel.SOCIAL.value,
+                             "phone": Channel.PHONE.value, "portal": Channel.PORTAL.value}
 # .txt is accepted as a named file but not picked up from folders: too many other uses.
 FOLDER_SUFFIXES = (*EXCEL_SUFFIXES, ".csv", ".tsv")
+# Per export kind: the fields its `fields:` map may name, and the files read from a folder.
+EXPORT_FIELDS: dict[str, tuple[str, ...]] = {
+    "chat": chat.FIELDS, "social": social.FIELDS, "phone": phone.FIELDS, "portal": portal.FIELDS}
+EXPORT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "chat": chat.SUFFIXES, "social": social.SUFFIXES, "phone": phone.SUFFIXES,
+    "portal": portal.SUFFIXES}
 
 
-class SourceConfig(BaseModel):
-    """One intake source (an entry of `intake.sources`).
-
-    `columns` replaces the header synonyms of the fields it names (the other fields
-    keep the defaults); `order_patterns` replaces the default order-number patterns.
-    """
+class _Source(BaseModel):
+    """What every file-based source has: where, and how to read numbers, dates and phones."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: SourceKind
     path: Path
     name: str | None = None
-    columns: dict[str, list[str]] | None = None
     order_patterns: list[str] | None = None
     default_currency: str | None = None
+    default_region: str | None = None  # ISO 3166 code placing national phone numbers ("GB")
     date_dayfirst: bool = True
-    max_bytes: int = DEFAULT_MAX_BYTES
-
-    @field_validator("columns")
-    @classmethod
-    def _known_fields(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
-        unknown = set(value or {}) - set(FIELDS)
-        if unknown:
-            raise ValueError(f"unknown column fields {sorted(unknown)}; known: {list(FIELDS)}")
-        return value
 
     @field_validator("order_patterns")
     @classmethod
@@ -77,23 +78,95 @@ class SourceConfig(BaseModel):
             raise ValueError(f"default_currency {value!r} is not a known ISO currency code")
         return currency_code(value) if value else None
 
+    @field_validator("default_region")
+    @classmethod
+    def _region_known(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() not in PHONE_REGIONS:
+            raise ValueError(f"default_region {value!r} is not a known ISO 3166 region code "
+                             "(e.g. GB, DE, US)")
+        return value.upper() if value else None
+
     @property
     def label(self) -> str:
         return self.name or str(self.path)
-
-    @property
-    def merged_columns(self) -> dict[str, list[str]]:
-        return {k: list(v) for k, v in {**DEFAULT_COLUMNS, **(self.columns or {})}.items()}
 
     @property
     def patterns(self) -> list[str]:
         return self.order_patterns or list(DEFAULT_ORDER_PATTERNS)
 
 
-AnySource = Annotated[SourceConfig | MailboxConfig, Field(discriminator="kind")]
+class SourceConfig(_Source):
+    """An email folder or spreadsheet source (an entry of `intake.sources`).
+
+    `columns` replaces the header synonyms of the fields it names (the other fields
+    keep the defaults); `order_patterns` replaces the default order-number patterns.
+    """
+
+    kind: SourceKind
+    columns: dict[str, list[str]] | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        unknown = set(value or {}) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown column fields {sorted(unknown)}; known: {list(FIELDS)}")
+        return value
+
+    @property
+    def merged_columns(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in {**DEFAULT_COLUMNS, **(self.columns or {})}.items()}
 
 
-def read_source(cfg: SourceConfig | MailboxConfig) -> Iterator[IntakeItem]:
+class ExportSourceConfig(_Source):
+    """A chat, social, phone or portal export: a file, or a folder the tool drops files in.
+
+    `fields` maps canonical fields to where this tool keeps them: a dotted JSON path
+    (`visitor.email`, `messages`, `author.type`) or a CSV column header, or a list
+    of candidates tried in order. The fields it names replace the defaults; the
+    others keep them. `records_key` is the dotted path of the list of records in a
+    JSON document (found by itself for the usual names). `customer_roles` (chat)
+    are the author roles whose messages are the customer's; `platform` (social)
+    names the network when the export does not say.
+    """
+
+    kind: ExportKind
+    fields: dict[str, str | list[str]] | None = None
+    records_key: str | None = None
+    customer_roles: list[str] | None = None
+    platform: str | None = None
+    max_bytes: int = Field(EXPORT_MAX_BYTES, ge=1)
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ExportSourceConfig:
+        known = EXPORT_FIELDS[self.kind]
+        unknown = sorted(set(self.fields or {}) - set(known))
+        if unknown:
+            raise ValueError(f"unknown fields {unknown} for kind '{self.kind}'; known: "
+                             f"{list(known)}")
+        for name, value in (self.fields or {}).items():
+            if not value or (not isinstance(value, str) and not all(value)):
+                raise ValueError(f"field '{name}' maps to nothing")
+        if self.customer_roles is not None and self.kind != "chat":
+            raise ValueError("customer_roles is for chat sources only")
+        if self.platform is not None and self.kind != "social":
+            raise ValueError("platform is for social sources only")
+        if self.records_key is not None and self.kind == "phone":
+            raise ValueError("records_key is for JSON exports; phone call logs are CSV")
+        return self
+
+    @property
+    def channel(self) -> str:
+        return _CHANNELS[self.kind]
+
+
+AnySource = Annotated[SourceConfig | ExportSourceConfig | MailboxConfig,
+                      Field(discriminator="kind")]
+
+
+def read_source(cfg: SourceConfig | ExportSourceConfig | MailboxConfig
+                ) -> Iterator[IntakeItem]:
     """Every item of one configured source; a missing source is one quarantined item.
 
     A mailbox that cannot be reached raises `MailboxError`: that is an outage, not bad
@@ -108,7 +181,9 @@ def read_source(cfg: SourceConfig | MailboxConfig) -> Iterator[IntakeItem]:
         yield _problem(cfg, channel, "missing",
                        f"source '{cfg.label}' is missing: {path} does not exist")
         return
-    if cfg.kind == "eml_folder":
+    if isinstance(cfg, ExportSourceConfig):
+        yield from _exports(cfg, path)
+    elif cfg.kind == "eml_folder":
         yield from _eml_folder(cfg, channel, path)
     else:
         yield from _spreadsheets(cfg, channel, path)
@@ -133,8 +208,43 @@ def _spreadsheets(cfg: SourceConfig, channel: str, path: Path) -> Iterator[Intak
     for file in files:
         yield from read_spreadsheet(file, columns=cfg.merged_columns, order_patterns=cfg.patterns,
                                     default_currency=cfg.default_currency,
-                                    date_dayfirst=cfg.date_dayfirst)
+                                    date_dayfirst=cfg.date_dayfirst,
+                                    default_region=cfg.default_region)
 
 
-def _problem(cfg: SourceConfig, channel: str, what: str, reason: str) -> Quarantined:
+def _exports(cfg: ExportSourceConfig, path: Path) -> Iterator[IntakeItem]:
+    suffixes = EXPORT_SUFFIXES[cfg.kind]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file()
+                       and p.suffix.lower() in suffixes and not p.name.startswith(("~$", ".")))
+    else:
+        files = [path]
+    for file in files:
+        if file.suffix.lower() not in suffixes:
+            yield _problem(cfg, cfg.channel, "unsupported",
+                           f"source '{cfg.label}': unsupported file type '{file.suffix}' for a "
+                           f"{cfg.kind} export (expected {', '.join(suffixes)})")
+            continue
+        yield from read_export_file(cfg, file)
+
+
+def read_export_file(cfg: ExportSourceConfig, file: Path) -> Iterator[IntakeItem]:
+    """One file of an export source, read by its kind's adapter."""
+    common = {"fields": cfg.fields, "order_patterns": cfg.patterns,
+              "default_currency": cfg.default_currency, "default_region": cfg.default_region,
+              "date_dayfirst": cfg.date_dayfirst, "max_bytes": cfg.max_bytes}
+    if cfg.kind == "chat":
+        yield from chat.read_chat_export(
+            file, records_key=cfg.records_key,
+            customer_roles=cfg.customer_roles or chat.CUSTOMER_ROLES, **common)
+    elif cfg.kind == "social":
+        yield from social.read_social_export(file, records_key=cfg.records_key,
+                                             platform=cfg.platform, **common)
+    elif cfg.kind == "phone":
+        yield from phone.read_call_log(file, **common)
+    else:
+        yield from portal.read_portal_file(file, records_key=cfg.records_key, **common)
+
+
+def _problem(cfg: _Source, channel: str, what: str, reason: str) -> Quarantined:
     return Quarantined(channel, f"source-{what}:{cfg.path}", reason, source_ref=str(cfg.path))

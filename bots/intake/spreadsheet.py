@@ -36,6 +36,7 @@ from bots.extract import (
     find_order_numbers,
     mask_secrets,
     normalise_email,
+    normalise_phone,
     parse_amount,
 )
 from bots.models import Channel, IntakeItem, Quarantined, RefundRequest, money
@@ -76,12 +77,14 @@ class _Sheet:
 def read_spreadsheet(path: Path, *, columns: Mapping[str, Sequence[str]] = DEFAULT_COLUMNS,
                      order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS,
                      default_currency: str | None = None,
-                     date_dayfirst: bool = True) -> Iterator[IntakeItem]:
+                     date_dayfirst: bool = True,
+                     default_region: str | None = None) -> Iterator[IntakeItem]:
     """Every data row of every sheet, in sheet and row order, as a request or quarantined.
 
     Row ids hash the row's content, not its position, so re-reading a sheet that
     was re-sorted or appended to yields the same id for the same row. Two rows
     identical in every request field are the same request and share one id.
+    Phones are stored in E.164; `default_region` ("GB") places national numbers.
     """
     path = Path(path)
     unknown = set(columns) - set(FIELDS)
@@ -94,7 +97,8 @@ def read_spreadsheet(path: Path, *, columns: Mapping[str, Sequence[str]] = DEFAU
     except _Unreadable as exc:
         yield Quarantined(CHANNEL, _file_id(path), str(exc), source_ref=str(path))
         return
-    ctx = _Context(path, order_patterns, default_currency, date_dayfirst, fallback)
+    ctx = _Context(path, order_patterns, default_currency, date_dayfirst, fallback,
+                   default_region)
     for sheet in sheets:
         try:
             yield from _read_sheet(sheet, lookup, ctx)
@@ -111,6 +115,7 @@ class _Context:
     default_currency: str | None
     dayfirst: bool
     fallback_time: datetime
+    region: str | None = None
 
 
 # --------------------------------------------------------------------------- loading
@@ -305,12 +310,9 @@ def _order(patterns: Sequence[str]) -> Callable[[Any], tuple[str | None, str]]:
     return parse
 
 
-def _phone(value: Any) -> str | None:
-    text = re.sub(r"\s+", " ", _cell_text(value))
-    digits = sum(ch.isdigit() for ch in text)
-    if re.fullmatch(r"\+?[\d ()./-]+", text) and 6 <= digits <= 15:
-        return text
-    return None
+def _phone(region: str | None) -> Callable[[Any], str | None]:
+    """E.164, so that a caller is one number on every channel (see `normalise_phone`)."""
+    return lambda value: normalise_phone(_cell_text(value), region)
 
 
 def _amount(value: Any) -> tuple[Decimal | None, str | None, str]:
@@ -431,6 +433,8 @@ def _read_sheet(sheet: _Sheet, lookup: dict[str, str], ctx: _Context) -> Iterato
 
 def _blank_rows(body: pd.DataFrame) -> np.ndarray:
     """Rows whose every cell is empty or whitespace (vectorised: this runs on every row)."""
+    if body.empty:  # a header and no rows; pandas cannot "or" the empty frames' dtypes
+        return np.ones(len(body), dtype=bool)
     blank = body.isna() | body.astype(str).apply(lambda col: col.str.strip().eq(""))
     return blank.all(axis=1).to_numpy()
 
@@ -468,8 +472,8 @@ def _parse_cells(body: pd.DataFrame, mapping: dict[str, int], ctx: _Context
     cells["reason"] = column("reason_text", _reason(ctx.order_patterns))
     cells["reason_text"] = np.array([r[0] if r else None for r in cells["reason"]], dtype=object)
     cells["order"] = column("order_number", _order(ctx.order_patterns))
-    cells["email"] = column("customer_email", normalise_email)
-    cells["phone"] = column("customer_phone", _phone)
+    cells["email"] = column("customer_email", lambda v: normalise_email(_cell_text(v)))
+    cells["phone"] = column("customer_phone", _phone(ctx.region))
     cells["amount"] = column("requested_amount", _amount)
     cells["currency_code"] = column("currency", _currency)
     cells["when"] = column("received_at", _when(ctx.dayfirst))
@@ -525,8 +529,12 @@ def _row_order(cell: dict[str, Any], reason_order: str | None
 
 
 def _bad_email_note(cell: dict[str, Any]) -> str:
-    written = cell["customer_email"]
-    return f" (the email '{written}' is not a valid address)" if written else ""
+    notes = []
+    if written := cell["customer_email"]:
+        notes.append(f"the email '{written}' is not a valid address")
+    if written := cell["customer_phone"]:
+        notes.append(f"the phone '{written}' is not a valid number")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _no_header(sheet: _Sheet, ctx: _Context) -> Quarantined:

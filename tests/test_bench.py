@@ -1,0 +1,20 @@
+"""`refund-bots bench intake` runs and prints its figures (timings are not asserted)."""
+
+from __future__ import annotations
+
+import typer
+from typer.testing import CliRunner
+
+from bots.bench import bench_app
+
+
+def test_bench_intake_prints_its_figures() -> None:
+    app = typer.Typer()
+    app.add_typer(bench_app, name="bench")  # as the CLI registers it
+    result = CliRunner().invoke(app, ["bench", "intake", "--n", "500", "--db", "50"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for fragment in ("run 3:", "median of 3", "items/s", "requests/s", "distinct cases",
+                     "chat", "social", "phone", "portal", "spreadsheet", "email",
+                     "SQLite queue: 50 requests"):
+        assert fragment in out, fragment
