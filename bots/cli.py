@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bots.bench import bench_app
 from bots.config import ConfigError, Settings, load_settings
 from bots.errors import SystemException
 from bots.policy import PolicyError, load_policy
@@ -37,6 +38,7 @@ policy_app = typer.Typer(help="Work with refund policy files.", no_args_is_help=
 decisions_app = typer.Typer(help="Human decisions on escalated cases, from a workbook.",
                             no_args_is_help=True)
 app.add_typer(decisions_app, name="decisions")
+app.add_typer(bench_app, name="bench")
 app.add_typer(cases_app, name="cases")
 app.add_typer(policy_app, name="policy")
 console = Console(stderr=False)
@@ -523,3 +525,26 @@ def policy_simulate(
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+@bench_app.command("process")
+def bench_process_cmd(
+    repeat: Annotated[int, typer.Option(help="Passes over the demo cases.")] = 3,
+    workers: WorkersOpt = 1,
+) -> None:
+    """The bot's seconds per case next to raw HTTP loading the very same pages."""
+    import statistics
+
+    from bots.bench_process import bench_process
+
+    configure_console(False)
+    r = bench_process(repeat=repeat, workers=workers or 1)
+    bot = statistics.median(r.bot_seconds_per_case)
+    http = statistics.median(r.http_seconds_per_case)
+    console.print(f"{r.cases} cases, {r.pages_per_case:.1f} pages per case, {repeat} pass(es), "
+                  f"{workers} worker(s)")
+    console.print(f"bot (Chromium, dry run): median {bot:.3f} s per case "
+                  f"{[round(x, 3) for x in r.bot_seconds_per_case]}")
+    console.print(f"raw HTTP replay:         median {http * 1000:.1f} ms per case "
+                  f"{[round(x * 1000, 1) for x in r.http_seconds_per_case]}")
+    console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x")

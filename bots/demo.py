@@ -1,15 +1,21 @@
-"""The demo: sandbox apps, a generated inbox and spreadsheet, one full run.
+"""The demo: sandbox apps, generated inputs on every channel, one full run.
 
 The inputs are generated from the same seeded dataset the sandbox serves, so
 every outcome the bots know is shown: refunds, partials, rejections for each
 policy rule, escalations, one refund asked for on two channels, and
-quarantined junk.
+quarantined junk. Each channel's input is written the way its tool exports it:
+an inbox of .eml files, an ops spreadsheet, a helpdesk chat export, a social
+inbox export, a telephony call log and a folder of self-service portal forms.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
@@ -20,11 +26,14 @@ import pandas as pd
 from rich.console import Console
 
 DEMO_SEED = 7
+# Where prepare_inputs writes each channel's input, under the demo folder.
+INPUTS = {"email": "inbox", "spreadsheet": "requests.xlsx", "chat": "chat",
+          "social": "social", "phone": "calls", "portal": "portal"}
 
 
 @dataclass(frozen=True)
 class DemoRequest:
-    channel: str  # "email" or "spreadsheet"
+    channel: str  # "email", "spreadsheet", "chat", "social", "phone" or "portal"
     order_number: str | None
     email: str
     name: str
@@ -43,6 +52,9 @@ def demo_requests(ds, today: date) -> list[DemoRequest]:  # noqa: ANN001 - sandb
         c = customer_of(ds, s[key])
         return c.email, c.name
 
+    # A social inbox export has a handle, not an email: that request carries none, and
+    # the bot identifies the customer by the order number alone.
+    _, outside_name = who("outside_window")
     reqs = [
         DemoRequest("email", s["eligible"].order_number, *who("eligible"),
                     "The jacket arrived damaged, the zip is broken. Please refund me.",
@@ -51,23 +63,23 @@ def demo_requests(ds, today: date) -> list[DemoRequest]:  # noqa: ANN001 - sandb
                     "Customer changed her mind, returned unused",
                     f"{s['eligible2'].total + 100:.2f}",
                     expect="refunded"),
-        DemoRequest("email", s["outside_window"].order_number, *who("outside_window"),
+        DemoRequest("social", s["outside_window"].order_number, "", outside_name,
                     "I would like to return my order, I don't need it anymore.",
                     expect="rejected"),
-        DemoRequest("email", s["final_sale"].order_number, *who("final_sale"),
+        DemoRequest("portal", s["final_sale"].order_number, *who("final_sale"),
                     "Wrong size, please refund the whole order.", expect="partial"),
         DemoRequest("spreadsheet", s["all_final_sale"].order_number, *who("all_final_sale"),
                     "Customer wants money back (clearance items)", expect="rejected"),
-        DemoRequest("spreadsheet", s["partly_refunded"].order_number, *who("partly_refunded"),
+        DemoRequest("phone", s["partly_refunded"].order_number, *who("partly_refunded"),
                     "Item broken on arrival", expect="partial"),
-        DemoRequest("email", s["fully_refunded"].order_number, *who("fully_refunded"),
+        DemoRequest("chat", s["fully_refunded"].order_number, *who("fully_refunded"),
                     "Where is my refund??", expect="rejected"),
-        DemoRequest("spreadsheet", s["not_delivered"].order_number, *who("not_delivered"),
+        DemoRequest("portal", s["not_delivered"].order_number, *who("not_delivered"),
                     "Parcel never arrived, not received", expect="refunded"),
-        DemoRequest("email", s["duplicate"].order_number, *who("duplicate"),
+        DemoRequest("chat", s["duplicate"].order_number, *who("duplicate"),
                     "Hello, the item was the wrong item. Refund please.", expect="refunded"),
-        DemoRequest("spreadsheet", s["duplicate"].order_number, *who("duplicate"),
-                    "Called in: wrong item sent, wants refund (also emailed)",
+        DemoRequest("phone", s["duplicate"].order_number, *who("duplicate"),
+                    "Called in: wrong item sent, wants refund (also asked on chat)",
                     expect="refunded"),
         DemoRequest("email", s["high_value"].order_number, *who("high_value"),
                     "The TV stopped working after two days. I want a full refund.",
@@ -123,18 +135,130 @@ def write_spreadsheet(path: Path, requests: list[DemoRequest], today: date) -> i
     return len(rows)
 
 
+def _of(requests: list[DemoRequest], channel: str) -> list[DemoRequest]:
+    return [r for r in requests if r.channel == channel]
+
+
+def _customer_id(r: DemoRequest) -> str:
+    """A stable per-customer id, as a helpdesk or social tool would give one."""
+    folded = unicodedata.normalize("NFKD", r.name).encode("ascii", "ignore").decode()
+    return "_".join(folded.lower().split())
+
+
+def write_chat_export(folder: Path, requests: list[DemoRequest], now: datetime) -> int:
+    """A helpdesk's chat transcripts (Zendesk/Intercom style): conversations with messages.
+
+    The agent's side of the conversation is there too, as in a real export; only
+    the customer's messages are the request.
+    """
+    conversations = []
+    for i, r in enumerate(_of(requests, "chat")):
+        start = now - timedelta(hours=3, minutes=i * 7)
+        conversations.append({
+            "id": f"chat-{8100 + i}",
+            "created_at": start.isoformat(),
+            "visitor": {"name": r.name, "email": r.email},
+            "messages": [
+                {"role": "agent", "author": "Sam (support)", "text": "Hi, how can I help?",
+                 "timestamp": start.isoformat()},
+                {"role": "customer", "author": r.name, "text": r.reason,
+                 "timestamp": (start + timedelta(minutes=1)).isoformat()},
+                {"role": "agent", "author": "Sam (support)", "text": "Which order is it?",
+                 "timestamp": (start + timedelta(minutes=2)).isoformat()},
+                {"role": "customer", "author": r.name, "text": f"It is {r.order_number}",
+                 "timestamp": (start + timedelta(minutes=3)).isoformat()},
+            ],
+        })
+    # Junk: a visitor who left before saying anything (quarantined, never dropped).
+    conversations.append({"id": "chat-8199", "created_at": now.isoformat(),
+                          "visitor": {"name": "Visitor 4411"},
+                          "messages": [{"role": "agent", "text": "Hi, how can I help?"}]})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "conversations.json").write_text(
+        json.dumps({"conversations": conversations}, ensure_ascii=False, indent=1),
+        encoding="utf-8")
+    return len(conversations)
+
+
+def write_social_export(folder: Path, requests: list[DemoRequest], now: datetime) -> int:
+    """A social inbox export (JSON Lines): one direct message per line, handle, no email."""
+    lines = []
+    for i, r in enumerate(_of(requests, "social")):
+        lines.append({"id": f"17{8400 + i}", "platform": "twitter",
+                      "handle": f"@{_customer_id(r)}", "display_name": r.name,
+                      "text": f"@shop_help {r.reason} Order {r.order_number}",
+                      "created_at": (now - timedelta(hours=2, minutes=i)).isoformat()})
+    # Junk: a handle that is a spreadsheet formula, no order, no email.
+    lines.append({"id": "178499", "platform": "twitter", "handle": "=HYPERLINK(\"x\")",
+                  "text": "refund me!!!", "created_at": now.isoformat()})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "messages.jsonl").write_text(
+        "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines),
+        encoding="utf-8")
+    return len(lines)
+
+
+def write_call_log(path: Path, requests: list[DemoRequest], phones: dict[str, str],
+                   now: datetime) -> int:
+    """The telephony system's call log (CSV): caller id, start, agent notes, order number."""
+    rows = [{"Call ID": f"CALL-{52000 + i}", "Caller": phones.get(r.email, ""),
+             "Start Time": (now - timedelta(hours=1, minutes=i * 9)).strftime("%d/%m/%Y %H:%M"),
+             "Duration": f"{3 + i}:1{i}", "Agent": "jo", "Agent Notes": r.reason,
+             "Order Number": r.order_number or ""}
+            for i, r in enumerate(_of(requests, "phone"))]
+    # Junk: a withheld number and no order: nobody to call back, nothing to look up.
+    rows.append({"Call ID": "CALL-52099", "Caller": "anonymous",
+                 "Start Time": now.strftime("%d/%m/%Y %H:%M"), "Duration": "0:40",
+                 "Agent": "jo", "Agent Notes": "caller hung up before giving details",
+                 "Order Number": ""})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def write_portal_drops(folder: Path, requests: list[DemoRequest], now: datetime) -> int:
+    """The self-service portal's refund forms: one JSON file per submission, as posted."""
+    from bots.extract import classify_reason
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for i, r in enumerate(_of(requests, "portal")):
+        form = {"submission_id": f"web-{30500 + i}",
+                "submitted_at": (now - timedelta(minutes=30 + i)).isoformat(),
+                "customer": {"name": r.name, "email": r.email},
+                "order": {"number": r.order_number},
+                "reason": classify_reason(r.reason), "message": r.reason}
+        if r.amount:
+            form["refund"] = {"amount": r.amount, "currency": "EUR"}
+        (folder / f"web-{30500 + i}.json").write_text(json.dumps(form, ensure_ascii=False),
+                                                      encoding="utf-8")
+        n += 1
+    # Junk: the app crashed half-way through posting a form.
+    (folder / "app-30599.json").write_text('{"submission_id": "app-30599", "order": {"num',
+                                           encoding="utf-8")
+    return n + 1
+
+
 def prepare_inputs(folder: Path, ds, today: date) -> list[DemoRequest]:  # noqa: ANN001
-    """(Re)write the demo inbox and spreadsheet under `folder`."""
-    for name in ("inbox", "requests.xlsx", "queue.sqlite", "queue.sqlite-wal",
-                 "queue.sqlite-shm"):
+    """(Re)write every channel's demo input under `folder`."""
+    for name in (*INPUTS.values(), "queue.sqlite", "queue.sqlite-wal", "queue.sqlite-shm"):
         target = folder / name
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
     reqs = demo_requests(ds, today)
-    write_inbox(folder / "inbox", reqs, datetime.now(UTC))
-    write_spreadsheet(folder / "requests.xlsx", reqs, today)
+    now = datetime.now(UTC)
+    write_inbox(folder / INPUTS["email"], reqs, now)
+    write_spreadsheet(folder / INPUTS["spreadsheet"], reqs, today)
+    write_chat_export(folder / INPUTS["chat"], reqs, now)
+    write_social_export(folder / INPUTS["social"], reqs, now)
+    write_call_log(folder / INPUTS["phone"] / "calls.csv", reqs,
+                   {c.email: c.phone for c in ds.customers}, now)
+    write_portal_drops(folder / INPUTS["portal"], reqs, now)
     return reqs
 
 
@@ -145,9 +269,15 @@ def demo_overrides(folder: Path, orders_url: str, payments_url: str) -> dict[str
         "payments__url": payments_url,
         "queue_url": f"sqlite:///{folder / 'queue.sqlite'}",
         "intake__sources": [
-            {"kind": "eml_folder", "path": str(folder / "inbox"), "name": "demo inbox"},
-            {"kind": "spreadsheet", "path": str(folder / "requests.xlsx"),
+            {"kind": "eml_folder", "path": str(folder / INPUTS["email"]), "name": "demo inbox"},
+            {"kind": "spreadsheet", "path": str(folder / INPUTS["spreadsheet"]),
              "name": "phone team sheet"},
+            {"kind": "chat", "path": str(folder / INPUTS["chat"]), "name": "helpdesk chat"},
+            {"kind": "social", "path": str(folder / INPUTS["social"]), "name": "social inbox"},
+            {"kind": "phone", "path": str(folder / INPUTS["phone"]), "name": "call log",
+             "default_region": "GB"},
+            {"kind": "portal", "path": str(folder / INPUTS["portal"]),
+             "name": "self-service portal"},
         ],
     }
 
@@ -175,9 +305,10 @@ def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Consol
         console.print(f"  order system:   {sb.orders_url}  (user ops.bot)")
         console.print(f"  payment portal: {sb.payments_url}  (user refund.bot)")
         reqs = prepare_inputs(folder, build_dataset(seed=DEMO_SEED, today=today), today)
-        console.print(f"Demo inputs: {sum(r.channel == 'email' for r in reqs)} emails in "
-                      f"{folder / 'inbox'}, {sum(r.channel == 'spreadsheet' for r in reqs)} "
-                      f"rows in {folder / 'requests.xlsx'} (plus junk to quarantine).")
+        counts = Counter(r.channel for r in reqs)
+        console.print("Demo inputs in " + str(folder) + ": " + ", ".join(
+            f"{counts[channel]} {channel} ({path})" for channel, path in INPUTS.items())
+            + " (plus junk to quarantine on every channel).")
         settings = load_settings(None, **demo_overrides(folder, sb.orders_url, sb.payments_url),
                                  browser__headless=not headed, processing__workers=workers)
         return execute(settings, "demo", intake=True, process=True, today=today)

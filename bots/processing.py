@@ -291,17 +291,26 @@ class Processor:
         return await self._complete(worker, case, order, intent, decision)
 
     async def _identify(self, worker: Worker, case: Case) -> str:
-        """Find the order for a request that named none, by the customer's email."""
-        if not case.customer_email:
-            raise Escalation("The request names no order and no email: a human must identify "
-                             "the customer.")
-        found = [h.order_number for h in
-                 await worker.orders.search_orders("email", case.customer_email)]
+        """Find the order for a request that named none: by email, else by phone.
+
+        Email and phone are strong evidence when they lead to exactly one order; a
+        social handle or a name alone is weak evidence and never refunds: it escalates.
+        How the match was made is written to the audit trail.
+        """
+        phone = next((r.customer_phone for r in case.requests if r.customer_phone), None)
+        field, value = ("email", case.customer_email) if case.customer_email else ("phone", phone)
+        if not value:
+            raise Escalation("The request names no order, email or phone (only a name or a "
+                             "handle): a human must identify the customer.")
+        found = [h.order_number for h in await worker.orders.search_orders(field, value)]
         if not found:
-            raise BusinessException(f"No order found for {case.customer_email}.")
+            raise BusinessException(f"No order found for {value}.")
         if len(found) > 1:
-            raise Escalation(f"{case.customer_email} has {len(found)} orders and the request "
-                             f"names none ({', '.join(found[:5])}).")
+            raise Escalation(f"{value} has {len(found)} orders and the request names none "
+                             f"({', '.join(found[:5])}).")
+        self.queue.note(case.id, event="identified", actor=worker.name, run_id=self.run.run_id,
+                        detail=f"order {found[0]} found by {field} search ({value}): the only "
+                               f"order for this {field}, high confidence")
         return found[0]
 
     def _human(self, case: Case, order: OrderFacts, charge: ChargeFacts) -> Decision:
