@@ -244,7 +244,8 @@ def write_portal_drops(folder: Path, requests: list[DemoRequest], now: datetime)
 
 def prepare_inputs(folder: Path, ds, today: date) -> list[DemoRequest]:  # noqa: ANN001
     """(Re)write every channel's demo input under `folder`."""
-    for name in (*INPUTS.values(), "queue.sqlite", "queue.sqlite-wal", "queue.sqlite-shm"):
+    for name in (*INPUTS.values(), "outbox", "queue.sqlite", "queue.sqlite-wal",
+                 "queue.sqlite-shm"):
         target = folder / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -268,6 +269,7 @@ def demo_overrides(folder: Path, orders_url: str, payments_url: str) -> dict[str
         "orders__url": orders_url,
         "payments__url": payments_url,
         "queue_url": f"sqlite:///{folder / 'queue.sqlite'}",
+        "notify__outbox_dir": str(folder / "outbox"),
         "intake__sources": [
             {"kind": "eml_folder", "path": str(folder / INPUTS["email"]), "name": "demo inbox"},
             {"kind": "spreadsheet", "path": str(folder / INPUTS["spreadsheet"]),
