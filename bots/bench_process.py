@@ -58,7 +58,6 @@ def bench_process(repeat: int = 3, workers: int = 1) -> ProcessBench:
         folder = Path(tmp)
         prepare_inputs(folder, build_dataset(seed=DEMO_SEED, today=today), today)
         settings = load_settings(None, runs_dir=str(folder / "runs"),
-                                 notify__outbox_dir=str(folder / "outbox"),
                                  processing__workers=workers,
                                  browser__trace_failures=False,
                                  **demo_overrides(folder, sb.orders_url, sb.payments_url))

@@ -31,6 +31,10 @@ class Policy(BaseModel):
     final_sale_categories: list[str] = []
     refund_shipping_for: list[str] = ["damaged", "not_received", "wrong_item"]
     auto_approve_limit: Decimal = Field(Decimal("500.00"), ge=0)
+    customer_auto_approve_limit: Decimal | None = Field(None, ge=0)  # per customer per period
+    customer_limit_days: int = Field(30, ge=1)
+    restocking_fee_percent: Decimal = Field(Decimal("0"), ge=0, le=100)
+    restocking_fee_waived_for: list[str] = ["damaged", "not_received", "wrong_item"]
     refundable_statuses: list[str] = ["delivered", "shipped"]
 
     def window_for(self, category: str) -> int:
@@ -61,8 +65,12 @@ class Claim:
 
 
 def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
-           today: date) -> Decision:
-    """Apply the rules in the order an ops agent would check them."""
+           today: date, customer_refunded: Decimal = Decimal("0.00")) -> Decision:
+    """Apply the rules in the order an ops agent would check them.
+
+    `customer_refunded` is what the bot refunded this customer within the policy's
+    `customer_limit_days`, for the per-customer auto-approve limit.
+    """
     reasons: list[str] = []
 
     if order.status not in policy.refundable_statuses:
@@ -81,6 +89,12 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
         return Decision(Outcome.REJECT, Decimal("0.00"), tuple(reasons))
 
     refundable = eligible
+    if policy.restocking_fee_percent and claim.reason_category not in \
+            policy.restocking_fee_waived_for:
+        fee = money(eligible * policy.restocking_fee_percent / 100)
+        refundable -= fee
+        reasons.append(f"Restocking fee of {policy.restocking_fee_percent}% ({fee}) kept: the "
+                       f"reason is '{claim.reason_category}'.")
     if claim.reason_category in policy.refund_shipping_for and order.shipping_fee > 0:
         refundable += order.shipping_fee
         reasons.append(f"Shipping fee {order.shipping_fee} refunded because the reason is "
@@ -108,8 +122,16 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
     if amount > policy.auto_approve_limit:
         return Decision(Outcome.ESCALATE, amount, (*reasons, f"{amount} is above the "
                         f"auto-approve limit of {policy.auto_approve_limit}: a human decides."))
+    limit = policy.customer_auto_approve_limit
+    if limit is not None and customer_refunded + amount > limit:
+        return Decision(Outcome.ESCALATE, amount, (*reasons, f"With {customer_refunded} already "
+                        f"refunded to this customer in {policy.customer_limit_days} days, "
+                        f"{amount} more is above the per-customer limit of {limit}: a human "
+                        f"decides."))
 
-    full = not excluded and amount >= refundable
+    full = not excluded and amount >= refundable and not (
+        policy.restocking_fee_percent and claim.reason_category not in
+        policy.restocking_fee_waived_for)
     outcome = Outcome.REFUND if full else Outcome.PARTIAL
     reasons.append(f"Approved {'full' if full else 'partial'} refund of {amount} "
                    f"{charge.currency}.")

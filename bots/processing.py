@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from playwright.async_api import Error as PlaywrightError
@@ -273,7 +273,11 @@ class Processor:
         if case.human_decision in ("approve", "partial"):
             decision = self._human(case, order, charge)
         else:
-            decision = decide(self.policy, claim, order, charge, self.today)
+            since = utcnow() - timedelta(days=self.policy.customer_limit_days)
+            recent = sum((a for at, a in self.queue.customer_refunds(order.email,
+                                                                     exclude_case=case.id)
+                          if at >= since), Decimal("0.00"))
+            decision = decide(self.policy, claim, order, charge, self.today, recent)
             decision = await self._screen(worker, case, order, charge, decision)
         if not self.dry_run:
             self.queue.record_decision(case.id, snapshot.dump(order, charge, claim, decision,

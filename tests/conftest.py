@@ -48,7 +48,6 @@ def settings_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN2
 
     def make(sb: Sandbox, **overrides: object) -> Settings:
         return load_settings(None, runs_dir=str(tmp_path / "runs"),
-                             notify__outbox_dir=str(tmp_path / "outbox"),
                              **{**demo_overrides(tmp_path, sb.orders_url, sb.payments_url),
                                 **overrides})
 

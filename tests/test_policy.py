@@ -158,3 +158,20 @@ def test_snapshot_round_trip() -> None:
     cl = claim("12.00", reason="damaged")
     d = decide(POLICY, cl, o, c, TODAY)
     assert snapshot.load(snapshot.dump(o, c, cl, d, TODAY)) == (o, c, cl, d, TODAY)
+
+
+def test_restocking_fee_kept_unless_waived() -> None:
+    pol = Policy(restocking_fee_percent=Decimal("10"))
+    o = order(item("40.00"))
+    d = decide(pol, claim(), o, charge(o), TODAY)
+    assert d.outcome is Outcome.PARTIAL and d.amount == D("36.00")
+    assert any("Restocking fee" in r for r in d.reasons)
+    assert decide(pol, claim(reason="damaged"), o, charge(o), TODAY).amount == D("44.90")
+
+
+def test_per_customer_limit_escalates_only_above_it() -> None:
+    pol = Policy(customer_auto_approve_limit=D("100.00"))
+    o = order(item("40.00"))
+    assert decide(pol, claim(), o, charge(o), TODAY, D("50.00")).outcome is Outcome.REFUND
+    d = decide(pol, claim(), o, charge(o), TODAY, D("70.00"))
+    assert d.outcome is Outcome.ESCALATE and "per-customer limit" in d.reasons[-1]
