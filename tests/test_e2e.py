@@ -16,9 +16,9 @@ import openpyxl
 import pytest
 from typer.testing import CliRunner
 
+from bots.chaos import expected_refunds as chaos_expected
 from bots.cli import EXIT_OK, app, execute
 from bots.demo import DEMO_SEED, DemoRequest, prepare_inputs
-from bots.extract import classify_reason
 from bots.policy import load_policy
 from bots.queue import Queue
 from bots.report import read_report
@@ -30,24 +30,7 @@ KEY = re.compile(r"^C\d{6}-[0-9a-f]{8}$")
 
 def expected_refunds(ds: Dataset, reqs: list[DemoRequest]) -> dict[str, Decimal]:
     """What a careful agent would refund for the demo requests, computed independently."""
-    policy = load_policy(Path("config/policy.yaml"))
-    by_number = {o.order_number: o for o in ds.orders}
-    out: dict[str, Decimal] = {}
-    for r in reqs:
-        if r.expect not in ("refunded", "partial"):
-            continue
-        o = by_number[r.order_number]  # type: ignore[index]
-        amount = sum((i.total for i in o.items
-                      if not i.final_sale and i.category not in policy.final_sale_categories),
-                     Decimal("0"))
-        if classify_reason(r.reason) in policy.refund_shipping_for:
-            amount += o.shipping_fee
-        if r.amount:
-            amount = min(amount, Decimal(r.amount))
-        already = sum((x.amount for x in ds.refunds if x.order_number == o.order_number),
-                      Decimal("0"))
-        out[o.order_number] = min(amount, o.total - already)
-    return out
+    return chaos_expected(ds, reqs, load_policy(Path("config/policy.yaml")))
 
 
 def test_pipeline_refunds_exactly_the_eligible_orders_once(sandbox, settings_for,
