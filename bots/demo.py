@@ -293,6 +293,30 @@ def use_sandbox_credentials() -> None:
                           next(iter(DEFAULT_PAYMENTS_USERS.values())))
 
 
+def approve_escalations(run_dir: Path, agent: str = "demo.agent") -> Path | None:
+    """Fill in the run's escalations.xlsx as an ops agent would: approve every case.
+
+    Only the demo does this, to show the whole human-in-the-loop round trip; in real
+    use a person fills in the Decision, Agent and Comment columns.
+    """
+    import openpyxl
+
+    path = run_dir / "escalations.xlsx"
+    if not path.exists():
+        return None
+    book = openpyxl.load_workbook(path)
+    sheet = book.active
+    headers = [c.value for c in sheet[1]]
+    for row in sheet.iter_rows(min_row=2):
+        if row[headers.index("Case")].value:
+            row[headers.index("Decision")].value = "approve"
+            row[headers.index("Agent")].value = agent
+            row[headers.index("Comment")].value = "checked with the customer (demo)"
+    filled = run_dir / "escalations-decided.xlsx"
+    book.save(filled)
+    return filled
+
+
 def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Console) -> int:
     from bots.cli import execute
     from bots.config import load_settings
@@ -313,5 +337,26 @@ def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Consol
             + " (plus junk to quarantine on every channel).")
         settings = load_settings(None, **demo_overrides(folder, sb.orders_url, sb.payments_url),
                                  browser__headless=not headed, processing__workers=workers)
-        return execute(settings, "demo", intake=True, process=True, today=today)
+        code = execute(settings, "demo", intake=True, process=True, today=today)
+        if code != 0:
+            return code
+        return _human_round_trip(settings, today, console)
+
+
+def _human_round_trip(settings, today: date, console: Console) -> int:  # noqa: ANN001
+    """The demo's second act: an agent approves the escalations workbook, the bot pays."""
+    from bots.cli import execute
+    from bots.escalations import apply_decisions, read_decisions
+    from bots.queue import Queue
+
+    queue = Queue(settings.queue_url)
+    run_dir = settings.runs_dir / (queue.last_run_id() or "")
+    filled = approve_escalations(run_dir)
+    if filled is None:
+        return 0
+    decisions, bad = read_decisions(filled)
+    result = apply_decisions(queue, decisions, run_id=None)
+    console.print(f"\nA (demo) ops agent approved {len(result.applied)} escalated case(s) in "
+                  f"{filled}; the bot now pays what was approved:")
+    return execute(settings, "demo", intake=False, process=True, today=today)
 
