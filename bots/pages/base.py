@@ -127,8 +127,8 @@ class LegacyApp:
     async def _login_once(self) -> None:
         sel = self.sel
         await self.open_login()
-        await self.page.fill(sel("login", "username"), self.username)
-        await self.page.fill(sel("login", "password"), self._password())
+        await self.page.fill(sel("login", "username_field"), self.username)
+        await self.page.fill(sel("login", "password_field"), self._password())
         async with self.page.expect_navigation(wait_until="domcontentloaded") as nav:
             await self.page.click(sel("login", "submit"))
         response = await nav.value
