@@ -962,3 +962,13 @@ def html_to_text(html: str) -> str:
         pass
     text = re.sub(r"[ \t]+\n", "\n", "".join(parser.parts))
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n ")
+
+
+def check_order_patterns(patterns: list[str] | None) -> list[str] | None:
+    """Settings validation shared by every source that takes `order_patterns`."""
+    for pattern in patterns or []:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"order pattern {pattern!r} is not a valid regex: {exc}") from exc
+    return patterns

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from pathlib import Path
 
 import schedule as sched
@@ -80,6 +79,5 @@ class Scheduler:
         while not STOP.is_set():
             self.runner.run_pending()
             STOP.wait(timeout=min(max(self.runner.idle_seconds or 1.0, 0.2), 5.0))
-            time.sleep(0)
         self.console.print("scheduler stopped")
         return 0

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bots.extract import DEFAULT_ORDER_PATTERNS, clean_text, mask_secrets
+from bots.extract import DEFAULT_ORDER_PATTERNS, check_order_patterns, clean_text, mask_secrets
 from bots.intake.eml import parse_eml_bytes
 from bots.models import Channel, IntakeItem, Quarantined
 
@@ -106,13 +106,7 @@ class MailboxConfig(BaseModel):
     @field_validator("order_patterns")
     @classmethod
     def _patterns_compile(cls, value: list[str] | None) -> list[str] | None:
-        for pattern in value or []:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"order pattern {pattern!r} is not a valid regex: {exc}") \
-                    from exc
-        return value
+        return check_order_patterns(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> MailboxConfig:

@@ -12,14 +12,13 @@ file or a folder of files, with a `fields:` map for a tool's own export format.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bots.extract import DEFAULT_ORDER_PATTERNS, PHONE_REGIONS, currency_code
+from bots.extract import DEFAULT_ORDER_PATTERNS, PHONE_REGIONS, check_order_patterns, currency_code
 from bots.intake import chat, phone, portal, social
 from bots.intake.eml import DEFAULT_MAX_BYTES, read_eml_folder
 from bots.intake.imap import MailboxConfig, read_mailbox
@@ -63,13 +62,7 @@ class _Source(BaseModel):
     @field_validator("order_patterns")
     @classmethod
     def _patterns_compile(cls, value: list[str] | None) -> list[str] | None:
-        for pattern in value or []:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"order pattern {pattern!r} is not a valid regex: {exc}") \
-                    from exc
-        return value
+        return check_order_patterns(value)
 
     @field_validator("default_currency")
     @classmethod

@@ -42,11 +42,6 @@ class OrdersApp(LegacyApp):
         """
         return await self.logged_in(lambda: self._add_note(order_number, text, marker))
 
-    async def notes(self, order_number: str) -> list[str]:
-        await self.logged_in(lambda: self._open_order(order_number))
-        return [t.strip() for t in await self.page.locator(self.sel("order", "notes"))
-                .all_text_contents()]
-
     # -- steps -------------------------------------------------------------------------
 
     async def _open_order(self, order_number: str) -> bool:
