@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import os
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 import openpyxl
 import pytest
+from fuzz import fuzz_texts
 
 from bots import extract
 from bots.intake import SourceConfig, parse_eml_bytes, read_source
@@ -665,32 +665,11 @@ def test_rereading_any_channel_adds_nothing_new(tmp_path: Path) -> None:
     assert ids[0] == ids[1] and len(ids[0]) > 50
 
 
-def _fuzz_texts(n: int, seed: int) -> list[str]:
-    tokens = ["refund", "Refund", "AMOUNT:", "Betrag", "€", "£", "$", "US$", "A$", "R$", "EUR",
-              "usd", "kr", "Fr.", "zł", "euros", "ORD-123456", "ord 654321", "order no. 222333",
-              "Bestellung Nr. 123456", "12", "49.90", "1.234,50", "12,-", "2026-11-28",
-              "28.11.2026", "10:30", "**** 1234", "+49 30 1234567", "0049 30 1234567",
-              "030 123 4567", "tel:", "phone", "téléfono", VISA, "4111111111111111",
-              "DE89 3704 0044 0532 0130 00", "password: x", "paſsword: y", "cvv 123",
-              "PIN 1234", "cıd 123", "İban", "ſ", "ı", "K", "٤١١١", "１２３",
-              "ımporte", "erſtattung", "İmporte 12", "zł 12", "12 zł", "12,- €", "€ 7",
-              "beſtellung 123456", "broken", "damaged",
-              "never arrived", "wrong size", "charged twice", "too late", "changed my mind",
-              "don't need it", "kaputt", "endommagé", "no funciona", " ", ",", ".", "\n", "-"]
-    rng = random.Random(seed)
-    texts = []
-    for _ in range(n):
-        size = rng.randint(1, 12) if rng.random() < 0.8 else rng.randint(30, 60)  # long: gates
-        text = rng.choice([" ", "", ", ", "\n"]).join(rng.choice(tokens) for _ in range(size))
-        texts.append(text.upper() if rng.random() < 0.15 else text)
-    return texts
-
-
 def test_extraction_shortcuts_change_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """The gates that skip regex passes (extract.GATES) must give exactly the same results."""
     functions = [extract.mask_secrets, extract.find_order_numbers, extract.find_amount,
                  extract.classify_reason]
-    for text in _fuzz_texts(3000, seed=7):
+    for text in fuzz_texts(3000, seed=7):
         monkeypatch.setattr(extract, "GATES", False)
         slow = [f(text) for f in functions]
         monkeypatch.setattr(extract, "GATES", True)

@@ -23,10 +23,12 @@ from typing import Any
 from bots.extract import (
     REASON_CATEGORIES,
     classify_reason,
+    classify_reasons,
     clean_text,
     find_amount,
     find_order_numbers,
     mask_secrets,
+    mask_secrets_many,
     normalise_email,
     normalise_phone,
 )
@@ -160,18 +162,21 @@ def _text_cell(limit: int) -> Callable[[Any], str]:
 
 
 Reason = tuple[str, str, str]
+_NO_REASON: Reason = ("", "other", "")
 
 
-def _reason(value: Any) -> Reason:
-    """(stored text, reason category, text searched for order numbers and amounts).
+def _reasons(values: Sequence[Any]) -> list[Reason]:
+    """(stored text, reason category, text searched for order numbers and amounts) per value.
 
-    The searches themselves wait until a record needs them: most forms and call logs
-    have their own order and amount fields.
+    Masking and classifying go a column of distinct texts at a time (see
+    `classify_reasons`). The order and amount searches wait until a record needs
+    them: most forms and call logs have their own order and amount fields.
     """
-    if not isinstance(value, str) or not value:
-        return "", "other", ""
-    text = mask_secrets(_bounded(value))
-    return clean_text(text, REASON_LIMIT), classify_reason(text), text
+    distinct = list(dict.fromkeys(v for v in values if isinstance(v, str) and v))
+    searched = mask_secrets_many([_bounded(text) for text in distinct])
+    table = {raw: (clean_text(text, REASON_LIMIT), category, text) for raw, text, category
+             in zip(distinct, searched, classify_reasons(searched), strict=True)}
+    return [table[v] if isinstance(v, str) and v else _NO_REASON for v in values]
 
 
 def _bounded(text: str) -> str:
@@ -252,9 +257,8 @@ def build_items(rows: Rows, opts: Options) -> Iterator[IntakeItem]:
         return empty if values is None else per_value(values, fn)
 
     names = column("customer_name", _text_cell(200))
-    # The customer's text is parsed row by row (still once per distinct text), so that
-    # finding its amount right after its order numbers reuses them (extract caches them).
-    reason = _memo(_reason)
+    texts = rows.columns.get("reason_text") or empty
+    reasons = _reasons(texts)
     parsed = {
         "id": column("source_id", _source_id),
         "when": column("received_at", _received(opts.dayfirst)),
@@ -267,12 +271,11 @@ def build_items(rows: Rows, opts: Options) -> Iterator[IntakeItem]:
         "amount": column("requested_amount", _typed(_amount, "amount")),
         "currency": column("currency", _typed(_currency, "currency")),
     }
-    texts = rows.columns.get("reason_text") or empty
     fallback = _file_time(rows.path)
     for i in range(n):
         fields = {k: v[i] for k, v in parsed.items()}
         fields["name"] = names[i]
-        yield _item(rows, i, fields, reason(texts[i]), texts[i], opts, fallback)
+        yield _item(rows, i, fields, reasons[i], texts[i], opts, fallback)
 
 
 def _memo(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -304,9 +307,9 @@ def _file_time(path: Path) -> datetime:
         return datetime.now(UTC)
 
 
-def _item(rows: Rows, i: int, f: dict[str, Any], reason: Reason | None, raw_text: Any,
+def _item(rows: Rows, i: int, f: dict[str, Any], reason: Reason, raw_text: Any,
           opts: Options, fallback: datetime) -> IntakeItem:
-    text, category, search = reason or ("", "other", "")
+    text, category, search = reason
     platform = f["platform"] or opts.platform
     shown = _shown(rows, i) if not f["id"] else None
     source_id = _row_source_id(f["id"], platform, text, shown)

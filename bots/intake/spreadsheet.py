@@ -30,11 +30,12 @@ import pandas as pd
 from bots.extract import (
     DEFAULT_ORDER_PATTERNS,
     MAX_AMOUNT,
-    classify_reason,
+    classify_reasons,
     clean_text,
     currency_code,
     find_order_numbers,
     mask_secrets,
+    mask_secrets_many,
     normalise_email,
     normalise_phone,
     parse_amount,
@@ -250,10 +251,14 @@ def _header_currency(value: Any) -> str | None:
 
 def _per_value(column: pd.Series, fn: Callable[[Any], Any]) -> np.ndarray:
     """`fn` applied once per distinct cell value (None for empty cells), spread to all rows."""
+    return _per_values(column, lambda values: [fn(value) for value in values])
+
+
+def _per_values(column: pd.Series, fn: Callable[[list[Any]], list[Any]]) -> np.ndarray:
+    """`_per_value` for a function of the whole list of distinct values (a column search)."""
     codes, uniques = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=True)
     results = np.empty(len(uniques) + 1, dtype=object)
-    results[:-1] = [fn(value) for value in uniques]
-    results[-1] = fn(None)
+    results[:] = fn([*uniques, None])
     return results[codes]  # code -1 (empty) picks the last slot
 
 
@@ -273,13 +278,19 @@ def _display(limit: int) -> Callable[[Any], str]:
     return lambda value: clean_text(mask_secrets(_cell_text(value)), limit)
 
 
-def _reason(patterns: Sequence[str]) -> Callable[[Any], tuple[str, str, str | None]]:
-    """(reason text, reason category, first order number written in it)."""
+def _reasons(patterns: Sequence[str]
+             ) -> Callable[[list[Any]], list[tuple[str, str, str | None]]]:
+    """(reason text, reason category, first order number written in it) per cell value.
 
-    def parse(value: Any) -> tuple[str, str, str | None]:
-        text = clean_text(mask_secrets(_cell_text(value)), TEXT_LIMITS["reason_text"])
-        orders = find_order_numbers(text, patterns) if text else []
-        return text, classify_reason(text), orders[0] if orders else None
+    Masking and classifying go the whole column at a time (see `classify_reasons`).
+    """
+
+    def parse(values: list[Any]) -> list[tuple[str, str, str | None]]:
+        texts = [clean_text(text, TEXT_LIMITS["reason_text"]) for text in
+                 mask_secrets_many([_cell_text(value) for value in values])]
+        found = [find_order_numbers(text, patterns) if text else [] for text in texts]
+        return [(text, category, orders[0] if orders else None) for text, category, orders
+                in zip(texts, classify_reasons(texts), found, strict=True)]
 
     return parse
 
@@ -469,7 +480,8 @@ def _parse_cells(body: pd.DataFrame, mapping: dict[str, int], ctx: _Context
 
     cells = {fld: column(fld, _display(TEXT_LIMITS.get(fld, 500))) for fld in FIELDS
              if fld != "reason_text"}
-    cells["reason"] = column("reason_text", _reason(ctx.order_patterns))
+    cells["reason"] = _per_values(body.iloc[:, mapping["reason_text"]], _reasons(
+        ctx.order_patterns)) if "reason_text" in mapping else empty
     cells["reason_text"] = np.array([r[0] if r else None for r in cells["reason"]], dtype=object)
     cells["order"] = column("order_number", _order(ctx.order_patterns))
     cells["email"] = column("customer_email", lambda v: normalise_email(_cell_text(v)))
