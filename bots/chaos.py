@@ -87,10 +87,13 @@ def expected_refunds(ds, reqs: list[DemoRequest],  # noqa: ANN001 - sandbox Data
         if r.expect not in ("refunded", "partial"):
             continue
         o = orders[r.order_number]
-        amount = sum((i.total for i in o.items
-                      if not i.final_sale and i.category not in policy.final_sale_categories),
-                     Decimal("0"))
-        if classify_reason(r.reason) in policy.refund_shipping_for:
+        back = r.returns or {i.sku: i.quantity for i in o.items}
+        amount = sum((i.unit_price * min(back[i.sku], i.quantity) for i in o.items
+                      if i.sku in back and not i.final_sale
+                      and i.category not in policy.final_sale_categories), Decimal("0"))
+        whole = all(back.get(i.sku, 0) >= i.quantity for i in o.items)
+        if classify_reason(r.reason) in policy.refund_shipping_for and (
+                whole or policy.refund_shipping_on_partial_return):
             amount += o.shipping_fee
         if r.amount:
             amount = min(amount, Decimal(r.amount))

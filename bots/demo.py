@@ -40,6 +40,7 @@ class DemoRequest:
     reason: str
     amount: str | None = None  # as the customer wrote it
     expect: str = ""  # the outcome the demo expects, for the tests
+    returns: dict[str, int] | None = None  # SKU -> count the words ask back; None: all
 
 
 def demo_requests(ds, today: date) -> list[DemoRequest]:  # noqa: ANN001 - sandbox Dataset
@@ -58,7 +59,7 @@ def demo_requests(ds, today: date) -> list[DemoRequest]:  # noqa: ANN001 - sandb
     reqs = [
         DemoRequest("email", s["eligible"].order_number, *who("eligible"),
                     "The jacket arrived damaged, the zip is broken. Please refund me.",
-                    expect="refunded"),
+                    expect="partial", returns={"AP-1001": 1}),
         DemoRequest("spreadsheet", s["eligible2"].order_number, *who("eligible2"),
                     "Customer changed her mind, returned unused",
                     f"{s['eligible2'].total + 100:.2f}",
@@ -84,6 +85,9 @@ def demo_requests(ds, today: date) -> list[DemoRequest]:  # noqa: ANN001 - sandb
         DemoRequest("email", s["high_value"].order_number, *who("high_value"),
                     "The TV stopped working after two days. I want a full refund.",
                     expect="escalated"),
+        DemoRequest("chat", s["quantity"].order_number, *who("quantity"),
+                    "Hi, two of the three scented candles arrived broken. Can you refund "
+                    "those two?", expect="partial", returns={"HO-3004": 2}),
         DemoRequest("email", "ORD-999999", "someone@example.org", "Some One",
                     "Refund for order ORD-999999 please", expect="rejected"),
     ]

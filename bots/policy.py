@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bots.models import ChargeFacts, Decision, OrderFacts, Outcome, money
+from bots.line_items import ItemAsk
+from bots.models import ChargeFacts, Decision, LineItem, OrderFacts, Outcome, money
 
 
 class PolicyError(Exception):
@@ -36,6 +37,11 @@ class Policy(BaseModel):
     restocking_fee_percent: Decimal = Field(Decimal("0"), ge=0, le=100)
     restocking_fee_waived_for: list[str] = ["damaged", "not_received", "wrong_item"]
     refundable_statuses: list[str] = ["delivered", "shipped"]
+    # Refund only the order lines (and quantities) the customer names; all when none is.
+    refund_by_line_item: bool = True
+    # Shipping is refunded (for the reasons above) when the whole order comes back; also
+    # when only part of it does if this is true.
+    refund_shipping_on_partial_return: bool = False
 
     def window_for(self, category: str) -> int:
         return self.category_window_days.get(category, self.refund_window_days)
@@ -62,6 +68,7 @@ class Claim:
     amounts: tuple[Decimal, ...]  # every amount any contact stated
     currency: str | None
     reason_category: str
+    items: tuple[ItemAsk, ...] = ()  # the order lines the contacts name; () for all
 
 
 def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
@@ -83,10 +90,12 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
         return _reject(f"Nothing left to refund: the charge of {charge.amount} {charge.currency} "
                        f"was already refunded in full.")
 
-    eligible, excluded, item_reasons = _eligible_items(policy, order, today)
+    asks = claim.items if policy.refund_by_line_item else ()
+    eligible, excluded, item_reasons = _eligible_items(policy, order, today, asks)
     reasons += item_reasons
     if eligible == 0:
         return Decision(Outcome.REJECT, Decimal("0.00"), tuple(reasons))
+    part_of_order = excluded > 0 or bool(asks) and _less_than_all(asks, order.items)
 
     refundable = eligible
     if policy.restocking_fee_percent and claim.reason_category not in \
@@ -96,10 +105,21 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
         reasons.append(f"Restocking fee of {policy.restocking_fee_percent}% ({fee}) kept: the "
                        f"reason is '{claim.reason_category}'.")
     if claim.reason_category in policy.refund_shipping_for and order.shipping_fee > 0:
-        refundable += order.shipping_fee
-        reasons.append(f"Shipping fee {order.shipping_fee} refunded because the reason is "
-                       f"'{claim.reason_category}'.")
+        if asks and _less_than_all(asks, order.items) and \
+                not policy.refund_shipping_on_partial_return:
+            reasons.append(f"Shipping fee {order.shipping_fee} kept: only part of the order "
+                           f"is returned.")
+        else:
+            refundable += order.shipping_fee
+            reasons.append(f"Shipping fee {order.shipping_fee} refunded because the reason is "
+                           f"'{claim.reason_category}'.")
 
+    unsure = [a for a in asks if a.unsure]
+    if unsure:
+        return Decision(Outcome.ESCALATE, money(min(refundable, charge.remaining)), (
+            *reasons, f"The customer gives a count for '{unsure[0].said}', which several order "
+            f"lines match ({', '.join(a.sku for a in unsure)}): a human decides which and how "
+            f"many."))
     if len(set(claim.amounts)) > 1:
         asked = ", ".join(str(a) for a in sorted(set(claim.amounts)))
         return Decision(Outcome.ESCALATE, money(min(refundable, charge.remaining)),
@@ -129,7 +149,7 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
                         f"{amount} more is above the per-customer limit of {limit}: a human "
                         f"decides."))
 
-    full = not excluded and amount >= refundable and not (
+    full = not part_of_order and amount >= refundable and not (
         policy.restocking_fee_percent and claim.reason_category not in
         policy.restocking_fee_waived_for)
     outcome = Outcome.REFUND if full else Outcome.PARTIAL
@@ -138,9 +158,13 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
     return Decision(outcome, amount, tuple(reasons))
 
 
-def _eligible_items(policy: Policy, order: OrderFacts,
-                    today: date) -> tuple[Decimal, int, list[str]]:
-    """Sum of line items inside their window and not final sale, with why others are out."""
+def _eligible_items(policy: Policy, order: OrderFacts, today: date,
+                    asks: tuple[ItemAsk, ...] = ()) -> tuple[Decimal, int, list[str]]:
+    """Sum of the asked lines inside their window and not final sale, with why others are out.
+
+    `asks` empty means every line. The count is what the customer asked for, else the
+    whole line.
+    """
     delivered = order.delivery_date
     reasons: list[str] = []
     if delivered is None:
@@ -148,9 +172,16 @@ def _eligible_items(policy: Policy, order: OrderFacts,
         reasons.append(f"No delivery date: assumed {delivered:%Y-%m-%d} (order date + "
                        f"{policy.transit_buffer_days} days transit).")
     age = (today - delivered).days
+    asked = {a.sku: a for a in asks}
+    if asks:
+        named = ", ".join(f"'{a.said}'" for a in asks)
+        reasons.append(f"The customer names {named}: only "
+                       f"{'that line' if len(asks) == 1 else 'those lines'} of the order.")
     total, excluded = Decimal("0.00"), 0
     for item in order.items:
         window = policy.window_for(item.category)
+        if asks and item.sku not in asked:
+            continue
         if item.final_sale or item.category in policy.final_sale_categories:
             excluded += 1
             reasons.append(f"{item.sku} ({item.name}) is final sale: not refundable.")
@@ -159,8 +190,24 @@ def _eligible_items(policy: Policy, order: OrderFacts,
             reasons.append(f"{item.sku} ({item.name}) is outside the {window}-day refund window "
                            f"(delivered {delivered:%Y-%m-%d}, {age} days ago).")
         else:
-            total += item.total
+            total += _line_total(item, asked.get(item.sku), reasons)
     return money(total), excluded, reasons
+
+
+def _line_total(item: LineItem, ask: ItemAsk | None, reasons: list[str]) -> Decimal:
+    if ask is None or ask.quantity is None or ask.quantity >= item.quantity:
+        return item.total
+    amount = money(item.unit_price * ask.quantity)
+    reasons.append(f"{ask.quantity} of {item.quantity} x {item.sku} ({item.name}) asked for: "
+                   f"{ask.quantity} x {item.unit_price} = {amount}.")
+    return amount
+
+
+def _less_than_all(asks: tuple[ItemAsk, ...], items: tuple[LineItem, ...]) -> bool:
+    """Whether the asked lines and counts leave part of the order out."""
+    asked = {a.sku: a for a in asks}
+    return any(i.sku not in asked or (asked[i.sku].quantity or i.quantity) < i.quantity
+               for i in items)
 
 
 def _reject(reason: str) -> Decision:
@@ -168,9 +215,9 @@ def _reject(reason: str) -> Decision:
 
 
 def claim_from(amounts: Sequence[Decimal | None], currencies: Sequence[str | None],
-               categories: Sequence[str]) -> Claim:
+               categories: Sequence[str], items: tuple[ItemAsk, ...] = ()) -> Claim:
     """Merge what several contacts said into one claim."""
     stated = tuple(a for a in amounts if a is not None)
     currency = next((c for c in currencies if c), None)
     category = next((c for c in categories if c and c != "other"), "other")
-    return Claim(stated, currency, category)
+    return Claim(stated, currency, category, items)

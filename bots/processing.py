@@ -24,9 +24,10 @@ from bots.artifacts import scrub_zip
 from bots.config import Settings
 from bots.crashpoints import crash_point
 from bots.errors import AmbiguousOutcome, BusinessException, SessionExpired, SystemException
+from bots.line_items import items_asked
 from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
 from bots.notify import Notifier
-from bots.policy import Policy, claim_from, decide
+from bots.policy import Claim, Policy, claim_from, decide
 from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, utcnow
 from bots.runs import RunFolder
 from bots.session import BotSession, Worker
@@ -269,7 +270,7 @@ class Processor:
                 return Finished("refunded", f"Already refunded ({settled.refund_number}).",
                                 approved=settled.amount, refund_number=settled.refund_number)
             return await self._complete(worker, case, order, settled)
-        claim = self._claim(case)
+        claim = self._claim(case, order)
         if case.human_decision in ("approve", "partial"):
             decision = self._human(case, order, charge)
         else:
@@ -351,10 +352,12 @@ class Processor:
         )
         return escalate_decision(decision, assess(self.signals, ctx))
 
-    def _claim(self, case: Case):  # noqa: ANN202
+    def _claim(self, case: Case, order: OrderFacts | None = None) -> Claim:
+        """What the case's contacts ask for; with the order, which of its lines too."""
         reqs = case.requests
+        items = items_asked([r.reason_text for r in reqs], order.items) if order else ()
         return claim_from([r.requested_amount for r in reqs], [r.currency for r in reqs],
-                          [r.reason_category for r in reqs])
+                          [r.reason_category for r in reqs], items)
 
     # -- exactly once ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from bots.line_items import ItemAsk
 from bots.models import ChargeFacts, Decision, LineItem, OrderFacts, Outcome, PortalRefund
 from bots.policy import Claim
 
@@ -44,6 +45,7 @@ def load(text: str) -> tuple[OrderFacts, ChargeFacts, Claim, Decision, date]:
            "refunds": tuple(PortalRefund(**{**r, "amount": Decimal(r["amount"]),
                                             "created_at": datetime.fromisoformat(r["created_at"])})
                             for r in c["refunds"])})
-    claim = Claim(tuple(Decimal(a) for a in cl["amounts"]), cl["currency"], cl["reason_category"])
+    claim = Claim(tuple(Decimal(a) for a in cl["amounts"]), cl["currency"], cl["reason_category"],
+                  tuple(ItemAsk(**i) for i in cl.get("items", ())))  # older snapshots: none
     decision = Decision(Outcome(d["outcome"]), Decimal(d["amount"]), tuple(d["reasons"]))
     return order, charge, claim, decision, date.fromisoformat(data["today"])

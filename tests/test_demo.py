@@ -20,8 +20,8 @@ def test_demo_runs_every_outcome_and_the_human_round_trip(tmp_path: Path,
     out = " ".join(result.output.split())
     assert result.exit_code == 0, out
     for outcome in ("escalated", "partial", "refunded", "rejected"):
-        assert outcome in out.split("Processed 11 case(s):")[1].split(".")[0]
-    assert "Reconciliation: OK." in out and "Customer notifications: 12 sent." in out
+        assert outcome in out.split("Processed 12 case(s):")[1].split(".")[0]
+    assert "Reconciliation: OK." in out and "Customer notifications: 13 sent." in out
     assert "approved 1 escalated case(s)" in out and "Processed 1 case(s): 1 refunded." in out
     assert "Report: " in out
     assert len(list((tmp_path / "runs").glob("*/reconciliation.xlsx"))) == 2

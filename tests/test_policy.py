@@ -175,3 +175,78 @@ def test_per_customer_limit_escalates_only_above_it() -> None:
     assert decide(pol, claim(), o, charge(o), TODAY, D("50.00")).outcome is Outcome.REFUND
     d = decide(pol, claim(), o, charge(o), TODAY, D("70.00"))
     assert d.outcome is Outcome.ESCALATE and "per-customer limit" in d.reasons[-1]
+
+
+# -- partial refunds by line item and quantity ----------------------------------------------
+
+def _line(sku: str, name: str, price: str, qty: int = 1, final: bool = False) -> LineItem:
+    return LineItem(sku, name, "home", D(price), qty, final)
+
+
+CANDLES = _line("HO-3004", "Scented candle", "18.50", 3)
+JACKET = LineItem("AP-1001", "Waterproof jacket", "apparel", D("89.95"), 1)
+SWEATER = LineItem("AP-1002", "Merino wool sweater", "apparel", D("64.00"), 1)
+
+
+def _asking(o: OrderFacts, text: str, *amounts: str, reason: str = "damaged") -> Claim:
+    from bots.line_items import items_asked
+
+    return Claim(tuple(D(a) for a in amounts), None, reason, items_asked([text], o.items))
+
+
+def test_only_the_named_line_is_refunded_and_shipping_kept() -> None:
+    o = order(JACKET, SWEATER)
+    d = decide(POLICY, _asking(o, "The jacket arrived damaged"), o, charge(o), TODAY)
+    assert d.outcome is Outcome.PARTIAL and d.amount == D("89.95")
+    assert any("'jacket'" in r for r in d.reasons)
+    assert any("Shipping fee 4.90 kept: only part of the order" in r for r in d.reasons)
+
+
+def test_naming_every_line_is_a_full_refund_with_shipping() -> None:
+    o = order(JACKET, SWEATER)
+    d = decide(POLICY, _asking(o, "the jacket and the sweater are torn"), o, charge(o), TODAY)
+    assert d.outcome is Outcome.REFUND and d.amount == D("158.85")
+
+
+def test_quantity_asked_is_refunded_per_unit() -> None:
+    o = order(CANDLES)
+    d = decide(POLICY, _asking(o, "Two of the three candles arrived cracked"), o, charge(o),
+               TODAY)
+    assert d.outcome is Outcome.PARTIAL and d.amount == D("37.00")
+    assert any("2 of 3 x HO-3004 (Scented candle) asked for: 2 x 18.50 = 37.00" in r
+               for r in d.reasons)
+    whole = decide(POLICY, _asking(o, "the candles arrived cracked"), o, charge(o), TODAY)
+    assert whole.outcome is Outcome.REFUND and whole.amount == D("60.40")  # 55.50 + shipping
+
+
+def test_named_final_sale_line_alone_is_rejected() -> None:
+    o = order(JACKET, _line("HO-9", "Clearance lamp", "30.00", final=True))
+    d = decide(POLICY, _asking(o, "the lamp is broken"), o, charge(o), TODAY)
+    assert d.outcome is Outcome.REJECT and "final sale" in d.reasons[-1]
+
+
+def test_line_items_can_be_switched_off_and_shipping_on_partial_allowed() -> None:
+    o = order(JACKET, SWEATER)
+    cl = _asking(o, "The jacket arrived damaged")
+    assert decide(POLICY.model_copy(update={"refund_by_line_item": False}), cl, o, charge(o),
+                  TODAY).amount == D("158.85")
+    generous = POLICY.model_copy(update={"refund_shipping_on_partial_return": True})
+    assert decide(generous, cl, o, charge(o), TODAY).amount == D("94.85")
+
+
+def test_a_count_several_lines_match_escalates() -> None:
+    o = order(_line("MUG-1", "Blue mug", "9.00", 2), _line("MUG-2", "Red mug", "9.00", 2))
+    d = decide(POLICY, _asking(o, "2 mugs arrived chipped"), o, charge(o), TODAY)
+    assert d.outcome is Outcome.ESCALATE and "a human decides which and how many" in \
+        d.reasons[-1]
+    precise = decide(POLICY, _asking(o, "2 blue mugs arrived chipped"), o, charge(o), TODAY)
+    assert precise.outcome is Outcome.PARTIAL and precise.amount == D("18.00")
+
+
+def test_snapshot_keeps_the_lines_asked_for() -> None:
+    from bots import snapshot
+
+    o = order(CANDLES, JACKET)
+    cl = _asking(o, "2 candles broken")
+    d = decide(POLICY, cl, o, charge(o), TODAY)
+    assert snapshot.load(snapshot.dump(o, charge(o), cl, d, TODAY))[2] == cl

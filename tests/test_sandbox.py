@@ -232,6 +232,10 @@ def check_scenarios(ds: Dataset) -> None:
     assert 2 <= (today - nd.order_date).days <= 4
     assert delivered_ago(s["high_value"]) <= 10 and eligible(s["high_value"])
     assert s["high_value"].total > 800
+    q = s["quantity"]
+    assert 3 <= delivered_ago(q) <= 10 and eligible(q)
+    assert [(i.sku, i.quantity) for i in q.items] == [("HO-3004", 3)]
+    assert "AP-1001" in [i.sku for i in s["eligible"].items] and len(s["eligible"].items) == 2
 
 
 def test_every_scenario_is_present_with_its_properties(ds: Dataset) -> None:

@@ -21,7 +21,7 @@ from bots.models import money
 
 SCENARIO_KEYS: tuple[str, ...] = (
     "eligible", "eligible2", "outside_window", "final_sale", "all_final_sale",
-    "partly_refunded", "fully_refunded", "not_delivered", "duplicate", "high_value",
+    "partly_refunded", "fully_refunded", "not_delivered", "duplicate", "high_value", "quantity",
 )
 STATUSES: tuple[str, ...] = ("processing", "shipped", "delivered", "cancelled")
 CATEGORIES: tuple[str, ...] = ("apparel", "electronics", "home", "beauty", "gift-cards")
@@ -332,6 +332,9 @@ def _scenario_items(rng: random.Random, key: str) -> tuple[Item, ...]:
     if key in ("eligible2", "duplicate"):
         pool = _products("home", "120.00") + _products("beauty", "80.00")
         return tuple(_item(p, 1, False) for p in pick(pool, 2))
+    if key == "quantity":  # the demo customer asks back two of the three candles
+        candle = next(p for p in CATALOG if p.sku == "HO-3004")
+        return (_item(candle, 3, False),)
     if key == "high_value":
         tv = next(p for p in CATALOG if p.sku == "EL-2006")
         extra = pick(_products("electronics", "130.00"), 1)
@@ -353,14 +356,14 @@ def _scenario_items(rng: random.Random, key: str) -> tuple[Item, ...]:
 SCENARIO_SHIPPING = {
     "eligible": "4.95", "eligible2": "0.00", "outside_window": "4.95", "final_sale": "4.95",
     "all_final_sale": "0.00", "partly_refunded": "5.90", "fully_refunded": "4.95",
-    "not_delivered": "4.95", "duplicate": "5.90", "high_value": "0.00",
+    "not_delivered": "4.95", "duplicate": "5.90", "high_value": "0.00", "quantity": "4.95",
 }
 
 
 def _scenario_draft(rng: random.Random, today: date, key: str, customer: Customer) -> _Draft:
     if key == "outside_window":
         ordered, delivered = _delivered(rng, today, 60, 80)
-    elif key in ("eligible", "eligible2", "duplicate"):
+    elif key in ("eligible", "eligible2", "duplicate", "quantity"):
         ordered, delivered = _delivered(rng, today, 3, 10)
     else:
         ordered, delivered = _delivered(rng, today, 3, 9)
