@@ -175,8 +175,8 @@ def _eligible_items(policy: Policy, order: OrderFacts, today: date,
     asked = {a.sku: a for a in asks}
     if asks:
         named = ", ".join(f"'{a.said}'" for a in asks)
-        reasons.append(f"The customer names {named}: only "
-                       f"{'that line' if len(asks) == 1 else 'those lines'} of the order.")
+        reasons.append(f"The request names {named}: "
+                       f"{'that line' if len(asks) == 1 else 'those lines'} of the order only.")
     total, excluded = Decimal("0.00"), 0
     for item in order.items:
         window = policy.window_for(item.category)

@@ -79,6 +79,7 @@ class Processor:
         self.proposals: dict[int, Finished] = {}
         self.notifier = notifier
         self._cards: dict[int, str] = {}  # masked card shown on the order, for the message
+        self._currencies: dict[int, str] = {}  # the order's currency: customers often omit it
         self.today = today or date.today()
         self.on_case = on_case or (lambda case, outcome: None)
         self.stats = ProcessStats()
@@ -177,11 +178,12 @@ class Processor:
         if kind in ("refunded", "partial") and case.human_decision in ("approve", "partial"):
             kind = "approved"
         card = self._cards.pop(case.id, "")
+        currency = self._currencies.pop(case.id, None) or case.currency
         last4 = "".join(ch for ch in card if ch.isdigit())[-4:] or None
         try:
             results = await asyncio.to_thread(
                 self.notifier.notify_case, case, outcome=kind, amount=result.approved,
-                currency=case.currency, refund_number=result.refund_number,
+                currency=currency, refund_number=result.refund_number,
                 reason=result.reason, card_last4=last4, run_id=self.run.run_id)
         except Exception as exc:  # noqa: BLE001 - a broken template must not undo a refund
             self.run.log.bind(case=case.ref).error("notification failed: {}", exc)
@@ -260,6 +262,7 @@ class Processor:
         if order is None:
             raise BusinessException(f"Order {order_number} was not found in the order system.")
         self._cards[case.id] = order.payment_card
+        self._currencies[case.id] = order.currency
         charge = await worker.payments.find_charge(order_number)
         if charge is None:
             raise Escalation(f"No charge for order {order_number} in the payment portal.")
