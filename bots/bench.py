@@ -409,18 +409,36 @@ def dedupe(items: list[IntakeItem]) -> tuple[int, int]:
     return len(frame), int(key.nunique())
 
 
-def time_queue(items: list[IntakeItem], n: int, folder: Path) -> tuple[int, float]:
-    """Seconds to store the first `n` requests in a SQLite queue, one transaction each."""
+@dataclass(frozen=True)
+class QueueTiming:
+    requests: int
+    one_by_one: float  # seconds, one transaction per request (Queue.add_request)
+    batched: float  # seconds, INSERT_BATCH requests per transaction (Queue.add_requests)
+
+    def rate(self, seconds: float) -> str:
+        return f"{self.requests / seconds:,.0f}" if seconds else "-"
+
+
+def time_queue(items: list[IntakeItem], n: int, folder: Path) -> QueueTiming:
+    """Store the first `n` requests twice, each time in a fresh SQLite queue: one by one,
+    then batched as intake does. Same requests, same disk, one after the other.
+    """
     from bots.queue import Queue
 
-    queue = Queue(f"sqlite:///{folder / 'bench-queue.sqlite'}")
     reqs = [i for i in items if isinstance(i, RefundRequest)][:n]
-    start = time.perf_counter()
-    for req in reqs:
-        queue.add_request(req, "bench")
-    seconds = time.perf_counter() - start
-    queue.engine.dispose()
-    return len(reqs), seconds
+
+    def timed(name: str, store: Callable[[Queue], object]) -> float:
+        queue = Queue(f"sqlite:///{folder / name}")
+        start = time.perf_counter()
+        store(queue)
+        seconds = time.perf_counter() - start
+        queue.engine.dispose()
+        return seconds
+
+    one = timed("bench-queue-one.sqlite", lambda q: [q.add_request(r, "bench") for r in reqs])
+    batched = timed("bench-queue-batched.sqlite",
+                    lambda q: q.add_requests(reqs, "bench"))
+    return QueueTiming(len(reqs), one, batched)
 
 
 # --------------------------------------------------------------------------- command
@@ -450,10 +468,14 @@ def intake(
         median = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
         _report(console, median, runs)
         if db:
-            stored, seconds = time_queue(median.items, db, folder)
-            console.print(f"SQLite queue: {stored:,} requests stored in {seconds:.2f} s "
-                          f"({stored / seconds if seconds else 0:,.0f} requests/s, one "
-                          "transaction each; not part of the figures above)")
+            from bots.queue import INSERT_BATCH
+
+            q = time_queue(median.items, db, folder)
+            console.print(f"SQLite queue: {q.requests:,} requests stored (not part of the "
+                          f"figures above), each time into a fresh file: one transaction each "
+                          f"{q.one_by_one:.2f} s ({q.rate(q.one_by_one)} requests/s); "
+                          f"{INSERT_BATCH} a transaction {q.batched:.2f} s "
+                          f"({q.rate(q.batched)} requests/s), as intake stores them.")
 
 
 def _report(console: Console, run: Timing, runs: list[Timing]) -> None:

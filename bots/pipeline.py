@@ -19,12 +19,21 @@ from playwright.async_api import Error as PlaywrightError
 from bots.config import Settings
 from bots.errors import SystemException
 from bots.escalations import write_escalations
-from bots.intake import MailboxError, read_source
+from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
 from bots.models import PortalRefund, Quarantined, RefundRequest
 from bots.notify import Notifier
 from bots.policy import load_policy
 from bots.processing import Finished, Processor, ProcessStats
-from bots.queue import Case, CaseState, LockHeld, QuarantineRow, Queue, RefundIntent, lock_owner_id
+from bots.queue import (
+    INSERT_BATCH,
+    Case,
+    CaseState,
+    LockHeld,
+    QuarantineRow,
+    Queue,
+    RefundIntent,
+    lock_owner_id,
+)
 from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
 from bots.report import CaseRow, RunInfo, write_report
 from bots.runs import RunFolder
@@ -51,8 +60,7 @@ def run_intake(settings: Settings, queue: Queue, run: RunFolder) -> IntakeStats:
     before = {c.id for c in queue.cases()}
     for source in settings.intake.sources:
         try:
-            for item in read_source(source):
-                _enqueue(queue, run, item, stats, before)
+            _read_into(queue, run, source, stats, before)
         except MailboxError as exc:  # an outage, not bad input: report it, read the others
             stats.failed_sources += 1
             run.log.error("source {} failed: {}", source.label, exc)
@@ -64,24 +72,49 @@ def run_intake(settings: Settings, queue: Queue, run: RunFolder) -> IntakeStats:
     return stats
 
 
-def _enqueue(queue: Queue, run: RunFolder, item: RefundRequest | Quarantined,
-             stats: IntakeStats, before: set[int]) -> None:
-    if isinstance(item, Quarantined):
-        if queue.add_quarantined(item, run.run_id):
-            stats.quarantined += 1
-            run.log.warning("quarantined {} {}: {}", item.channel, item.source_id, item.reason)
-        return
-    case_id, new = queue.add_request(item, run.run_id)
-    if not new:
-        stats.already_seen += 1
-        return
-    stats.new_requests += 1
-    stats.by_channel[item.channel] += 1
-    if case_id in before:
-        stats.linked += 1
-    else:
-        stats.new_cases += 1
-        before.add(case_id)
+def _read_into(queue: Queue, run: RunFolder, source: AnySource, stats: IntakeStats,
+               before: set[int]) -> None:
+    """One source into the queue, INSERT_BATCH requests to a transaction.
+
+    A mailbox files each message away when the next one is asked for, so by then
+    the message must be stored: mail is queued one at a time (and nothing is left
+    pending when a mailbox fails). Files stay where they are: a crash mid-batch only
+    means that their rows are read again next run, and stored then.
+    """
+    size = 1 if isinstance(source, MailboxConfig) else INSERT_BATCH
+    pending: list[RefundRequest] = []
+    for item in read_source(source):
+        if isinstance(item, Quarantined):
+            _quarantine(queue, run, item, stats)
+            continue
+        pending.append(item)
+        if len(pending) >= size:
+            _enqueue(queue, run, pending, stats, before)
+    _enqueue(queue, run, pending, stats, before)
+
+
+def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeStats) -> None:
+    if queue.add_quarantined(item, run.run_id):
+        stats.quarantined += 1
+        run.log.warning("quarantined {} {}: {}", item.channel, item.source_id, item.reason)
+
+
+def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest], stats: IntakeStats,
+             before: set[int]) -> None:
+    """Store the pending requests and count them as `add_request` answered; empties the list."""
+    results = queue.add_requests(pending, run.run_id)
+    for req, (case_id, new) in zip(pending, results, strict=True):
+        if not new:
+            stats.already_seen += 1
+            continue
+        stats.new_requests += 1
+        stats.by_channel[req.channel] += 1
+        if case_id in before:
+            stats.linked += 1
+        else:
+            stats.new_cases += 1
+            before.add(case_id)
+    pending.clear()
 
 
 @asynccontextmanager

@@ -37,7 +37,6 @@ import ssl
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,7 +45,7 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bots.extract import DEFAULT_ORDER_PATTERNS, check_order_patterns, clean_text, mask_secrets
-from bots.intake.eml import parse_eml_bytes
+from bots.intake.eml import MAIL_POLICY, parse_eml_bytes
 from bots.models import Channel, IntakeItem, Quarantined
 
 if TYPE_CHECKING:  # rpaframework takes half a second to import: only when a mailbox is read
@@ -351,7 +350,7 @@ def _oversized(conn: imaplib.IMAP4, cfg: MailboxConfig, uid: str, uidvalidity: s
                size: int, ref: str) -> Quarantined:
     """Quarantined from its headers alone: the body is never downloaded."""
     raw = _fetch_literal(conn, uid, "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID FROM SUBJECT)]")
-    headers = BytesHeaderParser(policy=policy.default).parsebytes(raw or b"")
+    headers = BytesHeaderParser(policy=MAIL_POLICY).parsebytes(raw or b"")
     source_id = (_message_id(headers.get("Message-ID"))
                  or f"imap:{cfg.user}@{cfg.host}/{cfg.folder};uidvalidity={uidvalidity};"
                     f"uid={uid}")

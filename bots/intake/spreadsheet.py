@@ -17,6 +17,7 @@ import io
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -48,6 +49,8 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 HEADER_SCAN_ROWS = 20
 TEXT_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 DELIMITERS = (",", ";", "\t", "|")
+CELL_LIMIT = 131_072  # characters of one CSV cell kept (the csv module's default field limit)
+_NUMBER_TAIL = re.compile(r"[\d\s-]+")
 
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "order_number": ("order number", "order #", "order no.", "order_number", "order",
@@ -163,7 +166,7 @@ def _load_text(path: Path) -> pd.DataFrame:
         raise _Unreadable(f"the file could not be read: {exc.strerror or exc}") from exc
     text = _decode(data)
     try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text)))
+        rows = _csv_rows(text, _sniff_delimiter(text))
     except csv.Error as exc:
         raise _Unreadable(f"not a readable delimited text file ({exc})") from exc
     if not rows:
@@ -171,6 +174,49 @@ def _load_text(path: Path) -> pd.DataFrame:
     width = max(map(len, rows))
     return pd.DataFrame([r + [None] * (width - len(r)) if len(r) < width else r for r in rows],
                         dtype=object)
+
+
+def _csv_rows(text: str, delimiter: str) -> list[list[str]]:
+    """Every row; a cell over CELL_LIMIT characters is cut there instead of failing the file.
+
+    The csv module refuses a field over its limit (131,072 characters by default),
+    and with it the whole file: one customer who pasted a novel into a cell would
+    cost every other row. Files without such a cell are read once, as before; the
+    rare file with one is read again with the limit lifted, then its long cells cut.
+    """
+    try:
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as exc:
+        if "field limit" not in str(exc):
+            raise
+    with _field_size_limit(len(text) + 1):  # no field is longer than the text holding it
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    return [[_cut(cell) for cell in row] for row in rows]
+
+
+@contextmanager
+def _field_size_limit(limit: int) -> Iterator[None]:
+    """The csv module's limit is process-wide: lifted for one read only, then put back."""
+    before = csv.field_size_limit()
+    csv.field_size_limit(max(before, limit))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
+
+
+def _cut(cell: str) -> str:
+    """A cell cut at CELL_LIMIT, without a trailing run of digits (half a card number).
+
+    Only the first 5,000 characters of a reason are kept anyway; the cut keeps
+    masking and matching bounded. The run is matched on the reversed text, which
+    is linear (an end-anchored search is quadratic on long runs of digits).
+    """
+    if len(cell) <= CELL_LIMIT:
+        return cell
+    head = cell[:CELL_LIMIT]
+    tail = _NUMBER_TAIL.match(head[::-1])
+    return head[:len(head) - tail.end()] if tail else head
 
 
 def _decode(data: bytes) -> str:
