@@ -319,3 +319,42 @@ def test_mail_is_stored_before_the_mailbox_is_asked_for_the_next(
     finally:
         run.close()
     assert stats.new_requests == 5
+
+
+# -- Maildir ------------------------------------------------------------------------------
+
+
+def _mail(n: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Ada {n} <ada{n}@example.com>"
+    msg["To"] = "refunds@shop.example"
+    msg["Subject"] = f"Refund ORD-10000{n}"
+    msg["Message-ID"] = f"<maildir-{n}@mail.example>"
+    msg.set_content(f"The lamp arrived broken. Order ORD-10000{n}.\n")
+    return bytes(msg)
+
+
+def test_maildir_source_reads_new_and_cur_never_tmp(tmp_path: Path) -> None:
+    import mailbox
+
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    box.add(_mail(1))  # delivered, unread: new/
+    seen = mailbox.MaildirMessage(_mail(2))
+    seen.set_subdir("cur")
+    seen.add_flag("S")  # read in a mail client: cur/...:2,S
+    box.add(seen)
+    (tmp_path / "Maildir" / "tmp" / "123.partial").write_bytes(_mail(3)[:40])  # in delivery
+    (tmp_path / "Maildir" / "cur" / ".hidden").write_bytes(b"junk")
+    cfg = SourceConfig(kind="maildir", path=tmp_path / "Maildir")
+    items = list(read_source(cfg))
+    assert [(i.channel, i.source_id, i.order_number) for i in items] == [
+        ("email", "maildir-1@mail.example", "ORD-100001"),
+        ("email", "maildir-2@mail.example", "ORD-100002")]
+    assert [i.source_id for i in read_source(cfg)] == [i.source_id for i in items]  # read-only
+    assert len(list((tmp_path / "Maildir" / "new").iterdir())) == 1
+
+
+def test_a_folder_that_is_not_a_maildir_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "mail").mkdir()
+    [item] = list(read_source(SourceConfig(kind="maildir", path=tmp_path / "mail")))
+    assert isinstance(item, Quarantined) and "should be a Maildir" in item.reason

@@ -94,6 +94,24 @@ def read_eml_folder(folder: Path, *, order_patterns: Sequence[str] = DEFAULT_ORD
         yield _read_eml_file(path, order_patterns=order_patterns, max_bytes=max_bytes)
 
 
+def read_maildir(folder: Path, *, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[IntakeItem]:
+    """Every message of a Maildir (`new/`, then `cur/`), by file name; never `tmp/`.
+
+    `tmp/` holds messages still being delivered. The folder is only read, like an
+    exported `.eml` folder: the queue knows each message by its Message-ID, so
+    reading it again adds nothing, and the mail client keeps its own flags.
+    """
+    for sub in ("new", "cur"):
+        for path in sorted(p for p in (Path(folder) / sub).iterdir()
+                           if p.is_file() and not p.name.startswith(".")):
+            yield _read_eml_file(path, order_patterns=order_patterns, max_bytes=max_bytes)
+
+
+def is_maildir(folder: Path) -> bool:
+    return all((Path(folder) / sub).is_dir() for sub in ("cur", "new", "tmp"))
+
+
 def _read_eml_file(path: Path, *, order_patterns: Sequence[str], max_bytes: int) -> IntakeItem:
     ref = str(path)
     try:

@@ -5,7 +5,7 @@ intake items, so the pipeline never needs to know what a channel looks like.
 A source that is not there is reported, not skipped: a silently missing inbox
 looks exactly like a quiet day.
 
-Kinds: `eml_folder`, `spreadsheet` (`SourceConfig`), `imap` (`MailboxConfig`), and
+Kinds: `eml_folder`, `maildir`, `spreadsheet` (`SourceConfig`), `imap` (`MailboxConfig`), and
 the record exports `chat`, `social`, `phone`, `portal` (`ExportSourceConfig`), each a
 file or a folder of files, with a `fields:` map for a tool's own export format.
 """
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bots.extract import DEFAULT_ORDER_PATTERNS, PHONE_REGIONS, check_order_patterns, currency_code
 from bots.intake import chat, phone, portal, social
-from bots.intake.eml import DEFAULT_MAX_BYTES, read_eml_folder
+from bots.intake.eml import DEFAULT_MAX_BYTES, is_maildir, read_eml_folder, read_maildir
 from bots.intake.imap import MailboxConfig, read_mailbox
 from bots.intake.records import DEFAULT_MAX_BYTES as EXPORT_MAX_BYTES
 from bots.intake.spreadsheet import (
@@ -31,9 +31,9 @@ from bots.intake.spreadsheet import (
 )
 from bots.models import Channel, IntakeItem, Quarantined
 
-SourceKind = Literal["eml_folder", "spreadsheet"]
+SourceKind = Literal["eml_folder", "maildir", "spreadsheet"]
 ExportKind = Literal["chat", "social", "phone", "portal"]
-_CHANNELS: dict[str, str] = {"eml_folder": Channel.EMAIL.value,
+_CHANNELS: dict[str, str] = {"eml_folder": Channel.EMAIL.value, "maildir": Channel.EMAIL.value,
                              "spreadsheet": Channel.SPREADSHEET.value,
                              "chat": Channel.CHAT.value, "social": Channel.SOCIAL.value,
                              "phone": Channel.PHONE.value, "portal": Channel.PORTAL.value}
@@ -178,6 +178,8 @@ def read_source(cfg: SourceConfig | ExportSourceConfig | MailboxConfig
         yield from _exports(cfg, path)
     elif cfg.kind == "eml_folder":
         yield from _eml_folder(cfg, channel, path)
+    elif cfg.kind == "maildir":
+        yield from _maildir(cfg, channel, path)
     else:
         yield from _spreadsheets(cfg, channel, path)
 
@@ -189,6 +191,15 @@ def _eml_folder(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeI
                        "a folder")
         return
     yield from read_eml_folder(path, order_patterns=cfg.patterns, max_bytes=cfg.max_bytes)
+
+
+def _maildir(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem]:
+    if not is_maildir(path):
+        yield _problem(cfg, channel, "not-a-maildir",
+                       f"source '{cfg.label}' should be a Maildir (a folder with cur/, new/ and "
+                       f"tmp/): {path} is not one")
+        return
+    yield from read_maildir(path, order_patterns=cfg.patterns, max_bytes=cfg.max_bytes)
 
 
 def _spreadsheets(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem]:
