@@ -358,3 +358,17 @@ def test_a_folder_that_is_not_a_maildir_is_reported(tmp_path: Path) -> None:
     (tmp_path / "mail").mkdir()
     [item] = list(read_source(SourceConfig(kind="maildir", path=tmp_path / "mail")))
     assert isinstance(item, Quarantined) and "should be a Maildir" in item.reason
+
+
+def test_a_ragged_call_log_with_a_huge_cell_keeps_its_other_rows(tmp_path: Path) -> None:
+    """Exports with uneven rows take the csv module's path: the same cut, not a lost file."""
+    from bots.intake.sources import ExportSourceConfig
+
+    log = tmp_path / "calls.csv"
+    log.write_text("Call ID,Caller,Agent Notes,Order Number\n"
+                   "C1,+442079460123,lamp broken,ORD-100001,extra\n"
+                   f"C2,+442079460124,{'x' * 300_000},ORD-100002\n"
+                   "C3,+442079460125,never arrived,ORD-100003\n", encoding="utf-8")
+    items = list(read_source(ExportSourceConfig(kind="phone", path=log)))
+    assert [i.order_number for i in items if isinstance(i, RefundRequest)] == [
+        "ORD-100001", "ORD-100002", "ORD-100003"]

@@ -35,7 +35,7 @@ from bots.intake.records import (
     build_items,
     quarantine_file,
 )
-from bots.intake.spreadsheet import _cell_text, _header_key, _sniff_delimiter
+from bots.intake.spreadsheet import _cell_text, _header_key, _sniff_delimiter, csv_rows
 from bots.models import IntakeItem
 
 _HTML = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z]|!--)[^<>]*>")
@@ -334,8 +334,7 @@ def read_table(data: bytes) -> pd.DataFrame:
 
 def _ragged_table(text: str, delimiter: str) -> pd.DataFrame:
     try:
-        rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-                if any(c.strip() for c in r)]
+        rows = [r for r in csv_rows(text, delimiter) if any(c.strip() for c in r)]
     except csv.Error as exc:
         raise Unreadable(f"not a readable delimited text file ({exc})") from exc
     if not rows:

@@ -166,7 +166,7 @@ def _load_text(path: Path) -> pd.DataFrame:
         raise _Unreadable(f"the file could not be read: {exc.strerror or exc}") from exc
     text = _decode(data)
     try:
-        rows = _csv_rows(text, _sniff_delimiter(text))
+        rows = csv_rows(text, _sniff_delimiter(text))
     except csv.Error as exc:
         raise _Unreadable(f"not a readable delimited text file ({exc})") from exc
     if not rows:
@@ -176,7 +176,7 @@ def _load_text(path: Path) -> pd.DataFrame:
                         dtype=object)
 
 
-def _csv_rows(text: str, delimiter: str) -> list[list[str]]:
+def csv_rows(text: str, delimiter: str) -> list[list[str]]:
     """Every row; a cell over CELL_LIMIT characters is cut there instead of failing the file.
 
     The csv module refuses a field over its limit (131,072 characters by default),
