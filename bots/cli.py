@@ -25,7 +25,7 @@ from bots.bench import bench_app
 from bots.config import ConfigError, Settings, load_settings
 from bots.errors import SystemException
 from bots.policy import PolicyError, load_policy
-from bots.queue import Case, LockHeld, Queue
+from bots.queue import Case, LockHeld, Queue, case_ref
 from bots.runs import RunFolder, configure_console
 from bots.signals import SignalsError
 
@@ -460,6 +460,28 @@ def cases_reassign(case: CaseArg, to: Annotated[str, typer.Option(help="The agen
         console.print(f"[red]{case} is not waiting for a human decision[/]")
         raise typer.Exit(EXIT_ERROR)
     console.print(f"{case} assigned to {to}.")
+
+
+@cases_app.command("retry")
+def cases_retry(agent: AgentOpt, cases: Annotated[list[str] | None, typer.Argument(
+                    help="Case references (C-000012) or ids; none with --all-failed.")] = None,
+                all_failed: Annotated[bool, typer.Option(
+                    "--all-failed", help="Every case the bot gave up on.")] = False,
+                comment: CommentOpt = "", config: ConfigOpt = None) -> None:
+    """Queue again cases that failed on system errors (after an outage is over)."""
+    queue = Queue(_settings(config).queue_url)
+    ids = queue.failed_case_ids() if all_failed else [_case_id(c) for c in cases or []]
+    if not ids:
+        console.print("No case to retry." if all_failed else
+                      "[red]Name the cases to retry, or use --all-failed[/]")
+        raise typer.Exit(EXIT_OK if all_failed else EXIT_ERROR)
+    refused = [i for i in ids if not queue.retry(i, agent=agent, comment=comment, run_id=None)]
+    for case_id in refused:
+        console.print(f"[red]{case_ref(case_id)} has not failed: left as it is[/]")
+    console.print(f"{len(ids) - len(refused)} case(s) queued again; the next processing run "
+                  "takes them up.")
+    if refused:
+        raise typer.Exit(EXIT_ERROR)
 
 
 @decisions_app.command("import")

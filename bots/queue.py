@@ -526,6 +526,28 @@ class Queue:
                    f"{before or 'unassigned'} -> {agent}" + (f": {comment}" if comment else ""))
             return True
 
+    def retry(self, case_id: int, *, agent: str, comment: str, run_id: str | None) -> bool:
+        """Put a case the bot gave up on (system failures) back in the queue, attempts reset.
+
+        For after an outage: the next processing run takes it up again, and settles
+        any refund a failed attempt may have left in the portal before paying.
+        """
+        with self.session() as s:
+            case = s.get(Case, case_id)
+            if case is None or case.state != CaseState.FAILED:
+                return False
+            case.state, case.next_attempt_at, case.attempts = CaseState.QUEUED, None, 0
+            case.outcome = None
+            _audit(s, case, run_id, agent, CaseState.FAILED, CaseState.QUEUED, "retry_requested",
+                   f"by {agent}" + (f": {comment}" if comment else "")
+                   + f" (last error: {case.last_error})")
+            return True
+
+    def failed_case_ids(self) -> list[int]:
+        with self.session() as s:
+            return list(s.scalars(select(Case.id).where(Case.state == CaseState.FAILED)
+                                  .order_by(Case.id)))
+
     def set_order(self, case_id: int, order_number: str) -> None:
         with self.session() as s:
             case = s.get(Case, case_id)

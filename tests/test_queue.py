@@ -180,3 +180,45 @@ def test_reassign_only_escalated(queue: Queue) -> None:
     assert queue.assign(cid, agent="dee", by="ana", comment="fraud team", run_id=None)
     assert queue.get_case(cid).assigned_to == "dee"  # type: ignore[union-attr]
     assert "unassigned -> dee" in queue.audit_trail(cid)[-1].detail
+
+
+def _failed(queue: Queue, source: str) -> int:
+    cid, _ = queue.add_request(req(source, order=f"ORD-1{source[-5:]:0>5}"))
+    queue.claim("w", 60, run_id="r1")
+    queue.finish(cid, state=CaseState.FAILED, outcome="failed",
+                 reason="gave up after 6 attempts: HTTP 500", actor="w", run_id="r1")
+    return cid
+
+
+def test_ops_queue_a_failed_case_again_once(queue: Queue) -> None:
+    cid = _failed(queue, "m1")
+    done, _ = queue.add_request(req("m2", order="ORD-200000"))
+    assert queue.failed_case_ids() == [cid]
+    assert queue.retry(cid, agent="ana.ops", comment="portal back", run_id=None)
+    case = queue.get_case(cid)
+    assert case is not None and case.state == CaseState.QUEUED and case.attempts == 0
+    assert "by ana.ops: portal back" in queue.audit_trail(cid)[-1].detail
+    assert not queue.retry(cid, agent="ana.ops", comment="", run_id=None)  # not failed now
+    assert not queue.retry(done, agent="ana.ops", comment="", run_id=None)  # never failed
+    assert queue.claim("w", 60) is not None
+
+
+def test_cases_retry_command(queue: Queue, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bots.cli import app
+
+    first, second = _failed(queue, "m00001"), _failed(queue, "m00002")
+    env = {"REFUND_BOTS_QUEUE_URL": str(queue.engine.url)}
+    cli = CliRunner()
+    named = cli.invoke(app, ["cases", "retry", f"C-{first:06d}", "--agent", "ana"], env=env)
+    assert named.exit_code == 0 and "1 case(s) queued again" in named.output
+    again = cli.invoke(app, ["cases", "retry", f"C-{first:06d}", "--agent", "ana"], env=env)
+    assert again.exit_code == 1 and "has not failed" in again.output
+    assert cli.invoke(app, ["cases", "retry", "--agent", "ana"], env=env).exit_code == 1
+    every = cli.invoke(app, ["cases", "retry", "--all-failed", "-a", "ana"], env=env)
+    assert every.exit_code == 0 and queue.failed_case_ids() == []
+    assert queue.get_case(second).state == CaseState.QUEUED  # type: ignore[union-attr]
+    assert cli.invoke(app, ["cases", "retry", "--all-failed", "-a", "ana"],
+                      env=env).output.strip() == "No case to retry."
+    assert cli.invoke(app, ["cases", "retry", "--all-failed"], env=env).exit_code != 0  # who?
