@@ -40,6 +40,24 @@ def test_session_expiry_is_survived_with_a_new_login(sandbox, settings_for,
     assert len([r for r in sandbox.refunds() if r["operator"] == "refund.bot"]) == len(paid)
 
 
+def test_a_failed_confirmation_page_does_not_cost_an_attempt(sandbox, settings_for,
+                                                           tmp_path: Path) -> None:
+    """The refund is made, then its confirmation page answers 500: the number is in the URL."""
+    ds, reqs, today = _inputs(tmp_path)
+    sandbox.set_faults(error_rate=1.0, error_paths=r"^/refunds/RF-")
+    settings = settings_for(sandbox)
+    assert execute(settings, "run", intake=True, process=True, today=today) == EXIT_OK
+    ours = [r for r in sandbox.refunds() if r["operator"] == "refund.bot"]
+    assert {r["order_number"]: Decimal(r["amount"]) for r in ours} == expected_refunds(
+        ds, reqs, load_policy(settings.policy))
+    assert len(ours) == len({r["order_number"] for r in ours})
+    queue = Queue(settings.queue_url)
+    paid = [c for c in queue.cases() if c.outcome in ("refunded", "partial")]
+    assert paid and all(c.attempts == 1 for c in paid)
+    numbers = {i.refund_number for c in paid for i in queue.intents(c.id)}
+    assert numbers == {r["refund_id"] for r in ours}
+
+
 def test_twenty_percent_failures_and_expiry_complete_every_case_without_duplicates(
         sandbox, settings_for, tmp_path: Path) -> None:
     ds, reqs, today = _inputs(tmp_path)

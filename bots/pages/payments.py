@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, date
 from decimal import Decimal
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from playwright.async_api import Dialog
 
@@ -50,6 +51,11 @@ class PaymentsApp(LegacyApp):
         async with self.page.expect_navigation(wait_until="domcontentloaded") as nav:
             await self.page.click(sel("refund_form", "submit"))
         response = await nav.value
+        made = self._refund_in_url(self.page.url)
+        if made and response is not None and response.status >= 500:
+            # The portal made the refund and sent us to its confirmation page, which then
+            # failed: the number is in the address. Another attempt would only find it.
+            return made
         await self.check_page(response)
         error = self.page.locator(sel("refund_form", "error"))
         if await error.count():
@@ -61,6 +67,18 @@ class PaymentsApp(LegacyApp):
         return await self.logged_in(lambda: self._export_refunds(start, end))
 
     # -- steps -------------------------------------------------------------------------
+
+    def _refund_in_url(self, url: str) -> str | None:
+        """The refund number when `url` is a confirmation page (`confirmation.url`)."""
+        template = self.sel("confirmation", "url")
+        head, _, tail = template.partition("{refund_id}")
+        if not _:
+            return None
+        if not url.startswith(self.base_url + "/"):
+            return None
+        m = re.fullmatch(re.escape(head) + r"(?P<id>[^/?#]+)" + re.escape(tail),
+                         urlsplit(url[len(self.base_url):]).path)
+        return unquote(m["id"]) if m else None
 
     def _reason_value(self, reason: str) -> str:
         mapping = self.sel.data.get("refund_form", {}).get("reason_map", {})

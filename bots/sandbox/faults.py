@@ -9,6 +9,7 @@ Random draws come from one seeded generator per app, so a failing run can be rep
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -23,6 +24,7 @@ EXEMPT_PREFIXES = ("/_sandbox/", "/static/")
 class FaultConfig:
     latency_ms: int = 0
     error_rate: float = 0.0  # share of requests answering a legacy 500 page
+    error_paths: str | None = None  # only paths matching this regex fail (null: every path)
     hang_rate: float = 0.0  # share of requests that sleep `hang_seconds` before answering
     hang_seconds: float = 30.0
     session_max_age_s: float | None = None  # sessions expire this long after login
@@ -38,6 +40,7 @@ class FaultConfig:
 _RULES: dict[str, tuple[tuple[type, ...], bool, float | None, float | None]] = {
     "latency_ms": ((int,), False, 0, None),
     "error_rate": ((int, float), False, 0, 1),
+    "error_paths": ((str,), True, None, None),
     "hang_rate": ((int, float), False, 0, 1),
     "hang_seconds": ((int, float), False, 0, None),
     "session_max_age_s": ((int, float), True, 0, None),
@@ -59,6 +62,12 @@ def _checked(name: str, value: object) -> object:
     if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
         raise ValueError(f"{name} must be {' or '.join(t.__name__ for t in types)}")
     if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{name} is not a valid regex: {exc}") from exc
         return value
     number = float(value)  # type: ignore[arg-type]
     if (low is not None and number < low) or (high is not None and number > high):
@@ -97,7 +106,7 @@ class FaultInjector:
                 self._rng = random.Random(self._config.seed)
             return replace(self._config)
 
-    def decide(self) -> Verdict:
+    def decide(self, path: str = "/") -> Verdict:
         with self._lock:
             cfg = self._config
             sleep_s = cfg.latency_ms / 1000
@@ -105,7 +114,8 @@ class FaultInjector:
                 return Verdict(sleep_s, "maintenance")
             if cfg.hang_rate > 0 and self._rng.random() < cfg.hang_rate:
                 sleep_s += cfg.hang_seconds
-            if cfg.error_rate > 0 and self._rng.random() < cfg.error_rate:
+            if cfg.error_rate > 0 and (cfg.error_paths is None or re.search(
+                    cfg.error_paths, path)) and self._rng.random() < cfg.error_rate:
                 return Verdict(sleep_s, "error")
             return Verdict(sleep_s)
 
@@ -133,7 +143,7 @@ def install_faults(app: Flask, injector: FaultInjector) -> None:
     def _inject() -> Response | None:
         if is_exempt(request.path):
             return None
-        verdict = injector.decide()
+        verdict = injector.decide(request.path)
         if verdict.sleep_s:
             time.sleep(verdict.sleep_s)
         if verdict.failure == "maintenance":
