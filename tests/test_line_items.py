@@ -77,3 +77,19 @@ def test_contacts_are_merged_a_count_beats_a_bare_mention() -> None:
 def test_lines_come_back_in_order_line_order_with_the_words_that_named_them() -> None:
     asks = items_asked(["the boots, and also the jacket"], ORDER)
     assert asks == (ItemAsk("AP-1001", None, "jacket"), ItemAsk("AP-1007", None, "boots"))
+
+
+def test_hostile_text_and_names_never_break_it() -> None:
+    from fuzz import fuzz_texts
+
+    odd = (*ORDER, LineItem("X(1)+", "(((", "home", D("1.00"), 1),
+           LineItem("Y.*", "", "home", D("1.00"), 1),
+           LineItem("Z-9", "Ñandú Überjacke 3000", "home", D("1.00"), 999))
+    texts = [*fuzz_texts(300, seed=21), "jacket " * 2000, "2 " * 3000 + "candles",
+             "x(1)+ and y.* and z-9 and überjacke", "\x00jacket\ud800"]
+    for text in texts:
+        asks = items_asked([text], odd)
+        assert {a.sku for a in asks} <= {i.sku for i in odd}
+        assert all(a.quantity is None or 0 < a.quantity <= 999 for a in asks)
+    assert {a.sku for a in items_asked(["x(1)+ and y.* and überjacke"], odd)} == {
+        "X(1)+", "Y.*", "Z-9"}
