@@ -156,6 +156,15 @@ def _received(dayfirst: bool) -> Callable[[Any], datetime | None]:
     return when
 
 
+def _text_cells(values: Sequence[Any], limit: int) -> list[str]:
+    """`_text_cell` of each value, the distinct ones masked a column at a time."""
+    distinct = list(dict.fromkeys(values))
+    texts = mask_secrets_many(["" if isinstance(v, Wrong) else _cell_text(v)[:CELL_LIMIT]
+                               for v in distinct])
+    shown = {v: clean_text(t, limit) for v, t in zip(distinct, texts, strict=True)}
+    return [shown[v] for v in values]
+
+
 def _text_cell(limit: int) -> Callable[[Any], str]:
     return lambda value: "" if isinstance(value, Wrong) else clean_text(
         mask_secrets(_cell_text(value)[:CELL_LIMIT]), limit)
@@ -256,7 +265,8 @@ def build_items(rows: Rows, opts: Options) -> Iterator[IntakeItem]:
         values = rows.columns.get(name)
         return empty if values is None else per_value(values, fn)
 
-    names = column("customer_name", _text_cell(200))
+    names = _text_cells(rows.columns["customer_name"], 200) if "customer_name" in rows.columns \
+        else empty
     texts = rows.columns.get("reason_text") or empty
     reasons = _reasons(texts)
     parsed = {

@@ -320,8 +320,10 @@ def _cell_text(value: Any) -> str:
     return str(value).strip()
 
 
-def _display(limit: int) -> Callable[[Any], str]:
-    return lambda value: clean_text(mask_secrets(_cell_text(value)), limit)
+def _displays(limit: int) -> Callable[[list[Any]], list[str]]:
+    """Cell values as text fit to show: secrets masked (a column at a time), bounded."""
+    return lambda values: [clean_text(text, limit) for text in
+                           mask_secrets_many([_cell_text(value) for value in values])]
 
 
 def _reasons(patterns: Sequence[str]
@@ -524,8 +526,8 @@ def _parse_cells(body: pd.DataFrame, mapping: dict[str, int], ctx: _Context
     def column(fld: str, fn: Callable[[Any], Any]) -> np.ndarray:
         return _per_value(body.iloc[:, mapping[fld]], fn) if fld in mapping else empty
 
-    cells = {fld: column(fld, _display(TEXT_LIMITS.get(fld, 500))) for fld in FIELDS
-             if fld != "reason_text"}
+    cells = {fld: _per_values(body.iloc[:, mapping[fld]], _displays(TEXT_LIMITS.get(fld, 500)))
+             if fld in mapping else empty for fld in FIELDS if fld != "reason_text"}
     cells["reason"] = _per_values(body.iloc[:, mapping["reason_text"]], _reasons(
         ctx.order_patterns)) if "reason_text" in mapping else empty
     cells["reason_text"] = np.array([r[0] if r else None for r in cells["reason"]], dtype=object)
