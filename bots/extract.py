@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 import numpy as np
 import phonenumbers
 
-from bots.column_search import TextColumn, column_pattern
+from bots.column_search import ColumnPattern, TextColumn, column_pattern
 from bots.models import money
 
 # --------------------------------------------------------------------------- gates
@@ -550,6 +550,30 @@ def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
     return best[2] if best else None
 
 
+def amounts_possible(texts: Sequence[str]) -> list[bool]:
+    """Per text, False only where `find_amount` certainly finds nothing (a column search).
+
+    Most messages ask for "a refund" without a figure: every amount `find_amount`
+    reads is a number touching a currency token or following an amount keyword, and
+    `_AMOUNT_GATE` (checked over the whole column at once) needs one of those.
+    """
+    if len(texts) < COLUMN_MIN:
+        return [True] * len(texts)
+    return TextColumn([t or "" for t in texts]).may_match(_AMOUNT_GATE).tolist()
+
+
+def _amount_gate() -> ColumnPattern:
+    space = r"[\t\n\x0b\x0c\r\x1c-\x1f ]"  # what \s is in ASCII text (RE2's \s is not)
+    ascii_tokens = [re.escape(t.lower()) for t in (*_CURRENCY_SYMBOLS, *_CURRENCY_WORDS)
+                    if t.isascii()]
+    token = rf"(?i:{'|'.join(sorted(ascii_tokens, key=len, reverse=True))})|(?:" \
+        + "|".join(_ISO_SORTED) + ")"
+    keyword = "|".join(_AMOUNT_KEYWORDS)
+    return column_pattern(
+        rf"(?:{token}){space}?\d|\d(?:[.,]-)?{space}?(?:{token})|"
+        rf"(?i:{keyword})(?:{space}+(?i:of|me|for|von|de|du))?{space}*[:=]?{space}*\d")
+
+
 def _better(best: tuple[int, int, tuple[Decimal, str | None]] | None, score: int, pos: int,
             found: tuple[Decimal, str | None]) -> tuple[int, int, tuple[Decimal, str | None]]:
     """Highest score wins; on a tie, the one written first."""
@@ -826,6 +850,9 @@ _SECRET_GATE = column_pattern(
     r"\d(?:[ -]?\d){12,}|(?i:\b[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2})|(?i:"
     + "|".join(re.escape(w) for _, words in _CREDENTIAL_GATES for w in words) + ")"
 )
+
+
+_AMOUNT_GATE = _amount_gate()
 
 
 # --------------------------------------------------------------------------- phones

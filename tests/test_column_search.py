@@ -97,3 +97,19 @@ def test_mask_secrets_many_is_mask_secrets() -> None:
         "card 4111 1111 1111 1111 please", "IBAN DE89370400440532013000", "my pwd=abc",
         "PASSWORT: geheim", "cvv 123", "CardNumber4111111111111111", "٤١١١١١١١١١١١١١١١"]
     assert extract.mask_secrets_many(texts) == [extract.mask_secrets(t) for t in texts]
+
+
+def test_amounts_possible_never_rules_out_an_amount() -> None:
+    import random as _random
+
+    from bench_texts import bench_texts
+
+    texts = _mixed_texts(4000, seed=13) + bench_texts(3000) + [
+        "refund 25.50 please", "Refund: 40.", "I want EUR 12 back", "12,- EUR", "USD\x0b7",
+        "amount of\t\t99", "paid $5", "5kr", "refund me 3 days ago", "order ORD-123456 refund"]
+    _random.Random(3).shuffle(texts)
+    possible = extract.amounts_possible(texts)
+    for text, maybe in zip(texts, possible, strict=True):
+        if not maybe:
+            assert extract.find_amount(text) is None, text
+    assert possible.count(False) > len(texts) // 5  # and it does rule many out

@@ -22,6 +22,7 @@ from typing import Any
 
 from bots.extract import (
     REASON_CATEGORIES,
+    amounts_possible,
     classify_reason,
     classify_reasons,
     clean_text,
@@ -170,21 +171,25 @@ def _text_cell(limit: int) -> Callable[[Any], str]:
         mask_secrets(_cell_text(value)[:CELL_LIMIT]), limit)
 
 
-Reason = tuple[str, str, str]
-_NO_REASON: Reason = ("", "other", "")
+# (stored text, reason category, text searched for order numbers and amounts, whether an
+# amount can be in it)
+Reason = tuple[str, str, str, bool]
+_NO_REASON: Reason = ("", "other", "", False)
 
 
 def _reasons(values: Sequence[Any]) -> list[Reason]:
-    """(stored text, reason category, text searched for order numbers and amounts) per value.
+    """The `Reason` of each value.
 
-    Masking and classifying go a column of distinct texts at a time (see
-    `classify_reasons`). The order and amount searches wait until a record needs
-    them: most forms and call logs have their own order and amount fields.
+    Masking, classifying and ruling out amounts go a column of distinct texts at a
+    time (see `classify_reasons`). The order and amount searches wait until a record
+    needs them: most forms and call logs have their own order and amount fields.
     """
     distinct = list(dict.fromkeys(v for v in values if isinstance(v, str) and v))
     searched = mask_secrets_many([_bounded(text) for text in distinct])
-    table = {raw: (clean_text(text, REASON_LIMIT), category, text) for raw, text, category
-             in zip(distinct, searched, classify_reasons(searched), strict=True)}
+    table = {raw: (clean_text(text, REASON_LIMIT), category, text, amount)
+             for raw, text, category, amount in zip(
+                 distinct, searched, classify_reasons(searched), amounts_possible(searched),
+                 strict=True)}
     return [table[v] if isinstance(v, str) and v else _NO_REASON for v in values]
 
 
@@ -319,7 +324,7 @@ def _file_time(path: Path) -> datetime:
 
 def _item(rows: Rows, i: int, f: dict[str, Any], reason: Reason, raw_text: Any,
           opts: Options, fallback: datetime) -> IntakeItem:
-    text, category, search = reason
+    text, category, search, amount_possible = reason
     platform = f["platform"] or opts.platform
     shown = _shown(rows, i) if not f["id"] else None
     source_id = _row_source_id(f["id"], platform, text, shown)
@@ -351,7 +356,7 @@ def _item(rows: Rows, i: int, f: dict[str, Any], reason: Reason, raw_text: Any,
         return Quarantined(opts.channel, source_id, f"{rows.refs[i]} of {rows.path.name}: "
                            + "; ".join(problems),
                            clean_text(mask_secrets(excerpt[:SCAN_LIMIT]), EXCERPT_LIMIT), ref)
-    if amount is None and search:
+    if amount is None and amount_possible:
         found = find_amount(search, opts.order_patterns)
         if found:
             amount, amount_currency = found
