@@ -24,6 +24,7 @@ from bots.extract import (
     DEFAULT_ORDER_PATTERNS,
     classify_reason,
     clean_text,
+    cut_text,
     find_amount,
     find_order_numbers,
     html_to_text,
@@ -47,7 +48,6 @@ MAX_HEADER_BYTES = 256 * 1024
 MAX_FIELD_CHARS = 2000  # twice RFC 5322's line limit: a From or Content-Type is far shorter
 MAX_SUBJECT_CHARS = SCAN_LIMIT  # free text, parsed in linear-ish time; no more is read
 _BOM = b"\xef\xbb\xbf"
-_NUMBER_TAIL = re.compile(r"[\d\s-]+")
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")  # a field name (RFC 5322 2.2), then a colon
 
 _BROKEN_MULTIPART = ("NoBoundaryInMultipartDefect", "StartBoundaryNotFoundDefect",
@@ -397,18 +397,8 @@ def _known_charset(name: str) -> bool:
 
 
 def _bounded(text: str, limit: int = SCAN_LIMIT) -> str:
-    """The head of a long message: all that is stored, searched and classified.
-
-    The cut never leaves half a card number behind (which masking could not
-    recognise): a trailing run of digits, spaces and dashes is dropped with it. The run
-    is matched at the start of the reversed text: a search anchored at the end is
-    quadratic on a long run of digits followed by a letter (seconds for 50,000).
-    """
-    if len(text) <= limit:
-        return text
-    head = text[:limit]
-    tail = _NUMBER_TAIL.match(head[::-1])
-    return head[:len(head) - tail.end()] if tail else head
+    """The head of a long message: all that is stored, searched and classified."""
+    return cut_text(text, limit)
 
 
 def _unquoted(text: str) -> str:

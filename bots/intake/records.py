@@ -26,6 +26,7 @@ from bots.extract import (
     classify_reason,
     classify_reasons,
     clean_text,
+    cut_text,
     find_amount,
     find_order_numbers,
     mask_secrets,
@@ -195,9 +196,7 @@ def _reasons(values: Sequence[Any]) -> list[Reason]:
 
 def _bounded(text: str) -> str:
     """The head of a long text; never half a card number at the cut (masking would miss it)."""
-    if len(text) <= SCAN_LIMIT:
-        return text
-    return re.sub(r"[\d\s-]+$", "", text[:SCAN_LIMIT])
+    return cut_text(text, SCAN_LIMIT)
 
 
 def _category(value: Any) -> str | None:

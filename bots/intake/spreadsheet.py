@@ -34,6 +34,7 @@ from bots.extract import (
     classify_reasons,
     clean_text,
     currency_code,
+    cut_text,
     find_order_numbers,
     mask_secrets,
     mask_secrets_many,
@@ -50,7 +51,6 @@ HEADER_SCAN_ROWS = 20
 TEXT_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 DELIMITERS = (",", ";", "\t", "|")
 CELL_LIMIT = 131_072  # characters of one CSV cell kept (the csv module's default field limit)
-_NUMBER_TAIL = re.compile(r"[\d\s-]+")
 
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "order_number": ("order number", "order #", "order no.", "order_number", "order",
@@ -206,17 +206,8 @@ def _field_size_limit(limit: int) -> Iterator[None]:
 
 
 def _cut(cell: str) -> str:
-    """A cell cut at CELL_LIMIT, without a trailing run of digits (half a card number).
-
-    Only the first 5,000 characters of a reason are kept anyway; the cut keeps
-    masking and matching bounded. The run is matched on the reversed text, which
-    is linear (an end-anchored search is quadratic on long runs of digits).
-    """
-    if len(cell) <= CELL_LIMIT:
-        return cell
-    head = cell[:CELL_LIMIT]
-    tail = _NUMBER_TAIL.match(head[::-1])
-    return head[:len(head) - tail.end()] if tail else head
+    """A cell cut at CELL_LIMIT (only the first 5,000 characters of a reason are kept)."""
+    return cut_text(cell, CELL_LIMIT)
 
 
 def _decode(data: bytes) -> str:
