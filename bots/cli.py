@@ -9,8 +9,6 @@ legacy apps kept failing; remaining cases stay queued); 5 another run holds the 
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,18 +16,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bots.bench import bench_app
 from bots.config import ConfigError, Settings, load_settings
+from bots.decide.policy import PolicyError, load_policy
 from bots.errors import SystemException
-from bots.policy import PolicyError, load_policy
-from bots.queue import Case, LockHeld, Queue, case_ref
+from bots.queue import Queue, case_ref
 from bots.runs import RunFolder, configure_console
-from bots.signals import SignalsError
-
-EXIT_OK, EXIT_ERROR, EXIT_PROBLEMS, EXIT_CIRCUIT, EXIT_LOCKED = 0, 1, 3, 4, 5
+from bots.tools.bench import bench_app
+from bots.work.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS
+from bots.work.pipeline import execute
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False)
@@ -76,7 +72,8 @@ def run(config: ConfigOpt = None, workers: WorkersOpt = None, today: TodayOpt = 
     """Intake from every source, process the queue in the legacy UIs, write the report."""
     configure_console(verbose)
     settings = _settings(config, processing__workers=workers)
-    raise typer.Exit(execute(settings, "run", intake=True, process=True, today=_today(today),
+    raise typer.Exit(execute(settings, "run", intake=True, process=True, console=console,
+                             today=_today(today),
                              dry_run=dry_run))
 
 
@@ -85,7 +82,8 @@ def intake(config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Read every configured source into the queue (no browser). Safe to repeat."""
     configure_console(verbose)
     settings = _settings(config)
-    raise typer.Exit(execute(settings, "intake", intake=True, process=False))
+    raise typer.Exit(execute(settings, "intake", intake=True, process=False,
+                             console=console))
 
 
 @app.command()
@@ -94,7 +92,7 @@ def process(config: ConfigOpt = None, workers: WorkersOpt = None, today: TodayOp
     """Work the queued cases in the legacy UIs, then write the run's report."""
     configure_console(verbose)
     settings = _settings(config, processing__workers=workers)
-    raise typer.Exit(execute(settings, "process", intake=False, process=True,
+    raise typer.Exit(execute(settings, "process", intake=False, process=True, console=console,
                              today=_today(today), dry_run=dry_run))
 
 
@@ -103,8 +101,8 @@ def report(run_id: Annotated[str | None, typer.Argument(help="Run to report on "
                                                          "(default: the last one).")] = None,
            config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Write (again) the reconciliation workbook of a run, re-reading the payment portal."""
-    from bots.pipeline import write_run_report
-    from bots.session import BotSession
+    from bots.legacy.session import BotSession
+    from bots.work.pipeline import write_run_report
 
     configure_console(verbose)
     settings = _settings(config)
@@ -131,119 +129,6 @@ def report(run_id: Annotated[str | None, typer.Argument(help="Run to report on "
     finally:
         folder.close()
     console.print(f"Report: {path}")
-
-
-def execute(settings: Settings, command: str, *, intake: bool, process: bool,
-            today: date | None = None, dry_run: bool = False) -> int:
-    """One run: its folder, log, stages and exit status. Shared by run/intake/process/demo."""
-    from bots.pipeline import run_intake
-
-    queue = Queue(settings.queue_url)
-    folder = RunFolder.create(settings.runs_dir)
-    queue.start_run(folder.run_id, command)
-    folder.log.info("run {} ({}) started", folder.run_id, command)
-    stats: dict[str, object] = {}
-    code = EXIT_OK
-    try:
-        if intake:
-            i = run_intake(settings, queue, folder)
-            stats["intake"] = i.__dict__
-            console.print(f"Intake: {i.new_requests} new request(s) in {i.new_cases} new case(s), "
-                          f"{i.linked} linked to an existing case, {i.already_seen} already seen, "
-                          f"{i.quarantined} quarantined.")
-            if i.failed_sources:
-                console.print(f"[red]{i.failed_sources} source(s) could not be read: see the "
-                              f"log and the report's Quarantine sheet.[/]")
-                code = EXIT_PROBLEMS
-        if process:
-            code = max(code, asyncio.run(
-                _process_and_report(settings, queue, folder, stats, today, dry_run)))
-    except (ConfigError, PolicyError, SignalsError) as exc:
-        console.print(f"[red]cannot run:[/] {exc}")
-        code = EXIT_ERROR
-    except Exception as exc:
-        folder.log.opt(exception=exc).error("run failed")
-        console.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}")
-        code = EXIT_ERROR
-    finally:
-        status = {EXIT_OK: "done", EXIT_PROBLEMS: "problems", EXIT_CIRCUIT: "stopped",
-                  EXIT_LOCKED: "locked"}.get(code, "error")
-        queue.finish_run(folder.run_id, status, stats)
-        folder.close()
-    console.print(f"Run {folder.run_id}: {status}. Log: {folder.path / 'run.log'}")
-    return code
-
-
-async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolder,
-                              stats: dict[str, object], today: date | None,
-                              dry_run: bool = False) -> int:
-    from bots.browser import BrowserNotFound
-    from bots.pipeline import run_processing, write_run_report
-    from bots.processing import Processor
-    from bots.scheduler import request_stop
-    from bots.session import BotSession
-
-    total = queue.pending_count()
-    holder: list[Processor] = []
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: (request_stop(), holder and holder[0].stop()))
-    try:
-        async with BotSession(settings) as session:
-            with _progress(total) as progress:
-                task = progress.add_task("processing", total=total)
-
-                def on_case(case: Case, outcome: str) -> None:
-                    progress.update(task, advance=1, description=f"{case.ref} {outcome}")
-
-                try:
-                    result = await run_processing(settings, queue, folder, session, today=today,
-                                                  on_case=on_case, dry_run=dry_run,
-                                                  processor_ready=holder.append)
-                except LockHeld as exc:
-                    console.print(f"[yellow]{exc}[/]")
-                    return EXIT_LOCKED
-            rep = await write_run_report(
-                settings, queue, folder, session,
-                proposals=holder[0].proposals if dry_run and holder else None)
-    except BrowserNotFound as exc:
-        console.print(f"[red]browser:[/] {exc}")
-        return EXIT_ERROR
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-    stats["processing"] = {"processed": result.processed, "outcomes": dict(result.outcomes),
-                           "system_errors": result.system_errors,
-                           "seconds": round(result.seconds, 2)}
-    problems = rep.problems
-    outcomes = ", ".join(f"{n} {o}" for o, n in sorted(result.outcomes.items())) or "none"
-    console.print(f"{'Dry run: decided' if dry_run else 'Processed'} {result.processed} "
-                  f"case(s): {outcomes}.")
-    console.print(f"Seconds per case: {result.seconds_per_case:.2f} "
-                  f"({result.seconds:.1f} s, {settings.processing.workers} worker(s)).")
-    console.print(f"Reconciliation: {'OK' if not problems else f'{problems} problem(s)'}.")
-    if result.notifications:
-        sent = ", ".join(f"{n} {s}" for s, n in sorted(result.notifications.items()))
-        console.print(f"Customer notifications: {sent}.")
-    if (waiting := len(queue.cases(["escalated"]))) and not dry_run:
-        console.print(f"Escalated, waiting for a human: {waiting} "
-                      f"(decide in {folder.path / 'escalations.xlsx'}, then "
-                      f"`refund-bots decisions import FILE`).")
-    console.print(f"Report: {rep.path}")
-    if result.circuit_open:
-        console.print("[red]Stopped by the circuit breaker: the legacy apps kept failing. "
-                      f"{queue.pending_count()} case(s) stay queued.[/]")
-        return EXIT_CIRCUIT
-    if result.outcomes.get("failed") or problems:
-        return EXIT_PROBLEMS
-    return EXIT_OK
-
-
-def _progress(total: int) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True),
-                    disable=not sys.stderr.isatty() or total == 0, transient=True)
 
 
 # -- sandbox and demo ---------------------------------------------------------------------
@@ -285,7 +170,7 @@ def demo(workers: WorkersOpt = None,
          = Path("runs/demo"),
          verbose: VerboseOpt = False) -> None:
     """Start the sandbox, generate a demo inbox and spreadsheet, run the whole pipeline."""
-    from bots.demo import run_demo
+    from bots.tools.demo import run_demo
 
     configure_console(verbose)
     raise typer.Exit(run_demo(folder, workers=workers, headed=headed, console=console))
@@ -299,8 +184,8 @@ def chaos(kills: Annotated[int, typer.Option(help="How many times to kill the bo
     """Kill the bot at random moments, rerun until drained, verify no one is paid twice."""
     import shutil
 
-    from bots.chaos import run_chaos
-    from bots.demo import use_sandbox_credentials
+    from bots.tools.chaos import run_chaos
+    from bots.tools.demo import use_sandbox_credentials
 
     configure_console(False)
     use_sandbox_credentials()
@@ -322,7 +207,7 @@ def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
         help="Run every job once now, then exit (to test the schedule).")] = False,
         verbose: VerboseOpt = False) -> None:
     """Run the jobs of `schedule:` in the settings until stopped (SIGTERM or Ctrl-C)."""
-    from bots.scheduler import Scheduler
+    from bots.work.scheduler import Scheduler
 
     configure_console(verbose)
     settings = _settings(config)
@@ -332,9 +217,9 @@ def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
 @app.command()
 def doctor(config: ConfigOpt = None) -> None:
     """Check settings, policy, selectors, secrets and the browser before a first run."""
-    from bots.browser import BrowserNotFound, find_browser
     from bots.config import secret
-    from bots.pages.base import Selectors
+    from bots.legacy.base import Selectors
+    from bots.legacy.browser import BrowserNotFound, find_browser
 
     settings = _settings(config)
     checks: list[tuple[str, bool, str]] = []
@@ -490,7 +375,7 @@ def decisions_import(
     config: ConfigOpt = None,
 ) -> None:
     """Apply the Decision column of an escalations workbook; bad rows are refused with why."""
-    from bots.escalations import EscalationsFileError, apply_decisions, read_decisions
+    from bots.reports.escalations import EscalationsFileError, apply_decisions, read_decisions
 
     settings = _settings(config)
     try:
@@ -530,7 +415,7 @@ def policy_simulate(
     config: ConfigOpt = None,
 ) -> None:
     """Replay past decisions under a changed policy and write a comparison workbook."""
-    from bots.simulate import replay, write_comparison
+    from bots.decide.simulate import replay, write_comparison
 
     settings = _settings(config)
     try:
@@ -557,7 +442,7 @@ def bench_process_cmd(
     """The bot's seconds per case next to raw HTTP loading the very same pages."""
     import statistics
 
-    from bots.bench_process import bench_process
+    from bots.tools.bench_process import bench_process
 
     configure_console(False)
     r = bench_process(repeat=repeat, workers=workers or 1)

@@ -28,7 +28,7 @@ class _Model(BaseModel):
 
 
 class BrowserSettings(_Model):
-    executable: str | None = None  # None: find one (see bots.browser)
+    executable: str | None = None  # None: find one (see bots.legacy.browser)
     channel: str | None = None  # "chrome" / "msedge" when using an installed Chrome/Edge
     headless: bool = True
     slow_mo_ms: int = 0

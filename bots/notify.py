@@ -18,7 +18,7 @@ so the downstream tool can drop a repeated line.
 
 Messages are rendered from Jinja2 templates that ops staff edit
 (`config/templates/<outcome>.txt.j2`, first line `Subject: ...`), in a sandbox, and the
-rendered text is masked (:func:`bots.extract.mask_secrets`) and checked so that no
+rendered text is masked (:func:`bots.intake.extract.mask_secrets`) and checked so that no
 card number longer than its last four digits can leave the building.
 """
 
@@ -52,8 +52,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from bots.credentials import secret
 from bots.errors import ConfigError
-from bots.extract import luhn_valid, mask_secrets
 from bots.intake.eml import normalise_message_id
+from bots.intake.extract import luhn_valid, mask_secrets
 from bots.models import Channel
 from bots.queue import Base, Case, RequestRow, UTCDateTime, case_ref, utcnow
 

@@ -472,7 +472,7 @@ class Queue:
             return target.id
 
     def record_decision(self, case_id: int, facts_json: str) -> None:
-        """Keep what the bot saw and decided (see bots.snapshot), before acting on it."""
+        """Keep what the bot saw and decided (see bots.decide.snapshot), before acting on it."""
         with self.session() as s:
             case = s.get(Case, case_id)
             assert case is not None

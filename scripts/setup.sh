@@ -39,7 +39,7 @@ if ! .venv/bin/python -c 'import bots, playwright, pytest, ruff' 2>/dev/null \
   touch .venv/.installed
 fi
 
-browser_ok() { .venv/bin/python -c 'from bots.browser import find_browser; print(find_browser().source)' 2>/dev/null; }
+browser_ok() { .venv/bin/python -c 'from bots.legacy.browser import find_browser; print(find_browser().source)' 2>/dev/null; }
 if ! browser_ok >/dev/null; then
   if command -v apt-get >/dev/null && { is_root || command -v sudo >/dev/null; }; then
     say "installing Chromium from the distribution (apt-get install chromium)"

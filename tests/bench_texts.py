@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from bots.bench import _asks
+from bots.tools.bench import _asks
 
 
 def bench_texts(n: int, seed: int = 5) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bots.config import Settings, load_settings
-from bots.demo import DEMO_SEED, demo_overrides, use_sandbox_credentials
+from bots.tools.demo import DEMO_SEED, demo_overrides, use_sandbox_credentials
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
-from bots.bench import bench_app
+from bots.tools.bench import bench_app
 
 
 def test_bench_intake_prints_its_figures() -> None:

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from bots.demo import DEMO_SEED, INPUTS, demo_overrides, prepare_inputs
 from bots.intake import MailboxConfig, SourceConfig, read_source
 from bots.intake.sources import AnySource, ExportSourceConfig
 from bots.models import Quarantined, RefundRequest
 from bots.queue import Queue
+from bots.tools.demo import DEMO_SEED, INPUTS, demo_overrides, prepare_inputs
 
 
 def test_any_source_picks_the_model_by_kind() -> None:

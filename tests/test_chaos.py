@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bots.chaos import run_chaos
-from bots.demo import use_sandbox_credentials
+from bots.tools.chaos import run_chaos
+from bots.tools.demo import use_sandbox_credentials
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ import re
 import pytest
 from fuzz import fuzz_texts
 
-from bots import extract
-from bots.column_search import Reach, TextColumn, column_pattern, without_boundaries
+from bots.intake import extract
+from bots.intake.column_search import Reach, TextColumn, column_pattern, without_boundaries
 
 
 @pytest.mark.parametrize(("pattern", "reach"), [

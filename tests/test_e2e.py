@@ -16,13 +16,13 @@ import openpyxl
 import pytest
 from typer.testing import CliRunner
 
-from bots.chaos import expected_refunds as chaos_expected
 from bots.cli import EXIT_OK, app, execute
-from bots.demo import DEMO_SEED, DemoRequest, prepare_inputs
-from bots.policy import load_policy
+from bots.decide.policy import load_policy
 from bots.queue import Queue
-from bots.report import read_report
+from bots.reports.report import read_report
 from bots.sandbox.data import Dataset, build_dataset, pick_scenarios
+from bots.tools.chaos import expected_refunds as chaos_expected
+from bots.tools.demo import DEMO_SEED, DemoRequest, prepare_inputs
 
 pytestmark = pytest.mark.e2e
 KEY = re.compile(r"^C\d{6}-[0-9a-f]{8}$")

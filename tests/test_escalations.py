@@ -9,17 +9,8 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook, load_workbook
 
-from bots import snapshot
-from bots.escalations import (
-    HEADERS,
-    EscalationsFileError,
-    HumanDecision,
-    apply_decisions,
-    evidence_text,
-    read_decisions,
-    write_escalations,
-)
-from bots.excel_safe import MONEY_FORMAT
+from bots.decide import snapshot
+from bots.decide.policy import Claim
 from bots.models import (
     ChargeFacts,
     Decision,
@@ -29,9 +20,18 @@ from bots.models import (
     PortalRefund,
     RefundRequest,
 )
-from bots.policy import Claim
 from bots.queue import CaseState, Queue
-from bots.report import read_report
+from bots.reports.escalations import (
+    HEADERS,
+    EscalationsFileError,
+    HumanDecision,
+    apply_decisions,
+    evidence_text,
+    read_decisions,
+    write_escalations,
+)
+from bots.reports.excel_safe import MONEY_FORMAT
+from bots.reports.report import read_report
 
 RUN = "20261129-101500-a1b2"
 COL = {h: i + 1 for i, h in enumerate(HEADERS)}

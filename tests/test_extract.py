@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from bots.extract import (
+from bots.intake.extract import (
     REASON_CATEGORIES,
     REASON_RULES,
     REDACTED,

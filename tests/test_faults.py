@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bots.artifacts import zip_contains
-from bots.chaos import expected_refunds
 from bots.cli import EXIT_CIRCUIT, EXIT_OK, app, execute
-from bots.demo import DEMO_SEED, prepare_inputs
-from bots.policy import load_policy
+from bots.decide.policy import load_policy
+from bots.legacy.artifacts import zip_contains
 from bots.queue import CaseState, IntentState, Queue
 from bots.sandbox.data import build_dataset
 from bots.sandbox.server import DEFAULT_ORDERS_USERS, DEFAULT_PAYMENTS_USERS
+from bots.tools.chaos import expected_refunds
+from bots.tools.demo import DEMO_SEED, prepare_inputs
 
 pytestmark = pytest.mark.e2e
 

@@ -21,8 +21,7 @@ import openpyxl
 import pytest
 from fuzz import fuzz_texts
 
-from bots import extract
-from bots.intake import SourceConfig, parse_eml_bytes, read_source
+from bots.intake import SourceConfig, extract, parse_eml_bytes, read_source
 from bots.intake.sources import ExportSourceConfig
 from bots.models import IntakeItem, Quarantined, RefundRequest
 

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bots import pipeline
 from bots.intake import eml, imap
 from bots.intake.eml import MAX_HEADER_BYTES, parse_eml_bytes, read_eml_folder
 from bots.intake.imap import MailboxConfig
@@ -24,6 +23,7 @@ from bots.intake.spreadsheet import CELL_LIMIT, _cut, read_spreadsheet
 from bots.models import IntakeItem, Quarantined, RefundRequest
 from bots.queue import AuditRow, Case, Queue, RequestRow
 from bots.runs import RunFolder
+from bots.work import pipeline
 
 WHEN = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 

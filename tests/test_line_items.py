@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from bots.line_items import ItemAsk, items_asked
+from bots.decide.line_items import ItemAsk, items_asked
 from bots.models import LineItem
 
 D = Decimal

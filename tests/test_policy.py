@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bots.decide.policy import Claim, Policy, PolicyError, claim_from, decide, load_policy
 from bots.models import ChargeFacts, LineItem, OrderFacts, Outcome
-from bots.policy import Claim, Policy, PolicyError, claim_from, decide, load_policy
 
 TODAY = date(2026, 11, 29)
 D = Decimal
@@ -151,7 +151,7 @@ def test_invalid_policy_says_where(tmp_path: Path) -> None:
 
 
 def test_snapshot_round_trip() -> None:
-    from bots import snapshot
+    from bots.decide import snapshot
 
     o = order(item("30.00", final=True), item("20.00", sku="SKU-2"))
     c = charge(o, refunded="5.00")
@@ -189,7 +189,7 @@ SWEATER = LineItem("AP-1002", "Merino wool sweater", "apparel", D("64.00"), 1)
 
 
 def _asking(o: OrderFacts, text: str, *amounts: str, reason: str = "damaged") -> Claim:
-    from bots.line_items import items_asked
+    from bots.decide.line_items import items_asked
 
     return Claim(tuple(D(a) for a in amounts), None, reason, items_asked([text], o.items))
 
@@ -244,7 +244,7 @@ def test_a_count_several_lines_match_escalates() -> None:
 
 
 def test_snapshot_keeps_the_lines_asked_for() -> None:
-    from bots import snapshot
+    from bots.decide import snapshot
 
     o = order(CANDLES, JACKET)
     cl = _asking(o, "2 candles broken")

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from bots.models import PortalRefund
-from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, summarise
+from bots.reports.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, summarise
 
 S = ReconStatus
 
@@ -227,7 +227,7 @@ def test_summarise_counts_every_status_including_zero() -> None:
 
 
 def test_unverified_rows_when_the_portal_cannot_be_read() -> None:
-    from bots.reconcile import unverified
+    from bots.reports.reconcile import unverified
 
     rows = unverified([led(1), led(2)], "portal down")
     assert [r.status for r in rows] == [S.UNVERIFIED, S.UNVERIFIED] and rows[0].is_problem

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook, load_workbook
 
-from bots.excel_safe import (
+from bots.models import Quarantined
+from bots.reports.excel_safe import (
     EXCEL_MAX_CHARS,
     MONEY_FORMAT,
     force_text,
@@ -17,9 +18,8 @@ from bots.excel_safe import (
     neutralise,
     write_cell,
 )
-from bots.models import Quarantined
-from bots.reconcile import ReconRow, ReconStatus
-from bots.report import SHEETS, CaseRow, RunInfo, read_report, write_report
+from bots.reports.reconcile import ReconRow, ReconStatus
+from bots.reports.report import SHEETS, CaseRow, RunInfo, read_report, write_report
 
 S = ReconStatus
 LONG = "x" * 10_000

@@ -13,7 +13,7 @@ from rich.console import Console
 from bots.cli import EXIT_LOCKED, EXIT_OK
 from bots.config import load_settings
 from bots.queue import Queue
-from bots.scheduler import RUN_LOCK, Scheduler
+from bots.work.scheduler import RUN_LOCK, Scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from bots.intake import parse_eml_bytes
-from bots.models import ChargeFacts, Decision, LineItem, OrderFacts, Outcome, RefundRequest
-from bots.signals import (
+from bots.decide.signals import (
     Assessment,
     Contact,
     SignalContext,
@@ -26,6 +24,8 @@ from bots.signals import (
     store_window_start,
     trusted_auth_headers,
 )
+from bots.intake import parse_eml_bytes
+from bots.models import ChargeFacts, Decision, LineItem, OrderFacts, Outcome, RefundRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 D = Decimal

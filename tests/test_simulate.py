@@ -7,13 +7,13 @@ from pathlib import Path
 from test_policy import POLICY, TODAY, charge, claim, item, order
 from typer.testing import CliRunner
 
-from bots import snapshot
 from bots.cli import app
+from bots.decide import snapshot
+from bots.decide.policy import Policy, decide
+from bots.decide.simulate import replay, write_comparison
 from bots.models import RefundRequest
-from bots.policy import Policy, decide
 from bots.queue import Queue
-from bots.report import read_report
-from bots.simulate import replay, write_comparison
+from bots.reports.report import read_report
 
 
 def _queue_with_decisions(tmp_path: Path) -> Queue:

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bots.extract import DEFAULT_ORDER_PATTERNS
 from bots.intake.exports import (
     Picker,
     cell,
@@ -25,6 +24,7 @@ from bots.intake.exports import (
     read_export,
     text_of,
 )
+from bots.intake.extract import DEFAULT_ORDER_PATTERNS
 from bots.intake.records import (
     SCAN_LIMIT,
     FieldMap,

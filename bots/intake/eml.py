@@ -20,7 +20,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from bots.extract import (
+from bots.intake.extract import (
     DEFAULT_ORDER_PATTERNS,
     classify_reason,
     clean_text,
@@ -259,7 +259,7 @@ def _auth_results(msg: Message) -> str | None:
     """Every Authentication-Results header, raw and unfolded, top first, one per line.
 
     Raw because the parsed header object may rewrite it; which of them to trust
-    is decided later by bots.signals (by authserv-id), never here.
+    is decided later by bots.decide.signals (by authserv-id), never here.
     """
     values = [re.sub(r"\r?\n", "", str(v)).replace("\r", " ").strip()
               for k, v in msg.raw_items() if k.lower() == "authentication-results"]

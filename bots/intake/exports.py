@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from bots.extract import html_to_text
+from bots.intake.extract import html_to_text
 from bots.intake.records import (
     CANONICAL_FIELDS,
     CELL_LIMIT,

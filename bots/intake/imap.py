@@ -44,8 +44,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bots.extract import DEFAULT_ORDER_PATTERNS, check_order_patterns, clean_text, mask_secrets
+from bots.credentials import secret
 from bots.intake.eml import MAIL_POLICY, parse_eml_bytes
+from bots.intake.extract import (
+    DEFAULT_ORDER_PATTERNS,
+    check_order_patterns,
+    clean_text,
+    mask_secrets,
+)
 from bots.models import Channel, IntakeItem, Quarantined
 
 if TYPE_CHECKING:  # rpaframework takes half a second to import: only when a mailbox is read
@@ -151,8 +157,6 @@ def _where(cfg: MailboxConfig) -> str:
 
 
 def _password(cfg: MailboxConfig) -> str:
-    from bots.config import secret  # lazily: bots.config imports the intake sources
-
     return secret(cfg.password_secret)
 
 

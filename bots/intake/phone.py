@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bots.extract import DEFAULT_ORDER_PATTERNS
 from bots.intake.exports import (
     merge_fields,
     read_export,
     read_table,
     table_rows,
 )
+from bots.intake.extract import DEFAULT_ORDER_PATTERNS
 from bots.intake.records import (
     FieldOverrides,
     Options,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bots.extract import DEFAULT_ORDER_PATTERNS
 from bots.intake.exports import (
     Picker,
     json_rows,
@@ -21,6 +20,7 @@ from bots.intake.exports import (
     read_table,
     table_rows,
 )
+from bots.intake.extract import DEFAULT_ORDER_PATTERNS
 from bots.intake.records import (
     FieldOverrides,
     Options,

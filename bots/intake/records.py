@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bots.extract import (
+from bots.intake.extract import (
     REASON_CATEGORIES,
     amounts_possible,
     classify_reason,

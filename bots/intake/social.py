@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bots.extract import DEFAULT_ORDER_PATTERNS
 from bots.intake.exports import (
     Picker,
     json_rows,
@@ -20,6 +19,7 @@ from bots.intake.exports import (
     pick_cells,
     read_export,
 )
+from bots.intake.extract import DEFAULT_ORDER_PATTERNS
 from bots.intake.records import (
     FieldOverrides,
     Options,

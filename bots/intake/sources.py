@@ -18,9 +18,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bots.extract import DEFAULT_ORDER_PATTERNS, PHONE_REGIONS, check_order_patterns, currency_code
 from bots.intake import chat, phone, portal, social
 from bots.intake.eml import DEFAULT_MAX_BYTES, is_maildir, read_eml_folder, read_maildir
+from bots.intake.extract import (
+    DEFAULT_ORDER_PATTERNS,
+    PHONE_REGIONS,
+    check_order_patterns,
+    currency_code,
+)
 from bots.intake.imap import MailboxConfig, read_mailbox
 from bots.intake.records import DEFAULT_MAX_BYTES as EXPORT_MAX_BYTES
 from bots.intake.spreadsheet import (

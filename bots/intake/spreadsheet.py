@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bots.extract import (
+from bots.intake.extract import (
     DEFAULT_ORDER_PATTERNS,
     MAX_AMOUNT,
     classify_reasons,

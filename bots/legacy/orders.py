@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import quote
 
+from bots.legacy.base import LegacyApp
 from bots.models import LineItem, OrderFacts
-from bots.pages.base import LegacyApp
 
 ORDER_FIELDS = ("order_number", "customer_name", "customer_email", "customer_phone",
                 "order_date", "delivery_date", "status", "currency", "shipping_fee", "total",

@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
+from bots.work.pipeline import execute
+
 DEMO_SEED = 7
 # Where prepare_inputs writes each channel's input, under the demo folder.
 INPUTS = {"email": "inbox", "spreadsheet": "requests.xlsx", "chat": "chat",
@@ -225,7 +227,7 @@ def write_call_log(path: Path, requests: list[DemoRequest], phones: dict[str, st
 
 def write_portal_drops(folder: Path, requests: list[DemoRequest], now: datetime) -> int:
     """The self-service portal's refund forms: one JSON file per submission, as posted."""
-    from bots.extract import classify_reason
+    from bots.intake.extract import classify_reason
 
     folder.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -322,7 +324,6 @@ def approve_escalations(run_dir: Path, agent: str = "demo.agent") -> Path | None
 
 
 def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Console) -> int:
-    from bots.cli import execute
     from bots.config import load_settings
     from bots.sandbox.data import build_dataset
     from bots.sandbox.server import SandboxProcess
@@ -341,7 +342,8 @@ def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Consol
             + " (plus junk to quarantine on every channel).")
         settings = load_settings(None, **demo_overrides(folder, sb.orders_url, sb.payments_url),
                                  browser__headless=not headed, processing__workers=workers)
-        code = execute(settings, "demo", intake=True, process=True, today=today)
+        code = execute(settings, "demo", intake=True, process=True, today=today,
+                       console=console)
         if code != 0:
             return code
         return _human_round_trip(settings, today, console)
@@ -349,9 +351,8 @@ def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Consol
 
 def _human_round_trip(settings, today: date, console: Console) -> int:  # noqa: ANN001
     """The demo's second act: an agent approves the escalations workbook, the bot pays."""
-    from bots.cli import execute
-    from bots.escalations import apply_decisions, read_decisions
     from bots.queue import Queue
+    from bots.reports.escalations import apply_decisions, read_decisions
 
     queue = Queue(settings.queue_url)
     run_dir = settings.runs_dir / (queue.last_run_id() or "")
@@ -362,5 +363,6 @@ def _human_round_trip(settings, today: date, console: Console) -> int:  # noqa: 
     result = apply_decisions(queue, decisions, run_id=None)
     console.print(f"\nA (demo) ops agent approved {len(result.applied)} escalated case(s) in "
                   f"{filled}; the bot now pays what was approved:")
-    return execute(settings, "demo", intake=False, process=True, today=today)
+    return execute(settings, "demo", intake=False, process=True, today=today,
+                   console=console)
 

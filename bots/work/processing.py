@@ -19,19 +19,11 @@ from decimal import Decimal
 
 from playwright.async_api import Error as PlaywrightError
 
-from bots import snapshot
-from bots.artifacts import scrub_zip
 from bots.config import Settings
-from bots.crashpoints import crash_point
-from bots.errors import AmbiguousOutcome, BusinessException, SessionExpired, SystemException
-from bots.line_items import items_asked
-from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
-from bots.notify import Notifier
-from bots.policy import Claim, Policy, claim_from, decide
-from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, utcnow
-from bots.runs import RunFolder
-from bots.session import BotSession, Worker
-from bots.signals import (
+from bots.decide import snapshot
+from bots.decide.line_items import items_asked
+from bots.decide.policy import Claim, Policy, claim_from, decide
+from bots.decide.signals import (
     Contact,
     SignalContext,
     SignalSettings,
@@ -39,6 +31,14 @@ from bots.signals import (
     escalate_decision,
     store_window_start,
 )
+from bots.errors import AmbiguousOutcome, BusinessException, SessionExpired, SystemException
+from bots.legacy.artifacts import scrub_zip
+from bots.legacy.session import BotSession, Worker
+from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
+from bots.notify import Notifier
+from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, utcnow
+from bots.runs import RunFolder
+from bots.work.crashpoints import crash_point
 
 
 class Escalation(Exception):

@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 import numpy as np
 import phonenumbers
 
-from bots.column_search import ColumnPattern, TextColumn, column_pattern
+from bots.intake.column_search import ColumnPattern, TextColumn, column_pattern
 from bots.models import money
 
 # --------------------------------------------------------------------------- gates
@@ -683,7 +683,7 @@ def classify_reasons(texts: Sequence[str]) -> list[str]:
     """`classify_reason` of each text, searched a whole column at a time.
 
     An export's messages all go through the same rules: one RE2 pass per rule over
-    the column (see `bots.column_search`) costs less than one backtracking search per
+    the column (see `bots.intake.column_search`) costs less than one backtracking search per
     message and rule. The result is exactly that of `classify_reason`.
     """
     if len(texts) < COLUMN_MIN:

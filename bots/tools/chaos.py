@@ -3,7 +3,7 @@
 Each round starts a fresh sandbox and demo inputs, then runs `refund-bots run` in
 a child process again and again. A run is either SIGKILLed from outside after a
 random delay, or told to SIGKILL itself at a crash point (between the submit
-click and recording the refund number, among others; see bots.crashpoints),
+click and recording the refund number, among others; see bots.work.crashpoints),
 until a clean run finds the queue drained. Then the payment portal's own
 database is checked: every eligible order refunded exactly once with the right
 amount, no request lost.
@@ -29,12 +29,12 @@ from random import Random
 import yaml
 
 from bots.config import Settings, load_settings
-from bots.demo import DEMO_SEED, DemoRequest, demo_overrides, prepare_inputs
-from bots.extract import classify_reason
+from bots.decide.policy import Policy, load_policy
 from bots.intake import read_source
+from bots.intake.extract import classify_reason
 from bots.models import Quarantined
-from bots.policy import Policy, load_policy
 from bots.queue import CaseState, Queue
+from bots.tools.demo import DEMO_SEED, DemoRequest, demo_overrides, prepare_inputs
 
 CRASH_PLAN = "before_submit:0.15,after_submit:0.35,after_record:0.15,after_note:0.15"
 

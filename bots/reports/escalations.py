@@ -7,7 +7,7 @@ on its own (one bad row never blocks the others, and says why in plain words);
 `apply_decisions` hands each valid decision to the queue, which records it once.
 
 The file is customer text opened by staff, so every cell is written through
-:mod:`bots.excel_safe`; and it comes back from humans, so nothing in it is trusted:
+:mod:`bots.reports.excel_safe`; and it comes back from humans, so nothing in it is trusted:
 formulas and error values are refused, amounts are checked to the cent, and a row
 whose case changed since the file was written (new escalation, edited order) is
 refused rather than applied to the wrong thing.
@@ -31,11 +31,11 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
-from bots import snapshot
-from bots.excel_safe import DATETIME_FORMAT, GUARD, MONEY_FORMAT, needs_guard, write_cell
+from bots.decide import snapshot
 from bots.models import CENT, money
 from bots.queue import Case, CaseState, Queue
-from bots.report import _save_atomically
+from bots.reports.excel_safe import DATETIME_FORMAT, GUARD, MONEY_FORMAT, needs_guard, write_cell
+from bots.reports.report import _save_atomically
 
 SHEET = "Escalations"
 DECISIONS = ("approve", "reject", "partial")
@@ -170,7 +170,7 @@ def _case_values(case: Case) -> list[object]:
 
 
 def evidence_text(decision_json: str | None) -> str:
-    """What the bot saw, in a few lines an agent reads in a cell (from bots.snapshot)."""
+    """What the bot saw, in a few lines an agent reads in a cell (from bots.decide.snapshot)."""
     if not decision_json:
         return ""
     try:
@@ -393,7 +393,7 @@ def _blank(cell: Cell | None) -> bool:
 
 
 def _text(cell: Cell | None) -> str:
-    """A cell as trimmed text, without the guard apostrophe bots.excel_safe may have added."""
+    """A cell as trimmed text, without the guard apostrophe excel_safe may have added."""
     if cell is None or cell.value is None:
         return ""
     text = str(cell.value).strip()

@@ -12,9 +12,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from bots.line_items import ItemAsk
+from bots.decide.line_items import ItemAsk
+from bots.decide.policy import Claim
 from bots.models import ChargeFacts, Decision, LineItem, OrderFacts, Outcome, PortalRefund
-from bots.policy import Claim
 
 
 def _default(value: object) -> object:

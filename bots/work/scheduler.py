@@ -8,7 +8,6 @@ that finds it taken is skipped, not queued up behind it.
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
 
 import schedule as sched
@@ -16,15 +15,11 @@ from rich.console import Console
 
 from bots.config import Settings, load_settings
 from bots.queue import Queue, lock_owner_id
+from bots.work.exit_codes import EXIT_LOCKED
+from bots.work.pipeline import execute
+from bots.work.stopping import STOP, request_stop
 
 RUN_LOCK = "run"
-STOP = threading.Event()  # set by SIGTERM/SIGINT, here or inside a running job
-
-
-def request_stop(*_: object) -> None:
-    STOP.set()
-
-
 class Scheduler:
     def __init__(self, settings: Settings, config: Path | None, console: Console) -> None:
         self.settings, self.config, self.console = settings, config, console
@@ -41,8 +36,6 @@ class Scheduler:
         return list(self.runner.jobs)
 
     def run_job(self, command: str) -> int:
-        from bots.cli import EXIT_LOCKED, execute
-
         queue = Queue(self.settings.queue_url)
         ttl = self.settings.processing.lease_seconds * 4
         if not queue.acquire_lock(RUN_LOCK, self.owner, ttl):
@@ -53,7 +46,7 @@ class Scheduler:
         try:
             settings = load_settings(self.config)  # pick up edited settings between runs
             code = execute(settings, command, intake=command in ("run", "intake"),
-                           process=command in ("run", "process"))
+                           process=command in ("run", "process"), console=self.console)
         finally:
             queue.release_lock(RUN_LOCK, self.owner)
             self._install_signals()  # a run's own handlers replace ours while it runs

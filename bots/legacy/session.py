@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from loguru import logger
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
-from bots.browser import find_browser, launch_options
 from bots.config import Settings, secret
-from bots.pages.base import Selectors
-from bots.pages.orders import OrdersApp
-from bots.pages.payments import PaymentsApp
+from bots.legacy.base import Selectors
+from bots.legacy.browser import find_browser, launch_options
+from bots.legacy.orders import OrdersApp
+from bots.legacy.payments import PaymentsApp
 
 
 @dataclass

@@ -12,8 +12,8 @@ from urllib.parse import quote, unquote, urlsplit
 from playwright.async_api import Dialog
 
 from bots.errors import RefundRefused, SessionExpired
+from bots.legacy.base import LegacyApp
 from bots.models import ChargeFacts, PortalRefund
-from bots.pages.base import LegacyApp
 
 CHARGE_FIELDS = ("txn_id", "order_number", "amount", "currency", "refunded")
 HISTORY_FIELDS = ("refund_id", "refund_amount", "refund_reason", "refund_reference",

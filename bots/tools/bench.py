@@ -362,8 +362,7 @@ class Timing:
 
 def clear_caches() -> None:
     """Forget what an earlier run learnt (phone numbers, order numbers): each run starts cold."""
-    from bots import extract
-    from bots.intake import exports
+    from bots.intake import exports, extract
 
     extract._normalise_phone.cache_clear()
     extract._order_spans_of.cache_clear()

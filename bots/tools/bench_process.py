@@ -22,14 +22,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from bots.config import Settings, load_settings, secret
-from bots.demo import DEMO_SEED, demo_overrides, prepare_inputs, use_sandbox_credentials
-from bots.pipeline import run_intake
-from bots.policy import load_policy
-from bots.processing import Processor
+from bots.decide.policy import load_policy
+from bots.decide.signals import load_signals
+from bots.legacy.session import BotSession
 from bots.queue import Queue
 from bots.runs import RunFolder
-from bots.session import BotSession
-from bots.signals import load_signals
+from bots.tools.demo import DEMO_SEED, demo_overrides, prepare_inputs, use_sandbox_credentials
+from bots.work.pipeline import run_intake
+from bots.work.processing import Processor
 
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bots.line_items import ItemAsk
+from bots.decide.line_items import ItemAsk
 from bots.models import ChargeFacts, Decision, LineItem, OrderFacts, Outcome, money
 
 

@@ -1,6 +1,6 @@
 """`policy simulate`: what past cases would have become under a changed policy.
 
-Replays the decision of every case that has a facts snapshot (bots.snapshot) with
+Replays the decision of every case that has a facts snapshot (bots.decide.snapshot) with
 the new policy, offline: no legacy UI is opened, nothing is changed. The
 comparison workbook lets ops leads see the effect of a policy change before they
 switch to it.
@@ -16,10 +16,10 @@ from pathlib import Path
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
-from bots import snapshot
-from bots.excel_safe import MONEY_FORMAT, write_cell
-from bots.policy import Policy, decide
+from bots.decide import snapshot
+from bots.decide.policy import Policy, decide
 from bots.queue import Queue
+from bots.reports.excel_safe import MONEY_FORMAT, write_cell
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ run launched by hand behave exactly alike.
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,15 +17,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from playwright.async_api import Error as PlaywrightError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bots.config import Settings
+from bots.config import ConfigError, Settings
+from bots.decide.policy import PolicyError, load_policy
+from bots.decide.signals import SignalsError, load_signals
 from bots.errors import SystemException
-from bots.escalations import write_escalations
 from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
+from bots.legacy.browser import BrowserNotFound
+from bots.legacy.session import BotSession
 from bots.models import PortalRefund, Quarantined, RefundRequest
 from bots.notify import Notifier
-from bots.policy import load_policy
-from bots.processing import Finished, Processor, ProcessStats
 from bots.queue import (
     INSERT_BATCH,
     Case,
@@ -34,11 +39,13 @@ from bots.queue import (
     RefundIntent,
     lock_owner_id,
 )
-from bots.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
-from bots.report import CaseRow, RunInfo, write_report
+from bots.reports.escalations import write_escalations
+from bots.reports.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
+from bots.reports.report import CaseRow, RunInfo, write_report
 from bots.runs import RunFolder
-from bots.session import BotSession
-from bots.signals import load_signals
+from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS
+from bots.work.processing import Finished, Processor, ProcessStats
+from bots.work.stopping import request_stop
 
 PROCESS_LOCK = "process"
 
@@ -251,3 +258,112 @@ def _quarantined(row: QuarantineRow) -> Quarantined:
     return Quarantined(channel=row.channel, source_id=row.source_id, reason=row.reason,
                        excerpt=row.excerpt, source_ref=row.source_ref)
 
+
+# -- a whole run: folder, stages, summary lines and exit status ---------------------------
+
+def execute(settings: Settings, command: str, *, intake: bool, process: bool,
+            console: Console, today: date | None = None, dry_run: bool = False) -> int:
+    """One run: its folder, log, stages and exit status. Shared by run/intake/process/demo.
+
+    The summary lines go to `console`; the CLI, the scheduler and the demo pass their own.
+    """
+    queue = Queue(settings.queue_url)
+    folder = RunFolder.create(settings.runs_dir)
+    queue.start_run(folder.run_id, command)
+    folder.log.info("run {} ({}) started", folder.run_id, command)
+    stats: dict[str, object] = {}
+    code = EXIT_OK
+    try:
+        if intake:
+            i = run_intake(settings, queue, folder)
+            stats["intake"] = i.__dict__
+            console.print(f"Intake: {i.new_requests} new request(s) in {i.new_cases} new case(s), "
+                          f"{i.linked} linked to an existing case, {i.already_seen} already seen, "
+                          f"{i.quarantined} quarantined.")
+            if i.failed_sources:
+                console.print(f"[red]{i.failed_sources} source(s) could not be read: see the "
+                              f"log and the report's Quarantine sheet.[/]")
+                code = EXIT_PROBLEMS
+        if process:
+            code = max(code, asyncio.run(
+                _process_and_report(settings, queue, folder, stats, today, dry_run, console)))
+    except (ConfigError, PolicyError, SignalsError) as exc:
+        console.print(f"[red]cannot run:[/] {exc}")
+        code = EXIT_ERROR
+    except Exception as exc:
+        folder.log.opt(exception=exc).error("run failed")
+        console.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}")
+        code = EXIT_ERROR
+    finally:
+        status = {EXIT_OK: "done", EXIT_PROBLEMS: "problems", EXIT_CIRCUIT: "stopped",
+                  EXIT_LOCKED: "locked"}.get(code, "error")
+        queue.finish_run(folder.run_id, status, stats)
+        folder.close()
+    console.print(f"Run {folder.run_id}: {status}. Log: {folder.path / 'run.log'}")
+    return code
+
+
+async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolder,
+                              stats: dict[str, object], today: date | None,
+                              dry_run: bool, console: Console) -> int:
+    total = queue.pending_count()
+    holder: list[Processor] = []
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: (request_stop(), holder and holder[0].stop()))
+    try:
+        async with BotSession(settings) as session:
+            with _progress(total) as progress:
+                task = progress.add_task("processing", total=total)
+
+                def on_case(case: Case, outcome: str) -> None:
+                    progress.update(task, advance=1, description=f"{case.ref} {outcome}")
+
+                try:
+                    result = await run_processing(settings, queue, folder, session, today=today,
+                                                  on_case=on_case, dry_run=dry_run,
+                                                  processor_ready=holder.append)
+                except LockHeld as exc:
+                    console.print(f"[yellow]{exc}[/]")
+                    return EXIT_LOCKED
+            rep = await write_run_report(
+                settings, queue, folder, session,
+                proposals=holder[0].proposals if dry_run and holder else None)
+    except BrowserNotFound as exc:
+        console.print(f"[red]browser:[/] {exc}")
+        return EXIT_ERROR
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    stats["processing"] = {"processed": result.processed, "outcomes": dict(result.outcomes),
+                           "system_errors": result.system_errors,
+                           "seconds": round(result.seconds, 2)}
+    problems = rep.problems
+    outcomes = ", ".join(f"{n} {o}" for o, n in sorted(result.outcomes.items())) or "none"
+    console.print(f"{'Dry run: decided' if dry_run else 'Processed'} {result.processed} "
+                  f"case(s): {outcomes}.")
+    console.print(f"Seconds per case: {result.seconds_per_case:.2f} "
+                  f"({result.seconds:.1f} s, {settings.processing.workers} worker(s)).")
+    console.print(f"Reconciliation: {'OK' if not problems else f'{problems} problem(s)'}.")
+    if result.notifications:
+        sent = ", ".join(f"{n} {s}" for s, n in sorted(result.notifications.items()))
+        console.print(f"Customer notifications: {sent}.")
+    if (waiting := len(queue.cases(["escalated"]))) and not dry_run:
+        console.print(f"Escalated, waiting for a human: {waiting} "
+                      f"(decide in {folder.path / 'escalations.xlsx'}, then "
+                      f"`refund-bots decisions import FILE`).")
+    console.print(f"Report: {rep.path}")
+    if result.circuit_open:
+        console.print("[red]Stopped by the circuit breaker: the legacy apps kept failing. "
+                      f"{queue.pending_count()} case(s) stay queued.[/]")
+        return EXIT_CIRCUIT
+    if result.outcomes.get("failed") or problems:
+        return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+def _progress(total: int) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True),
+                    disable=not sys.stderr.isatty() or total == 0, transient=True)

@@ -1,7 +1,7 @@
 """The Excel workbook written for every run: what happened, and whether the money agrees.
 
 Four sheets, always in this order: Summary, Cases, Reconciliation, Quarantine. Every
-cell goes through :mod:`bots.excel_safe` (customer text never becomes a formula),
+cell goes through :mod:`bots.reports.excel_safe` (customer text never becomes a formula),
 money is written as numbers with a money format so staff can sum and filter it, and
 times as real Excel dates (UTC). The file is written atomically: a crash mid-write
 leaves the previous report (or none), never half a workbook.
@@ -25,14 +25,14 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from bots.excel_safe import (
+from bots.models import Quarantined, money
+from bots.reports.excel_safe import (
     DATETIME_FORMAT,
     MONEY_FORMAT,
     neutralise,
     write_cell,
 )
-from bots.models import Quarantined, money
-from bots.reconcile import ReconRow, ReconStatus, summarise
+from bots.reports.reconcile import ReconRow, ReconStatus, summarise
 
 SHEETS = ("Summary", "Cases", "Reconciliation", "Quarantine")
 OUTCOMES = ("refunded", "partial", "rejected", "escalated", "failed", "queued")

@@ -1,1 +1,0 @@
-"""Page objects, one per legacy web app."""

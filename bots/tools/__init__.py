@@ -1,0 +1,2 @@
+"""Developer and demo tools: benchmarks, the chaos proof and the demo. Product code never
+imports these."""
