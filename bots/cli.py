@@ -9,6 +9,7 @@ legacy apps kept failing; remaining cases stay queued); 5 another run holds the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -224,7 +225,7 @@ def doctor(config: ConfigOpt = None) -> None:
     settings = _settings(config)
     checks: list[tuple[str, bool, str]] = []
 
-    def check(name: str, fn) -> None:  # noqa: ANN001
+    def check(name: str, fn: Callable[[], object]) -> None:
         try:
             checks.append((name, True, str(fn() or "ok")))
         except (ConfigError, PolicyError, BrowserNotFound, OSError, ValueError) as exc:
@@ -238,11 +239,11 @@ def doctor(config: ConfigOpt = None) -> None:
     check("browser", lambda: find_browser(settings.browser.executable,
                                           settings.browser.channel).source)
     check("queue", lambda: f"{Queue(settings.queue_url).pending_count()} open case(s)")
-    if settings.notify is not None:
+    if (notify := settings.notify) is not None:
         from bots.notify import Notifier
 
         def templates() -> str:
-            notifier = Notifier(settings.notify, Queue(settings.queue_url).engine)
+            notifier = Notifier(notify, Queue(settings.queue_url).engine)
             return f"{len(notifier.check_templates())} template(s) render"
 
         check("message templates", templates)

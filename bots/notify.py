@@ -39,13 +39,22 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 from uuid import uuid4
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select, update
+from sqlalchemy import (
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -55,7 +64,7 @@ from bots.errors import ConfigError
 from bots.intake.eml import normalise_message_id
 from bots.intake.extract import luhn_valid, mask_secrets
 from bots.models import Channel
-from bots.queue import Base, Case, RequestRow, UTCDateTime, case_ref, utcnow
+from bots.queue import Base, Case, RequestRow, UTCDateTime, case_ref, rowcount, utcnow
 
 OUTCOMES = ("refunded", "partial", "rejected", "escalated", "approved")
 # A pending SMTP row younger than this may be in the hands of a run that is sending it
@@ -354,7 +363,8 @@ class Notifier:
         self.settings = settings
         self.engine = engine
         self.templates = Templates(settings.templates_dir)
-        NotificationRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
+        # a declarative class's __table__ is typed as FromClause; for a mapped class it is a Table
+        cast(Table, NotificationRow.__table__).create(engine, checkfirst=True)
 
     def check_templates(self) -> list[Path]:
         """Render every outcome's template with sample values (for `doctor`, start-up)."""
@@ -463,13 +473,13 @@ class Notifier:
                 and now - row.updated_at < PENDING_RETRY_AFTER):
             return False
         with Session(self.engine) as s, s.begin():
-            won = s.execute(
+            won = rowcount(s.execute(
                 update(NotificationRow)
                 .where(NotificationRow.id == row.id, NotificationRow.attempts == row.attempts,
                        NotificationRow.state != RowState.SENT)
                 .values(state=RowState.PENDING, attempts=row.attempts + 1, updated_at=now)
                 .execution_options(synchronize_session=False)
-            ).rowcount
+            ))
         row.attempts += 1
         return won == 1
 
@@ -559,7 +569,7 @@ class Notifier:
         A retried row writes the same line again (same notification id, same
         created_at): the channel's tool drops lines whose id it has already sent.
         """
-        line = {
+        line: dict[str, str | int | list[str] | None] = {
             "notification_id": row.notification_id,
             "case_ref": case_ref(case.id),
             "kind": row.kind,

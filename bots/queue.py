@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ForeignKey,
@@ -36,7 +36,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from bots.models import Quarantined, RefundRequest
@@ -46,6 +46,15 @@ INSERT_BATCH = 500  # requests per transaction in Queue.add_requests
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE matched.
+
+    `Session.execute` is typed as returning a plain `Result`; for a DML statement it is
+    always a `CursorResult`, the one that carries the count.
+    """
+    return cast("CursorResult[Any]", result).rowcount
 
 
 class Money(TypeDecorator[Decimal]):
@@ -366,14 +375,14 @@ class Queue:
                 query = query.where(Case.id.not_in(list(exclude)))
             candidates = s.scalars(query.order_by(Case.id).limit(20)).all()
             for case_id in candidates:
-                won = s.execute(
+                won = rowcount(s.execute(
                     update(Case)
                     .where(Case.id == case_id, due)
                     .values(state=CaseState.PROCESSING, locked_by=worker,
                             locked_until=now + timedelta(seconds=lease_seconds),
                             attempts=Case.attempts + 1)
                     .execution_options(synchronize_session=False)
-                ).rowcount
+                ))
                 if won == 1:
                     case = s.get(Case, case_id, populate_existing=True)
                     assert case is not None
@@ -639,12 +648,12 @@ class Queue:
             free = or_(LockRow.expires_at < now, LockRow.owner == owner)
             if stale is not None:
                 free = or_(free, LockRow.owner == stale)
-            taken = s.execute(
+            taken = rowcount(s.execute(
                 update(LockRow)
                 .where(LockRow.name == name, free)
                 .values(owner=owner, expires_at=expires)
                 .execution_options(synchronize_session=False)
-            ).rowcount
+            ))
             if taken:
                 return True
         try:

@@ -13,8 +13,12 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
+
+if TYPE_CHECKING:  # the stubs' name for the logger class; not importable at run time
+    from loguru import Logger
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -42,7 +46,7 @@ class RunFolder:
         return folder
 
     @property
-    def log(self):  # noqa: ANN201 - loguru's bound logger type is private
+    def log(self) -> Logger:
         return logger.bind(run=self.run_id)
 
     @property

@@ -132,8 +132,8 @@ def _asks_in(low: str, items: Sequence[LineItem]) -> list[ItemAsk]:
     quantities = {i.sku: i.quantity for i in items}
     asks = []
     for sku, spans in mentions.items():
-        counted = [(n, span in shared) for span in spans
-                   if (n := _count_before(low, span[0])) is not None and n > 0]
+        counted = [(count, span in shared) for span in spans
+                   if (count := _count_before(low, span[0])) is not None and count > 0]
         counts = [n for n, is_shared in counted if not is_shared and n <= quantities[sku]]
         start, end = min(spans)
         asks.append(ItemAsk(sku, max(counts) if counts else None, low[start:end],

@@ -121,9 +121,10 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
             f"lines match ({', '.join(a.sku for a in unsure)}): a human decides which and how "
             f"many."))
     if len(set(claim.amounts)) > 1:
-        asked = ", ".join(str(a) for a in sorted(set(claim.amounts)))
+        asked_all = ", ".join(str(a) for a in sorted(set(claim.amounts)))
         return Decision(Outcome.ESCALATE, money(min(refundable, charge.remaining)),
-                        (*reasons, f"The customer's contacts ask for different amounts ({asked})."))
+                        (*reasons, "The customer's contacts ask for different amounts "
+                                   f"({asked_all})."))
 
     amount = refundable
     if claim.amounts:

@@ -511,7 +511,8 @@ def _strip_comments(value: str) -> str:
 
 
 def _split_semicolons(value: str) -> list[str]:
-    parts, current = [], []
+    parts: list[str] = []
+    current: list[str] = []
     for ch, quoted, _ in _chars(value):
         if ch == ";" and not quoted:
             parts.append("".join(current).strip())

@@ -53,6 +53,8 @@ def replay(queue: Queue, policy: Policy) -> list[Replay]:
 def write_comparison(path: Path, rows: list[Replay], policy_file: Path) -> Path:
     wb = Workbook()
     summary = wb.active
+    if summary is None:  # a new workbook always has one sheet
+        raise RuntimeError("openpyxl made a workbook without a sheet")
     summary.title = "Summary"
     changed = [r for r in rows if r.changed]
     lines: list[tuple[str, object]] = [

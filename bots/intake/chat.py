@@ -119,10 +119,10 @@ def _conversations(path: Path, data: bytes, fields: FieldMap, roles: frozenset[s
         if problem:
             rows.add(ref, {"reason_text": item if isinstance(item, str) else ""}, problem)
         elif isinstance(item, str):  # a group of message records
-            group = grouped[item][1]
-            merged = {k: v for m in reversed(group) for k, v in m.items()}
-            rows.add(_group_ref(ref, len(group)),
-                     *_conversation(merged, group, conversations, messages, roles))
+            members = grouped[item][1]
+            merged = {k: v for m in reversed(members) for k, v in m.items()}
+            rows.add(_group_ref(ref, len(members)),
+                     *_conversation(merged, members, conversations, messages, roles))
         else:
             said = item.pop("__messages", None)
             if said is None:

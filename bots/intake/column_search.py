@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 try:  # how `re` itself parses a pattern: the only exact reading of Python's syntax
-    from re import _constants as _sre
-    from re import _parser as _sre_parser
+    # (private modules on purpose, absent from typeshed, hence the ignores)
+    from re import _constants as _sre  # type: ignore[attr-defined]
+    from re import _parser as _sre_parser  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - a Python that moved them
     _sre = _sre_parser = None
 

@@ -18,7 +18,7 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bots.intake.extract import (
     DEFAULT_ORDER_PATTERNS,
@@ -57,8 +57,13 @@ _LATIN1_ALIASES = frozenset({"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1
 _ASCII_ALIASES = frozenset({"us-ascii", "ascii", "us_ascii", "ansi_x3.4-1968"})
 _UNREADABLE = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
+if TYPE_CHECKING:  # typeshed's EmailPolicy is generic in the message class it builds
+    _EmailPolicy = EmailPolicy[EmailMessage]
+else:  # the runtime class is not subscriptable
+    _EmailPolicy = EmailPolicy
 
-class _BoundedPolicy(EmailPolicy):
+
+class _BoundedPolicy(_EmailPolicy):
     """`policy.default`, except that a header value is cut before its structured parse.
 
     The stdlib header parser is quadratic or worse on some inputs, well below

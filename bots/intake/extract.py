@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from html.parser import HTMLParser
+from types import ModuleType
+from typing import cast
 
 import numpy as np
 import phonenumbers
@@ -105,8 +107,10 @@ def required_literals(pattern: str) -> tuple[str, ...] | None:
     lookarounds require nothing. Only for case-sensitive patterns without inline flags.
     """
     try:
-        from re import _constants as sre_c
-        from re import _parser as sre_p
+        # re's own parser: private on purpose (the only exact reading of Python's syntax),
+        # and absent from typeshed, hence the ignores.
+        from re import _constants as sre_c  # type: ignore[attr-defined]
+        from re import _parser as sre_p  # type: ignore[attr-defined]
 
         parsed = sre_p.parse(pattern)
         if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
@@ -119,8 +123,18 @@ def required_literals(pattern: str) -> tuple[str, ...] | None:
 
 _MAX_SPELLINGS = 16  # a literal run expands through small classes ([äa]) up to this many
 
+# A parsed pattern as re's parser gives it: (opcode, argument) nodes, the argument's shape
+# set by the opcode. Only the shapes read below are spelled out; `_Nodes` is a
+# `re._parser.SubPattern` (indexable, sized) or a list of its nodes.
+_Node = tuple[object, object]
+_Nodes = Sequence[_Node]
+_Group = tuple[int | None, int, int, _Nodes]  # SUBPATTERN: group, add flags, del flags, body
+_Branch = tuple[None, list[_Nodes]]  # BRANCH: the alternatives
+_Repeat = tuple[int, int, _Nodes]  # MAX_REPEAT, MIN_REPEAT: min, max, body
+_In = list[_Node]  # IN: the class members, (LITERAL, code point) and others
 
-def _literals(items: list[tuple[object, object]], c: object) -> frozenset[str] | None:
+
+def _literals(items: _Nodes, c: ModuleType) -> frozenset[str] | None:
     best: frozenset[str] | None = None
 
     def consider(cands: frozenset[str] | set[str] | None) -> None:
@@ -138,30 +152,35 @@ def _literals(items: list[tuple[object, object]], c: object) -> frozenset[str] |
             continue
         consider(run)
         run = {""}
-        if op is c.SUBPATTERN:  # type: ignore[attr-defined]
-            _group, add_flags, del_flags, body = av  # type: ignore[misc]
+        if op is c.SUBPATTERN:
+            _group, add_flags, del_flags, body = cast(_Group, av)
             if add_flags or del_flags:
                 raise ValueError("inline flags")
             consider(_literals(list(body), c))
-        elif op is c.BRANCH:  # type: ignore[attr-defined]
-            branches = [_literals(list(b), c) for b in av[1]]  # type: ignore[index]
-            if all(branches):
-                consider(frozenset().union(*branches))  # type: ignore[arg-type]
-        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:  # type: ignore[attr-defined,index]
-            consider(_literals(list(av[2]), c))  # type: ignore[index]
+        elif op is c.BRANCH:
+            branches = [_literals(list(b), c) for b in cast(_Branch, av)[1]]
+            known = [b for b in branches if b]
+            if len(known) == len(branches):  # every branch requires something
+                consider(frozenset[str]().union(*known))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and cast(_Repeat, av)[0] >= 1:
+            consider(_literals(list(cast(_Repeat, av)[2]), c))
     consider(run)
     return best
 
 
-def _small_class(op: object, av: object, c: object) -> list[str] | None:
+def _small_class(op: object, av: object, c: ModuleType) -> list[str] | None:
     """The spellings of one literal character, a small class ([eé]) or an optional one ('?)."""
-    if op is c.LITERAL:  # type: ignore[attr-defined]
-        return [chr(av)]  # type: ignore[arg-type]
-    if op is c.IN and len(av) <= 4 and all(o is c.LITERAL for o, _ in av):  # type: ignore
-        return [chr(v) for _, v in av]  # type: ignore[union-attr]
-    if op is c.MAX_REPEAT and av[0] == 0 and av[1] == 1 and len(av[2]) == 1:  # type: ignore
-        inner = _small_class(*av[2][0], c)  # type: ignore[index]
-        return None if inner is None else ["", *inner]
+    if op is c.LITERAL:
+        return [chr(cast(int, av))]
+    if op is c.IN:
+        members = cast(_In, av)
+        if len(members) <= 4 and all(o is c.LITERAL for o, _ in members):
+            return [chr(cast(int, v)) for _, v in members]
+    if op is c.MAX_REPEAT:
+        low, high, body = cast(_Repeat, av)
+        if low == 0 and high == 1 and len(body) == 1:
+            inner = _small_class(*body[0], c)
+            return None if inner is None else ["", *inner]
     return None
 
 

@@ -356,9 +356,9 @@ def _item(rows: Rows, i: int, f: dict[str, Any], reason: Reason, raw_text: Any,
                            + "; ".join(problems),
                            clean_text(mask_secrets(excerpt[:SCAN_LIMIT]), EXCERPT_LIMIT), ref)
     if amount is None and amount_possible:
-        found = find_amount(search, opts.order_patterns)
-        if found:
-            amount, amount_currency = found
+        found_amount = find_amount(search, opts.order_patterns)
+        if found_amount:
+            amount, amount_currency = found_amount
     if amount is not None:
         currency = currency or amount_currency or opts.default_currency
     return RefundRequest(

@@ -12,9 +12,9 @@ file or a folder of files, with a `fields:` map for a tool's own export format.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -28,6 +28,7 @@ from bots.intake.extract import (
 )
 from bots.intake.imap import MailboxConfig, read_mailbox
 from bots.intake.records import DEFAULT_MAX_BYTES as EXPORT_MAX_BYTES
+from bots.intake.records import FieldOverrides
 from bots.intake.spreadsheet import (
     DEFAULT_COLUMNS,
     EXCEL_SUFFIXES,
@@ -237,11 +238,23 @@ def _exports(cfg: ExportSourceConfig, path: Path) -> Iterator[IntakeItem]:
         yield from read_export_file(cfg, file)
 
 
+class _ExportOptions(TypedDict):
+    """The keyword arguments every export adapter takes alike."""
+
+    fields: FieldOverrides | None
+    order_patterns: Sequence[str]
+    default_currency: str | None
+    default_region: str | None
+    date_dayfirst: bool
+    max_bytes: int
+
+
 def read_export_file(cfg: ExportSourceConfig, file: Path) -> Iterator[IntakeItem]:
     """One file of an export source, read by its kind's adapter."""
-    common = {"fields": cfg.fields, "order_patterns": cfg.patterns,
-              "default_currency": cfg.default_currency, "default_region": cfg.default_region,
-              "date_dayfirst": cfg.date_dayfirst, "max_bytes": cfg.max_bytes}
+    common: _ExportOptions = {
+        "fields": cfg.fields, "order_patterns": cfg.patterns,
+        "default_currency": cfg.default_currency, "default_region": cfg.default_region,
+        "date_dayfirst": cfg.date_dayfirst, "max_bytes": cfg.max_bytes}
     if cfg.kind == "chat":
         yield from chat.read_chat_export(
             file, records_key=cfg.records_key,

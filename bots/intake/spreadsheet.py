@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.typing import NaTType
 
 from bots.intake.extract import (
     DEFAULT_ORDER_PATTERNS,
@@ -370,7 +371,7 @@ def _amount(value: Any) -> tuple[Decimal | None, str | None, str]:
     text = _cell_text(value)
     if not text:
         return None, None, ""
-    if isinstance(value, Number) and not isinstance(value, bool):
+    if not isinstance(value, bool) and isinstance(value, Number):
         try:
             number = Decimal(str(value))
         except InvalidOperation:
@@ -440,13 +441,13 @@ def _free_date(text: str, dayfirst: bool) -> datetime | None:
             stamp = pd.to_datetime(text, dayfirst=dayfirst)
     except (ValueError, TypeError, OverflowError):
         return None
-    return None if stamp is pd.NaT else _utc(stamp)
+    return _utc(stamp)  # None for NaT
 
 
-def _utc(value: datetime | date) -> datetime | None:
+def _utc(value: datetime | date | NaTType) -> datetime | None:
+    if isinstance(value, NaTType):  # a datetime subclass, but no Timestamp
+        return None
     if isinstance(value, pd.Timestamp):
-        if value is pd.NaT:
-            return None
         value = value.to_pydatetime()
     if not isinstance(value, datetime):
         value = datetime.combine(value, time())

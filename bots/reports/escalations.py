@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from openpyxl import Workbook, load_workbook
-from openpyxl.cell.cell import Cell
+from openpyxl.cell.cell import Cell, MergedCell
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
@@ -260,6 +260,11 @@ def _letter(header: str) -> str:
 # -- reading ------------------------------------------------------------------------------
 
 
+# A cell as read back: one covered by a merged range (not its top-left) is a MergedCell,
+# whose value is always None.
+_ReadCell: TypeAlias = Cell | MergedCell
+
+
 class _Refuse(Exception):
     """This row cannot be used: the message says why, in words an agent understands."""
 
@@ -294,7 +299,7 @@ def read_decisions(path: Path) -> tuple[list[HumanDecision], list[RejectedRow]]:
     return decisions, refused
 
 
-def _load(path: Path) -> tuple[list[tuple[int, tuple[Cell, ...]]], dict[str, int]]:
+def _load(path: Path) -> tuple[list[tuple[int, tuple[_ReadCell, ...]]], dict[str, int]]:
     try:
         wb = load_workbook(path, data_only=False)  # formulas as formulas: they are refused
     except Exception as exc:  # noqa: BLE001 - zip, XML, missing file: all say the same
@@ -310,10 +315,17 @@ def _load(path: Path) -> tuple[list[tuple[int, tuple[Cell, ...]]], dict[str, int
     if missing:
         raise EscalationsFileError(f"{path}: column(s) missing: {', '.join(missing)}")
     columns = {h: headers.index(h) for h in HEADERS if h in headers}
-    return [(cells[0].row, cells) for cells in rows[1:] if cells], columns
+    return [(_row_number(path, cells), cells) for cells in rows[1:] if cells], columns
 
 
-def _parse_row(number: int, row: dict[str, Cell]) -> HumanDecision:
+def _row_number(path: Path, cells: tuple[_ReadCell, ...]) -> int:
+    number = cells[0].row
+    if number is None:  # only a MergedCell made by hand has no place; a loaded one has
+        raise EscalationsFileError(f"{path}: a row of the {SHEET} sheet has no row number")
+    return number
+
+
+def _parse_row(number: int, row: dict[str, _ReadCell]) -> HumanDecision:
     for name, cell in row.items():
         if cell.data_type == "f":
             raise _Refuse(f"the {name} cell holds a formula: type the value itself")
@@ -342,7 +354,7 @@ def _parse_row(number: int, row: dict[str, Cell]) -> HumanDecision:
                          escalated_at=_datetime(row.get("Escalated (UTC)")))
 
 
-def _case(cell: Cell | None) -> tuple[str, int]:
+def _case(cell: _ReadCell | None) -> tuple[str, int]:
     text = _text(cell)
     m = _CASE_REF.fullmatch(text)
     if m is None or int(m.group(1)) == 0:
@@ -351,7 +363,7 @@ def _case(cell: Cell | None) -> tuple[str, int]:
     return f"C-{case_id:06d}", case_id
 
 
-def _amount(cell: Cell | None) -> Decimal | None:
+def _amount(cell: _ReadCell | None) -> Decimal | None:
     """A positive amount with at most 2 decimals, or None when the cell is empty."""
     value = None if cell is None else cell.value
     if _blank(cell):
@@ -381,18 +393,18 @@ def _money_text(text: str) -> str:
     return s if re.fullmatch(r"[+-]?\d+(\.\d+)?", s) else "not a number"
 
 
-def _datetime(cell: Cell | None) -> datetime | None:
+def _datetime(cell: _ReadCell | None) -> datetime | None:
     value = None if cell is None else cell.value
     return value.replace(tzinfo=UTC) if isinstance(value, datetime) else None
 
 
-def _blank(cell: Cell | None) -> bool:
+def _blank(cell: _ReadCell | None) -> bool:
     if cell is None or cell.value is None:
         return True
     return isinstance(cell.value, str) and not cell.value.strip()
 
 
-def _text(cell: Cell | None) -> str:
+def _text(cell: _ReadCell | None) -> str:
     """A cell as trimmed text, without the guard apostrophe excel_safe may have added."""
     if cell is None or cell.value is None:
         return ""

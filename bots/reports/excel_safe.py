@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
+from typing import TypeAlias
 
 from openpyxl.cell.cell import Cell
 from openpyxl.worksheet.worksheet import Worksheet
@@ -45,8 +46,11 @@ _UNENCODABLE_RE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 # What may precede a trigger and still let a spreadsheet see the formula.
 _LEADING_JUNK_RE = re.compile(r"^[\s\x00-\x1f\x7f-\x9f]*")
 
+# What `neutralise` gives back, all of which a cell takes as its value.
+CellValue: TypeAlias = bool | int | float | Decimal | date | time | str | None
 
-def neutralise(value: object) -> object:
+
+def neutralise(value: object) -> CellValue:
     """Return `value` made safe for a cell: strings cleaned and guarded, the rest as is.
 
     Numbers (int, float, Decimal), booleans, dates, times and None pass through
@@ -93,18 +97,20 @@ def write_cell(ws: Worksheet, row: int, column: int, value: object,
     zones, openpyxl refuses them); numbers and dates get a real number format.
     """
     cell = ws.cell(row=row, column=column)
-    value = neutralise(value)
-    if isinstance(value, str):
-        force_text(cell, _fit(value))
+    if not isinstance(cell, Cell):  # a MergedCell, whose value openpyxl keeps read-only
+        raise ValueError(f"cell {cell.coordinate} is inside a merged range: it cannot be written")
+    safe = neutralise(value)
+    if isinstance(safe, str):
+        force_text(cell, _fit(safe))
         return cell
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    cell.value = value
+    if isinstance(safe, datetime) and safe.tzinfo is not None:
+        safe = safe.astimezone(UTC).replace(tzinfo=None)
+    cell.value = safe
     if number_format:
         cell.number_format = number_format
-    elif isinstance(value, datetime):
+    elif isinstance(safe, datetime):
         cell.number_format = DATETIME_FORMAT
-    elif isinstance(value, date):
+    elif isinstance(safe, date):
         cell.number_format = DATE_FORMAT
     return cell
 

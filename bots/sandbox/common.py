@@ -28,6 +28,7 @@ from flask import (
     session,
 )
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse  # what `redirect` returns
 
 from bots.sandbox.faults import FaultConfig, FaultInjector, install_faults, is_exempt
 
@@ -131,13 +132,13 @@ def safe_next(target: str | None, default: str) -> str:
     return default
 
 
-def login_redirect(expired: bool) -> Response:
+def login_redirect(expired: bool) -> BaseResponse:
     here = request.full_path.rstrip("?") if request.method == "GET" else site().home
     params = {"next": here, **({"expired": "1"} if expired else {})}
     return redirect("/login?" + urlencode(params))
 
 
-def _require_login() -> Response | None:
+def _require_login() -> BaseResponse | None:
     if is_exempt(request.path) or request.path in PUBLIC_PATHS:
         return None
     state = site()
@@ -149,7 +150,7 @@ def _require_login() -> Response | None:
     return None
 
 
-def _login() -> Response | str:
+def _login() -> BaseResponse | str:
     state = site()
     error = None
     if request.method == "POST":
@@ -168,7 +169,7 @@ def _login() -> Response | str:
                            expired=request.args.get("expired") == "1")
 
 
-def _logout() -> Response:
+def _logout() -> BaseResponse:
     site().sessions.drop(session.pop("sid", None))
     session.clear()
     return redirect("/login")

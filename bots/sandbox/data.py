@@ -361,6 +361,7 @@ SCENARIO_SHIPPING = {
 
 
 def _scenario_draft(rng: random.Random, today: date, key: str, customer: Customer) -> _Draft:
+    delivered: date | None
     if key == "outside_window":
         ordered, delivered = _delivered(rng, today, 60, 80)
     elif key in ("eligible", "eligible2", "duplicate", "quantity"):

@@ -69,10 +69,12 @@ def _checked(name: str, value: object) -> object:
         except re.error as exc:
             raise ValueError(f"{name} is not a valid regex: {exc}") from exc
         return value
-    number = float(value)  # type: ignore[arg-type]
+    if not isinstance(value, int | float):  # cannot happen: the other rules are all numbers
+        raise ValueError(f"{name} must be a number")
+    number = float(value)
     if (low is not None and number < low) or (high is not None and number > high):
         raise ValueError(f"{name} must be between {low} and {high}")
-    return float(value) if float in types else value  # type: ignore[arg-type]
+    return float(value) if float in types else value
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,10 @@ class FaultInjector:
         """Change some fields at once (all or none); a new seed restarts the random draws."""
         checked = {name: _checked(name, value) for name, value in changes.items()}
         with self._lock:
-            self._config = replace(self._config, **checked)
+            config = replace(self._config)
+            for name, value in checked.items():  # each value checked against its field's rule
+                setattr(config, name, value)
+            self._config = config
             if "seed" in checked:
                 self._rng = random.Random(self._config.seed)
             return replace(self._config)

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from flask import Flask, Response, flash, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse  # what `redirect` returns
 
 from bots.sandbox.common import create_legacy_app, csrf_ok, current_user, get_db, utc_now
 from bots.sandbox.faults import FaultConfig
@@ -166,7 +167,7 @@ def order_detail(order_number: str) -> str | tuple[str, int]:
     return render_template("orders/detail.html", order=order, items=items, notes=notes)
 
 
-def add_note(order_number: str) -> Response | tuple[str, int]:
+def add_note(order_number: str) -> BaseResponse | tuple[str, int]:
     order = _find_order(order_number)
     if order is None:
         return not_found(order_number)

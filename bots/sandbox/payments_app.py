@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse  # what `redirect` returns
 
 from bots.models import money
 from bots.sandbox.common import create_legacy_app, csrf_ok, current_user, get_db, site, utc_now
@@ -165,7 +166,7 @@ def _insert_refund(db: sqlite3.Connection, txn: dict[str, Any], amount: Decimal,
         raise
 
 
-def issue_refund(txn_id: str) -> Response | tuple[str, int]:
+def issue_refund(txn_id: str) -> BaseResponse | tuple[str, int]:
     txn = _transaction(txn_id)
     if txn is None:
         return not_found("Transaction", txn_id)

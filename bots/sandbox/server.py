@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -69,10 +69,10 @@ def serve(data_dir: Path, orders_port: int = 8101, payments_port: int = 8102,
     """Serve both apps until SIGTERM/SIGINT. Port 0 picks a free port (see the READY line)."""
     orders_db, payments_db = prepare_data(data_dir, seed, today, reset)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    base = faults or FaultConfig()
-    orders = create_orders_app(orders_db, FaultConfig(**_fields(base)), users_from_env(
+    base = faults or FaultConfig()  # each app gets its own copy: a test can break just one
+    orders = create_orders_app(orders_db, replace(base), users_from_env(
         DEFAULT_ORDERS_USERS, "SANDBOX_ORDERS_USER", "SANDBOX_ORDERS_PASSWORD"))
-    payments = create_payments_app(payments_db, FaultConfig(**_fields(base)), users_from_env(
+    payments = create_payments_app(payments_db, replace(base), users_from_env(
         DEFAULT_PAYMENTS_USERS, "SANDBOX_PAYMENTS_USER", "SANDBOX_PAYMENTS_PASSWORD"))
     servers = [make_server(host, orders_port, orders, threaded=True),
                make_server(host, payments_port, payments, threaded=True)]
@@ -94,11 +94,6 @@ def serve(data_dir: Path, orders_port: int = 8101, payments_port: int = 8102,
         for s in servers:
             s.shutdown()
             s.server_close()
-
-
-def _fields(config: FaultConfig) -> dict[str, object]:
-    """Each app gets its own copy, so a test can break one app and not the other."""
-    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 def _on_signals(stop: threading.Event) -> None:

@@ -25,6 +25,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from random import Random
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -35,6 +36,9 @@ from bots.intake.extract import classify_reason
 from bots.models import Quarantined
 from bots.queue import CaseState, Queue
 from bots.tools.demo import DEMO_SEED, DemoRequest, demo_overrides, prepare_inputs
+
+if TYPE_CHECKING:  # imported where used: the sandbox is only needed to run the rounds
+    from bots.sandbox.data import Dataset
 
 CRASH_PLAN = "before_submit:0.15,after_submit:0.35,after_record:0.15,after_note:0.15"
 
@@ -78,7 +82,7 @@ class ChaosResult:
         return not self.problems
 
 
-def expected_refunds(ds, reqs: list[DemoRequest],  # noqa: ANN001 - sandbox Dataset
+def expected_refunds(ds: Dataset, reqs: list[DemoRequest],
                      policy: Policy) -> dict[str, Decimal]:
     """What a careful agent refunds for the demo requests, computed without the bot's code."""
     orders = {o.order_number: o for o in ds.orders}
@@ -86,6 +90,8 @@ def expected_refunds(ds, reqs: list[DemoRequest],  # noqa: ANN001 - sandbox Data
     for r in reqs:
         if r.expect not in ("refunded", "partial"):
             continue
+        if r.order_number is None:
+            raise ValueError(f"demo request expected to be {r.expect} names no order: {r}")
         o = orders[r.order_number]
         back = r.returns or {i.sku: i.quantity for i in o.items}
         amount = sum((i.unit_price * min(back[i.sku], i.quantity) for i in o.items
@@ -203,7 +209,7 @@ def _portal_refunds(db: Path) -> list[dict[str, str]]:
         return [dict(r) for r in conn.execute("SELECT * FROM refunds ORDER BY id")]
 
 
-def _verify(settings: Settings, ds, reqs: list[DemoRequest],  # noqa: ANN001
+def _verify(settings: Settings, ds: Dataset, reqs: list[DemoRequest],
             refunds: list[dict[str, str]], policy: Policy) -> list[str]:
     problems: list[str] = []
     expected = expected_refunds(ds, reqs, policy)

@@ -21,11 +21,16 @@ from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.console import Console
 
 from bots.work.pipeline import execute
+
+if TYPE_CHECKING:  # imported where used: the sandbox is only needed to build the demo
+    from bots.config import Settings
+    from bots.sandbox.data import Customer, Dataset, Order
 
 DEMO_SEED = 7
 # Where prepare_inputs writes each channel's input, under the demo folder.
@@ -45,7 +50,7 @@ class DemoRequest:
     returns: dict[str, int] | None = None  # SKU -> count the words ask back; None: all
 
 
-def demo_requests(ds, today: date) -> list[DemoRequest]:  # noqa: ANN001 - sandbox Dataset
+def demo_requests(ds: Dataset, today: date) -> list[DemoRequest]:
     """One request per scenario of the sandbox data, worded like real customers write."""
     from bots.sandbox.data import pick_scenarios
 
@@ -96,7 +101,7 @@ def demo_requests(ds, today: date) -> list[DemoRequest]:  # noqa: ANN001 - sandb
     return reqs
 
 
-def customer_of(ds, order):  # noqa: ANN001, ANN201
+def customer_of(ds: Dataset, order: Order) -> Customer:
     return next(c for c in ds.customers if c.customer_id == order.customer_id)
 
 
@@ -248,7 +253,7 @@ def write_portal_drops(folder: Path, requests: list[DemoRequest], now: datetime)
     return n + 1
 
 
-def prepare_inputs(folder: Path, ds, today: date) -> list[DemoRequest]:  # noqa: ANN001
+def prepare_inputs(folder: Path, ds: Dataset, today: date) -> list[DemoRequest]:
     """(Re)write every channel's demo input under `folder`."""
     for name in (*INPUTS.values(), "outbox", "queue.sqlite", "queue.sqlite-wal",
                  "queue.sqlite-shm"):
@@ -312,6 +317,8 @@ def approve_escalations(run_dir: Path, agent: str = "demo.agent") -> Path | None
         return None
     book = openpyxl.load_workbook(path)
     sheet = book.active
+    if sheet is None:
+        raise ValueError(f"{path}: the workbook has no sheet")
     headers = [c.value for c in sheet[1]]
     for row in sheet.iter_rows(min_row=2):
         if row[headers.index("Case")].value:
@@ -349,7 +356,7 @@ def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Consol
         return _human_round_trip(settings, today, console)
 
 
-def _human_round_trip(settings, today: date, console: Console) -> int:  # noqa: ANN001
+def _human_round_trip(settings: Settings, today: date, console: Console) -> int:
     """The demo's second act: an agent approves the escalations workbook, the bot pays."""
     from bots.queue import Queue
     from bots.reports.escalations import apply_decisions, read_decisions

@@ -262,11 +262,13 @@ def _quarantined(row: QuarantineRow) -> Quarantined:
 # -- a whole run: folder, stages, summary lines and exit status ---------------------------
 
 def execute(settings: Settings, command: str, *, intake: bool, process: bool,
-            console: Console, today: date | None = None, dry_run: bool = False) -> int:
+            console: Console | None = None, today: date | None = None,
+            dry_run: bool = False) -> int:
     """One run: its folder, log, stages and exit status. Shared by run/intake/process/demo.
 
     The summary lines go to `console`; the CLI, the scheduler and the demo pass their own.
     """
+    console = console or Console()
     queue = Queue(settings.queue_url)
     folder = RunFolder.create(settings.runs_dir)
     queue.start_run(folder.run_id, command)
@@ -309,8 +311,14 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
     total = queue.pending_count()
     holder: list[Processor] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        request_stop()
+        if holder:
+            holder[0].stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: (request_stop(), holder and holder[0].stop()))
+        loop.add_signal_handler(sig, on_signal)
     try:
         async with BotSession(settings) as session:
             with _progress(total) as progress:
