@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from paths import ROOT
 from typer.testing import CliRunner
 
 from bots.cli import app
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_runs_every_outcome_and_the_human_round_trip(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(ROOT)
     monkeypatch.setenv("REFUND_BOTS_RUNS_DIR", str(tmp_path / "runs"))
     result = CliRunner().invoke(app, ["demo", "--folder", str(tmp_path / "demo")])
     out = " ".join(result.output.split())

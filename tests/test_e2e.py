@@ -14,15 +14,18 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from paths import CONFIG
 from typer.testing import CliRunner
 
-from bots.cli import EXIT_OK, app, execute
+from bots.cli import app
 from bots.decide.policy import load_policy
 from bots.queue import Queue
 from bots.reports.report import read_report
 from bots.sandbox.data import Dataset, build_dataset, pick_scenarios
 from bots.tools.chaos import expected_refunds as chaos_expected
 from bots.tools.demo import DEMO_SEED, DemoRequest, prepare_inputs
+from bots.work.exit_codes import EXIT_OK
+from bots.work.pipeline import execute
 
 pytestmark = pytest.mark.e2e
 KEY = re.compile(r"^C\d{6}-[0-9a-f]{8}$")
@@ -30,7 +33,7 @@ KEY = re.compile(r"^C\d{6}-[0-9a-f]{8}$")
 
 def expected_refunds(ds: Dataset, reqs: list[DemoRequest]) -> dict[str, Decimal]:
     """What a careful agent would refund for the demo requests, computed independently."""
-    return chaos_expected(ds, reqs, load_policy(Path("config/policy.yaml")))
+    return chaos_expected(ds, reqs, load_policy(CONFIG / "policy.yaml"))
 
 
 def test_pipeline_refunds_exactly_the_eligible_orders_once(sandbox, settings_for,

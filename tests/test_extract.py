@@ -203,6 +203,11 @@ def test_luhn() -> None:
     assert luhn_valid(VISA_COMPACT) and not luhn_valid(NOT_LUHN.replace(" ", ""))
 
 
+def test_mask_secrets_on_hostile_digit_runs() -> None:
+    assert mask_secrets("1 " * 50_000).count("1") >= 10_000
+
+
+@pytest.mark.perf
 def test_mask_secrets_is_linear_on_hostile_digit_runs() -> None:
     start = time.perf_counter()
     out = mask_secrets("1 " * 50_000)
@@ -262,11 +267,16 @@ def test_clean_text_truncates_with_ellipsis() -> None:
     assert clean_text("abcde", limit=5) == "abcde"
 
 
-def test_clean_text_huge_input_is_fast_and_bounded() -> None:
-    start = time.perf_counter()
+def test_clean_text_huge_input_is_bounded() -> None:
     out = clean_text("word \x00" * 2_000_000)
-    assert time.perf_counter() - start < 2
     assert len(out) == 5000 and out.endswith("…")
+
+
+@pytest.mark.perf
+def test_clean_text_huge_input_is_fast() -> None:
+    start = time.perf_counter()
+    clean_text("word \x00" * 2_000_000)
+    assert time.perf_counter() - start < 2
 
 
 @pytest.mark.parametrize(("html", "expected"), [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bots.cli import EXIT_CIRCUIT, EXIT_OK, app, execute
+from bots.cli import app
 from bots.decide.policy import load_policy
 from bots.legacy.artifacts import zip_contains
 from bots.queue import CaseState, IntentState, Queue
@@ -18,6 +18,8 @@ from bots.sandbox.data import build_dataset
 from bots.sandbox.server import DEFAULT_ORDERS_USERS, DEFAULT_PAYMENTS_USERS
 from bots.tools.chaos import expected_refunds
 from bots.tools.demo import DEMO_SEED, prepare_inputs
+from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_OK
+from bots.work.pipeline import execute
 
 pytestmark = pytest.mark.e2e
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from paths import CONFIG
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -33,7 +34,7 @@ from bots.notify import (
 )
 from bots.queue import Case, Queue
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "config" / "templates"
+TEMPLATES = CONFIG / "templates"
 CARD = "4111 1111 1111 1111"
 
 

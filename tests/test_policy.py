@@ -5,6 +5,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from paths import CONFIG
 
 from bots.decide.policy import Claim, Policy, PolicyError, claim_from, decide, load_policy
 from bots.models import ChargeFacts, LineItem, OrderFacts, Outcome
@@ -139,7 +140,7 @@ def test_claim_from_merges_contacts() -> None:
 
 
 def test_policy_file_shipped_is_valid() -> None:
-    assert load_policy(Path("config/policy.yaml")).refund_window_days == 30
+    assert load_policy(CONFIG / "policy.yaml").refund_window_days == 30
 
 
 def test_invalid_policy_says_where(tmp_path: Path) -> None:

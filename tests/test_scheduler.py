@@ -4,18 +4,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
+from paths import ROOT
 from rich.console import Console
 
-from bots.cli import EXIT_LOCKED, EXIT_OK
 from bots.config import load_settings
 from bots.queue import Queue
+from bots.work.exit_codes import EXIT_LOCKED, EXIT_OK
 from bots.work.scheduler import RUN_LOCK, Scheduler
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(tmp_path: Path, jobs: list[dict]) -> Path:
@@ -59,9 +57,16 @@ def test_a_job_is_skipped_while_another_run_holds_the_lock(tmp_path: Path) -> No
 def test_sigterm_stops_the_loop_cleanly(tmp_path: Path) -> None:
     config = _config(tmp_path, [{"command": "intake", "every_minutes": 60}])
     proc = subprocess.Popen([sys.executable, "-m", "bots", "schedule", "--config", str(config)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(3)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # wait for its readiness line, not for a fixed time
+        seen.append(line)
+        if line.startswith("scheduled:"):
+            break
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=20)
+    out = "".join(seen) + out
     assert proc.returncode == 0, out
     assert "scheduler stopped" in out

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import ROOT
 
 from bots.decide.signals import (
     Assessment,
@@ -27,7 +28,6 @@ from bots.decide.signals import (
 from bots.intake import parse_eml_bytes
 from bots.models import ChargeFacts, Decision, LineItem, OrderFacts, Outcome, RefundRequest
 
-ROOT = Path(__file__).resolve().parent.parent
 D = Decimal
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 OURS = "mx.shop.example"
