@@ -51,6 +51,10 @@ class ProcessingSettings(_Model):
     lease_seconds: int = Field(300, ge=10)
     circuit_breaker: int = Field(5, ge=1)  # consecutive system exceptions that stop the run
     step_retries: int = Field(2, ge=0, le=10)  # page loads retried in place before failing
+    # How long a refund submit may still be running on the portal after our side gave up
+    # (null: 4x the browser timeout, at least 30 s). Until then a pending refund whose key
+    # is not in the history is never declared absent: the case waits.
+    submit_grace_seconds: float | None = Field(None, ge=0)
 
 
 class IntakeSettings(_Model):

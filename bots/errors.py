@@ -43,3 +43,15 @@ class RefundRefused(SystemException):
 
 class AmbiguousOutcome(Exception):
     """We cannot tell whether a submitted refund went through: a human must look."""
+
+
+class SubmitInFlight(Exception):
+    """A refund submit may still be running on the portal: wait, never submit again yet.
+
+    Not a failure: the case waits (without spending an attempt) until the in-flight grace
+    period has passed, then the refund history is read again.
+    """
+
+    def __init__(self, message: str, wait_seconds: float) -> None:
+        super().__init__(message)
+        self.wait_seconds = wait_seconds

@@ -53,6 +53,11 @@ class RefundRequest:
     customer_handle: str | None = None  # social/chat handle: weak identity evidence only
     auth_results: str | None = None  # email: Authentication-Results header(s), raw, one per line
     in_reply_to: str | None = None  # email: the Message-ID to thread the answer to
+    # What intake could not read for sure (a minus sign, a currency it cannot map, two
+    # orders named...): a case with any doubt is escalated to a human with these words.
+    doubts: tuple[str, ...] = ()
+    language: str | None = None  # ISO 639-1 of the customer's text, when detected
+    priority: int = 0  # higher first (angry, urgent); routing only, never the amount
 
 
 @dataclass(frozen=True)

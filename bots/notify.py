@@ -32,7 +32,7 @@ import smtplib
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -46,25 +46,28 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import (
-    ForeignKey,
-    Integer,
-    String,
     Table,
-    Text,
-    UniqueConstraint,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from bots.credentials import secret
 from bots.errors import ConfigError
 from bots.intake.eml import normalise_message_id
 from bots.intake.extract import luhn_valid, mask_secrets
 from bots.models import Channel
-from bots.queue import Base, Case, RequestRow, UTCDateTime, case_ref, rowcount, utcnow
+from bots.queue import (
+    Case,
+    NotificationRow,
+    NotificationState,
+    RequestRow,
+    case_ref,
+    rowcount,
+    utcnow,
+)
 
 OUTCOMES = ("refunded", "partial", "rejected", "escalated", "approved")
 # A pending SMTP row younger than this may be in the hands of a run that is sending it
@@ -115,37 +118,6 @@ class NotifyState(StrEnum):
     SENT = "sent"
     SKIPPED = "skipped"  # already sent, no address to answer, notifications disabled
     FAILED = "failed"  # not sent this time; retried on the next run
-
-
-class RowState:
-    PENDING = "pending"  # committed before sending: the send may or may not have happened
-    SENT = "sent"
-    FAILED = "failed"  # the send raised: certainly retried on the next run
-
-
-class NotificationRow(Base):
-    """One message to one contact about one outcome. Created here, not in bots.queue."""
-
-    __tablename__ = "notifications"
-    __table_args__ = (UniqueConstraint("request_id", "kind"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    notification_id: Mapped[str] = mapped_column(String(40), unique=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
-    kind: Mapped[str] = mapped_column(String(20))
-    channel: Mapped[str] = mapped_column(String(20))
-    recipient: Mapped[str] = mapped_column(String(320))
-    subject: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
-    message_id: Mapped[str | None] = mapped_column(String(400))  # email: the one we sent
-    state: Mapped[str] = mapped_column(String(20), default=RowState.PENDING)
-    attempts: Mapped[int] = mapped_column(Integer, default=1)  # also the row's version
-    last_error: Mapped[str | None] = mapped_column(Text)
-    run_id: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # -- results and contacts -----------------------------------------------------------------
@@ -408,7 +380,7 @@ class Notifier:
             return self._result(contact, kind, NotifyState.SKIPPED,
                                 detail=f"no address to answer on {contact.channel}")
         row = self._existing(contact, kind)
-        if row is not None and row.state == RowState.SENT:
+        if row is not None and row.state == NotificationState.SENT:
             return self._result(contact, kind, NotifyState.SKIPPED, row,
                                 detail=f"already sent {row.sent_at:%Y-%m-%d %H:%M} UTC")
         if row is None:
@@ -453,7 +425,8 @@ class Notifier:
             notification_id=f"n-{uuid4().hex}", case_id=case.id,
             request_id=contact.key_request_id, kind=kind, channel=contact.channel,
             recipient=contact.to, subject=subject, body=rendered.body, message_id=message_id,
-            state=RowState.PENDING, attempts=1, run_id=run_id, created_at=now, updated_at=now)
+            state=NotificationState.PENDING, attempts=1, run_id=run_id, created_at=now,
+            updated_at=now)
         try:
             with Session(self.engine, expire_on_commit=False) as s, s.begin():
                 s.add(row)
@@ -468,7 +441,7 @@ class Notifier:
         sending now) at once for the outbox, after PENDING_RETRY_AFTER for SMTP.
         """
         now = utcnow()
-        if (row.state == RowState.PENDING and contact.via_smtp
+        if (row.state == NotificationState.PENDING and contact.via_smtp
                 and self.settings.smtp is not None
                 and now - row.updated_at < PENDING_RETRY_AFTER):
             return False
@@ -476,8 +449,8 @@ class Notifier:
             won = rowcount(s.execute(
                 update(NotificationRow)
                 .where(NotificationRow.id == row.id, NotificationRow.attempts == row.attempts,
-                       NotificationRow.state != RowState.SENT)
-                .values(state=RowState.PENDING, attempts=row.attempts + 1, updated_at=now)
+                       NotificationRow.state != NotificationState.SENT)
+                .values(state=NotificationState.PENDING, attempts=row.attempts + 1, updated_at=now)
                 .execution_options(synchronize_session=False)
             ))
         row.attempts += 1
@@ -491,15 +464,15 @@ class Notifier:
                 self._append_outbox(case, contact, row)
         except Exception as exc:  # noqa: BLE001 - any delivery failure is retried next run
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            self._mark(row, RowState.FAILED, error)
+            self._mark(row, NotificationState.FAILED, error)
             return self._result(contact, row.kind, NotifyState.FAILED, row, error=error)
-        self._mark(row, RowState.SENT, None)
+        self._mark(row, NotificationState.SENT, None)
         return self._result(contact, row.kind, NotifyState.SENT, row)
 
     def _mark(self, row: NotificationRow, state: str, error: str | None) -> None:
         now = utcnow()
         values: dict[str, object] = {"state": state, "updated_at": now, "last_error": error}
-        if state == RowState.SENT:
+        if state == NotificationState.SENT:
             values["sent_at"] = now
         with Session(self.engine) as s, s.begin():
             s.execute(update(NotificationRow).where(NotificationRow.id == row.id)

@@ -66,8 +66,10 @@ def escalated_case(queue: Queue, n: int, *, name: str = "Ada Lovelace",
         received_at=datetime(2026, 11, 28, tzinfo=UTC), reason_text="refund please",
         customer_email=f"c{n}@example.com", customer_name=name, order_number=order,
         requested_amount=Decimal("94.97"), currency="EUR"))
-    queue.record_decision(case_id, facts(order))
-    queue.finish(case_id, state=state, outcome="escalated" if state == CaseState.ESCALATED
+    held = queue.claim("w1", 60, RUN)
+    assert held is not None and held.id == case_id
+    queue.record_decision(held.lease, facts(order))
+    queue.finish(held.lease, state=state, outcome="escalated" if state == CaseState.ESCALATED
                  else "refunded", reason="Above the auto-approve limit of 50.00.",
                  actor="w1", run_id=RUN,
                  approved_amount=Decimal(proposed) if proposed else None)

@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 from bots.models import RefundRequest
 from bots.notify import (
     OUTCOMES,
-    NotificationRow,
     Notifier,
     NotifySettings,
     NotifyState,
@@ -32,7 +31,7 @@ from bots.notify import (
     card_numbers_in,
     sent_notifications,
 )
-from bots.queue import Case, Queue
+from bots.queue import Case, NotificationRow, Queue
 
 TEMPLATES = CONFIG / "templates"
 CARD = "4111 1111 1111 1111"

@@ -82,12 +82,14 @@ def test_expired_lease_is_claimable_again(queue: Queue) -> None:
         s.get(type(first), first.id).locked_until = utcnow() - timedelta(seconds=1)
     again = queue.claim("w2", 60)
     assert again is not None and again.id == first.id and again.attempts == 2
+    assert again.lease_token == first.lease_token + 1  # the fencing token only grows
 
 
 def test_retry_later_waits_for_backoff(queue: Queue) -> None:
     cid, _ = queue.add_request(req("m1"))
-    assert queue.claim("w", 60) is not None
-    queue.retry_later(cid, delay=30, error="HTTP 500", actor="w", run_id="r")
+    held = queue.claim("w", 60)
+    assert held is not None and held.id == cid
+    queue.retry_later(held.lease, delay=30, error="HTTP 500", actor="w", run_id="r")
     assert queue.claim("w", 60) is None
     due = queue.next_due_at()
     assert due is not None and due > utcnow() + timedelta(seconds=25)
@@ -95,8 +97,9 @@ def test_retry_later_waits_for_backoff(queue: Queue) -> None:
 
 def test_finish_writes_audit_and_clears_lease(queue: Queue) -> None:
     cid, _ = queue.add_request(req("m1"))
-    queue.claim("w", 60, run_id="r1")
-    queue.finish(cid, state=CaseState.DONE, outcome="rejected", reason="outside window",
+    held = queue.claim("w", 60, run_id="r1")
+    assert held is not None
+    queue.finish(held.lease, state=CaseState.DONE, outcome="rejected", reason="outside window",
                  actor="w", run_id="r1")
     case = queue.get_case(cid)
     assert case is not None and case.state == "done" and case.locked_by is None
@@ -108,7 +111,9 @@ def test_customer_case_merges_into_order_case(queue: Queue) -> None:
     order_case, _ = queue.add_request(req("m1"))
     loose, _ = queue.add_request(req("m2", order=None))
     assert loose != order_case
-    assert queue.merge(loose, "order:ORD-100001", actor="w", run_id="r") == order_case
+    held = queue.claim("w", 60, exclude=[order_case])
+    assert held is not None and held.id == loose
+    assert queue.merge(held.lease, "order:ORD-100001", actor="w", run_id="r") == order_case
     merged = queue.get_case(order_case)
     assert merged is not None and len(merged.requests) == 2
     assert queue.get_case(loose).state == CaseState.MERGED  # type: ignore[union-attr]
@@ -116,11 +121,13 @@ def test_customer_case_merges_into_order_case(queue: Queue) -> None:
 
 def test_intents_recorded_and_resolved(queue: Queue) -> None:
     cid, _ = queue.add_request(req("m1"))
-    intent = queue.open_intent(cid, order_number="ORD-100001", transaction_id="TX-1",
+    held = queue.claim("w", 60)
+    assert held is not None
+    intent = queue.open_intent(held.lease, order_number="ORD-100001", transaction_id="TX-1",
                                amount=Decimal("9.90"), run_id="r1")
     assert intent.key.startswith("C") and len(intent.key) <= 40
-    queue.resolve_intent(intent.id, state=IntentState.CONFIRMED, refund_number="RF-000009",
-                         run_id="r2")
+    assert queue.resolve_intent(held.lease, intent.id, state=IntentState.CONFIRMED,
+                                refund_number="RF-000009", run_id="r2")
     [stored] = queue.intents(cid)
     assert stored.state == "confirmed" and stored.refund_number == "RF-000009"
     assert [i.id for i in queue.intents_for_run("r2")] == [intent.id]
@@ -139,8 +146,9 @@ def test_lock_is_exclusive_until_it_expires(queue: Queue) -> None:
 
 def _escalated(queue: Queue, proposal: str = "120.00") -> int:
     cid, _ = queue.add_request(req("m1"))
-    queue.claim("w", 60)
-    queue.finish(cid, state=CaseState.ESCALATED, outcome="escalated", reason="above limit",
+    held = queue.claim("w", 60)
+    assert held is not None and held.id == cid
+    queue.finish(held.lease, state=CaseState.ESCALATED, outcome="escalated", reason="above limit",
                  actor="w", run_id="r1", approved_amount=Decimal(proposal))
     return cid
 
@@ -184,8 +192,9 @@ def test_reassign_only_escalated(queue: Queue) -> None:
 
 def _failed(queue: Queue, source: str) -> int:
     cid, _ = queue.add_request(req(source, order=f"ORD-1{source[-5:]:0>5}"))
-    queue.claim("w", 60, run_id="r1")
-    queue.finish(cid, state=CaseState.FAILED, outcome="failed",
+    held = queue.claim("w", 60, run_id="r1")
+    assert held is not None and held.id == cid
+    queue.finish(held.lease, state=CaseState.FAILED, outcome="failed",
                  reason="gave up after 6 attempts: HTTP 500", actor="w", run_id="r1")
     return cid
 

@@ -11,7 +11,7 @@ from paths import ROOT
 from rich.console import Console
 
 from bots.config import load_settings
-from bots.queue import Queue
+from bots.queue import Queue, runner_id
 from bots.work.exit_codes import EXIT_LOCKED, EXIT_OK
 from bots.work.scheduler import RUN_LOCK, Scheduler
 
@@ -43,7 +43,7 @@ def test_a_job_is_skipped_while_another_run_holds_the_lock(tmp_path: Path) -> No
     settings = load_settings(config)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        owner = f"{os.uname().nodename}:{other.pid}:scheduler"
+        owner = runner_id("scheduler", pid=other.pid)  # another live scheduler process
         assert Queue(settings.queue_url).acquire_lock(RUN_LOCK, owner, 600)
         assert Scheduler(settings, config, Console()).run_job("intake") == EXIT_LOCKED
         assert Queue(settings.queue_url).cases() == []
@@ -70,3 +70,19 @@ def test_sigterm_stops_the_loop_cleanly(tmp_path: Path) -> None:
     out = "".join(seen) + out
     assert proc.returncode == 0, out
     assert "scheduler stopped" in out
+
+
+def test_a_holder_in_the_old_format_or_alive_elsewhere_is_trusted_until_expiry(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path, [{"command": "intake", "every_minutes": 5}])
+    settings = load_settings(config)
+    # "host:pid:tag" says nothing provable (a recycled pid, another container): wait it out
+    assert Queue(settings.queue_url).acquire_lock(RUN_LOCK, "elsewhere:1:scheduler", 600)
+    assert Scheduler(settings, config, Console()).run_job("intake") == EXIT_LOCKED
+
+
+def test_process_jobs_take_no_lock_so_runners_scale_out(tmp_path: Path) -> None:
+    config = _config(tmp_path, [{"command": "process", "every_minutes": 5}])
+    settings = load_settings(config)
+    assert Queue(settings.queue_url).acquire_lock(RUN_LOCK, "elsewhere:1:scheduler", 600)
+    assert Scheduler(settings, config, Console()).run_job("process") != EXIT_LOCKED

@@ -24,7 +24,9 @@ def _queue_with_decisions(tmp_path: Path) -> Queue:
         cid, _ = queue.add_request(RefundRequest("email", f"m{n}", datetime.now(UTC), "x",
                                                  order_number=o.order_number))
         c, cl = charge(o), claim()
-        queue.record_decision(cid, snapshot.dump(o, c, cl, decide(POLICY, cl, o, c, TODAY),
+        held = queue.claim("w", 60)
+        assert held is not None and held.id == cid
+        queue.record_decision(held.lease, snapshot.dump(o, c, cl, decide(POLICY, cl, o, c, TODAY),
                                                  TODAY))
     return queue
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date
 from decimal import Decimal
 from urllib.parse import quote, unquote, urlsplit
@@ -32,11 +33,14 @@ class PaymentsApp(LegacyApp):
         return await self.logged_in(lambda: self._read_charge(transaction_id))
 
     async def submit_refund(self, transaction_id: str, amount: Decimal, reason: str,
-                            reference: str) -> str:
+                            reference: str,
+                            before_click: Callable[[], Awaitable[None]] | None = None) -> str:
         """Fill and confirm the refund form; return the portal's refund number.
 
-        Not retried here on an expired session: whether the click went through is
-        for the caller to verify against the refund history, by reference.
+        `before_click` runs right before the final click (the caller's last check that it
+        may still pay: if it raises, nothing is submitted). Not retried here on an expired
+        session: whether the click went through is for the caller to verify against the
+        refund history, by reference.
         """
         await self._open_transaction(transaction_id)
         sel = self.sel
@@ -47,6 +51,8 @@ class PaymentsApp(LegacyApp):
         async def accept(dialog: Dialog) -> None:
             await dialog.accept()
 
+        if before_click is not None:
+            await before_click()
         self.page.once("dialog", accept)
         async with self.page.expect_navigation(wait_until="domcontentloaded") as nav:
             await self.page.click(sel("refund_form", "submit"))

@@ -10,8 +10,7 @@ import asyncio
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -33,11 +32,10 @@ from bots.queue import (
     INSERT_BATCH,
     Case,
     CaseState,
-    LockHeld,
     QuarantineRow,
     Queue,
     RefundIntent,
-    lock_owner_id,
+    runner_id,
 )
 from bots.reports.escalations import write_escalations
 from bots.reports.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
@@ -46,8 +44,6 @@ from bots.runs import RunFolder
 from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS
 from bots.work.processing import Finished, Processor, ProcessStats
 from bots.work.stopping import request_stop
-
-PROCESS_LOCK = "process"
 
 
 @dataclass
@@ -64,10 +60,9 @@ class IntakeStats:
 def run_intake(settings: Settings, queue: Queue, run: RunFolder) -> IntakeStats:
     """Read every configured source into the queue. Idempotent: re-reading adds nothing."""
     stats = IntakeStats()
-    before = {c.id for c in queue.cases()}
     for source in settings.intake.sources:
         try:
-            _read_into(queue, run, source, stats, before)
+            _read_into(queue, run, source, stats)
         except MailboxError as exc:  # an outage, not bad input: report it, read the others
             stats.failed_sources += 1
             run.log.error("source {} failed: {}", source.label, exc)
@@ -79,8 +74,7 @@ def run_intake(settings: Settings, queue: Queue, run: RunFolder) -> IntakeStats:
     return stats
 
 
-def _read_into(queue: Queue, run: RunFolder, source: AnySource, stats: IntakeStats,
-               before: set[int]) -> None:
+def _read_into(queue: Queue, run: RunFolder, source: AnySource, stats: IntakeStats) -> None:
     """One source into the queue, INSERT_BATCH requests to a transaction.
 
     A mailbox files each message away when the next one is asked for, so by then
@@ -96,8 +90,8 @@ def _read_into(queue: Queue, run: RunFolder, source: AnySource, stats: IntakeSta
             continue
         pending.append(item)
         if len(pending) >= size:
-            _enqueue(queue, run, pending, stats, before)
-    _enqueue(queue, run, pending, stats, before)
+            _enqueue(queue, run, pending, stats)
+    _enqueue(queue, run, pending, stats)
 
 
 def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeStats) -> None:
@@ -106,42 +100,20 @@ def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeSt
         run.log.warning("quarantined {} {}: {}", item.channel, item.source_id, item.reason)
 
 
-def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest], stats: IntakeStats,
-             before: set[int]) -> None:
-    """Store the pending requests and count them as `add_request` answered; empties the list."""
-    results = queue.add_requests(pending, run.run_id)
-    for req, (case_id, new) in zip(pending, results, strict=True):
-        if not new:
+def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
+             stats: IntakeStats) -> None:
+    """Store the pending requests and count what storing them did; empties the list."""
+    for req, stored in zip(pending, queue.store_requests(pending, run.run_id), strict=True):
+        if not stored.new:
             stats.already_seen += 1
             continue
         stats.new_requests += 1
         stats.by_channel[req.channel] += 1
-        if case_id in before:
-            stats.linked += 1
-        else:
+        if stored.opened:
             stats.new_cases += 1
-            before.add(case_id)
+        else:
+            stats.linked += 1
     pending.clear()
-
-
-@asynccontextmanager
-async def process_lock(queue: Queue, ttl: int = 120) -> AsyncIterator[str]:
-    """One processing run per queue; a crashed holder's lock expires after `ttl` seconds."""
-    owner = lock_owner_id(f"process-{id(queue)}")
-    if not queue.acquire_lock(PROCESS_LOCK, owner, ttl):
-        raise LockHeld(f"another run holds the processing lock ({queue.lock_owner(PROCESS_LOCK)})")
-
-    async def heartbeat() -> None:
-        while True:
-            await asyncio.sleep(ttl / 3)
-            queue.acquire_lock(PROCESS_LOCK, owner, ttl)
-
-    task = asyncio.create_task(heartbeat())
-    try:
-        yield owner
-    finally:
-        task.cancel()
-        queue.release_lock(PROCESS_LOCK, owner)
 
 
 async def run_processing(settings: Settings, queue: Queue, run: RunFolder, session: BotSession,
@@ -157,11 +129,10 @@ async def run_processing(settings: Settings, queue: Queue, run: RunFolder, sessi
                           on_case=on_case, dry_run=dry_run, notifier=notifier)
     if processor_ready:
         processor_ready(processor)
-    async with process_lock(queue):
-        if recovered := queue.recover_orphans(actor="recovery", run_id=run.run_id):
-            run.log.warning("{} case(s) left in processing by a crashed run: re-queued",
-                            recovered)
-        return await processor.process(session)
+    # No global lock: cases are leased one by one, so runners in other processes and on
+    # other machines share the queue. A crashed runner's cases come back when their lease
+    # runs out (at once when the holder provably died on this machine).
+    return await processor.process(session)
 
 
 @dataclass(frozen=True)
@@ -269,9 +240,16 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
     The summary lines go to `console`; the CLI, the scheduler and the demo pass their own.
     """
     console = console or Console()
-    queue = Queue(settings.queue_url)
+    try:
+        queue = Queue(settings.queue_url)
+        killed = queue.mark_killed_runs()
+    except ConfigError as exc:  # QueueError: unreachable, refused, schema too new
+        console.print(f"[red]cannot run:[/] {exc}")
+        return EXIT_ERROR
     folder = RunFolder.create(settings.runs_dir)
-    queue.start_run(folder.run_id, command)
+    queue.start_run(folder.run_id, command, owner=runner_id(f"{command}:{folder.run_id}"))
+    for run_id in killed:
+        folder.log.warning("run {} was killed before it finished (marked killed)", run_id)
     folder.log.info("run {} ({}) started", folder.run_id, command)
     stats: dict[str, object] = {}
     code = EXIT_OK
@@ -327,13 +305,9 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
                 def on_case(case: Case, outcome: str) -> None:
                     progress.update(task, advance=1, description=f"{case.ref} {outcome}")
 
-                try:
-                    result = await run_processing(settings, queue, folder, session, today=today,
-                                                  on_case=on_case, dry_run=dry_run,
-                                                  processor_ready=holder.append)
-                except LockHeld as exc:
-                    console.print(f"[yellow]{exc}[/]")
-                    return EXIT_LOCKED
+                result = await run_processing(settings, queue, folder, session, today=today,
+                                              on_case=on_case, dry_run=dry_run,
+                                              processor_ready=holder.append)
             rep = await write_run_report(
                 settings, queue, folder, session,
                 proposals=holder[0].proposals if dry_run and holder else None)

@@ -4,6 +4,12 @@ For each case: find the order, find the charge, settle any refund the bot may
 already have submitted, decide, submit exactly once, note the order, finish.
 Every step that changes the outside world is preceded by a durable record of
 the intent, so a crash between any two lines is recoverable without paying twice.
+
+A case is held under a fenced lease (see `bots.queue.leases`), renewed by a heartbeat
+thread: every queue write carries the lease token, the lease is checked right before the
+portal's submit click and before the order note, and a runner that lost its lease
+abandons the case without another write. Any number of processors, in any number of
+processes on any number of machines, can work one queue.
 """
 
 from __future__ import annotations
@@ -31,14 +37,37 @@ from bots.decide.signals import (
     escalate_decision,
     store_window_start,
 )
-from bots.errors import AmbiguousOutcome, BusinessException, SessionExpired, SystemException
+from bots.errors import (
+    AmbiguousOutcome,
+    AppUnavailable,
+    BusinessException,
+    RefundRefused,
+    SelectorMissing,
+    SessionExpired,
+    SubmitInFlight,
+    SystemException,
+)
 from bots.legacy.artifacts import scrub_zip
 from bots.legacy.session import BotSession, Worker
 from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
 from bots.notify import Notifier
-from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, utcnow
+from bots.queue import (
+    Case,
+    CaseState,
+    CustomerLimit,
+    CustomerLimitReached,
+    IntentState,
+    Lease,
+    LeaseLost,
+    Queue,
+    RefundIntent,
+    case_ref,
+    runner_id,
+    utcnow,
+)
 from bots.runs import RunFolder
 from bots.work.crashpoints import crash_point
+from bots.work.heartbeat import Heartbeat
 
 
 class Escalation(Exception):
@@ -53,6 +82,7 @@ class ProcessStats:
     circuit_open: bool = False
     notifications: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    abandoned: int = 0  # cases another runner took over while we held them
 
     @property
     def seconds_per_case(self) -> float:
@@ -86,6 +116,15 @@ class Processor:
         self._consecutive_failures = 0
         self._stop = False
         self._secrets: list[str] = []
+        self._owners: dict[str, str] = {}  # worker name -> its lease owner identity
+        self.heartbeat = Heartbeat(queue, settings.processing.lease_seconds)
+        timeout_s = settings.browser.timeout_ms / 1000
+        # The longest a submit can take on our side (page load, fill, click, confirmation,
+        # each retried in place), and how long one may still be running on the portal's.
+        self.submit_seconds = timeout_s * (settings.processing.step_retries + 2) + 10
+        self.grace_seconds = (settings.processing.submit_grace_seconds
+                              if settings.processing.submit_grace_seconds is not None
+                              else max(30.0, 4 * timeout_s))
 
     def stop(self) -> None:
         """Finish the cases in hand, claim no more (SIGTERM, Ctrl-C, circuit breaker)."""
@@ -97,7 +136,8 @@ class Processor:
         workers = [await session.worker(f"{self.run.run_id}/w{i + 1}",
                                         tracing=self.settings.browser.trace_failures)
                    for i in range(self.settings.processing.workers)]
-        await asyncio.gather(*(self._work(session, w) for w in workers))
+        with self.heartbeat:
+            await asyncio.gather(*(self._work(session, w) for w in workers))
         for w in workers:
             await w.context.close()
         self.stats.seconds = asyncio.get_running_loop().time() - started
@@ -107,22 +147,36 @@ class Processor:
 
     async def _work(self, session: BotSession, worker: Worker) -> None:
         p = self.settings.processing
+        owner = self._owners.setdefault(worker.name, runner_id(worker.name))
         logged_in = False
         while not self._stop:
-            case = self.queue.claim(worker.name, p.lease_seconds, self.run.run_id,
-                                    exclude=self.proposals.keys())
+            case = await asyncio.to_thread(
+                self.queue.claim, owner, p.lease_seconds, self.run.run_id,
+                exclude=self.proposals.keys(), max_attempts=p.max_attempts)
             if case is None:
                 if not await self._wait_for_retry():
                     return
                 continue
-            if not logged_in:
-                try:
-                    await session.login(worker)
-                    logged_in = True
-                except (SystemException, PlaywrightError) as exc:
-                    await self._system_failure(worker, case, exc)
-                    continue
-            await self._attempt(worker, case)
+            lease = case.lease
+            self.heartbeat.hold(lease)
+            try:
+                if not logged_in:
+                    try:
+                        await session.login(worker)
+                        logged_in = True
+                    except (SystemException, PlaywrightError) as exc:
+                        await self._system_failure(worker, case, lease, exc)
+                        continue
+                await self._attempt(worker, case, lease)
+            except LeaseLost as exc:
+                self._abandon(case, exc)
+            finally:
+                self.heartbeat.drop(lease)
+
+    def _abandon(self, case: Case, exc: LeaseLost) -> None:
+        """Another runner holds the case now: touch nothing more, in the queue or the apps."""
+        self.run.log.bind(case=case.ref).warning("abandoned: {}", exc)
+        self.stats.abandoned += 1
 
     async def _wait_for_retry(self) -> bool:
         """Sleep until the next retry is due if that is soon; False when the work is done."""
@@ -135,25 +189,37 @@ class Processor:
         await asyncio.sleep(max(0.05, min(wait, 1.0)))
         return True
 
-    async def _attempt(self, worker: Worker, case: Case) -> None:
+    async def _attempt(self, worker: Worker, case: Case, lease: Lease) -> None:
         log = self.run.log.bind(case=case.ref)
         if worker.tracing:
             await worker.context.tracing.start_chunk(title=f"{case.ref} attempt {case.attempts}")
         try:
-            result = await self._handle(worker, case)
+            result = await self._handle(worker, case, lease)
+        except LeaseLost:
+            if worker.tracing:
+                with suppress(Exception):
+                    await worker.context.tracing.stop_chunk()
+            raise
+        except SubmitInFlight as exc:
+            if worker.tracing:
+                await worker.context.tracing.stop_chunk()
+            self.queue.defer(lease, delay=exc.wait_seconds, why=str(exc), actor=lease.owner,
+                             run_id=self.run.run_id)
+            log.info("waiting {:.0f}s: {}", exc.wait_seconds, exc)
+            return
         except BusinessException as exc:
             result = Finished("rejected", str(exc))
         except (Escalation, AmbiguousOutcome) as exc:
             result = Finished("escalated", str(exc), state=CaseState.ESCALATED)
         except (SystemException, PlaywrightError, Exception) as exc:  # noqa: BLE001
-            await self._system_failure(worker, case, exc)
+            await self._system_failure(worker, case, lease, exc)
             return
         if worker.tracing:
             await worker.context.tracing.stop_chunk()  # success: nothing to keep
         self._consecutive_failures = 0
         if self.dry_run and result.outcome != "merged":
             self.proposals[case.id] = result
-            self.queue.release(case.id, actor=worker.name, run_id=self.run.run_id,
+            self.queue.release(lease, actor=lease.owner, run_id=self.run.run_id,
                                why=f"dry run: would be {result.outcome}"
                                    + (f" ({result.approved})" if result.approved else "")
                                    + f": {result.reason}")
@@ -163,8 +229,8 @@ class Processor:
         if result.outcome == "merged":
             log.info("merged into the case for order {}", case.order_number)
             return
-        self.queue.finish(case.id, state=result.state, outcome=result.outcome,
-                          reason=result.reason, actor=worker.name, run_id=self.run.run_id,
+        self.queue.finish(lease, state=result.state, outcome=result.outcome,
+                          reason=result.reason, actor=lease.owner, run_id=self.run.run_id,
                           approved_amount=result.approved, refund_number=result.refund_number)
         log.info("{}: {}", result.outcome, result.reason)
         await self._notify(case, result)
@@ -200,7 +266,8 @@ class Processor:
         self.stats.outcomes[outcome] += 1
         self.on_case(case, outcome)
 
-    async def _system_failure(self, worker: Worker, case: Case, exc: BaseException) -> None:
+    async def _system_failure(self, worker: Worker, case: Case, lease: Lease,
+                              exc: BaseException) -> None:
         """Keep the evidence, then retry later or give up on the case after max attempts."""
         p = self.settings.processing
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
@@ -219,14 +286,14 @@ class Processor:
                 reason = (f"Refund {paid.refund_number} of {paid.amount} was issued, but the "
                           f"follow-up failed: {reason}")
                 extra = {"refund_number": paid.refund_number, "approved_amount": paid.amount}
-            self.queue.finish(case.id, state=CaseState.FAILED, outcome="failed", reason=reason,
-                              actor=worker.name, run_id=self.run.run_id, last_error=error,
+            self.queue.finish(lease, state=CaseState.FAILED, outcome="failed", reason=reason,
+                              actor=lease.owner, run_id=self.run.run_id, last_error=error,
                               **extra)
             self._count(case, "failed")
         else:
             delay = min(p.backoff_max_seconds, p.backoff_seconds * 2 ** (case.attempts - 1))
-            self.queue.retry_later(case.id, delay=delay * random.uniform(0.5, 1.5), error=error,
-                                   actor=worker.name, run_id=self.run.run_id)
+            self.queue.retry_later(lease, delay=delay * random.uniform(0.5, 1.5), error=error,
+                                   actor=lease.owner, run_id=self.run.run_id)
         if self._consecutive_failures >= p.circuit_breaker and not self._stop:
             self.run.log.error("circuit breaker: {} system errors in a row, stopping the run",
                                self._consecutive_failures)
@@ -250,14 +317,14 @@ class Processor:
 
     # -- one case ----------------------------------------------------------------------
 
-    async def _handle(self, worker: Worker, case: Case) -> Finished:
-        order_number = case.order_number or await self._identify(worker, case)
+    async def _handle(self, worker: Worker, case: Case, lease: Lease) -> Finished:
+        order_number = case.order_number or await self._identify(worker, case, lease)
         if order_number != case.order_number:
-            target = self.queue.merge(case.id, f"order:{order_number}", actor=worker.name,
+            target = self.queue.merge(lease, f"order:{order_number}", actor=lease.owner,
                                       run_id=self.run.run_id)
             if target is not None:
                 return Finished("merged", f"merged into case {target}")
-            self.queue.set_order(case.id, order_number)
+            self.queue.set_order(lease, order_number)
         order = await worker.orders.find_order(order_number)
         if order is None:
             raise BusinessException(f"Order {order_number} was not found in the order system.")
@@ -267,25 +334,26 @@ class Processor:
         if charge is None:
             raise Escalation(f"No charge for order {order_number} in the payment portal.")
 
-        settled = self._settle_intents(case, charge)
+        settled = self._settle_intents(lease, case, charge)
         if settled is not None:
             if self.dry_run:
                 return Finished("refunded", f"Already refunded ({settled.refund_number}).",
                                 approved=settled.amount, refund_number=settled.refund_number)
-            return await self._complete(worker, case, order, settled)
+            return await self._complete(worker, case, lease, order, settled)
         claim = self._claim(case, order)
         if case.human_decision in ("approve", "partial"):
             decision = self._human(case, order, charge)
         else:
+            self._unsure(case)
             since = utcnow() - timedelta(days=self.policy.customer_limit_days)
-            recent = sum((a for at, a in self.queue.customer_refunds(order.email,
-                                                                     exclude_case=case.id)
-                          if at >= since), Decimal("0.00"))
+            recent = sum((a for at, a in self.queue.customer_refunds(
+                order.email, exclude_case=case.id, include_pending=True) if at >= since),
+                Decimal("0.00"))
             decision = decide(self.policy, claim, order, charge, self.today, recent)
             decision = await self._screen(worker, case, order, charge, decision)
         if not self.dry_run:
-            self.queue.record_decision(case.id, snapshot.dump(order, charge, claim, decision,
-                                                              self.today))
+            self.queue.record_decision(lease, snapshot.dump(order, charge, claim, decision,
+                                                            self.today))
         reason = " ".join(decision.reasons)
         if decision.outcome is Outcome.REJECT:
             return Finished("rejected", reason, approved=Decimal("0.00"))
@@ -295,10 +363,24 @@ class Processor:
         if self.dry_run:
             return Finished("refunded" if decision.outcome is Outcome.REFUND else "partial",
                             reason, approved=decision.amount)
-        intent = await self._submit(worker, case, charge, decision)
-        return await self._complete(worker, case, order, intent, decision)
+        try:
+            intent = await self._submit(worker, case, lease, order, charge, decision)
+        except CustomerLimitReached as exc:
+            return Finished("escalated", f"{reason} {exc}", state=CaseState.ESCALATED,
+                            approved=decision.amount)
+        return await self._complete(worker, case, lease, order, intent, decision)
 
-    async def _identify(self, worker: Worker, case: Case) -> str:
+    def _unsure(self, case: Case) -> None:
+        """What the bot cannot decide alone, before any rule runs: it escalates, with why."""
+        if case.follows is not None:
+            raise Escalation(f"The customer wrote again about {case_ref(case.follows)}, which "
+                             f"is already finished: a human answers the follow-up.")
+        if doubts := case.doubts:
+            raise Escalation("Not sure what the customer asks: " + "; ".join(doubts)
+                             + (" " if doubts[-1].endswith(".") else ". ")
+                             + "A human decides.")
+
+    async def _identify(self, worker: Worker, case: Case, lease: Lease) -> str:
         """Find the order for a request that named none: by email, else by phone.
 
         Email and phone are strong evidence when they lead to exactly one order; a
@@ -316,7 +398,7 @@ class Processor:
         if len(found) > 1:
             raise Escalation(f"{value} has {len(found)} orders and the request names none "
                              f"({', '.join(found[:5])}).")
-        self.queue.note(case.id, event="identified", actor=worker.name, run_id=self.run.run_id,
+        self.queue.note(lease, event="identified", actor=lease.owner, run_id=self.run.run_id,
                         detail=f"order {found[0]} found by {field} search ({value}): the only "
                                f"order for this {field}, high confidence")
         return found[0]
@@ -364,64 +446,117 @@ class Processor:
 
     # -- exactly once ------------------------------------------------------------------
 
-    def _settle_intents(self, case: Case, charge: ChargeFacts) -> RefundIntent | None:
+    def _settle_intents(self, lease: Lease, case: Case, charge: ChargeFacts,
+                        answered: int | None = None) -> RefundIntent | None:
         """Resolve intents left by an earlier attempt against the portal's refund history.
 
-        Returns the confirmed intent if the case was in fact already refunded.
+        Returns the confirmed intent if the case was in fact already refunded. A pending
+        intent whose key is not in the history is declared absent only when no submit can
+        still land: it was never clicked (`submit_started_at` unset: the stamp is fenced),
+        the portal answered that submit (`answered`), or the in-flight grace period has
+        passed and the charge's balance is where it was. Otherwise the case waits
+        (SubmitInFlight) or, when the balance moved without our key, escalates.
         """
         confirmed = None
         for intent in self.queue.intents(case.id):
             if intent.state == IntentState.PENDING:
-                hit = next((r for r in charge.refunds if intent.key in r.reference), None)
-                state = IntentState.CONFIRMED if hit else IntentState.ABSENT
-                self.queue.resolve_intent(intent.id, state=state,
-                                          refund_number=hit.refund_id if hit else None,
-                                          run_id=self.run.run_id)
-                intent.state, intent.refund_number = state, hit.refund_id if hit else None
+                self._settle_one(lease, intent, charge, answered=intent.id == answered)
             if intent.state == IntentState.CONFIRMED:
                 confirmed = intent
         return confirmed
 
-    async def _submit(self, worker: Worker, case: Case, charge: ChargeFacts,
-                      decision: Decision) -> RefundIntent:
-        """Record the intent, submit, record the refund number.
+    def _settle_one(self, lease: Lease, intent: RefundIntent, charge: ChargeFacts, *,
+                    answered: bool) -> None:
+        hit = next((r for r in charge.refunds if intent.key in r.reference), None)
+        answered = answered or intent.submit_answered_at is not None
+        if hit is None and intent.submit_started_at is not None and not answered:
+            age = (utcnow() - intent.submit_started_at).total_seconds()
+            if age < self.grace_seconds:
+                raise SubmitInFlight(
+                    f"refund {intent.key} of {intent.amount} was submitted {age:.0f}s ago and is "
+                    f"not in the portal's history yet: it may still be running there; looking "
+                    f"again after the {self.grace_seconds:.0f}s grace period",
+                    self.grace_seconds - age + 1)
+            if intent.remaining_before is not None and charge.remaining != intent.remaining_before:
+                raise AmbiguousOutcome(
+                    f"Refund {intent.key} of {intent.amount} was submitted but is not in the "
+                    f"portal's history, yet the charge's refundable balance moved from "
+                    f"{intent.remaining_before} to {charge.remaining}: whether it went through "
+                    f"is unclear. A human must check the portal before anything is paid.")
+        state = IntentState.CONFIRMED if hit else IntentState.ABSENT
+        number = hit.refund_id if hit else None
+        self.queue.resolve_intent(lease, intent.id, state=state, refund_number=number,
+                                  run_id=self.run.run_id)
+        intent.state, intent.refund_number = state, number
 
-        If the session expired under the submit, log in again and look for the
-        intent's key in the history before trying once more: never a blind retry.
+    async def _submit(self, worker: Worker, case: Case, lease: Lease, order: OrderFacts,
+                      charge: ChargeFacts, decision: Decision) -> RefundIntent:
+        """Record the intent, check the lease right before the click, submit, record the number.
+
+        If the session expired under the submit, log in again and look for the intent's
+        key in the history before trying once more: never a blind retry.
         """
         reason = self._claim(case).reason_category
+        p = self.settings.processing
+        limit = (CustomerLimit(order.email, self.policy.customer_auto_approve_limit,
+                               utcnow() - timedelta(days=self.policy.customer_limit_days))
+                 if self.policy.customer_auto_approve_limit is not None and order.email
+                 and case.human_decision not in ("approve", "partial") else None)
         for _ in range(2):
-            intent = self.queue.open_intent(case.id, order_number=charge.order_number,
-                                            transaction_id=charge.transaction_id,
-                                            amount=decision.amount, run_id=self.run.run_id)
+            intent = self.queue.open_intent(
+                lease, order_number=charge.order_number, transaction_id=charge.transaction_id,
+                amount=decision.amount, run_id=self.run.run_id, remaining_before=charge.remaining,
+                customer_email=order.email, customer_limit=limit)
             crash_point("before_submit")
+
+            clicked: list[bool] = []
+
+            async def before_click(intent_id: int = intent.id, clicked: list[bool] = clicked
+                                   ) -> None:
+                if lease.lost.is_set():
+                    raise LeaseLost(f"{case.ref}: lease lost before the submit click")
+                await asyncio.to_thread(self.queue.begin_submit, lease, intent_id,
+                                        lease_seconds=p.lease_seconds,
+                                        needed_seconds=self.submit_seconds)
+                clicked.append(True)
+
             try:
                 number = await worker.payments.submit_refund(
-                    charge.transaction_id, decision.amount, reason, intent.key)
+                    charge.transaction_id, decision.amount, reason, intent.key,
+                    before_click=before_click)
+            except (AppUnavailable, RefundRefused, SelectorMissing):
+                # The portal answered the submit (not a timeout): the request is over and
+                # the next attempt reads a final history instead of waiting out the grace.
+                if clicked:
+                    self.queue.submit_answered(lease, intent.id)
+                raise
             except SessionExpired:
                 await worker.payments.login()
                 fresh = await worker.payments.read_charge(charge.transaction_id)
-                if self._settle_intents(case, fresh) is not None:
+                if self._settle_intents(lease, case, fresh, answered=intent.id) is not None:
                     return next(i for i in self.queue.intents(case.id)
                                 if i.state == IntentState.CONFIRMED)
                 charge = fresh
                 continue
             crash_point("after_submit")
-            self.queue.resolve_intent(intent.id, state=IntentState.CONFIRMED,
+            self.queue.resolve_intent(lease, intent.id, state=IntentState.CONFIRMED,
                                       refund_number=number, run_id=self.run.run_id)
             intent.state, intent.refund_number = IntentState.CONFIRMED, number
             return intent
         raise SessionExpired("payment portal: session expired twice during the refund")
 
-    async def _complete(self, worker: Worker, case: Case, order: OrderFacts,
+    async def _complete(self, worker: Worker, case: Case, lease: Lease, order: OrderFacts,
                         intent: RefundIntent, decision: Decision | None = None) -> Finished:
         """After a confirmed refund: note the order (once), then close the case."""
-        assert intent.refund_number is not None
+        if intent.refund_number is None:  # pragma: no cover - confirmed intents carry one
+            raise AmbiguousOutcome(f"refund intent {intent.key} is confirmed without a number")
         crash_point("after_record")
         note = (f"Refund {intent.refund_number} of {intent.amount} {order.currency} issued by "
                 f"refund-bots for case {case.ref}.")
+        if lease.lost.is_set():
+            raise LeaseLost(f"{case.ref}: lease lost before the order note")
         if await worker.orders.add_note(order.order_number, note, marker=intent.refund_number):
-            self.queue.note(case.id, event="order_noted", detail=note, actor=worker.name,
+            self.queue.note(lease, event="order_noted", detail=note, actor=lease.owner,
                             run_id=self.run.run_id)
         crash_point("after_note")
         if decision is None:  # settled from an earlier attempt's intent

@@ -1,29 +1,33 @@
 """The unattended loop: jobs and times from `schedule:` in the settings.
 
-Built on the `schedule` package. Never two runs at once: each job holds the
-queue's "run" lock (shared by every scheduler on the same queue), and a job
-that finds it taken is skipped, not queued up behind it.
+Built on the `schedule` package. Jobs that read the sources or write the report
+(`run`, `intake`, `report`) are single on a queue: each holds the queue's "run" lock
+(shared by every scheduler on the queue), and a job that finds it taken is skipped, not
+queued up behind it. `process` jobs take no lock: cases are leased one by one, so the
+schedulers of several runner machines process one queue together.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 
 import schedule as sched
 from rich.console import Console
 
 from bots.config import Settings, load_settings
-from bots.queue import Queue, lock_owner_id
+from bots.queue import Queue, runner_id
 from bots.work.exit_codes import EXIT_LOCKED
 from bots.work.pipeline import execute
 from bots.work.stopping import STOP, request_stop
 
 RUN_LOCK = "run"
+LOCKED_JOBS = ("run", "intake", "report")  # single on a queue; `process` scales out
 class Scheduler:
     def __init__(self, settings: Settings, config: Path | None, console: Console) -> None:
         self.settings, self.config, self.console = settings, config, console
-        self.owner = lock_owner_id("scheduler")
+        self.owner = runner_id("scheduler")
         self.runner = sched.Scheduler()
         self.last_codes: list[int] = []
 
@@ -38,17 +42,21 @@ class Scheduler:
     def run_job(self, command: str) -> int:
         queue = Queue(self.settings.queue_url)
         ttl = self.settings.processing.lease_seconds * 4
-        if not queue.acquire_lock(RUN_LOCK, self.owner, ttl):
+        single = command in LOCKED_JOBS
+        if single and not queue.acquire_lock(RUN_LOCK, self.owner, ttl):
             self.console.print(f"skipped {command}: a run is in progress "
                                f"({queue.lock_owner(RUN_LOCK)})")
             self.last_codes.append(EXIT_LOCKED)
             return EXIT_LOCKED
+        renewing = _Renewal(queue, self.owner, ttl) if single else None
         try:
             settings = load_settings(self.config)  # pick up edited settings between runs
             code = execute(settings, command, intake=command in ("run", "intake"),
                            process=command in ("run", "process"), console=self.console)
         finally:
-            queue.release_lock(RUN_LOCK, self.owner)
+            if renewing is not None:
+                renewing.stop()
+                queue.release_lock(RUN_LOCK, self.owner)
             self._install_signals()  # a run's own handlers replace ours while it runs
         self.last_codes.append(code)
         return code
@@ -74,3 +82,20 @@ class Scheduler:
             STOP.wait(timeout=min(max(self.runner.idle_seconds or 1.0, 0.2), 5.0))
         self.console.print("scheduler stopped")
         return 0
+
+
+class _Renewal:
+    """Keeps the run lock while a long job runs (a thread: the job blocks this one)."""
+
+    def __init__(self, queue: Queue, owner: str, ttl: float) -> None:
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(queue, owner, ttl), daemon=True)
+        self._thread.start()
+
+    def _run(self, queue: Queue, owner: str, ttl: float) -> None:
+        while not self._done.wait(ttl / 3):
+            queue.acquire_lock(RUN_LOCK, owner, ttl)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)

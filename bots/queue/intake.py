@@ -1,0 +1,270 @@
+"""The producer side: requests stored once, joined into cases, quarantine kept.
+
+Requests for the same order, on any channel, are one case. A contact about a case that
+is already finished (done or failed) is new work, never attached and forgotten: it opens
+a follow-up case linked to the old one (`follows`), which a human answers. Storing is
+idempotent by (channel, source id) and safe when two intakes run at once: a batch that
+loses a race to the other intake's insert is planned again against what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bots.models import Quarantined, RefundRequest
+from bots.queue.audit import audit
+from bots.queue.base import Store
+from bots.queue.schema import AuditRow, Case, CaseState, QuarantineRow, RequestRow, case_ref
+
+INSERT_BATCH = 500  # requests per transaction in Queue.add_requests
+_IN_CHUNK = 500  # bound parameters per IN (...): old SQLite builds allow 999 in all
+_RACE_RETRIES = 5
+FINISHED = (CaseState.DONE, CaseState.FAILED)
+
+
+class Stored(NamedTuple):
+    case_id: int
+    new: bool  # the request was not stored before
+    opened: bool  # it opened a new case (first contact, or a follow-up)
+
+
+def case_key_for(req: RefundRequest) -> str:
+    """Requests for the same order are one case, whatever channel they came on.
+
+    Without an order number, the customer's email (or phone) keys the case until
+    processing finds the order, then it is merged into that order's case.
+    """
+    if req.order_number:
+        return f"order:{req.order_number.upper()}"
+    if req.customer_email:
+        return f"customer:{req.customer_email.lower()}"
+    return f"contact:{req.channel}:{req.source_id}"
+
+
+class IntakeStore(Store):
+    def add_request(self, req: RefundRequest, run_id: str | None = None) -> tuple[int, bool]:
+        """Store a request and attach it to its case. Returns (case id, was it new)."""
+        stored = self.store_requests([req], run_id)[0]
+        return stored.case_id, stored.new
+
+    def add_requests(self, reqs: Sequence[RefundRequest], run_id: str | None = None,
+                     batch: int = INSERT_BATCH) -> list[tuple[int, bool]]:
+        """`add_request` for many requests, `batch` of them per transaction."""
+        return [(s.case_id, s.new) for s in self.store_requests(reqs, run_id, batch)]
+
+    def store_requests(self, reqs: Sequence[RefundRequest], run_id: str | None = None,
+                       batch: int = INSERT_BATCH) -> list[Stored]:
+        """Store requests, `batch` per transaction; what happened to each, in order.
+
+        The same rows, ids, audit trail and answers as storing them one at a time (a
+        request repeated within the list is "already seen" the second time), but a
+        commit costs a disk flush: one per request caps intake at a few hundred a
+        second. A crash loses at most the open batch, which the next run reads again.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        results: list[Stored] = []
+        for start in range(0, len(reqs), batch):
+            results += self._store_batch(reqs[start:start + batch], run_id)
+        return results
+
+    def _store_batch(self, reqs: Sequence[RefundRequest], run_id: str | None) -> list[Stored]:
+        for attempt in range(_RACE_RETRIES):
+            try:
+                with self.session() as s:
+                    return _store(s, reqs, run_id)
+            except IntegrityError:  # another intake stored some of them first: plan again
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def add_quarantined(self, item: Quarantined, run_id: str | None = None) -> bool:
+        try:
+            with self.session() as s:
+                exists = s.scalar(select(QuarantineRow.id).where(
+                    QuarantineRow.channel == item.channel,
+                    QuarantineRow.source_id == item.source_id))
+                if exists is not None:
+                    return False
+                s.add(QuarantineRow(channel=item.channel, source_id=item.source_id,
+                                    source_ref=item.source_ref, reason=item.reason,
+                                    excerpt=item.excerpt, run_id=run_id))
+                return True
+        except IntegrityError:  # the same item quarantined by a concurrent intake
+            return False
+
+
+def _store(s: Session, reqs: Sequence[RefundRequest], run_id: str | None) -> list[Stored]:
+    plan = _BatchPlan(_stored_sources(s, reqs), _cases_by_key(s, {case_key_for(r) for r in reqs}))
+    for req in reqs:
+        plan.add(req)
+    for old_id, archived_key in plan.archived:
+        s.execute(update(Case).where(Case.id == old_id).values(case_key=archived_key)
+                  .execution_options(synchronize_session=False))
+    _insert_cases(s, plan.opened)
+    _insert_contacts(s, plan.added, run_id)
+    return [Stored(c if isinstance(c, int) else c.id, new, opened)
+            for c, new, opened in plan.answers]
+
+
+@dataclass
+class _BatchPlan:
+    """What storing each request of a batch does, decided in memory.
+
+    `seen` holds every stored source (channel, source id) of the batch and `cases`
+    every stored case of its keys, so no decision needs the database.
+    """
+
+    seen: dict[tuple[str, str], Case | int]  # -> its case (or stored case id)
+    cases: dict[str, Case]  # case key -> stored case, or one opened in this batch
+    answers: list[tuple[Case | int, bool, bool]] = field(default_factory=list)
+    added: list[tuple[RefundRequest, Case, str]] = field(default_factory=list)  # event
+    opened: list[Case] = field(default_factory=list)  # new, not in the session
+    archived: list[tuple[int, str]] = field(default_factory=list)  # finished case: new key
+
+    def add(self, req: RefundRequest) -> None:
+        source = (req.channel, req.source_id)
+        if source in self.seen:
+            self.answers.append((self.seen[source], False, False))
+            return
+        key = case_key_for(req)
+        case = self.cases.get(key)
+        if case is None:
+            case, event_name = self._open(req, key), "case_opened"
+        elif case.state in FINISHED and case not in self.opened:
+            # A contact about a finished case: new work, linked to the old case.
+            self.archived.append((case.id, f"{key}@{case_ref(case.id)}"))
+            case, event_name = self._open(req, key, follows=case), "followup_opened"
+        else:
+            _merge_request_into(case, req)
+            event_name = "contact_linked"
+        self.seen[source] = case
+        self.answers.append((case, True, event_name != "contact_linked"))
+        self.added.append((req, case, event_name))
+
+    def _open(self, req: RefundRequest, key: str, follows: Case | None = None) -> Case:
+        case = _new_case(req, key)
+        if follows is not None:
+            case.follows = follows.id
+        self.cases[key] = case
+        self.opened.append(case)
+        return case
+
+
+def _new_case(req: RefundRequest, key: str) -> Case:
+    return Case(case_key=key, order_number=req.order_number, customer_email=req.customer_email,
+                customer_name=req.customer_name, requested_amount=req.requested_amount,
+                currency=req.currency, state=CaseState.QUEUED,
+                priority=req.priority, follows=None)
+
+
+# What a new case is opened with (`_new_case`) and what a repeat contact may fill in.
+_CASE_FIELDS = ("case_key", "order_number", "customer_email", "customer_name",
+                "requested_amount", "currency", "state", "priority", "follows")
+
+
+def _insert_cases(s: Session, cases: list[Case]) -> None:
+    """The batch's new cases in one INSERT, then their ids, found by their unique key."""
+    if not cases:
+        return
+    s.execute(insert(Case), [{f: getattr(c, f) for f in _CASE_FIELDS} for c in cases],
+              execution_options={"render_nulls": True})
+    ids: dict[str, int] = {}
+    for chunk in _chunked([c.case_key for c in cases]):
+        rows = s.execute(select(Case.case_key, Case.id).where(Case.case_key.in_(chunk)))
+        ids.update({key: case_id for key, case_id in rows})
+    for case in cases:
+        case.id = ids[case.case_key]
+
+
+def _contact_detail(which: str, req: RefundRequest) -> str:
+    return f"{which} contact via {req.channel} ({req.source_ref or req.source_id})"
+
+
+def _stored_sources(s: Session, reqs: Sequence[RefundRequest]) -> dict[tuple[str, str],
+                                                                       Case | int]:
+    """(channel, source id) -> case id of the requests already stored, one query a chunk."""
+    by_channel: dict[str, set[str]] = {}
+    for req in reqs:
+        by_channel.setdefault(req.channel, set()).add(req.source_id)
+    found: dict[tuple[str, str], Case | int] = {}
+    for channel, ids in by_channel.items():
+        for chunk in _chunked(sorted(ids)):
+            rows = s.execute(select(RequestRow.source_id, RequestRow.case_id).where(
+                RequestRow.channel == channel, RequestRow.source_id.in_(chunk)))
+            found.update({(channel, source_id): case_id for source_id, case_id in rows})
+    return found
+
+
+def _cases_by_key(s: Session, keys: set[str]) -> dict[str, Case]:
+    found: dict[str, Case] = {}
+    for chunk in _chunked(sorted(keys)):
+        found.update({c.case_key: c for c in s.scalars(select(Case).where(
+            Case.case_key.in_(chunk)))})
+    return found
+
+
+def _chunked(values: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start:start + _IN_CHUNK]
+
+
+def request_values(req: RefundRequest, case_id: int, run_id: str | None) -> dict[str, Any]:
+    return dict(
+        channel=req.channel, source_id=req.source_id, source_ref=req.source_ref,
+        received_at=req.received_at, customer_email=req.customer_email,
+        customer_name=req.customer_name, customer_phone=req.customer_phone,
+        order_number=req.order_number, requested_amount=req.requested_amount,
+        currency=req.currency, reason_category=req.reason_category,
+        reason_text=req.reason_text, reply_to=req.reply_to, customer_handle=req.customer_handle,
+        auth_results=req.auth_results, in_reply_to=req.in_reply_to, run_id=run_id,
+        doubts=json.dumps(list(req.doubts)), language=req.language, case_id=case_id,
+    )
+
+
+_EVENTS = {"case_opened": (None, "first"), "contact_linked": ("same", "another"),
+           "followup_opened": (None, "follow-up")}
+
+
+def _insert_contacts(s: Session, added: list[tuple[RefundRequest, Case, str]],
+                     run_id: str | None) -> None:
+    """The audit rows and request rows of a batch, in order, as two multi-row INSERTs."""
+    if not added:  # an empty parameter list would insert one row of defaults
+        return
+    audits, rows = [], []
+    for req, case, event_name in added:
+        before, which = _EVENTS[event_name]
+        detail = _contact_detail(which, req)
+        if event_name == "followup_opened":
+            detail += (f": the earlier case {case_ref(case.follows or 0)} for this order is "
+                       f"finished, so this is new work")
+        audits.append(dict(case_id=case.id, run_id=run_id, actor="intake",
+                           from_state=case.state if before else None, to_state=case.state,
+                           event=event_name, detail=detail))
+        rows.append(request_values(req, case.id, run_id))
+    # NULLs written out: rows that leave different columns empty are still one statement.
+    nulls = {"render_nulls": True}
+    s.execute(insert(AuditRow), audits, execution_options=nulls)
+    s.execute(insert(RequestRow), rows, execution_options=nulls)
+
+
+def _merge_request_into(case: Case, req: RefundRequest) -> None:
+    """A repeat contact fills what the case did not know yet; it never lowers the ask."""
+    case.customer_email = case.customer_email or req.customer_email
+    case.customer_name = case.customer_name or req.customer_name
+    case.currency = case.currency or req.currency
+    case.priority = max(case.priority or 0, req.priority)
+    if req.requested_amount is not None and (
+        case.requested_amount is None or req.requested_amount > case.requested_amount
+    ):
+        case.requested_amount = req.requested_amount
+
+
+__all__ = ["INSERT_BATCH", "IntakeStore", "Stored", "audit", "case_key_for"]
