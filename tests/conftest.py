@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from paths import ROOT
+from postgres import Postgres, running_postgres
 
 from bots.config import Settings, load_settings
 from bots.tools.demo import DEMO_SEED, demo_overrides, use_sandbox_credentials
@@ -49,6 +50,22 @@ class Sandbox:
 
     def set_faults(self, **fields: object) -> None:
         self.process.set_faults(**fields)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL cluster for the whole session (a fresh database per test)."""
+    with running_postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty queue database on each backend the bots support."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'q.sqlite'}"
+    pg: Postgres = request.getfixturevalue("postgres")
+    return pg.url()
 
 
 @pytest.fixture

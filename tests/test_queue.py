@@ -12,8 +12,8 @@ from bots.queue import CaseState, IntentState, Queue, utcnow
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> Queue:
-    return Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+def queue(queue_url: str) -> Queue:
+    return Queue(queue_url)
 
 
 def req(source_id: str, channel: str = "email", order: str | None = "ORD-100001",
