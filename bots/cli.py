@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +22,7 @@ from rich.table import Table
 from bots.config import ConfigError, Settings, load_settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.errors import SystemException
-from bots.queue import Queue, case_ref
+from bots.queue import CaseFilter, CaseState, Queue, QueueError, case_ref
 from bots.runs import RunFolder, configure_console
 from bots.tools.bench import bench_app
 from bots.work.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS
@@ -54,6 +54,15 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         return load_settings(config, **overrides)
     except ConfigError as exc:
         console.print(f"[red]settings:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _queue(settings: Settings) -> Queue:
+    """The queue, or a plain message and exit 1 (unreachable, refused, newer schema)."""
+    try:
+        return Queue(settings.queue_url)
+    except QueueError as exc:
+        console.print(f"[red]queue:[/] {exc}")
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -107,7 +116,7 @@ def report(run_id: Annotated[str | None, typer.Argument(help="Run to report on "
 
     configure_console(verbose)
     settings = _settings(config)
-    queue = Queue(settings.queue_url)
+    queue = _queue(settings)
     run_id = run_id or queue.last_run_id()
     row = queue.get_run(run_id) if run_id else None
     if row is None:
@@ -257,18 +266,51 @@ def doctor(config: ConfigOpt = None) -> None:
 # -- queue inspection and policy ----------------------------------------------------------
 
 @cases_app.command("list")
-def cases_list(state: Annotated[list[str] | None, typer.Option(
-        help="Only cases in this state (queued, processing, done, escalated, failed).")] = None,
-        config: ConfigOpt = None) -> None:
-    """List cases with their state and outcome."""
-    settings = _settings(config)
+def cases_list(
+    state: Annotated[list[str] | None, typer.Option(
+        help="Only cases in this state (queued, processing, done, escalated, failed, merged); "
+             "repeat for several.")] = None,
+    channel: Annotated[str | None, typer.Option(help="Only cases with a contact on this "
+                                                "channel (email, chat, phone...).")] = None,
+    customer: Annotated[str | None, typer.Option(help="Email, name, phone or handle "
+                                                 "(part of it).")] = None,
+    order: Annotated[str | None, typer.Option(help="This order number.")] = None,
+    older_than: Annotated[str | None, typer.Option(help="Opened before this long ago: "
+                                                   "30m, 12h, 7d.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Cases per page.")] = 50,
+    page: Annotated[int, typer.Option(min=1, help="Which page (newest cases first).")] = 1,
+    config: ConfigOpt = None,
+) -> None:
+    """List cases with their state and outcome, newest first, a page at a time."""
+    unknown = sorted(set(state or ()) - set(CaseState.ALL))
+    if unknown:
+        console.print(f"[red]unknown state {', '.join(unknown)}: use "
+                      f"{', '.join(CaseState.ALL)}[/]")
+        raise typer.Exit(EXIT_ERROR)
+    where = CaseFilter(states=state, channel=channel, customer=customer, order_number=order,
+                       older_than=_ago(older_than) if older_than else None)
+    cases, total = _queue(_settings(config)).cases_page(where, limit=limit,
+                                                        offset=(page - 1) * limit)
     table = Table("case", "state", "outcome", "order", "customer", "channels", "approved",
-                  "refund")
-    for c in Queue(settings.queue_url).cases(state):
+                  "refund", title=f"{total} case(s); page {page} of "
+                                  f"{max(1, -(-total // limit))}", title_justify="left")
+    for col in table.columns[:4] + table.columns[6:]:
+        col.no_wrap, col.overflow = True, "ignore"  # ids and amounts are never cut
+    for c in cases:
         table.add_row(c.ref, c.state, c.outcome or "", c.order_number or "",
                       c.customer_email or "", ", ".join(c.channels),
                       str(c.approved_amount or ""), c.refund_number or "")
     console.print(table)
+
+
+def _ago(value: str) -> datetime:
+    """'30m', '12h', '7d' ago, as a moment; a clear error for anything else."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    number, unit = value[:-1], value[-1:].lower()
+    if unit not in units or not number.isdigit():
+        console.print(f"[red]--older-than {value!r}: use a number and m, h or d (e.g. 7d)[/]")
+        raise typer.Exit(EXIT_ERROR)
+    return datetime.now(UTC) - timedelta(seconds=int(number) * units[unit])
 
 
 @cases_app.command("show")
@@ -276,7 +318,7 @@ def cases_show(case: Annotated[str, typer.Argument(help="Case reference (C-00001
                config: ConfigOpt = None) -> None:
     """Show one case: its contacts, decision and audit trail."""
     settings = _settings(config)
-    queue = Queue(settings.queue_url)
+    queue = _queue(settings)
     found = queue.get_case(int(case.upper().removeprefix("C-")))
     if found is None:
         console.print(f"[red]no case {case}[/]")
@@ -309,7 +351,7 @@ def _case_id(ref: str) -> int:
 def _decide(ref: str, decision: str, amount: Decimal | None, agent: str, comment: str,
             config: Path | None) -> None:
     settings = _settings(config)
-    result = Queue(settings.queue_url).human_decision(
+    result = _queue(settings).human_decision(
         _case_id(ref), decision=decision, amount=amount, agent=agent, comment=comment,
         run_id=None)
     if result == "not escalated":
@@ -341,7 +383,7 @@ def cases_reassign(case: CaseArg, to: Annotated[str, typer.Option(help="The agen
                    agent: AgentOpt, comment: CommentOpt = "", config: ConfigOpt = None) -> None:
     """Hand an escalated case to another agent."""
     settings = _settings(config)
-    if not Queue(settings.queue_url).assign(_case_id(case), agent=to, by=agent, comment=comment,
+    if not _queue(settings).assign(_case_id(case), agent=to, by=agent, comment=comment,
                                             run_id=None):
         console.print(f"[red]{case} is not waiting for a human decision[/]")
         raise typer.Exit(EXIT_ERROR)
@@ -355,7 +397,7 @@ def cases_retry(agent: AgentOpt, cases: Annotated[list[str] | None, typer.Argume
                     "--all-failed", help="Every case the bot gave up on.")] = False,
                 comment: CommentOpt = "", config: ConfigOpt = None) -> None:
     """Queue again cases that failed on system errors (after an outage is over)."""
-    queue = Queue(_settings(config).queue_url)
+    queue = _queue(_settings(config))
     ids = queue.failed_case_ids() if all_failed else [_case_id(c) for c in cases or []]
     if not ids:
         console.print("No case to retry." if all_failed else
@@ -384,7 +426,7 @@ def decisions_import(
     except EscalationsFileError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_ERROR) from None
-    result = apply_decisions(Queue(settings.queue_url), decisions, run_id=None)
+    result = apply_decisions(_queue(settings), decisions, run_id=None)
     for row in bad:
         console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
     for row in result.refused:
@@ -424,7 +466,7 @@ def policy_simulate(
     except PolicyError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_ERROR) from None
-    rows = replay(Queue(settings.queue_url), policy)
+    rows = replay(_queue(settings), policy)
     out = out or settings.runs_dir / f"policy-simulation-{datetime.now(UTC):%Y%m%d-%H%M%S}.xlsx"
     write_comparison(out, rows, file)
     changed = sum(r.changed for r in rows)

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -57,6 +58,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+PASSWORD = "pg~*%+&=secret"  # TCP logins need it (scram), so a wrong one can be tested
+
+
 class Postgres:
     """A running cluster; `url()` gives a SQLAlchemy URL for a fresh database in it."""
 
@@ -70,13 +74,13 @@ class Postgres:
 
     def create_database(self, name: str | None = None) -> str:
         name = name or f"q_{uuid.uuid4().hex[:10]}"
-        self._as_postgres(str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p",
+        self._as_postgres(str(self.bin_dir / "createdb"), "-h", str(self.folder), "-p",
                           str(self.port), "-U", "postgres", name)
         return name
 
-    def url(self, database: str | None = None) -> str:
-        return (f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/"
-                f"{database or self.create_database()}")
+    def url(self, database: str | None = None, password: str = PASSWORD) -> str:
+        return (f"postgresql+psycopg://postgres:{quote(password, safe='')}@127.0.0.1:"
+                f"{self.port}/{database or self.create_database()}")
 
 
 @contextmanager
@@ -89,7 +93,12 @@ def running_postgres() -> Iterator[Postgres]:
         shutil.chown(base, "postgres")
         shutil.chown(data, "postgres")
     pg = Postgres(bin_dir, data, free_port())
-    pg._as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+    pwfile = base / "pw"
+    pwfile.write_text(PASSWORD + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres")
+    pg._as_postgres(str(bin_dir / "initdb"), "-D", str(data), "--auth-local=trust",
+                    "--auth-host=scram-sha-256", "-U", "postgres", f"--pwfile={pwfile}",
                     "--no-sync")
     options = (f"-p {pg.port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off "
                f"-c max_connections=200")
