@@ -26,7 +26,7 @@ from bots.queue import CaseFilter, CaseState, Queue, QueueError, case_ref
 from bots.runs import RunFolder, configure_console
 from bots.tools.bench import bench_app
 from bots.work.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS
-from bots.work.pipeline import execute
+from bots.work.pipeline import execute, send_notifications
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False)
@@ -104,6 +104,13 @@ def process(config: ConfigOpt = None, workers: WorkersOpt = None, today: TodayOp
     settings = _settings(config, processing__workers=workers)
     raise typer.Exit(execute(settings, "process", intake=False, process=True, console=console,
                              today=_today(today), dry_run=dry_run))
+
+
+@app.command()
+def notify(config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Send the customer messages that are due (pending, or failed and due for a retry)."""
+    configure_console(verbose)
+    raise typer.Exit(send_notifications(_settings(config), console))
 
 
 @app.command()

@@ -62,7 +62,7 @@ class IntakeSettings(_Model):
 
 
 class ScheduleJob(_Model):
-    command: Literal["run", "intake", "process", "report"] = "run"
+    command: Literal["run", "intake", "process", "report", "notify"] = "run"
     every_minutes: int | None = Field(None, ge=1)
     at: str | None = None  # "HH:MM", daily
 

@@ -218,7 +218,7 @@ def test_cases_retry_command(queue: Queue, tmp_path: Path) -> None:
     from bots.cli import app
 
     first, second = _failed(queue, "m00001"), _failed(queue, "m00002")
-    env = {"REFUND_BOTS_QUEUE_URL": str(queue.engine.url)}
+    env = {"REFUND_BOTS_QUEUE_URL": queue.url}
     cli = CliRunner()
     named = cli.invoke(app, ["cases", "retry", f"C-{first:06d}", "--agent", "ana"], env=env)
     assert named.exit_code == 0 and "1 case(s) queued again" in named.output
@@ -242,7 +242,7 @@ def test_cases_list_pages_and_filters(queue: Queue) -> None:
         queue.add_request(req(f"m{i}", order=f"ORD-{200000 + i}",
                               email=f"c{i % 3}@example.com"))
     queue.add_request(req("row-1", channel="spreadsheet", order="ORD-200007"))
-    env = {"REFUND_BOTS_QUEUE_URL": str(queue.engine.url.render_as_string(False)),
+    env = {"REFUND_BOTS_QUEUE_URL": queue.url,
            "COLUMNS": "80"}
     cli = CliRunner()
     first = cli.invoke(app, ["cases", "list", "--limit", "10"], env=env)
