@@ -505,3 +505,23 @@ def bench_process_cmd(
     console.print(f"raw HTTP replay:         median {http * 1000:.1f} ms per case "
                   f"{[round(x * 1000, 1) for x in r.http_seconds_per_case]}")
     console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x")
+
+
+@bench_app.command("queue")
+def bench_queue_cmd(
+    n: Annotated[int, typer.Option("--n", min=10, help="Contacts to generate.")] = 100_000,
+    queue_url: Annotated[str | None, typer.Option(
+        help="Time this (empty) database instead of a fresh SQLite file, e.g. "
+             "postgresql+psycopg://user:pw@host/db.")] = None,
+) -> None:
+    """Intake of N contacts into the queue, a repeat with nothing new, a page of cases list."""
+    from bots.tools.bench_queue import bench_queue, describe
+
+    configure_console(False)
+    try:
+        result = bench_queue(n, queue_url=queue_url, say=console.print)
+    except QueueError as exc:
+        console.print(f"[red]queue:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    for line in describe(result):
+        console.print(line)

@@ -18,3 +18,13 @@ def test_bench_intake_prints_its_figures() -> None:
                      "chat", "social", "phone", "portal", "spreadsheet", "email",
                      "SQLite queue: 50 requests"):
         assert fragment in out, fragment
+
+
+def test_bench_queue_stores_repeats_and_pages() -> None:
+    from bots.tools.bench_queue import bench_queue, describe
+
+    result = bench_queue(300, say=lambda line: None)
+    assert result.backend == "sqlite" and result.requests >= 250
+    assert result.cases > 0 and len(result.page_seconds) == 5
+    lines = describe(result)
+    assert "requests stored" in lines[0] and "repeat intake" in lines[1]
