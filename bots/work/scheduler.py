@@ -17,8 +17,8 @@ import schedule as sched
 from rich.console import Console
 
 from bots.config import Settings, load_settings
-from bots.queue import Queue, runner_id
-from bots.work.exit_codes import EXIT_LOCKED
+from bots.queue import Queue, QueueError, runner_id
+from bots.work.exit_codes import EXIT_ERROR, EXIT_LOCKED
 from bots.work.pipeline import execute, send_notifications
 from bots.work.stopping import STOP, request_stop
 
@@ -40,7 +40,12 @@ class Scheduler:
         return list(self.runner.jobs)
 
     def run_job(self, command: str) -> int:
-        queue = Queue(self.settings.queue_url)
+        try:
+            queue = Queue(self.settings.queue_url)
+        except QueueError as exc:  # the database is down: say so, try again next time
+            self.console.print(f"[red]{command}: queue: {exc}[/]")
+            self.last_codes.append(EXIT_ERROR)
+            return EXIT_ERROR
         ttl = self.settings.processing.lease_seconds * 4
         single = command in LOCKED_JOBS
         if single and not queue.acquire_lock(RUN_LOCK, self.owner, ttl):
