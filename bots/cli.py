@@ -154,7 +154,15 @@ def sandbox(
     latency_ms: Annotated[int, typer.Option(help="Fault: added latency per request.")] = 0,
     error_rate: Annotated[float, typer.Option(help="Fault: share of requests answering 500.")]
     = 0.0,
+    error_paths: Annotated[str | None, typer.Option(
+        help="Fault: only paths matching this regex fail (default: every path).")] = None,
     hang_rate: Annotated[float, typer.Option(help="Fault: share of requests that hang.")] = 0.0,
+    hang_seconds: Annotated[float, typer.Option(help="Fault: how long a hang lasts; the "
+                                                "request is then carried out.")] = 30.0,
+    hang_paths: Annotated[str | None, typer.Option(
+        help="Fault: only paths matching this regex hang, e.g. '/refund$'.")] = None,
+    hang_methods: Annotated[str | None, typer.Option(
+        help="Fault: only these HTTP methods hang, e.g. POST.")] = None,
     session_max_requests: Annotated[int | None, typer.Option(
         help="Fault: sessions expire after this many requests.")] = None,
     session_max_age: Annotated[float | None, typer.Option(
@@ -165,9 +173,15 @@ def sandbox(
     from bots.sandbox.faults import FaultConfig
     from bots.sandbox.server import serve
 
-    faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate, hang_rate=hang_rate,
-                         session_max_requests=session_max_requests,
-                         session_max_age_s=session_max_age, maintenance=maintenance)
+    try:
+        faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate,
+                             error_paths=error_paths, hang_rate=hang_rate,
+                             hang_seconds=hang_seconds, hang_paths=hang_paths,
+                             hang_methods=hang_methods, session_max_requests=session_max_requests,
+                             session_max_age_s=session_max_age, maintenance=maintenance)
+    except ValueError as exc:
+        console.print(f"[red]sandbox:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
     serve(data_dir, orders_port=orders_port, payments_port=payments_port, seed=seed,
           reset=reset, faults=faults)
 
