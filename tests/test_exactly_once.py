@@ -64,9 +64,10 @@ def test_a_refund_post_held_past_the_page_timeout_is_paid_once(sandbox, settings
     sandbox.set_faults(hang_rate=1.0, hang_seconds=12.0, hang_paths=r"/refund$",
                        hang_methods="POST")
 
-    assert execute(settings, "run", intake=True, process=True) == EXIT_OK
+    code = execute(settings, "run", intake=True, process=True)
 
     assert paid_for(sandbox, req.order_number) == [Decimal(str(req.amount))]
+    assert code == EXIT_OK
     [case] = Queue(settings.queue_url).cases()
     [refund] = [r for r in sandbox.refunds() if r["order_number"] == req.order_number]
     assert case.state == CaseState.DONE and case.refund_number == refund["refund_id"]
