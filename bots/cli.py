@@ -9,6 +9,7 @@ legacy apps kept failing; remaining cases stay queued); 5 another run holds the 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -538,3 +539,64 @@ def bench_process_cmd(
     console.print(f"raw HTTP replay:         median {http * 1000:.1f} ms per case "
                   f"{[round(x * 1000, 1) for x in r.http_seconds_per_case]}")
     console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x")
+
+
+@bench_app.command("scale")
+def bench_scale_cmd(
+    runners: Annotated[str, typer.Option(help="Runner process counts to compare, "
+                                         "comma-separated.")] = "1,2,4",
+    workers: Annotated[str, typer.Option(help="Workers (browser contexts) per runner to "
+                                         "compare, comma-separated.")] = "1",
+    latency_ms: Annotated[int, typer.Option(min=0, help="Sandbox latency per page.")] = 150,
+    seconds: Annotated[float, typer.Option(min=5, help="Measured window per pass.")] = 60.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Start-up time not measured.")] = 20.0,
+    repeat: Annotated[int, typer.Option(min=1, help="Passes over every configuration; the "
+                                        "table shows medians.")] = 3,
+    postgres: Annotated[bool, typer.Option(
+        "--postgres", help="Queue on a throwaway PostgreSQL server of its own.")] = False,
+    queue_url: Annotated[str | None, typer.Option(
+        help="Queue on this PostgreSQL server (a new database per pass).")] = None,
+    folder: Annotated[Path, typer.Option(help="Where the passes keep their data.")]
+    = Path("runs/bench-scale"),
+) -> None:
+    """Cases per minute of 1, 2, 4 runner processes on one queue, and CPU seconds per case."""
+    import shutil
+    from contextlib import ExitStack
+
+    from bots.tools.bench_scale import ScaleConfig, bench_scale, table_rows
+    from bots.tools.demo import use_sandbox_credentials
+    from bots.tools.pgcluster import PostgresUnavailable, database_factory, throwaway_postgres
+
+    try:
+        configs = [ScaleConfig(int(r), int(w)) for w in workers.split(",")
+                   for r in runners.split(",")]
+    except ValueError:
+        console.print("[red]bench scale:[/] --runners and --workers take numbers like 1,2,4")
+        raise typer.Exit(EXIT_ERROR) from None
+    if any(not 1 <= c.runners <= 16 or not 1 <= c.workers <= 16 for c in configs):
+        console.print("[red]bench scale:[/] runners and workers must be between 1 and 16")
+        raise typer.Exit(EXIT_ERROR)
+    configure_console(False)
+    use_sandbox_credentials()
+    shutil.rmtree(folder, ignore_errors=True)
+    with ExitStack() as stack:
+        try:
+            server = queue_url or (stack.enter_context(throwaway_postgres()) if postgres
+                                   else None)
+            new_queue_url = database_factory(server) if server else None
+        except PostgresUnavailable as exc:
+            console.print(f"[red]bench scale:[/] {exc}")
+            raise typer.Exit(EXIT_ERROR) from None
+        results = bench_scale(folder, configs, latency_ms=latency_ms, warmup=warmup,
+                              seconds=seconds, repeat=repeat, new_queue_url=new_queue_url,
+                              say=console.print)
+    table = Table(title=f"Runners on one {'PostgreSQL' if server else 'SQLite'} queue, "
+                        f"{latency_ms} ms per page (medians of {repeat})")
+    for col in ("runners", "workers", "cases/min", "speed-up", "CPU s/case",
+                "sandbox CPU s/case", "passes (cases/min)"):
+        table.add_column(col, justify="right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"{os.cpu_count()} CPU(s); load average when done: "
+                  f"{', '.join(Path('/proc/loadavg').read_text().split()[:3])}.")
