@@ -9,10 +9,11 @@ relaunched as they end, while the harness draws a fate for each:
 - **crash point**: it SIGKILLs itself at a named point (right before the submit, between
   the portal's confirmation and recording the refund number, after recording, after the
   order note; see bots.work.crashpoints);
-- **timer**: SIGKILLed from outside (the whole process group, browser too) after a
-  random delay;
+- **timer**: SIGKILLed from outside (the whole process group, browser too) at a random
+  moment after it took its first case;
 - **stall**: frozen (SIGSTOP) past its lease, at the stall point right before the submit
-  or from outside after a random delay, while the others take its case over; then SIGCONT;
+  or from outside at a random moment of its work, while the others take its case over;
+  then SIGCONT;
 - **clean**: left alone.
 
 The sandbox also holds a share of the refund POSTs longer than the bots' page timeout
@@ -67,7 +68,7 @@ class ChaosPlan:
 
     runners: int = 1
     events_per_round: int = 0  # kills + stalls per round (0: 4, or 3 per runner)
-    small_refunds: int = 10  # small-refund requests added to the demo's each round
+    small_refunds: int = 30  # small-refund requests added to the demo's (as many as fit)
     hang_rate: float = 0.25  # share of refund POSTs the portal holds past the timeout
     timeout_ms: int = 4000  # the bots' page timeout
     hang_seconds: float = 15.0  # how long a held POST waits before the portal carries it out
@@ -203,7 +204,7 @@ def _round(folder: Path, n: int, budget: int, rng: Random, plan: ChaosPlan,
         settings, config = _settings(folder, sb.orders_url, sb.payments_url, plan, queue_url)
         policy = load_policy(settings.policy)
         small = small_refund_requests(ds, policy, plan.small_refunds, rng,
-                                      avoid=[r.email for r in reqs])
+                                      avoid=[r.email for r in reqs], per_customer=3)
         write_portal_forms(folder / "forms", small, datetime.now(UTC), prefix=f"chaos{n}")
         queue = Queue(settings.queue_url)
         before = {r["refund_id"] for r in portal_refunds(sb.payments_db)}
@@ -231,6 +232,7 @@ def _settings(folder: Path, orders_url: str, payments_url: str, plan: ChaosPlan,
         overrides["queue_url"] = queue_url
     settings = load_settings(
         None, runs_dir=str(folder / "runs"), **overrides, intake__sources=sources,
+        signals=None,  # velocity rules would escalate a customer's second small refund
         browser__timeout_ms=plan.timeout_ms, browser__trace_failures=False,
         processing__backoff_seconds=0.2,
         processing__lease_seconds=plan.lease_seconds, processing__step_retries=plan.step_retries,
@@ -266,7 +268,8 @@ class _Runner:
     proc: subprocess.Popen[bytes]
     fate: str
     n: int  # its number in the round (logs/run-NNN.log)
-    strike_at: float | None = None  # timer kill or outside stall: when
+    strike_at: float | None = None  # timer kill or outside stall: when (once it took a case)
+    look_at: float = 0.0  # when to look next whether it holds a case
     resume_at: float | None = None  # a stalled runner: when it gets SIGCONT
     struck: bool = False
 
@@ -298,18 +301,14 @@ class _Shaker:
     def _launch(self, fate: str) -> _Runner:
         env = _env()
         env["REFUND_BOTS_CRASH_SEED"] = str(self.rng.random())
-        strike_at = None
         if fate == "crash point":
             env["REFUND_BOTS_CRASH_POINTS"] = self.plan.crash_plan
-        elif fate == "timer":
-            strike_at = time.monotonic() + self.rng.uniform(1.5, 12.0)
         elif fate == "stall point" or (fate == "stall" and self.rng.random() < 0.5):
             env["REFUND_BOTS_STALL_POINTS"] = self.plan.stall_plan  # freezes before a submit
             fate = "stall point"
-        elif fate == "stall":  # frozen from outside, wherever it is
-            strike_at = time.monotonic() + self.rng.uniform(2.0, 12.0)
+        # "timer" and "stall" (from outside) strike a while after the runner takes a case
         self.res.runs += 1
-        runner = _Runner(self._start(env), fate, self.res.runs, strike_at)
+        runner = _Runner(self._start(env), fate, self.res.runs)
         self._say(runner, "started")
         return runner
 
@@ -370,6 +369,11 @@ class _Shaker:
             r.struck = True
             self._landed(r, "stalls", "stall point")  # it froze itself right before a submit
             r.resume_at = now + self._hold()
+        elif r.fate in ("timer", "stall") and r.strike_at is None and now >= r.look_at:
+            r.look_at = now + 0.5
+            if self._holds_case(r.proc.pid):  # armed: strike somewhere in its work
+                r.strike_at = now + self.rng.uniform(0.2, 8.0)
+                self._say(r, f"holds a case; strikes in {r.strike_at - now:.1f}s")
         elif r.strike_at is not None and not r.struck and now >= r.strike_at:
             r.struck = True
             if r.fate == "timer":

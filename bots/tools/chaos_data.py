@@ -65,17 +65,22 @@ class SmallRefund(DemoRequest):
 
 
 def small_refund_requests(ds: Dataset, policy: Policy, n: int, rng: Random, *,
-                          avoid: Iterable[str] = ()) -> list[SmallRefund]:
+                          avoid: Iterable[str] = (), per_customer: int = 1
+                          ) -> list[SmallRefund]:
     """Up to `n` portal requests for clearly refundable orders, each asking a small amount.
 
     Chosen from the seeded data without the bot's code: delivered at least 2 days ago and
     2 days inside the refund window of every item (no early claim, no edge of a window),
-    charged in full and never refunded, nothing on final sale, one order per customer and
-    none of `avoid`'s customers (so no velocity or per-customer limit can turn one into an
-    escalation). The amount is 15-40 % of the items, in the order's currency: the refund a
-    careful agent issues is exactly that amount.
+    charged in full and never refunded, nothing on final sale, none of `avoid`'s customers,
+    at most `per_customer` orders per customer (more than one only with the fraud signals
+    off: their velocity rule would escalate) and together at most half the per-customer
+    limit, so no rule can turn one into an escalation. The amount is 15-40 % of the items,
+    in the order's currency: the refund a careful agent issues is exactly that amount.
     """
     taken = {e.lower() for e in avoid}
+    asked: dict[str, list[Decimal]] = {}
+    cap = (policy.customer_auto_approve_limit / 2 if policy.customer_auto_approve_limit
+           is not None else None)
     scenario_orders = set(ds.scenarios.values())
     refunded = {r.order_number for r in ds.refunds}
     out: list[SmallRefund] = []
@@ -83,7 +88,9 @@ def small_refund_requests(ds: Dataset, policy: Policy, n: int, rng: Random, *,
         customer = ds.customer(o.customer_id)
         charge = ds.charge_for(o.order_number)
         if (len(out) >= n or o.order_number in scenario_orders or o.order_number in refunded
-                or customer.email.lower() in taken or charge is None or charge.amount != o.total
+                or customer.email.lower() in taken
+                or len(asked.get(customer.email.lower(), ())) >= per_customer
+                or charge is None or charge.amount != o.total
                 or o.status != "delivered" or o.delivery_date is None
                 or not 2 <= (ds.today - o.delivery_date).days <= _window(policy, o) - 2
                 or (ds.today - o.order_date).days < 3
@@ -92,10 +99,11 @@ def small_refund_requests(ds: Dataset, policy: Policy, n: int, rng: Random, *,
             continue
         share = Decimal(rng.randint(int(SMALL_SHARE[0] * 100), int(SMALL_SHARE[1] * 100))) / 100
         amount = (o.items_total * share).quantize(Decimal("0.01"))
-        if amount < 1 or amount * 2 >= charge.amount or (
-                policy.auto_approve_limit is not None and amount > policy.auto_approve_limit):
+        before = asked.setdefault(customer.email.lower(), [])
+        if amount < 1 or amount * 2 >= charge.amount or amount > policy.auto_approve_limit or (
+                cap is not None and sum(before) + amount > cap):
             continue
-        taken.add(customer.email.lower())
+        before.append(amount)
         text = rng.choice(SMALL_REASONS).format(amount=f"{amount:.2f}", cur=o.currency)
         out.append(SmallRefund("portal", o.order_number, customer.email, customer.name, text,
                                amount=f"{amount:.2f}", expect="partial", currency=o.currency))
