@@ -9,6 +9,7 @@ legacy apps kept failing; remaining cases stay queued); 5 another run holds the 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -161,7 +162,15 @@ def sandbox(
     latency_ms: Annotated[int, typer.Option(help="Fault: added latency per request.")] = 0,
     error_rate: Annotated[float, typer.Option(help="Fault: share of requests answering 500.")]
     = 0.0,
+    error_paths: Annotated[str | None, typer.Option(
+        help="Fault: only paths matching this regex fail (default: every path).")] = None,
     hang_rate: Annotated[float, typer.Option(help="Fault: share of requests that hang.")] = 0.0,
+    hang_seconds: Annotated[float, typer.Option(help="Fault: how long a hang lasts; the "
+                                                "request is then carried out.")] = 30.0,
+    hang_paths: Annotated[str | None, typer.Option(
+        help="Fault: only paths matching this regex hang, e.g. '/refund$'.")] = None,
+    hang_methods: Annotated[str | None, typer.Option(
+        help="Fault: only these HTTP methods hang, e.g. POST.")] = None,
     session_max_requests: Annotated[int | None, typer.Option(
         help="Fault: sessions expire after this many requests.")] = None,
     session_max_age: Annotated[float | None, typer.Option(
@@ -172,9 +181,15 @@ def sandbox(
     from bots.sandbox.faults import FaultConfig
     from bots.sandbox.server import serve
 
-    faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate, hang_rate=hang_rate,
-                         session_max_requests=session_max_requests,
-                         session_max_age_s=session_max_age, maintenance=maintenance)
+    try:
+        faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate,
+                             error_paths=error_paths, hang_rate=hang_rate,
+                             hang_seconds=hang_seconds, hang_paths=hang_paths,
+                             hang_methods=hang_methods, session_max_requests=session_max_requests,
+                             session_max_age_s=session_max_age, maintenance=maintenance)
+    except ValueError as exc:
+        console.print(f"[red]sandbox:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
     serve(data_dir, orders_port=orders_port, payments_port=payments_port, seed=seed,
           reset=reset, faults=faults)
 
@@ -194,26 +209,52 @@ def demo(workers: WorkersOpt = None,
 
 
 @app.command()
-def chaos(kills: Annotated[int, typer.Option(help="How many times to kill the bot.")] = 10,
+def chaos(kills: Annotated[int, typer.Option(
+              help="Kills and stalls that must land on a queue with work in it.")] = 10,
           seed: Annotated[int, typer.Option(help="Seed of the kill schedule.")] = 1,
+          runners: Annotated[int, typer.Option(min=1, max=8, help="Runner processes working "
+                                               "one queue at once.")] = 1,
+          postgres: Annotated[bool, typer.Option(
+              "--postgres", help="Queue on a throwaway PostgreSQL server of its own "
+              "(Debian's postgresql binaries).")] = False,
+          queue_url: Annotated[str | None, typer.Option(
+              help="Queue on this PostgreSQL server: a new database per round "
+              "(the user needs CREATEDB).")] = None,
+          hang_rate: Annotated[float, typer.Option(
+              min=0, max=1, help="Share of refund POSTs the portal holds past the bots' "
+              "timeout, then carries out.")] = 0.25,
           folder: Annotated[Path, typer.Option(help="Where the rounds keep their data.")]
           = Path("runs/chaos")) -> None:
-    """Kill the bot at random moments, rerun until drained, verify no one is paid twice."""
+    """Kill and freeze the bots at random moments, drain, verify no one is paid twice."""
     import shutil
+    from contextlib import ExitStack
 
-    from bots.tools.chaos import run_chaos
+    from bots.tools.chaos import ChaosPlan, run_chaos
     from bots.tools.demo import use_sandbox_credentials
+    from bots.tools.pgcluster import PostgresUnavailable, database_factory, throwaway_postgres
 
     configure_console(False)
     use_sandbox_credentials()
     shutil.rmtree(folder, ignore_errors=True)
-    result = run_chaos(folder, kills=kills, seed=seed, say=console.print)
-    console.print(f"Chaos: {result.kills} kill(s) ({dict(result.how)}), {result.runs} run(s), "
-                  f"{len(result.rounds)} round(s), {result.refunds} refund(s) in the portal.")
+    with ExitStack() as stack:
+        try:
+            server = queue_url or (stack.enter_context(throwaway_postgres()) if postgres
+                                   else None)
+            new_queue_url = database_factory(server) if server else None
+            if new_queue_url:
+                new_queue_url()  # fail now, with a clear message, not in round 1
+        except PostgresUnavailable as exc:
+            console.print(f"[red]chaos:[/] {exc}")
+            raise typer.Exit(EXIT_ERROR) from None
+        result = run_chaos(folder, kills=kills, seed=seed,
+                           plan=ChaosPlan(runners=runners, hang_rate=hang_rate),
+                           new_queue_url=new_queue_url, say=console.print)
+    console.print(f"Chaos ({runners} runner(s), queue on "
+                  f"{'PostgreSQL' if server else 'SQLite'}): {result.summary()}.")
     for problem in result.problems:
         console.print(f"[red]{problem}[/]")
-    console.print("Every eligible order refunded exactly once, no request lost."
-                  if result.ok else f"[red]{len(result.problems)} problem(s).[/]")
+    console.print("Every eligible order refunded exactly once, every contact told once, no "
+                  "request lost." if result.ok else f"[red]{len(result.problems)} problem(s).[/]")
     raise typer.Exit(EXIT_OK if result.ok else EXIT_PROBLEMS)
 
 
@@ -525,3 +566,64 @@ def bench_queue_cmd(
         raise typer.Exit(EXIT_ERROR) from None
     for line in describe(result):
         console.print(line)
+
+
+@bench_app.command("scale")
+def bench_scale_cmd(
+    runners: Annotated[str, typer.Option(help="Runner process counts to compare, "
+                                         "comma-separated.")] = "1,2,4",
+    workers: Annotated[str, typer.Option(help="Workers (browser contexts) per runner to "
+                                         "compare, comma-separated.")] = "1",
+    latency_ms: Annotated[int, typer.Option(min=0, help="Sandbox latency per page.")] = 150,
+    seconds: Annotated[float, typer.Option(min=5, help="Measured window per pass.")] = 60.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Start-up time not measured.")] = 20.0,
+    repeat: Annotated[int, typer.Option(min=1, help="Passes over every configuration; the "
+                                        "table shows medians.")] = 3,
+    postgres: Annotated[bool, typer.Option(
+        "--postgres", help="Queue on a throwaway PostgreSQL server of its own.")] = False,
+    queue_url: Annotated[str | None, typer.Option(
+        help="Queue on this PostgreSQL server (a new database per pass).")] = None,
+    folder: Annotated[Path, typer.Option(help="Where the passes keep their data.")]
+    = Path("runs/bench-scale"),
+) -> None:
+    """Cases per minute of 1, 2, 4 runner processes on one queue, and CPU seconds per case."""
+    import shutil
+    from contextlib import ExitStack
+
+    from bots.tools.bench_scale import ScaleConfig, bench_scale, table_rows
+    from bots.tools.demo import use_sandbox_credentials
+    from bots.tools.pgcluster import PostgresUnavailable, database_factory, throwaway_postgres
+
+    try:
+        configs = [ScaleConfig(int(r), int(w)) for w in workers.split(",")
+                   for r in runners.split(",")]
+    except ValueError:
+        console.print("[red]bench scale:[/] --runners and --workers take numbers like 1,2,4")
+        raise typer.Exit(EXIT_ERROR) from None
+    if any(not 1 <= c.runners <= 16 or not 1 <= c.workers <= 16 for c in configs):
+        console.print("[red]bench scale:[/] runners and workers must be between 1 and 16")
+        raise typer.Exit(EXIT_ERROR)
+    configure_console(False)
+    use_sandbox_credentials()
+    shutil.rmtree(folder, ignore_errors=True)
+    with ExitStack() as stack:
+        try:
+            server = queue_url or (stack.enter_context(throwaway_postgres()) if postgres
+                                   else None)
+            new_queue_url = database_factory(server) if server else None
+        except PostgresUnavailable as exc:
+            console.print(f"[red]bench scale:[/] {exc}")
+            raise typer.Exit(EXIT_ERROR) from None
+        results = bench_scale(folder, configs, latency_ms=latency_ms, warmup=warmup,
+                              seconds=seconds, repeat=repeat, new_queue_url=new_queue_url,
+                              say=console.print)
+    table = Table(title=f"Runners on one {'PostgreSQL' if server else 'SQLite'} queue, "
+                        f"{latency_ms} ms per page (medians of {repeat})")
+    for col in ("runners", "workers", "cases/min", "speed-up", "CPU s/case",
+                "sandbox CPU s/case", "passes (cases/min)"):
+        table.add_column(col, justify="right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"{os.cpu_count()} CPU(s); load average when done: "
+                  f"{', '.join(Path('/proc/loadavg').read_text().split()[:3])}.")

@@ -229,8 +229,9 @@ def _fault_args(faults: FaultConfig | None) -> list[str]:
         return []
     default, args = FaultConfig(), []
     flags = {"latency_ms": "--latency-ms", "error_rate": "--error-rate",
-             "hang_rate": "--hang-rate", "hang_seconds": "--hang-seconds",
-             "session_max_age_s": "--session-max-age",
+             "error_paths": "--error-paths", "hang_rate": "--hang-rate",
+             "hang_seconds": "--hang-seconds", "hang_paths": "--hang-paths",
+             "hang_methods": "--hang-methods", "session_max_age_s": "--session-max-age",
              "session_max_requests": "--session-max-requests", "seed": "--fault-seed"}
     for name, flag in flags.items():
         value = getattr(faults, name)
