@@ -151,16 +151,22 @@ def sandbox(
     session_max_age: Annotated[float | None, typer.Option(
         help="Fault: sessions expire after this many seconds.")] = None,
     maintenance: Annotated[bool, typer.Option(help="Fault: show the maintenance page.")] = False,
+    skin: Annotated[str, typer.Option(help="The apps' look: default, or oldschool (German "
+                                           "formats, iframe, modal, interstitials; selectors in "
+                                           "selectors/examples/oldschool/).")] = "default",
 ) -> None:
     """Run the sandbox legacy order system and payment portal in the foreground."""
     from bots.sandbox.faults import FaultConfig
-    from bots.sandbox.server import serve
+    from bots.sandbox.server import SKINS, serve
 
+    if skin not in SKINS:
+        console.print(f"[red]unknown skin {skin!r}[/] (one of {', '.join(SKINS)})")
+        raise typer.Exit(EXIT_ERROR)
     faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate, hang_rate=hang_rate,
                          session_max_requests=session_max_requests,
                          session_max_age_s=session_max_age, maintenance=maintenance)
     serve(data_dir, orders_port=orders_port, payments_port=payments_port, seed=seed,
-          reset=reset, faults=faults)
+          reset=reset, faults=faults, skin=skin)
 
 
 @app.command()
@@ -219,8 +225,8 @@ def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
 def doctor(config: ConfigOpt = None) -> None:
     """Check settings, policy, selectors, secrets and the browser before a first run."""
     from bots.config import secret
-    from bots.legacy.base import Selectors
     from bots.legacy.browser import BrowserNotFound, find_browser
+    from bots.legacy.selectors import load_orders, load_payments
 
     settings = _settings(config)
     checks: list[tuple[str, bool, str]] = []
@@ -232,8 +238,10 @@ def doctor(config: ConfigOpt = None) -> None:
             checks.append((name, False, str(exc)))
 
     check("policy", lambda: f"{settings.policy} valid" if load_policy(settings.policy) else "")
-    check("orders selectors", lambda: Selectors.load(settings.orders.selectors).source)
-    check("payments selectors", lambda: Selectors.load(settings.payments.selectors).source)
+    check("orders selectors", lambda: load_orders(settings.orders.selectors) and
+          f"{settings.orders.selectors} valid")
+    check("payments selectors", lambda: load_payments(settings.payments.selectors) and
+          f"{settings.payments.selectors} valid")
     check("orders password", lambda: "set" if secret(settings.orders.password_secret) else "")
     check("payments password", lambda: "set" if secret(settings.payments.password_secret) else "")
     check("browser", lambda: find_browser(settings.browser.executable,

@@ -33,6 +33,22 @@ class SelectorMissing(SystemException):
     """An element the selectors file names is not on the page: the UI changed."""
 
 
+class UnknownPage(SystemException):
+    """The app shows a page the selectors do not recognise: never read as an answer.
+
+    Neither the page the bot expected nor that page's known "empty" / "not found"
+    variant: an interstitial nobody described, a changed layout, an error page.
+    """
+
+
+class UnreadableValue(SystemException):
+    """An element is there but its value is empty or not in the app's format."""
+
+
+class LoginRefused(SystemException):
+    """The app refused the bot's credentials: a settings problem, not a passing outage."""
+
+
 class RefundRefused(SystemException):
     """The portal refused the refund form (e.g. above the remaining balance).
 
