@@ -216,12 +216,11 @@ class LegacyApp:
     app_name = "app"
 
     def __init__(self, page: Page, base_url: str, selectors: _App, username: str,
-                 password: Callable[[], str], step_retries: int = 2,
-                 recognise_ms: int = 5_000) -> None:
+                 password: Callable[[], str], step_retries: int = 2) -> None:
         self.page, self.base_url, self.sel = page, base_url.rstrip("/"), selectors
         self.username, self._password = username, password
         self.step_retries = step_retries
-        self.recognise_ms = recognise_ms
+        self.recognise_ms = selectors.recognise_ms
         self.fmt = selectors.formats
 
     # -- recognising pages -------------------------------------------------------------
@@ -424,8 +423,14 @@ class LegacyApp:
 
     async def _recognise_login(self, response: Response | None, expected: dict[str, Sel]
                                ) -> tuple[str, Frame]:
-        """The login flow's pages; the login form itself is expected here, not a guard."""
-        markers = [(k, s.candidates) for k, s in expected.items()] + self._guards()[1:]
+        """The login flow's pages; the login form itself is expected here, not a guard.
+
+        Interstitials come first: a news page may well show the logout link too.
+        """
+        guards = self._guards()[1:]
+        markers = ([g for g in guards if g[0].startswith("interstitial:")]
+                   + [(k, s.candidates) for k, s in expected.items()]
+                   + [g for g in guards if not g[0].startswith("interstitial:")])
         which = await self._which(self.page.main_frame, markers, wait=True)
         if which is None:
             raise UnknownPage(f"{self.app_name}: unrecognised page during login: "

@@ -173,7 +173,7 @@ class OrdersApp(LegacyApp):
         try:
             handle = await frame.wait_for_function(
                 _NOTE_JS, arg=[o.notes.candidates, needle, markers],
-                timeout=max(self.recognise_ms, 10_000), polling=50)
+                timeout=2 * self.recognise_ms, polling=50)  # a POST and a load
             outcome = await handle.json_value()
         except PlaywrightTimeout:
             outcome = None

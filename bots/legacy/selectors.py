@@ -238,6 +238,7 @@ class Errors(_M):
 
 
 class _App(_M):
+    recognise_ms: int = Field(5_000, ge=100)  # how long a page may take to show its markers
     formats: Formats = Formats()
     login: Login
     interstitials: tuple[Interstitial, ...] = ()
