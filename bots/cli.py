@@ -9,6 +9,7 @@ legacy apps kept failing; remaining cases stay queued); 5 another run holds the 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -222,8 +223,11 @@ def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
 
 
 @app.command()
-def doctor(config: ConfigOpt = None) -> None:
-    """Check settings, policy, selectors, secrets and the browser before a first run."""
+def doctor(config: ConfigOpt = None, live: Annotated[bool, typer.Option(
+        "--live", help="Also log into both apps (read-only), open a known order and its "
+                       "charge, and report every selector key: found / missing / empty / "
+                       "unparseable, with the URL. Never submits anything.")] = False) -> None:
+    """Check settings, policy, selectors, secrets, browser, apps and sources before a run."""
     from bots.config import secret
     from bots.legacy.browser import BrowserNotFound, find_browser
     from bots.legacy.selectors import load_orders, load_payments
@@ -247,6 +251,13 @@ def doctor(config: ConfigOpt = None) -> None:
     check("browser", lambda: find_browser(settings.browser.executable,
                                           settings.browser.channel).source)
     check("queue", lambda: f"{Queue(settings.queue_url).pending_count()} open case(s)")
+    for name, url in (("order system", settings.orders.url),
+                      ("payment portal", settings.payments.url)):
+        check(f"{name} answers", functools.partial(_answers, url))
+    for source in settings.intake.sources:
+        path = getattr(source, "path", None)
+        if path is not None:
+            check(f"source {source.label}", functools.partial(_exists, path))
     if (notify := settings.notify) is not None:
         from bots.notify import Notifier
 
@@ -259,7 +270,59 @@ def doctor(config: ConfigOpt = None) -> None:
     for name, ok, detail in checks:
         table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
     console.print(table)
-    raise typer.Exit(EXIT_OK if all(ok for _, ok, _ in checks) else EXIT_ERROR)
+    healthy = _doctor_live(settings) if live else True
+    raise typer.Exit(EXIT_OK if healthy and all(ok for _, ok, _ in checks) else EXIT_ERROR)
+
+
+def _answers(url: str) -> str:
+    import httpx
+
+    try:
+        status = httpx.get(url, timeout=10, follow_redirects=True).status_code
+    except httpx.HTTPError as exc:
+        raise OSError(f"{url} does not answer: {exc}") from None
+    if status >= 500:
+        raise OSError(f"{url} answers HTTP {status}")
+    return f"{url} (HTTP {status})"
+
+
+def _exists(path: Path) -> str:
+    if not Path(path).exists():
+        raise OSError(f"{path} does not exist")
+    return str(path)
+
+
+def _doctor_live(settings: Settings) -> bool:
+    """Every selector key on the live apps (bots/legacy/health.py); True when all is well."""
+    from rich.markup import escape
+
+    from bots.legacy.browser import BrowserNotFound
+    from bots.legacy.health import HealthReport, live_report
+    from bots.legacy.session import BotSession
+
+    async def go() -> HealthReport:
+        async with BotSession(settings) as session:
+            return await live_report(session, settings.health.order_number)
+
+    try:
+        report = asyncio.run(go())
+    except (ConfigError, BrowserNotFound) as exc:
+        console.print(f"[red]live check:[/] {exc}")
+        return False
+    table = Table("app", "key", "state", "selector", "url / detail")
+    colour = {"found": "green", "not checked": "dim"}
+    for k in report.keys:
+        state = f"[{colour.get(k.state, 'red')}]{k.state}[/]" + (" (fallback)" if k.fallback
+                                                                 else "")
+        table.add_row(k.app, k.key, state, escape(k.selector),
+                      escape(" ".join(x for x in (k.url, k.detail) if x)))
+    console.print(table)
+    for line in report.problems + report.unavailable:
+        console.print(f"[red]FAIL[/] {escape(line)}")
+    bad = report.bad_keys
+    console.print(f"Live check: {len(report.keys)} key(s), {len(bad)} missing/empty/unparseable, "
+                  f"{len(report.problems) + len(report.unavailable)} problem(s).")
+    return report.ok
 
 
 # -- queue inspection and policy ----------------------------------------------------------
