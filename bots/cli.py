@@ -510,20 +510,35 @@ def main() -> None:  # pragma: no cover
 def bench_process_cmd(
     repeat: Annotated[int, typer.Option(help="Passes over the demo cases.")] = 3,
     workers: WorkersOpt = 1,
+    submit: Annotated[bool, typer.Option(help="Real runs: refund form, confirmation and order "
+                                              "note, a fresh sandbox per pass.")] = False,
 ) -> None:
-    """The bot's seconds per case next to raw HTTP loading the very same pages."""
+    """The bot's seconds per case: before/after the speed work side by side, next to raw
+    HTTP loading the very same pages (dry run), or real refunds (--submit)."""
     import statistics
 
-    from bots.tools.bench_process import bench_process
+    from bots.tools.bench_process import bench_process, bench_submit
 
     configure_console(False)
+    med = statistics.median
+    if submit:
+        s = bench_submit(repeat=repeat, workers=workers or 1)
+        console.print(f"{s.cases} cases ({s.paid} paid: refund form + confirmation + note), "
+                      f"{repeat} pass(es) each, alternately, {workers} worker(s)")
+        console.print(f"before (fast off): median {med(s.before):.3f} s per paid case "
+                      f"{[round(x, 3) for x in s.before]}; every case {med(s.before_all):.3f} s")
+        console.print(f"after:             median {med(s.after):.3f} s per paid case "
+                      f"{[round(x, 3) for x in s.after]}; every case {med(s.after_all):.3f} s")
+        return
     r = bench_process(repeat=repeat, workers=workers or 1)
-    bot = statistics.median(r.bot_seconds_per_case)
-    http = statistics.median(r.http_seconds_per_case)
-    console.print(f"{r.cases} cases, {r.pages_per_case:.1f} pages per case, {repeat} pass(es), "
-                  f"{workers} worker(s)")
-    console.print(f"bot (Chromium, dry run): median {bot:.3f} s per case "
+    bot, http = med(r.bot_seconds_per_case), med(r.http_seconds_per_case)
+    console.print(f"{r.cases} cases, {r.pages_per_case:.1f} pages per case "
+                  f"({r.before_pages_per_case:.1f} before), {repeat} pass(es), "
+                  f"{workers} worker(s), dry run")
+    console.print(f"bot before (fast off): median {med(r.before_seconds_per_case):.3f} s per case "
+                  f"{[round(x, 3) for x in r.before_seconds_per_case]}")
+    console.print(f"bot after:             median {bot:.3f} s per case "
                   f"{[round(x, 3) for x in r.bot_seconds_per_case]}")
-    console.print(f"raw HTTP replay:         median {http * 1000:.1f} ms per case "
+    console.print(f"raw HTTP replay:       median {http * 1000:.1f} ms per case "
                   f"{[round(x * 1000, 1) for x in r.http_seconds_per_case]}")
-    console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x")
+    console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x (before: {r.before_ratio:.1f}x)")

@@ -222,6 +222,7 @@ class LegacyApp:
         self.step_retries = step_retries
         self.recognise_ms = selectors.recognise_ms
         self.fmt = selectors.formats
+        self.reuse_pages = False  # a page this case just read may serve its next step
 
     # -- recognising pages -------------------------------------------------------------
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import quote
 
-from playwright.async_api import Frame
+from playwright.async_api import Frame, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from bots.errors import AppUnavailable, SessionExpired, SystemException, UnknownPage
@@ -32,6 +34,8 @@ class OrderHit:
 class OrdersApp(LegacyApp):
     app_name = "order system"
     sel: OrdersSelectors
+    search_tab: Page | None = None  # searches here keep the order page loaded for its note
+    _on_order: str | None = None  # the order page just read, still shown
 
     async def find_order(self, order_number: str) -> OrderFacts | None:
         """Open the order's page and read it; None only on the app's own "not found" page."""
@@ -42,7 +46,8 @@ class OrdersApp(LegacyApp):
 
         [] only when the app's "no results" page is recognised.
         """
-        return await self.logged_in(lambda: self._search(kind, query))
+        async with self._searching():
+            return await self.logged_in(lambda: self._search(kind, query))
 
     async def add_note(self, order_number: str, text: str, marker: str | None = None) -> bool:
         """Write a note on the order, as an agent would after a refund, and check it is there.
@@ -58,7 +63,21 @@ class OrdersApp(LegacyApp):
     async def _open_order(self, order_number: str) -> tuple[str, Frame]:
         o = self.sel.order
         path = o.url.format(order_number=quote(order_number, safe=""))
+        self._on_order = None
         return await self.open(path, {"detail": o.detail, "not_found": o.not_found}, o.frame)
+
+    @asynccontextmanager
+    async def _searching(self) -> AsyncIterator[None]:
+        """Searches run in their own tab (when there is one): the order page stays shown."""
+        if self.search_tab is None:
+            self._on_order = None
+            yield
+            return
+        main, self.page = self.page, self.search_tab
+        try:
+            yield
+        finally:
+            self.page = main
 
     async def _read_order(self, order_number: str) -> OrderFacts | None:
         which, frame = await self._open_order(order_number)
@@ -76,6 +95,7 @@ class OrdersApp(LegacyApp):
             raise SystemException(f"{self.app_name}: order.line_items "
                                   f"({' / '.join(o.line_items.candidates)}) matched no line "
                                   f"on {frame.url}: an order without lines is not readable")
+        self._on_order = order_number
         return OrderFacts(
             order_number=shown, customer_name=f.text("customer_name"),
             email=f.text("customer_email").lower(), phone=f.text("customer_phone", empty_ok=True),
@@ -158,8 +178,13 @@ class OrdersApp(LegacyApp):
                               f"({section}.max_pages): not read as a complete list")
 
     async def _add_note(self, order_number: str, text: str, marker: str | None) -> bool:
-        which, frame = await self._open_order(order_number)
         o = self.sel.order
+        here = self.url_for(o.url.format(order_number=quote(order_number, safe="")))
+        if self.reuse_pages and self._on_order == order_number and self.page.url == here:
+            which, frame = "detail", await self.frame(o.frame)  # read moments ago, this case
+        else:
+            which, frame = await self._open_order(order_number)
+        self._on_order = None
         if which == "not_found":
             raise UnknownPage(f"{self.app_name}: order {order_number} not found when writing "
                               f"its note ({frame.url})")

@@ -113,7 +113,7 @@ class PaymentsApp(LegacyApp):
         """The transaction's page: the one just read if still shown, else loaded again."""
         t = self.sel.transaction
         here = self.url_for(t.url.format(transaction_id=quote(transaction_id, safe="")))
-        if self._on_transaction == transaction_id and self.page.url == here:
+        if self.reuse_pages and self._on_transaction == transaction_id and self.page.url == here:
             return await self.frame(t.frame)
         return await self._open_transaction(transaction_id)
 
