@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+from playwright.async_api import BrowserContext, Frame, Page, Response
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Frame, Page, Response
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from bots.errors import (
@@ -40,6 +41,7 @@ from bots.errors import (
 from bots.legacy.selectors import Formats, Sel, _App
 
 T = TypeVar("T")
+_FRONT: weakref.WeakKeyDictionary[BrowserContext, Page] = weakref.WeakKeyDictionary()
 MAX_INTERSTITIALS = 3  # pages clicked through in a row before giving up
 
 # One round trip reads every field of a page (and a table): per key, which candidate
@@ -283,8 +285,16 @@ class LegacyApp:
     async def _which(self, frame: Frame, markers: list[tuple[str, tuple[str, ...]]],
                      wait: bool) -> str | None:
         try:
-            if not wait:
-                return await frame.evaluate(_WHICH_JS, markers)
+            # One round trip when the page is there (server-rendered pages usually are);
+            # polling only for what is still loading (an iframe, a slow script).
+            which = await frame.evaluate(_WHICH_JS, markers)
+        except PlaywrightTimeout:
+            return None
+        except PlaywrightError:  # the frame is still navigating: wait below
+            which = None
+        if which is not None or not wait:
+            return which
+        try:
             handle = await frame.wait_for_function(_WHICH_JS, arg=markers,
                                                    timeout=self.recognise_ms, polling=50)
             return await handle.json_value()
@@ -371,6 +381,22 @@ class LegacyApp:
             if (els.length) return Array.from(els, e => e.textContent); }
           return []; }""", list(sel.candidates))
 
+    async def require_all(self, frame: Frame, sels: dict[str, Sel]) -> dict[str, str]:
+        """The selectors to act on for several keys (one round trip); any missing raises."""
+        found = await frame.evaluate(_READ_JS, {
+            "fields": {k: [s.candidates, None] for k, s in sels.items()}, "rows": None})
+        out, missing = {}, []
+        for key, sel in sels.items():
+            index = found["fields"][key][0]
+            if index >= 0:
+                out[key] = sel.candidates[index]
+            else:
+                missing.append(f"{key} ({' / '.join(sel.candidates)})")
+        if missing:
+            raise SelectorMissing(f"{self.app_name}: {', '.join(missing)} not found on "
+                                  f"{frame.url}")
+        return out
+
     async def require(self, frame: Frame, sel: Sel, key: str) -> str:
         """The selector (of a key's candidates) to act on; missing is SelectorMissing."""
         found = await self._locate(frame, sel)
@@ -392,6 +418,7 @@ class LegacyApp:
                 await asyncio.sleep(0.25 * 2**attempt)
 
     async def _login_once(self) -> None:
+        await self.to_front()
         lg = self.sel.login
         response = await self._goto(lg.path)
         which, frame = await self._recognise_login(response, {"form": lg.form,
@@ -446,8 +473,20 @@ class LegacyApp:
             return "interstitial", self.page.main_frame
         raise AssertionError("unreachable")
 
+    async def to_front(self) -> None:
+        """Bring this tab to the front before working in it, as a person would.
+
+        Chromium throttles tabs that are not in front: clicks wait for animation frames
+        and page timers slow to once a second, which cost 1-2 s per case.
+        """
+        front = _FRONT.get(self.page.context)
+        if self.reuse_pages and front is not self.page:
+            await self.page.bring_to_front()
+            _FRONT[self.page.context] = self.page
+
     async def logged_in(self, action: Callable[[], Awaitable[T]]) -> T:
         """Run a read-only step; if the session expired mid-way, log in and redo it once."""
+        await self.to_front()
         try:
             return await action()
         except SessionExpired:

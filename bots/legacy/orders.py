@@ -191,15 +191,19 @@ class OrdersApp(LegacyApp):
         needle = marker or " ".join(text.split())[:60]
         if marker and any(marker in n for n in await self.texts(frame, o.notes)):
             return False
-        await frame.fill(await self.require(frame, o.note_text, "order.note_text"), text)
-        await frame.click(await self.require(frame, o.note_submit, "order.note_submit"))
+        at = await self.require_all(frame, {"order.note_text": o.note_text,
+                                            "order.note_submit": o.note_submit})
+        await frame.fill(at["order.note_text"], text)
         guards = [g for g in self._guards() if not g[0].startswith("interstitial:")]
-        markers = [("not_found", o.not_found.candidates), *guards]
+        check = [o.notes.candidates, needle, [("not_found", o.not_found.candidates), *guards]]
         try:
-            handle = await frame.wait_for_function(
-                _NOTE_JS, arg=[o.notes.candidates, needle, markers],
-                timeout=2 * self.recognise_ms, polling=50)  # a POST and a load
-            outcome = await handle.json_value()
+            async with frame.expect_navigation(wait_until="domcontentloaded"):
+                await frame.click(at["order.note_submit"])
+            outcome = await frame.evaluate(_NOTE_JS, check)
+            if outcome is None:  # a page still filling in: wait for it a little
+                handle = await frame.wait_for_function(_NOTE_JS, arg=check,
+                                                       timeout=self.recognise_ms, polling=50)
+                outcome = await handle.json_value()
         except PlaywrightTimeout:
             outcome = None
         if outcome == "written":

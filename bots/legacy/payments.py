@@ -61,16 +61,16 @@ class PaymentsApp(LegacyApp):
             raise SystemException(f"{self.app_name}: reference {reference!r} is longer than "
                                   f"refund_form.reference_max_length ({form.reference_max_length})"
                                   ": the portal would cut the idempotency key")
+        await self.to_front()
         frame = await self._transaction_frame(transaction_id)
-        await frame.fill(await self.require(frame, form.amount, "refund_form.amount"),
-                         self.fmt.amount.format_input(amount))
-        await frame.select_option(await self.require(frame, form.reason, "refund_form.reason"),
-                                  self._reason_value(reason))
-        await frame.fill(await self.require(frame, form.reference, "refund_form.reference"),
-                         reference)
-        submit = await self.require(frame, form.submit, "refund_form.submit")
+        at = await self.require_all(frame, {
+            "refund_form.amount": form.amount, "refund_form.reason": form.reason,
+            "refund_form.reference": form.reference, "refund_form.submit": form.submit})
+        await frame.fill(at["refund_form.amount"], self.fmt.amount.format_input(amount))
+        await frame.select_option(at["refund_form.reason"], self._reason_value(reason))
+        await frame.fill(at["refund_form.reference"], reference)
         self._on_transaction = None
-        response = await self._confirm_and_submit(frame, submit)
+        response = await self._confirm_and_submit(frame, at["refund_form.submit"])
         return await self._refund_number(frame, response, amount, reference)
 
     async def list_refunds(self, start: date, end: date) -> list[PortalRefund]:
