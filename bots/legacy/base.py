@@ -46,7 +46,7 @@ MAX_INTERSTITIALS = 3  # pages clicked through in a row before giving up
 
 # One round trip reads every field of a page (and a table): per key, which candidate
 # selector matched (-1 none, -2 invalid selector) and the raw text or attribute.
-_READ_JS = """(spec) => {
+READ_JS = """(spec) => {
   const one = (root, cands, attr) => {
     for (let i = 0; i < cands.length; i++) {
       let el;
@@ -78,14 +78,14 @@ _READ_JS = """(spec) => {
 }"""
 
 # Which of the named markers the document shows (the first in order), or null.
-_WHICH_JS = """(markers) => {
+WHICH_JS = """(markers) => {
   for (const [name, cands] of markers)
     for (const c of cands) { try { if (document.querySelector(c)) return name; } catch (e) {} }
   return null;
 }"""
 
 # Wait until one marker shows, or a note containing `needle` is listed.
-_NOTE_JS = """([notes, needle, markers]) => {
+NOTE_JS = """([notes, needle, markers]) => {
   for (const c of notes) { try {
     for (const el of document.querySelectorAll(c))
       if (el.textContent.includes(needle)) return "written";
@@ -138,22 +138,18 @@ class Reading:
     def text(self, name: str, *, empty_ok: bool = False) -> str:
         f = self.found[name]
         if f.matched == -2:
-            return self._raise(self._fail(f, f"is not a valid selector ({f.raw})", SelectorMissing))
+            raise self._fail(f, f"is not a valid selector ({f.raw})", SelectorMissing)
         if f.matched < 0:
-            return self._raise(self._fail(f, "not found", SelectorMissing))
+            raise self._fail(f, "not found", SelectorMissing)
         raw = " ".join((f.raw or "").split())
         if not raw:
             if empty_ok and f.sel.pattern is None and f.sel.map is None:
                 return ""
-            return self._raise(self._fail(f, "is empty"))
+            raise self._fail(f, "is empty")
         value = f.value
         if value is None:
-            return self._raise(self._fail(f, f"shows {raw!r}, which its pattern/map cannot read"))
+            raise self._fail(f, f"shows {raw!r}, which its pattern/map cannot read")
         return value
-
-    @staticmethod
-    def _raise(exc: Exception) -> Any:
-        raise exc
 
     def amount(self, name: str) -> Decimal:
         text = self.text(name)
@@ -287,7 +283,7 @@ class LegacyApp:
         try:
             # One round trip when the page is there (server-rendered pages usually are);
             # polling only for what is still loading (an iframe, a slow script).
-            which = await frame.evaluate(_WHICH_JS, markers)
+            which = await frame.evaluate(WHICH_JS, markers)
         except PlaywrightTimeout:
             return None
         except PlaywrightError:  # the frame is still navigating: wait below
@@ -295,7 +291,7 @@ class LegacyApp:
         if which is not None or not wait:
             return which
         try:
-            handle = await frame.wait_for_function(_WHICH_JS, arg=markers,
+            handle = await frame.wait_for_function(WHICH_JS, arg=markers,
                                                    timeout=self.recognise_ms, polling=50)
             return await handle.json_value()
         except PlaywrightTimeout:
@@ -369,7 +365,7 @@ class LegacyApp:
 
     async def _locate(self, frame: Frame, sel: Sel) -> str | None:
         """The first of a key's candidate selectors present in the frame."""
-        found = await frame.evaluate(_READ_JS, {"fields": {"x": [sel.candidates, None]},
+        found = await frame.evaluate(READ_JS, {"fields": {"x": [sel.candidates, None]},
                                                 "rows": None})
         index = found["fields"]["x"][0]
         return sel.candidates[index] if index >= 0 else None
@@ -383,7 +379,7 @@ class LegacyApp:
 
     async def require_all(self, frame: Frame, sels: dict[str, Sel]) -> dict[str, str]:
         """The selectors to act on for several keys (one round trip); any missing raises."""
-        found = await frame.evaluate(_READ_JS, {
+        found = await frame.evaluate(READ_JS, {
             "fields": {k: [s.candidates, None] for k, s in sels.items()}, "rows": None})
         out, missing = {}, []
         for key, sel in sels.items():
@@ -503,7 +499,7 @@ class LegacyApp:
             "rows": [rows[1].candidates, {n: [s.candidates, s.attr] for n, s in rows[2].items()}]
             if rows else None,
         }
-        data = await frame.evaluate(_READ_JS, spec)
+        data = await frame.evaluate(READ_JS, spec)
         url = frame.url
 
         def reading(values: dict[str, list[Any]], sels: dict[str, Sel]) -> Reading:

@@ -12,7 +12,7 @@ from playwright.async_api import Frame, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from bots.errors import AppUnavailable, SessionExpired, SystemException, UnknownPage
-from bots.legacy.base import _NOTE_JS, LegacyApp, Reading, fields_of, urljoin_text
+from bots.legacy.base import NOTE_JS, LegacyApp, Reading, fields_of, urljoin_text
 from bots.legacy.selectors import OrdersSelectors, Sel
 from bots.models import LineItem, OrderFacts, money
 
@@ -199,9 +199,9 @@ class OrdersApp(LegacyApp):
         try:
             async with frame.expect_navigation(wait_until="domcontentloaded"):
                 await frame.click(at["order.note_submit"])
-            outcome = await frame.evaluate(_NOTE_JS, check)
+            outcome = await frame.evaluate(NOTE_JS, check)
             if outcome is None:  # a page still filling in: wait for it a little
-                handle = await frame.wait_for_function(_NOTE_JS, arg=check,
+                handle = await frame.wait_for_function(NOTE_JS, arg=check,
                                                        timeout=self.recognise_ms, polling=50)
                 outcome = await handle.json_value()
         except PlaywrightTimeout:
