@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from urllib.parse import quote
@@ -48,11 +49,14 @@ class PaymentsApp(LegacyApp):
         return await self.logged_in(lambda: self._read_charge(transaction_id))
 
     async def submit_refund(self, transaction_id: str, amount: Decimal, reason: str,
-                            reference: str) -> str:
+                            reference: str,
+                            before_click: Callable[[], Awaitable[None]] | None = None) -> str:
         """Fill and confirm the refund form; return the portal's refund number.
 
-        Not retried here on an expired session: whether the click went through is
-        for the caller to verify against the refund history, by reference. A landing
+        `before_click` runs right before the final click (the caller's last check that it
+        may still pay: if it raises, nothing is submitted). Not retried here on an expired
+        session: whether the click went through is for the caller to verify against the
+        refund history, by reference. A landing
         page that is neither the confirmation nor the refusal is a SystemException:
         the next attempt reads the history first.
         """
@@ -70,6 +74,8 @@ class PaymentsApp(LegacyApp):
         await frame.select_option(at["refund_form.reason"], self._reason_value(reason))
         await frame.fill(at["refund_form.reference"], reference)
         self._on_transaction = None
+        if before_click is not None:
+            await before_click()
         response = await self._confirm_and_submit(frame, at["refund_form.submit"])
         return await self._refund_number(frame, response, amount, reference)
 
