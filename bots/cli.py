@@ -9,6 +9,7 @@ legacy apps kept failing; remaining cases stay queued); 5 another run holds the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -176,11 +177,17 @@ def sandbox(
     session_max_age: Annotated[float | None, typer.Option(
         help="Fault: sessions expire after this many seconds.")] = None,
     maintenance: Annotated[bool, typer.Option(help="Fault: show the maintenance page.")] = False,
+    skin: Annotated[str, typer.Option(help="The apps' look: default, or oldschool (German "
+                                           "formats, iframe, modal, interstitials; selectors in "
+                                           "selectors/examples/oldschool/).")] = "default",
 ) -> None:
     """Run the sandbox legacy order system and payment portal in the foreground."""
     from bots.sandbox.faults import FaultConfig
-    from bots.sandbox.server import serve
+    from bots.sandbox.server import SKINS, serve
 
+    if skin not in SKINS:
+        console.print(f"[red]unknown skin {skin!r}[/] (one of {', '.join(SKINS)})")
+        raise typer.Exit(EXIT_ERROR)
     try:
         faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate,
                              error_paths=error_paths, hang_rate=hang_rate,
@@ -191,7 +198,7 @@ def sandbox(
         console.print(f"[red]sandbox:[/] {exc}")
         raise typer.Exit(EXIT_ERROR) from None
     serve(data_dir, orders_port=orders_port, payments_port=payments_port, seed=seed,
-          reset=reset, faults=faults)
+          reset=reset, faults=faults, skin=skin)
 
 
 @app.command()
@@ -273,11 +280,14 @@ def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
 
 
 @app.command()
-def doctor(config: ConfigOpt = None) -> None:
-    """Check settings, policy, selectors, secrets and the browser before a first run."""
+def doctor(config: ConfigOpt = None, live: Annotated[bool, typer.Option(
+        "--live", help="Also log into both apps (read-only), open a known order and its "
+                       "charge, and report every selector key: found / missing / empty / "
+                       "unparseable, with the URL. Never submits anything.")] = False) -> None:
+    """Check settings, policy, selectors, secrets, browser, apps and sources before a run."""
     from bots.config import secret
-    from bots.legacy.base import Selectors
     from bots.legacy.browser import BrowserNotFound, find_browser
+    from bots.legacy.selectors import load_orders, load_payments
 
     settings = _settings(config)
     checks: list[tuple[str, bool, str]] = []
@@ -289,13 +299,22 @@ def doctor(config: ConfigOpt = None) -> None:
             checks.append((name, False, str(exc)))
 
     check("policy", lambda: f"{settings.policy} valid" if load_policy(settings.policy) else "")
-    check("orders selectors", lambda: Selectors.load(settings.orders.selectors).source)
-    check("payments selectors", lambda: Selectors.load(settings.payments.selectors).source)
+    check("orders selectors", lambda: load_orders(settings.orders.selectors) and
+          f"{settings.orders.selectors} valid")
+    check("payments selectors", lambda: load_payments(settings.payments.selectors) and
+          f"{settings.payments.selectors} valid")
     check("orders password", lambda: "set" if secret(settings.orders.password_secret) else "")
     check("payments password", lambda: "set" if secret(settings.payments.password_secret) else "")
     check("browser", lambda: find_browser(settings.browser.executable,
                                           settings.browser.channel).source)
     check("queue", lambda: f"{Queue(settings.queue_url).pending_count()} open case(s)")
+    for name, url in (("order system", settings.orders.url),
+                      ("payment portal", settings.payments.url)):
+        check(f"{name} answers", functools.partial(_answers, url))
+    for source in settings.intake.sources:
+        path = getattr(source, "path", None)
+        if path is not None:
+            check(f"source {source.label}", functools.partial(_exists, path))
     if (notify := settings.notify) is not None:
         from bots.notify import Notifier
 
@@ -308,7 +327,59 @@ def doctor(config: ConfigOpt = None) -> None:
     for name, ok, detail in checks:
         table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
     console.print(table)
-    raise typer.Exit(EXIT_OK if all(ok for _, ok, _ in checks) else EXIT_ERROR)
+    healthy = _doctor_live(settings) if live else True
+    raise typer.Exit(EXIT_OK if healthy and all(ok for _, ok, _ in checks) else EXIT_ERROR)
+
+
+def _answers(url: str) -> str:
+    import httpx
+
+    try:
+        status = httpx.get(url, timeout=10, follow_redirects=True).status_code
+    except httpx.HTTPError as exc:
+        raise OSError(f"{url} does not answer: {exc}") from None
+    if status >= 500:
+        raise OSError(f"{url} answers HTTP {status}")
+    return f"{url} (HTTP {status})"
+
+
+def _exists(path: Path) -> str:
+    if not Path(path).exists():
+        raise OSError(f"{path} does not exist")
+    return str(path)
+
+
+def _doctor_live(settings: Settings) -> bool:
+    """Every selector key on the live apps (bots/legacy/health.py); True when all is well."""
+    from rich.markup import escape
+
+    from bots.legacy.browser import BrowserNotFound
+    from bots.legacy.health import HealthReport, live_report
+    from bots.legacy.session import BotSession
+
+    async def go() -> HealthReport:
+        async with BotSession(settings) as session:
+            return await live_report(session, settings.health.order_number)
+
+    try:
+        report = asyncio.run(go())
+    except (ConfigError, BrowserNotFound) as exc:
+        console.print(f"[red]live check:[/] {exc}")
+        return False
+    table = Table("app", "key", "state", "selector", "url / detail")
+    colour = {"found": "green", "not checked": "dim"}
+    for k in report.keys:
+        state = f"[{colour.get(k.state, 'red')}]{k.state}[/]" + (" (fallback)" if k.fallback
+                                                                 else "")
+        table.add_row(k.app, k.key, state, escape(k.selector),
+                      escape(" ".join(x for x in (k.url, k.detail) if x)))
+    console.print(table)
+    for line in report.problems + report.unavailable:
+        console.print(f"[red]FAIL[/] {escape(line)}")
+    bad = report.bad_keys
+    console.print(f"Live check: {len(report.keys)} key(s), {len(bad)} missing/empty/unparseable, "
+                  f"{len(report.problems) + len(report.unavailable)} problem(s).")
+    return report.ok
 
 
 # -- queue inspection and policy ----------------------------------------------------------
@@ -529,23 +600,38 @@ def main() -> None:  # pragma: no cover
 def bench_process_cmd(
     repeat: Annotated[int, typer.Option(help="Passes over the demo cases.")] = 3,
     workers: WorkersOpt = 1,
+    submit: Annotated[bool, typer.Option(help="Real runs: refund form, confirmation and order "
+                                              "note, a fresh sandbox per pass.")] = False,
 ) -> None:
-    """The bot's seconds per case next to raw HTTP loading the very same pages."""
+    """The bot's seconds per case: before/after the speed work side by side, next to raw
+    HTTP loading the very same pages (dry run), or real refunds (--submit)."""
     import statistics
 
-    from bots.tools.bench_process import bench_process
+    from bots.tools.bench_process import bench_process, bench_submit
 
     configure_console(False)
+    med = statistics.median
+    if submit:
+        s = bench_submit(repeat=repeat, workers=workers or 1)
+        console.print(f"{s.cases} cases ({s.paid} paid: refund form + confirmation + note), "
+                      f"{repeat} pass(es) each, alternately, {workers} worker(s)")
+        console.print(f"before (fast off): median {med(s.before):.3f} s per paid case "
+                      f"{[round(x, 3) for x in s.before]}; every case {med(s.before_all):.3f} s")
+        console.print(f"after:             median {med(s.after):.3f} s per paid case "
+                      f"{[round(x, 3) for x in s.after]}; every case {med(s.after_all):.3f} s")
+        return
     r = bench_process(repeat=repeat, workers=workers or 1)
-    bot = statistics.median(r.bot_seconds_per_case)
-    http = statistics.median(r.http_seconds_per_case)
-    console.print(f"{r.cases} cases, {r.pages_per_case:.1f} pages per case, {repeat} pass(es), "
-                  f"{workers} worker(s)")
-    console.print(f"bot (Chromium, dry run): median {bot:.3f} s per case "
+    bot, http = med(r.bot_seconds_per_case), med(r.http_seconds_per_case)
+    console.print(f"{r.cases} cases, {r.pages_per_case:.1f} pages per case "
+                  f"({r.before_pages_per_case:.1f} before), {repeat} pass(es), "
+                  f"{workers} worker(s), dry run")
+    console.print(f"bot before (fast off): median {med(r.before_seconds_per_case):.3f} s per case "
+                  f"{[round(x, 3) for x in r.before_seconds_per_case]}")
+    console.print(f"bot after:             median {bot:.3f} s per case "
                   f"{[round(x, 3) for x in r.bot_seconds_per_case]}")
-    console.print(f"raw HTTP replay:         median {http * 1000:.1f} ms per case "
+    console.print(f"raw HTTP replay:       median {http * 1000:.1f} ms per case "
                   f"{[round(x * 1000, 1) for x in r.http_seconds_per_case]}")
-    console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x")
+    console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x (before: {r.before_ratio:.1f}x)")
 
 
 @bench_app.command("queue")

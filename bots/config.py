@@ -71,6 +71,13 @@ class ScheduleSettings(_Model):
     jobs: list[ScheduleJob] = []
 
 
+class HealthSettings(_Model):
+    """Selector health (`doctor --live`, and before `process` works its first case)."""
+
+    before_process: bool = True  # check the selectors on live pages before the first case
+    order_number: str | None = None  # a known order to check on; None: the first one listed
+
+
 class Settings(_Model):
     queue_url: str = "sqlite:///runs/queue.sqlite"
     runs_dir: Path = Path("runs")
@@ -83,6 +90,7 @@ class Settings(_Model):
     intake: IntakeSettings = IntakeSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     notify: NotifySettings | None = None  # null: customers are not notified by the bots
+    health: HealthSettings = HealthSettings()
 
 
 # Environment variables that override one setting each (documented in the README).

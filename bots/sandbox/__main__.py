@@ -23,6 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--today", type=date.fromisoformat, default=None,
                    help="YYYY-MM-DD the data is dated relative to (default: today)")
     p.add_argument("--reset", action="store_true", help="regenerate the databases")
+    p.add_argument("--skin", choices=("default", "oldschool"), default="default",
+                   help="the apps' look: default, or oldschool (German formats, iframe, "
+                        "modal, interstitials; selectors in selectors/examples/oldschool/)")
     faults = p.add_argument_group("fault injection (off by default)")
     faults.add_argument("--latency-ms", type=int, default=0)
     faults.add_argument("--error-rate", type=float, default=0.0,
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise SystemExit(f"python -m bots.sandbox: {exc}") from None
     serve(args.data_dir, orders_port=args.orders_port, payments_port=args.payments_port,
-          host=args.host, seed=args.seed, reset=args.reset, faults=faults, today=args.today)
+          host=args.host, seed=args.seed, reset=args.reset, faults=faults, today=args.today,
+          skin=args.skin)
     return 0
 
 

@@ -25,6 +25,7 @@ from bots.decide.signals import SignalsError, load_signals
 from bots.errors import SystemException
 from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
 from bots.legacy.browser import BrowserNotFound
+from bots.legacy.health import preflight
 from bots.legacy.session import BotSession
 from bots.models import PortalRefund, Quarantined, RefundRequest
 from bots.notify import Notifier
@@ -320,6 +321,12 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
         loop.add_signal_handler(sig, on_signal)
     try:
         async with BotSession(settings) as session:
+            # selector health once per run, before the first case (bots/legacy/health.py)
+            first = next((c.order_number for c in queue.cases([CaseState.QUEUED])
+                          if c.order_number), None)
+            if total and settings.health.before_process and not await preflight(
+                    session, settings.health.order_number or first, console.print):
+                return EXIT_ERROR
             with _progress(total) as progress:
                 task = progress.add_task("processing", total=total)
 

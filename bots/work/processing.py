@@ -43,11 +43,14 @@ from bots.errors import (
     AmbiguousOutcome,
     AppUnavailable,
     BusinessException,
+    NoAnswer,
     RefundRefused,
     SelectorMissing,
     SessionExpired,
     SubmitInFlight,
     SystemException,
+    UnknownPage,
+    UnreadableValue,
 )
 from bots.legacy.artifacts import scrub_zip
 from bots.legacy.session import BotSession, Worker
@@ -538,10 +541,13 @@ class Processor:
                 number = await worker.payments.submit_refund(
                     charge.transaction_id, decision.amount, reason, intent.key,
                     before_click=before_click)
-            except (AppUnavailable, RefundRefused, SelectorMissing):
-                # The portal answered the submit (not a timeout): the request is over and
-                # the next attempt reads a final history instead of waiting out the grace.
-                if clicked:
+            except (AppUnavailable, RefundRefused, SelectorMissing, UnknownPage,
+                    UnreadableValue) as exc:
+                # The portal answered the submit (an error page, a refusal, a page we do not
+                # know): the request is over, so the next attempt reads a final history
+                # instead of waiting out the grace. A submit that did not answer in time
+                # (NoAnswer) may still be running there: it gets the grace.
+                if clicked and not isinstance(exc, NoAnswer):
                     self.queue.submit_answered(lease, intent.id)
                 raise
             except SessionExpired:
