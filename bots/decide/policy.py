@@ -84,8 +84,11 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
         return _reject(f"Order status is '{order.status}': refunds need one of "
                        f"{', '.join(policy.refundable_statuses)}.")
     if claim.currency and claim.currency != charge.currency:
-        return _reject(f"Requested currency {claim.currency} does not match the charge "
-                       f"currency {charge.currency}.")
+        # Never a rejection on what may be a misread ("$20" meant in CAD), and never a
+        # payment in the order's currency of an amount asked in another: a human decides.
+        return Decision(Outcome.ESCALATE, Decimal("0.00"), (
+            f"The customer asks in {claim.currency} but the charge is in {charge.currency}: "
+            f"the bot does not convert or guess which is meant.",))
     if charge.remaining <= 0:
         return _reject(f"Nothing left to refund: the charge of {charge.amount} {charge.currency} "
                        f"was already refunded in full.")

@@ -25,11 +25,12 @@ from bots.intake.extract import (
     classify_reason,
     clean_text,
     cut_text,
-    find_amount,
     find_order_numbers,
     html_to_text,
     mask_secrets,
     normalise_email,
+    order_doubts,
+    read_amount,
 )
 from bots.models import Channel, IntakeItem, Quarantined, RefundRequest
 
@@ -241,7 +242,8 @@ def _to_request(msg: EmailMessage, source_id: str, source_ref: str,
     search = _unquoted(text)
     orders = find_order_numbers(search, order_patterns) or find_order_numbers(text,
                                                                               order_patterns)
-    amount = find_amount(search, order_patterns)
+    amount = read_amount(search, order_patterns)
+    doubts = (*order_doubts(orders), *amount.doubts)
     return RefundRequest(
         channel=CHANNEL,
         source_id=source_id,
@@ -250,8 +252,9 @@ def _to_request(msg: EmailMessage, source_id: str, source_ref: str,
         customer_email=sender,
         customer_name=clean_text(mask_secrets(name), 200) or None,
         order_number=orders[0] if orders else None,
-        requested_amount=amount[0] if amount else None,
-        currency=amount[1] if amount else None,
+        requested_amount=amount.amount,
+        currency=amount.currency,
+        doubts=doubts,
         reason_category=classify_reason(search),
         reply_to=reply_to,
         source_ref=source_ref,

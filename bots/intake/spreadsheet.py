@@ -41,6 +41,7 @@ from bots.intake.extract import (
     mask_secrets_many,
     normalise_email,
     normalise_phone,
+    order_doubts,
     parse_amount,
 )
 from bots.models import Channel, IntakeItem, Quarantined, RefundRequest, money
@@ -147,8 +148,10 @@ def _load_excel(path: Path) -> list[_Sheet]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # openpyxl warns about styles and extensions
+            # keep_default_na=False: "N/A", "NaN", "null" stay text, so that a placeholder is
+            # seen as one, never as an empty cell.
             book = pd.read_excel(path, sheet_name=None, header=None, dtype=object,
-                                 engine="openpyxl")
+                                 engine="openpyxl", keep_default_na=False, na_values=[])
     except Exception as exc:  # zip, XML and openpyxl errors alike: the file is unusable
         raise _Unreadable(f"not a readable Excel workbook ({type(exc).__name__}: {exc})") from exc
     return [_Sheet(str(name), f"sheet '{name}'", frame) for name, frame in book.items()]
@@ -262,20 +265,51 @@ def _header_lookup(columns: Mapping[str, Sequence[str]]) -> dict[str, str]:
     return lookup
 
 
-def _find_header(frame: pd.DataFrame, lookup: dict[str, str]
-                 ) -> tuple[int, dict[str, int], str | None] | None:
-    """(row position, field -> column position, currency named in the amount header)."""
+# Fields where picking the wrong one of two columns moves money or tells a stranger:
+# several candidate columns are resolved by specificity ("Refund amount" over "Amount"),
+# or not at all (two equally specific ones quarantine every row with the reason).
+_MONEY_FIELDS = ("order_number", "customer_email", "customer_phone", "requested_amount",
+                 "currency")
+# Header names that say only what kind of value a column holds, not which one: a column
+# named anything else ("Refund amount", "Customer email") is the more specific choice.
+_GENERIC_HEADERS = frozenset({"amount", "order", "email", "phone", "currency",
+                              "total", "value", "sum", "betrag", "montant"})
+
+
+@dataclass(frozen=True)
+class _Header:
+    row: int
+    mapping: dict[str, int]  # field -> column position
+    currency: str | None  # named in the amount header: "Amount (EUR)"
+    problems: tuple[str, ...] = ()  # columns the reader cannot choose between
+
+
+def _find_header(frame: pd.DataFrame, lookup: dict[str, str]) -> _Header | None:
+    """The header row, which column holds each field, and which fields are ambiguous."""
     for pos in range(min(HEADER_SCAN_ROWS, len(frame))):
-        mapping: dict[str, int] = {}
-        currency = None
+        candidates: dict[str, list[tuple[int, Any]]] = {}
         for col, value in enumerate(frame.iloc[pos].tolist()):
             fld = lookup.get(_header_key(value))
-            if fld and fld not in mapping:
-                mapping[fld] = col
-                if fld == "requested_amount":
-                    currency = _header_currency(value)
-        if len(mapping) >= 2:
-            return pos, mapping, currency
+            if fld:
+                candidates.setdefault(fld, []).append((col, value))
+        if len(candidates) < 2:
+            continue
+        mapping: dict[str, int] = {}
+        problems: list[str] = []
+        currency = None
+        for fld, cols in candidates.items():
+            chosen = cols[:1]
+            if fld in _MONEY_FIELDS and len(cols) > 1:
+                specific = [c for c in cols if _header_key(c[1]) not in _GENERIC_HEADERS]
+                chosen = specific or cols
+                if len(chosen) > 1:
+                    names = " and ".join(f"'{clean_text(str(v), 40)}'" for _, v in chosen[:3])
+                    problems.append(f"the columns {names} could each be the "
+                                    f"{fld.replace('_', ' ')}: which one is meant is unclear")
+            mapping[fld] = chosen[0][0]
+            if fld == "requested_amount":
+                currency = _header_currency(chosen[0][1])
+        return _Header(pos, mapping, currency, tuple(problems))
     return None
 
 
@@ -319,17 +353,17 @@ def _displays(limit: int) -> Callable[[list[Any]], list[str]]:
 
 
 def _reasons(patterns: Sequence[str]
-             ) -> Callable[[list[Any]], list[tuple[str, str, str | None]]]:
-    """(reason text, reason category, first order number written in it) per cell value.
+             ) -> Callable[[list[Any]], list[tuple[str, str, tuple[str, ...]]]]:
+    """(reason text, reason category, order numbers written in it) per cell value.
 
     Masking and classifying go the whole column at a time (see `classify_reasons`).
     """
 
-    def parse(values: list[Any]) -> list[tuple[str, str, str | None]]:
+    def parse(values: list[Any]) -> list[tuple[str, str, tuple[str, ...]]]:
         texts = [clean_text(text, TEXT_LIMITS["reason_text"]) for text in
                  mask_secrets_many([_cell_text(value) for value in values])]
         found = [find_order_numbers(text, patterns) if text else [] for text in texts]
-        return [(text, category, orders[0] if orders else None) for text, category, orders
+        return [(text, category, tuple(orders)) for text, category, orders
                 in zip(texts, classify_reasons(texts), found, strict=True)]
 
     return parse
@@ -366,10 +400,22 @@ def _phone(region: str | None) -> Callable[[Any], str | None]:
     return lambda value: normalise_phone(_cell_text(value), region)
 
 
-def _amount(value: Any) -> tuple[Decimal | None, str | None, str]:
-    """(amount, currency written with it, problem)."""
+# What people and exports write in a cell that has no value: never a number, never
+# silently "no amount" (which asks for the whole order): the request says so and escalates.
+PLACEHOLDERS = frozenset({"nan", "n/a", "na", "n.a.", "null", "none", "nil", "-", "--", "---",
+                          "?", "??", "#n/a", "tbd", "k.a.", "unknown", "\u2013", "\u2014"})
+
+
+def _placeholder(value: Any) -> str | None:
+    """The cell's text when it is a placeholder for "no value" ("N/A", "-", "null")."""
     text = _cell_text(value)
-    if not text:
+    return text if text and text.strip().lower() in PLACEHOLDERS else None
+
+
+def _amount(value: Any) -> tuple[Decimal | None, str | None, str]:
+    """(amount, currency written with it, problem). A placeholder is no amount, no problem."""
+    text = _cell_text(value)
+    if not text or _placeholder(text) is not None:
         return None, None, ""
     if not isinstance(value, bool) and isinstance(value, Number):
         try:
@@ -466,7 +512,7 @@ def _read_sheet(sheet: _Sheet, lookup: dict[str, str], ctx: _Context) -> Iterato
     if found is None:
         yield _no_header(sheet, ctx)
         return
-    header_pos, mapping, header_currency = found
+    header_pos, mapping, header_currency = found.row, found.mapping, found.currency
     body = frame.iloc[header_pos + 1:]
     header = frame.iloc[header_pos]
     keep = ~_blank_rows(body) & ~_header_repeats(body, header, mapping)
@@ -479,7 +525,7 @@ def _read_sheet(sheet: _Sheet, lookup: dict[str, str], ctx: _Context) -> Iterato
     columns = [cells[k].tolist() for k in keys]
     for row_index, values in zip(body.index.tolist(), zip(*columns, strict=True), strict=True):
         yield _row_item(sheet, int(row_index) + 1, dict(zip(keys, values, strict=True)),
-                        currency, ctx)
+                        currency, ctx, found.problems)
 
 
 def _blank_rows(body: pd.DataFrame) -> np.ndarray:
@@ -527,19 +573,25 @@ def _parse_cells(body: pd.DataFrame, mapping: dict[str, int], ctx: _Context
     cells["email"] = column("customer_email", lambda v: normalise_email(_cell_text(v)))
     cells["phone"] = column("customer_phone", _phone(ctx.region))
     cells["amount"] = column("requested_amount", _amount)
+    cells["requested_amount_raw"] = column("requested_amount", lambda v: v)
     cells["currency_code"] = column("currency", _currency)
     cells["when"] = column("received_at", _when(ctx.dayfirst))
     return cells
 
 
 def _row_item(sheet: _Sheet, row_no: int, cell: dict[str, Any], header_currency: str | None,
-              ctx: _Context) -> IntakeItem:
+              ctx: _Context, sheet_problems: Sequence[str] = ()) -> IntakeItem:
     texts = [cell[f] or "" for f in FIELDS]
     source_id = f"{ctx.path.name}#{sheet.name}#" + hashlib.sha256(
         "\x1f".join(texts).encode("utf-8")).hexdigest()[:16]
-    reason, category, reason_order = cell["reason"] or ("", "other", None)
-    order, problems = _row_order(cell, reason_order)
+    reason, category, reason_orders = cell["reason"] or ("", "other", ())
+    order, problems = _row_order(cell, reason_orders[0] if reason_orders else None)
     bad_order = bool(problems)
+    problems = [*sheet_problems, *problems]
+    doubts = [*order_doubts(list(dict.fromkeys([o for o in (order, *reason_orders) if o])))]
+    if (placeholder := _placeholder(cell["requested_amount_raw"])) is not None:
+        doubts.append(f"the amount cell says '{placeholder}': no amount is given, and the "
+                      "bot does not read that as the whole order")
     amount, amount_currency, amount_problem = cell["amount"] or (None, None, "")
     currency, currency_problem = cell["currency_code"] or (None, "")
     problems += [p for p in (amount_problem, currency_problem) if p]
@@ -568,6 +620,7 @@ def _row_item(sheet: _Sheet, row_no: int, cell: dict[str, Any], header_currency:
         reason_category=category,
         reply_to=cell["email"],
         source_ref=f"{ctx.path} {sheet.label} row {row_no}",
+        doubts=tuple(doubts),
     )
 
 
