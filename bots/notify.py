@@ -190,6 +190,86 @@ def recipient_of(req: RequestRow) -> str | None:
     return next((c.strip() for c in candidates if c and c.strip()), None)
 
 
+# -- never tell a stranger (issue #12) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderCustomer:
+    """How the order system reaches the order's customer: the only addresses told facts."""
+
+    email: str | None
+    phone: str | None = None
+
+    def owns(self, req: RequestRow) -> bool:
+        """The contact came from the order's customer (same email, or same phone number)."""
+        return bool(
+            (self.email and req.customer_email
+             and req.customer_email.strip().lower() == self.email.strip().lower())
+            or same_phone(req.customer_phone, self.phone))
+
+    def answer_to(self, req: RequestRow) -> str | None:
+        """Where a reply to the owner goes: the order's address, never a foreign Reply-To."""
+        email_ok = bool(self.email and req.customer_email and
+                        req.customer_email.strip().lower() == self.email.strip().lower())
+        if req.channel == Channel.EMAIL:
+            return req.customer_email if email_ok else None
+        usual = recipient_of(req)  # the channel's own recipient, when it is the order's
+        if usual and ((self.email and usual.lower() == self.email.strip().lower())
+                      or same_phone(usual, self.phone)):
+            return usual
+        if email_ok:
+            return req.customer_email
+        return req.customer_phone if same_phone(req.customer_phone, self.phone) else None
+
+
+def same_phone(a: str | None, b: str | None) -> bool:
+    """One number however written: the last 9 digits agree (as the order system searches)."""
+    da, db = re.sub(r"\D", "", a or ""), re.sub(r"\D", "", b or "")
+    return len(da) >= 9 and len(db) >= 9 and da[-9:] == db[-9:]
+
+
+def stranger_recipient(req: RequestRow) -> str | None:
+    """Where the neutral "received" note to someone who is not the order's customer goes.
+
+    The sender's own address, never a Reply-To (which may point anywhere).
+    """
+    if req.channel == Channel.EMAIL:
+        return req.customer_email or None
+    return recipient_of(req)
+
+
+RECEIVED = Rendered(
+    "We have received your message ({case_ref})",
+    "Hello,\n\nThank you for your message. We have received it and it will be checked "
+    "(reference {case_ref}).\n\nFor your privacy we only share details about an order with "
+    "the contact details on that order.\n\nKind regards,\n{company_name}\n")
+
+
+def contacts_for(case: Case, customer: OrderCustomer) -> list[tuple[Contact, bool]]:
+    """`contacts_of` when the order's customer is known: (contact, is the order's customer).
+
+    A contact from the customer is answered at the order's address; anyone else only
+    gets the neutral RECEIVED note, at their own sender address.
+    """
+    groups: dict[tuple[str, str, bool], list[RequestRow]] = {}
+    for req in case.requests:
+        owner = customer.owns(req)
+        to = customer.answer_to(req) if owner else stranger_recipient(req)
+        key = (req.channel, to.lower() if to else f"#request-{req.id}", owner)
+        groups.setdefault(key, []).append(req)
+    out = []
+    for (channel, _, owner), reqs in groups.items():
+        last = reqs[-1]
+        to = customer.answer_to(last) if owner else stranger_recipient(last)
+        name = safe_name(next((r.customer_name for r in reversed(reqs) if r.customer_name),
+                              None)) if owner else None
+        out.append((Contact(channel, to, name, tuple(reqs)), owner))
+    return out
+
+
+# -- end of "never tell a stranger" ----------------------------------------------------------
+
+
 def thread_ids(contact: Contact) -> list[str]:
     """Message-IDs (with brackets) of the customer's emails, oldest first.
 
@@ -254,7 +334,7 @@ def _split_subject(path: Path, text: str) -> Rendered:
     return Rendered(" ".join(first[8:].split()), body)
 
 
-_DIGITISH = re.compile(r"\d(?:[ .\-/]?\d)*")
+_DIGITISH = re.compile(r"\d(?:[ .\-/_\u00a0\n]?\d)*")
 
 
 def card_numbers_in(text: str) -> list[str]:
@@ -265,7 +345,7 @@ def card_numbers_in(text: str) -> list[str]:
     """
     found = []
     for m in _DIGITISH.finditer(text):
-        groups = re.split(r"[ .\-/]", m.group(0))
+        groups = re.split(r"[ .\-/_\u00a0\n]", m.group(0))
         for i in range(len(groups)):
             digits = ""
             for group in groups[i:]:
@@ -346,7 +426,8 @@ class Notifier:
 
     def notify_case(self, case: Case, *, outcome: str, amount: Decimal | None,
                     currency: str | None, refund_number: str | None, reason: str,
-                    card_last4: str | None, run_id: str | None) -> list[NotificationResult]:
+                    card_last4: str | None, run_id: str | None,
+                    customer: OrderCustomer | None = None) -> list[NotificationResult]:
         """Notify every contact of `case` about `outcome`; one result per contact.
 
         `case.requests` must be loaded (cases from `Queue.claim`/`get_case`/`cases` are).
@@ -355,12 +436,19 @@ class Notifier:
         """
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
-        contacts = contacts_of(case)
+        # With the order's customer known, only they are told facts; anyone else gets the
+        # neutral RECEIVED note (issue #12).
+        pairs = contacts_for(case, customer) if customer is not None else \
+            [(c, True) for c in contacts_of(case)]
+        contacts = [c for c, _ in pairs]
         if not self.settings.enabled:
             return [self._result(c, outcome, NotifyState.SKIPPED,
                                  detail="notifications are disabled") for c in contacts]
         rendered: dict[int, Rendered | UnsafeMessage] = {}
-        for contact in contacts:  # render all first: a broken template sends nothing
+        for contact, owner in pairs:  # render all first: a broken template sends nothing
+            if not owner:
+                rendered[contact.key_request_id] = self._received(case)
+                continue
             variables = template_variables(
                 case, contact, amount=amount, currency=currency, refund_number=refund_number,
                 reason=reason, card_last4=card_last4, company_name=self.settings.company_name)
@@ -370,6 +458,16 @@ class Notifier:
                 rendered[contact.key_request_id] = exc
         return [self._notify_contact(case, c, outcome, rendered[c.key_request_id], run_id)
                 for c in contacts]
+
+    def _received(self, case: Case) -> Rendered:
+        """The neutral note for a sender who is not the order's customer: no order facts.
+
+        Ops may word it in `received.txt.j2` (variables: case_ref, company_name only).
+        """
+        values = {"case_ref": case_ref(case.id), "company_name": self.settings.company_name}
+        if self.templates.path("received").exists():
+            return self.templates.render("received", values)
+        return Rendered(RECEIVED.subject.format(**values), RECEIVED.body.format(**values))
 
     # -- one contact --------------------------------------------------------------------------
 

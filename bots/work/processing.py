@@ -50,7 +50,7 @@ from bots.errors import (
 from bots.legacy.artifacts import scrub_zip
 from bots.legacy.session import BotSession, Worker
 from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
-from bots.notify import Notifier
+from bots.notify import Notifier, OrderCustomer
 from bots.queue import (
     Case,
     CaseState,
@@ -110,6 +110,7 @@ class Processor:
         self.notifier = notifier
         self._cards: dict[int, str] = {}  # masked card shown on the order, for the message
         self._currencies: dict[int, str] = {}  # the order's currency: customers often omit it
+        self._customers: dict[int, OrderCustomer] = {}  # issue #12: only they are told facts
         self.today = today or date.today()
         self.on_case = on_case or (lambda case, outcome: None)
         self.stats = ProcessStats()
@@ -245,12 +246,14 @@ class Processor:
             kind = "approved"
         card = self._cards.pop(case.id, "")
         currency = self._currencies.pop(case.id, None) or case.currency
+        customer = self._customers.pop(case.id, None)
         last4 = "".join(ch for ch in card if ch.isdigit())[-4:] or None
         try:
             results = await asyncio.to_thread(
                 self.notifier.notify_case, case, outcome=kind, amount=result.approved,
                 currency=currency, refund_number=result.refund_number,
-                reason=result.reason, card_last4=last4, run_id=self.run.run_id)
+                reason=result.reason, card_last4=last4, run_id=self.run.run_id,
+                customer=customer)
         except Exception as exc:  # noqa: BLE001 - a broken template must not undo a refund
             self.run.log.bind(case=case.ref).error("notification failed: {}", exc)
             self.stats.notifications["failed"] += 1
@@ -330,6 +333,7 @@ class Processor:
             raise BusinessException(f"Order {order_number} was not found in the order system.")
         self._cards[case.id] = order.payment_card
         self._currencies[case.id] = order.currency
+        self._customers[case.id] = OrderCustomer(order.email, order.phone)
         charge = await worker.payments.find_charge(order_number)
         if charge is None:
             raise Escalation(f"No charge for order {order_number} in the payment portal.")
@@ -345,6 +349,7 @@ class Processor:
             decision = self._human(case, order, charge)
         else:
             self._unsure(case)
+            self._stranger(case, order)  # issue #12
             since = utcnow() - timedelta(days=self.policy.customer_limit_days)
             recent = sum((a for at, a in self.queue.customer_refunds(
                 order.email, exclude_case=case.id, include_pending=True) if at >= since),
@@ -379,6 +384,20 @@ class Processor:
             raise Escalation("Not sure what the customer asks: " + "; ".join(doubts)
                              + (" " if doubts[-1].endswith(".") else ". ")
                              + "A human decides.")
+
+    def _stranger(self, case: Case, order: OrderFacts) -> None:
+        """A contact whose email or phone is not the order's customer's: a human checks who asks.
+
+        (Issue #12.) Nothing is decided, paid or told on a stranger's word; contacts with only
+        a handle cannot be checked and are only ever sent the neutral "received" note.
+        """
+        owner = OrderCustomer(order.email, order.phone)
+        strangers = sorted({r.customer_email or r.customer_phone or "" for r in case.requests
+                            if (r.customer_email or r.customer_phone) and not owner.owns(r)})
+        if strangers:
+            raise Escalation(f"Request from {', '.join(strangers)}, which is not the contact of "
+                             f"order {order.order_number}'s customer: a human checks who asks "
+                             f"before anything is decided or told.")
 
     async def _identify(self, worker: Worker, case: Case, lease: Lease) -> str:
         """Find the order for a request that named none: by email, else by phone.
