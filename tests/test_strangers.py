@@ -150,3 +150,117 @@ def test_processing_escalates_a_stranger_before_deciding(queue: Queue, tmp_path:
     by_phone = Queue(f"sqlite:///{tmp_path / 'phone.sqlite'}")
     Processor._stranger(None, case_of(by_phone, req(  # type: ignore[arg-type]
         "CALL-1", channel="phone", email=None, customer_phone="+442079460123")), _order())
+
+
+# -- never store a card (issue #12, section 4) -------------------------------------------------
+
+VISA = "4111111111111111"
+
+
+@pytest.mark.parametrize("sep", [" ", "\u00a0", "\u202f", ".", "_", "/", "\n", "-", " - ",
+                                 "\u2060", "\u200b"])
+def test_a_card_is_masked_across_any_separator(sep: str) -> None:
+    from bots.intake.extract import clean_text, mask_secrets
+
+    text = f"card {sep.join(VISA[i:i + 4] for i in range(0, 16, 4))} thanks"
+    for stored in (mask_secrets(text), clean_text(mask_secrets(text))):
+        digits = "".join(ch for ch in stored if ch.isdigit())
+        assert VISA not in digits and digits.endswith("1111"), stored
+
+
+def test_masking_before_the_nbsp_clean_up_still_masks() -> None:
+    """Issue #12: masking ran before NBSPs became spaces, so the card was stored in clear."""
+    from bots.intake.extract import clean_text, mask_secrets
+
+    text = "\u00a0".join(VISA[i:i + 4] for i in range(0, 16, 4))
+    assert "4111 1111 1111 1111" not in clean_text(mask_secrets(text))
+
+
+@pytest.mark.parametrize("text", [
+    "CVV 123", "cvv: 123", "CVC2 123", "my security code is 123", "Prüfziffer: 123",
+    "Kartenprüfnummer 123", "Sicherheitscode 123", "cryptogramme visuel : 123",
+    "code de sécurité 123", "código de seguridad: 123", "codice di sicurezza 123",
+    "codice CVV è 123", "beveiligingscode: 123", "kaartverificatiecode 123", "CVV-Code 123",
+])
+def test_cvv_words_in_six_languages(text: str) -> None:
+    from bots.intake.extract import mask_secrets
+
+    assert "123" not in mask_secrets(text), mask_secrets(text)
+
+
+@pytest.mark.parametrize("text", [
+    "REFUND_BOTS_ORDERS_PASSWORD=Or~d*e%r+s&=9", "api_key=abc123def", "DB_SECRET = hunter22",
+    "https://x.example/login?user=a&password=Or~d*e", "token=eyJhbGciOi.x.y",
+])
+def test_name_equals_secret_is_masked(text: str) -> None:
+    from bots.intake.extract import mask_secrets
+
+    masked = mask_secrets(text)
+    assert "[redacted]" in masked and not any(
+        s in masked for s in ("Or~d*e", "abc123def", "hunter22", "eyJhbGciOi")), masked
+
+
+def test_agent_comments_and_notes_are_masked(queue: Queue) -> None:
+    from bots.queue import CaseState
+
+    case = case_of(queue, req("<m1@x>"))
+    with queue.session() as s:
+        from bots.queue.schema import Case as CaseRow
+
+        row = s.get(CaseRow, case.id)
+        assert row is not None
+        row.state = CaseState.ESCALATED
+    queue.human_decision(case.id, decision="reject", amount=None, agent="ana",
+                         comment=f"customer gave card {VISA} cvc 999", run_id=None)
+    after = queue.get_case(case.id)
+    assert after is not None
+    stored = " ".join([after.human_comment or "", after.reason or "",
+                       *(a.detail for a in queue.audit_trail(case.id))])
+    assert VISA not in stored and "999" not in stored
+
+
+def test_quarantine_file_names_and_excerpts_are_masked(queue: Queue) -> None:
+    from bots.models import Quarantined
+
+    queue.add_quarantined(Quarantined("spreadsheet", "x", f"refund_{VISA}.xlsx: unreadable",
+                                      "password=Or~d*e%r", f"/in/refund_{VISA}.xlsx"))
+    from bots.queue.schema import QuarantineRow
+
+    with queue.session() as s:
+        (row,) = s.query(QuarantineRow).all()
+        text = row.reason + row.excerpt + row.source_ref
+    assert VISA not in text and "Or~d*e" not in text
+
+
+def test_traces_lose_the_password_in_every_encoding(tmp_path: Path) -> None:
+    """Form-urlencoded (browser style, %7E, '*'), JSON, HTML and base64 post bodies."""
+    import base64
+    import json
+    import zipfile
+    from urllib.parse import quote
+
+    from bots.legacy.artifacts import scrub_zip
+
+    password = "Or~d*e%r+s&=9 x"
+    form = f"username=ops.bot&password={quote(password, safe='*-._')}".encode()
+    bodies = {
+        "form.dat": form,
+        "form-lower.dat": form.lower(),
+        "json.dat": json.dumps({"user": "ops.bot", "pass": password}).encode(),
+        "trace.trace": json.dumps({"type": "action", "params": {"value": password}}).encode(),
+        "b64.json": json.dumps({"postData": base64.b64encode(b"x" + form).decode()}).encode(),
+        "b64-2.json": base64.b64encode(b"yy" + password.encode()),
+        "html.html": b"<input value=\"Or~d*e%r+s&amp;=9 x\">",
+    }
+    path = tmp_path / "trace.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in bodies.items():
+            z.writestr(name, data)
+    scrub_zip(path, [password])
+    with zipfile.ZipFile(path) as z:
+        everything = b"\n".join(z.read(i) for i in z.infolist())
+    for name, data in bodies.items():
+        assert data not in everything, name
+    for needle in (b"Or~d*e", b"Or%7Ed", b"or%7ed", b"Or~d\\u002a",
+                   base64.b64encode(password.encode())[:8]):
+        assert needle not in everything, needle

@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bots.queue.audit import audit
+from bots.queue.audit import audit, masked
 from bots.queue.base import Store
 from bots.queue.schema import AuditRow, Case, CaseState
 
@@ -29,6 +29,7 @@ class Decisions(Store):
         decision = decision.strip().lower()
         if decision not in ("approve", "partial", "reject"):
             raise ValueError(f"unknown decision {decision!r}")
+        comment = masked(comment)  # an agent may paste the customer's card or CVV
         with self.session() as s:
             case = s.get(Case, case_id)
             if case is None:
