@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -22,7 +23,7 @@ from rich.table import Table
 from bots.config import ConfigError, Settings, load_settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.errors import SystemException
-from bots.queue import Queue, case_ref
+from bots.queue import CaseState, Queue, case_ref
 from bots.runs import RunFolder, configure_console
 from bots.tools.bench import bench_app
 from bots.work.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS
@@ -30,6 +31,11 @@ from bots.work.pipeline import execute
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False)
+# A bad argument is a run that could not start: exit 1 like every other such error
+# (Click's default for usage errors is 2; Typer 0.2x carries its own copy of Click).
+for _click in (click, getattr(typer, "_click", None)):
+    if _click is not None:
+        _click.exceptions.UsageError.exit_code = EXIT_ERROR
 cases_app = typer.Typer(help="Look at cases in the queue.", no_args_is_help=True)
 policy_app = typer.Typer(help="Work with refund policy files.", no_args_is_help=True)
 decisions_app = typer.Typer(help="Human decisions on escalated cases, from a workbook.",
@@ -58,7 +64,35 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 
 
 def _today(value: str | None) -> date | None:
-    return date.fromisoformat(value) if value else None
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        console.print(f"[red]--today {value!r} is not a date: write YYYY-MM-DD[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _amount(value: str | None) -> Decimal | None:
+    """An agent's amount: a positive number with at most two decimals, or a clear error."""
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value.strip())
+    except (InvalidOperation, ValueError):
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")) \
+            or amount > Decimal("1000000"):
+        console.print(f"[red]--amount {value!r} is not an amount: a positive number with at "
+                      f"most two decimals, like 40.00[/]")
+        raise typer.Exit(EXIT_ERROR)
+    return amount
+
+
+def _four_eyes(settings: Settings) -> Decimal | None:
+    try:
+        return load_policy(settings.policy).four_eyes_above
+    except PolicyError as exc:
+        console.print(f"[red]policy:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 # -- the pipeline ------------------------------------------------------------------------
@@ -216,8 +250,9 @@ def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
 
 
 @app.command()
-def doctor(config: ConfigOpt = None) -> None:
-    """Check settings, policy, selectors, secrets and the browser before a first run."""
+def doctor(config: ConfigOpt = None, login: Annotated[bool, typer.Option(
+        help="Log in to each app once, to tell which password is wrong.")] = True) -> None:
+    """Check settings, policy, selectors, secrets, the browser and the logins before a run."""
     from bots.config import secret
     from bots.legacy.base import Selectors
     from bots.legacy.browser import BrowserNotFound, find_browser
@@ -247,6 +282,15 @@ def doctor(config: ConfigOpt = None) -> None:
             return f"{len(notifier.check_templates())} template(s) render"
 
         check("message templates", templates)
+    if login and all(ok for name, ok, _ in checks if name in ("orders password",
+                                                           "payments password", "browser")):
+        from bots.legacy.session import check_logins
+
+        try:
+            for app_name, why in asyncio.run(check_logins(settings)):
+                checks.append((f"{app_name} login", why is None, why or "accepted"))
+        except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+            checks.append(("login", False, f"{type(exc).__name__}: {exc}"))
     table = Table("check", "", "detail")
     for name, ok, detail in checks:
         table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
@@ -261,6 +305,10 @@ def cases_list(state: Annotated[list[str] | None, typer.Option(
         help="Only cases in this state (queued, processing, done, escalated, failed).")] = None,
         config: ConfigOpt = None) -> None:
     """List cases with their state and outcome."""
+    known = list(CaseState.ALL)
+    if bad := [x for x in state or [] if x not in known]:
+        console.print(f"[red]unknown state {', '.join(bad)}: one of {', '.join(known)}[/]")
+        raise typer.Exit(EXIT_ERROR)
     settings = _settings(config)
     table = Table("case", "state", "outcome", "order", "customer", "channels", "approved",
                   "refund")
@@ -277,7 +325,7 @@ def cases_show(case: Annotated[str, typer.Argument(help="Case reference (C-00001
     """Show one case: its contacts, decision and audit trail."""
     settings = _settings(config)
     queue = Queue(settings.queue_url)
-    found = queue.get_case(int(case.upper().removeprefix("C-")))
+    found = queue.get_case(_case_id(case))
     if found is None:
         console.print(f"[red]no case {case}[/]")
         raise typer.Exit(EXIT_ERROR)
@@ -300,7 +348,10 @@ CaseArg = Annotated[str, typer.Argument(help="Case reference (C-000012) or id.")
 
 def _case_id(ref: str) -> int:
     try:
-        return int(ref.upper().removeprefix("C-"))
+        case_id = int(ref.strip().upper().removeprefix("C-"))
+        if not 0 < case_id < 2**63:
+            raise ValueError(ref)
+        return case_id
     except ValueError:
         console.print(f"[red]not a case reference: {ref}[/]")
         raise typer.Exit(EXIT_ERROR) from None
@@ -309,11 +360,24 @@ def _case_id(ref: str) -> int:
 def _decide(ref: str, decision: str, amount: Decimal | None, agent: str, comment: str,
             config: Path | None) -> None:
     settings = _settings(config)
-    result = Queue(settings.queue_url).human_decision(
-        _case_id(ref), decision=decision, amount=amount, agent=agent, comment=comment,
-        run_id=None)
+    queue = Queue(settings.queue_url)
+    case_id = _case_id(ref)
+    if queue.get_case(case_id) is None:
+        console.print(f"[red]no case {ref}[/]")
+        raise typer.Exit(EXIT_ERROR)
+    result = queue.human_decision(
+        case_id, decision=decision, amount=amount, agent=agent, comment=comment,
+        run_id=None, four_eyes_above=_four_eyes(settings) if decision != "reject" else None)
     if result == "not escalated":
         console.print(f"[red]{ref} is not waiting for a human decision[/]")
+        raise typer.Exit(EXIT_ERROR)
+    if result == "needs a second agent":
+        console.print(f"{ref}: {amount} is above the bot's proposal or the customer's ask: "
+                      "recorded; a second agent must approve the same amount (four eyes).")
+        return
+    if result == "same agent":
+        console.print(f"[red]{ref}: {agent} already approved this amount; a second, "
+                      f"different agent must approve it (four eyes)[/]")
         raise typer.Exit(EXIT_ERROR)
     console.print(f"{ref}: {decision} {result}."
                   + (" The next processing run pays it." if decision != "reject" else ""))
@@ -325,7 +389,7 @@ def cases_approve(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
                       help="Pay this amount instead of the bot's proposal (a partial refund).")]
                   = None, config: ConfigOpt = None) -> None:
     """Approve an escalated case; the next processing run submits the refund."""
-    value = Decimal(amount) if amount else None
+    value = _amount(amount)
     _decide(case, "partial" if value is not None else "approve", value, agent, comment, config)
 
 
@@ -384,7 +448,12 @@ def decisions_import(
     except EscalationsFileError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_ERROR) from None
-    result = apply_decisions(Queue(settings.queue_url), decisions, run_id=None)
+    result = apply_decisions(Queue(settings.queue_url), decisions, run_id=None,
+                             four_eyes_above=_four_eyes(settings))
+    for waiting in result.waiting:
+        console.print(f"row {waiting.row} ({waiting.case_ref}): recorded; above the bot's "
+                      "proposal or the customer's ask, so a second agent must approve the same "
+                      "amount (four eyes)")
     for row in bad:
         console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
     for row in result.refused:

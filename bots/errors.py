@@ -41,6 +41,15 @@ class RefundRefused(SystemException):
     """
 
 
+class LoginRefused(Exception):
+    """A legacy app refused the bot's user name or password.
+
+    Not a system exception: trying again cannot help and locks the account. The app's
+    work stops at once, the run exits 1 with this message, no case is marked failed, and
+    the password is not tried again in the same run (see `bots.legacy.base.LoginGuard`).
+    """
+
+
 class AmbiguousOutcome(Exception):
     """We cannot tell whether a submitted refund went through: a human must look."""
 

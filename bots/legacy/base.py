@@ -20,7 +20,12 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, Response
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from bots.errors import AppUnavailable, SelectorMissing, SessionExpired, SystemException
+from bots.errors import (
+    AppUnavailable,
+    LoginRefused,
+    SelectorMissing,
+    SessionExpired,
+)
 from bots.models import money
 
 T = TypeVar("T")
@@ -63,10 +68,28 @@ _READ_JS = """({fields, rows, cells}) => {
 }"""
 
 
+class LoginGuard:
+    """One wrong password per app per run, never more: accounts lock after a few.
+
+    Shared by every worker of a session. Logins to one app take turns, and once an app
+    has refused the credentials every later login to it fails at once with the same
+    message, without typing the password again.
+    """
+
+    def __init__(self) -> None:
+        self.refused: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, app: str) -> asyncio.Lock:
+        return self._locks.setdefault(app, asyncio.Lock())
+
+
 class LegacyApp:
     """One legacy web app in one browser page, logged in with one account."""
 
     app_name = "app"
+    guard: LoginGuard | None = None  # set by the session: shared by its workers
+    secret_name = ""  # the password's secret name, for the message when it is refused
 
     def __init__(self, page: Page, base_url: str, selectors: Selectors, username: str,
                  password: Callable[[], str], step_retries: int = 2) -> None:
@@ -115,7 +138,21 @@ class LegacyApp:
         return urlsplit(self.page.url).path == self.sel("login", "path")
 
     async def login(self) -> None:
-        """Log in, retrying when the app answers the login with an error page."""
+        """Log in, retrying when the app answers the login with an error page.
+
+        A refused password is never retried, in this worker or any other (LoginRefused).
+        """
+        guard = self.guard or LoginGuard()
+        async with guard.lock(self.app_name):
+            if refused := guard.refused.get(self.app_name):
+                raise LoginRefused(refused)
+            try:
+                await self._login_retrying()
+            except LoginRefused as exc:
+                guard.refused[self.app_name] = str(exc)
+                raise
+
+    async def _login_retrying(self) -> None:
         for attempt in range(self.step_retries + 1):
             try:
                 return await self._login_once()
@@ -134,8 +171,14 @@ class LegacyApp:
         response = await nav.value
         await self.check_page(response, login_ok=True)
         if self._on_login_page():
-            error = await self.page.locator(sel("login", "error")).all_text_contents()
-            raise SystemException(f"{self.app_name}: login refused: {' '.join(error).strip()}")
+            error = " ".join(await self.page.locator(sel("login", "error")).all_text_contents())
+            secret = self.secret_name
+            raise LoginRefused(
+                f"{self.app_name}: the login was refused for user '{self.username}' "
+                f"({error.strip() or 'no reason shown'}). Check the password in "
+                + (f"the secret {secret} ($REFUND_BOTS_{secret} or the keyring)" if secret
+                   else "its secret")
+                + ". It is not tried again in this run, so that the account does not lock.")
 
     async def open_login(self) -> None:
         try:

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bots.config import ConfigError, Settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
-from bots.errors import SystemException
+from bots.errors import LoginRefused, SystemException
 from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.session import BotSession
@@ -155,7 +155,7 @@ async def write_run_report(settings: Settings, queue: Queue, run: RunFolder,
     try:
         portal = await _portal_refunds(session, queue, run.started_at, finished_at, intents)
         recon = reconcile(ledger, portal)
-    except (SystemException, PlaywrightError) as exc:
+    except (SystemException, PlaywrightError, LoginRefused) as exc:
         run.log.error("reconciliation: the payment portal's refund listing failed: {}", exc)
         recon = unverified(ledger, f"the portal's refund listing could not be read: {exc}")
     info = RunInfo(run_id=run.run_id, started_at=run.started_at, finished_at=finished_at,
@@ -336,6 +336,10 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
                       f"(decide in {folder.path / 'escalations.xlsx'}, then "
                       f"`refund-bots decisions import FILE`).")
     console.print(f"Report: {rep.path}")
+    if result.login_refused:  # issue #12: a wrong password stops the run, exit 1
+        console.print(f"[red]Stopped: {result.login_refused}[/] "
+                      f"{queue.pending_count()} case(s) stay queued; none was marked failed.")
+        return EXIT_ERROR
     if result.circuit_open:
         console.print("[red]Stopped by the circuit breaker: the legacy apps kept failing. "
                       f"{queue.pending_count()} case(s) stay queued.[/]")

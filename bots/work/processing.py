@@ -41,6 +41,7 @@ from bots.errors import (
     AmbiguousOutcome,
     AppUnavailable,
     BusinessException,
+    LoginRefused,
     RefundRefused,
     SelectorMissing,
     SessionExpired,
@@ -83,6 +84,7 @@ class ProcessStats:
     notifications: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     abandoned: int = 0  # cases another runner took over while we held them
+    login_refused: str = ""  # an app refused the password: the run stopped (exit 1)
 
     @property
     def seconds_per_case(self) -> float:
@@ -171,8 +173,20 @@ class Processor:
                 await self._attempt(worker, case, lease)
             except LeaseLost as exc:
                 self._abandon(case, exc)
+            except LoginRefused as exc:  # issue #12: not a case's failure, and never retried
+                self._login_refused(worker, case, lease, exc)
             finally:
                 self.heartbeat.drop(lease)
+
+    def _login_refused(self, worker: Worker, case: Case, lease: Lease,
+                       exc: LoginRefused) -> None:
+        """Give the case back untouched and stop the run: a wrong password locks accounts."""
+        with suppress(LeaseLost):
+            self.queue.release(lease, actor=lease.owner, run_id=self.run.run_id,
+                               why=f"the run stopped: {exc}")
+        self.run.log.error("{}", exc)
+        self.stats.login_refused = self.stats.login_refused or str(exc)
+        self.stop()
 
     def _abandon(self, case: Case, exc: LeaseLost) -> None:
         """Another runner holds the case now: touch nothing more, in the queue or the apps."""
@@ -196,7 +210,7 @@ class Processor:
             await worker.context.tracing.start_chunk(title=f"{case.ref} attempt {case.attempts}")
         try:
             result = await self._handle(worker, case, lease)
-        except LeaseLost:
+        except (LeaseLost, LoginRefused):
             if worker.tracing:
                 with suppress(Exception):
                     await worker.context.tracing.stop_chunk()
@@ -434,7 +448,8 @@ class Processor:
                             (f"Approved by {who}, but nothing remains refundable on the charge.",))
         reasons = [f"Approved by {who}."]
         if amount < case.approved_amount:
-            reasons.append(f"Capped at {amount}, what remains refundable on the charge.")
+            reasons.append(f"Capped at {amount} (approved: {case.approved_amount}), what "
+                           f"remains refundable on the charge.")
         partial = case.human_decision == "partial" or amount < order.total
         return Decision(Outcome.PARTIAL if partial else Outcome.REFUND, amount, tuple(reasons))
 
