@@ -35,7 +35,15 @@ from bots.intake.extract import (
     order_doubts,
     read_amount,
 )
-from bots.intake.spreadsheet import _amount, _cell_text, _currency, _order, _placeholder, _when
+from bots.intake.spreadsheet import (
+    _amount,
+    _cell_text,
+    _currency,
+    _order,
+    _placeholder,
+    _when,
+    excel_serial,
+)
 from bots.models import IntakeItem, Quarantined, RefundRequest
 
 DEFAULT_MAX_BYTES = 256_000_000  # one export file; larger ones are quarantined unread
@@ -150,7 +158,7 @@ def _received(dayfirst: bool) -> Callable[[Any], datetime | None]:
         if isinstance(number, int | float) and not isinstance(number, bool):
             seconds = number / 1000 if number > _EPOCH_SECONDS[1] else number
             if not _EPOCH_SECONDS[0] <= seconds < _EPOCH_SECONDS[1]:
-                return None
+                return excel_serial(value)  # an Excel date exported as its serial number
             return datetime.fromtimestamp(seconds, UTC)
         found = parse(value)
         # A date in the future is a broken clock, not a fact: the file time stands in.

@@ -105,6 +105,9 @@ class SourceConfig(_Source):
     kind: SourceKind
     columns: dict[str, list[str]] | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
+    # Spreadsheets: a formula cell's saved result is used as its value only when true
+    # (the default quarantines the row: a formula is not data the customer gave).
+    trust_formula_results: bool = False
 
     @field_validator("columns")
     @classmethod
@@ -223,7 +226,8 @@ def _spreadsheets(cfg: SourceConfig, channel: str, path: Path) -> Iterator[Intak
         yield from read_spreadsheet(file, columns=cfg.merged_columns, order_patterns=cfg.patterns,
                                     default_currency=cfg.default_currency,
                                     date_dayfirst=cfg.date_dayfirst,
-                                    default_region=cfg.default_region)
+                                    default_region=cfg.default_region,
+                                    trust_formula_results=cfg.trust_formula_results)
 
 
 def _exports(cfg: ExportSourceConfig, path: Path) -> Iterator[IntakeItem]:

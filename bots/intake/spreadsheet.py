@@ -18,8 +18,8 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from numbers import Number
 from pathlib import Path
@@ -44,6 +44,7 @@ from bots.intake.extract import (
     order_doubts,
     parse_amount,
 )
+from bots.intake.xlsx import WorkbookTooLarge, read_workbook
 from bots.models import Channel, IntakeItem, Quarantined, RefundRequest, money
 
 CHANNEL = Channel.SPREADSHEET.value
@@ -52,6 +53,7 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 HEADER_SCAN_ROWS = 20
 TEXT_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 DELIMITERS = (",", ";", "\t", "|")
+MAX_TEXT_BYTES = 100_000_000  # a .csv/.tsv/.txt sheet; larger ones are quarantined unread
 CELL_LIMIT = 131_072  # characters of one CSV cell kept (the csv module's default field limit)
 
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -78,13 +80,20 @@ class _Sheet:
     name: str
     label: str  # how a person finds it: "sheet 'Refunds'" or "requests.csv"
     frame: pd.DataFrame  # header=None, object cells, index = 0-based row in the file
+    # What a person does not see (issue #12): skipped and reported, never requests.
+    state: str = "visible"
+    hidden_rows: frozenset[int] = frozenset()
+    hidden_columns: frozenset[int] = frozenset()
+    formulas: Mapping[tuple[int, int], bool] = field(default_factory=dict)  # -> saved value
+    problem: str = ""  # over a bound: not read
 
 
 def read_spreadsheet(path: Path, *, columns: Mapping[str, Sequence[str]] = DEFAULT_COLUMNS,
                      order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS,
                      default_currency: str | None = None,
                      date_dayfirst: bool = True,
-                     default_region: str | None = None) -> Iterator[IntakeItem]:
+                     default_region: str | None = None,
+                     trust_formula_results: bool = False) -> Iterator[IntakeItem]:
     """Every data row of every sheet, in sheet and row order, as a request or quarantined.
 
     Row ids hash the row's content, not its position, so re-reading a sheet that
@@ -104,8 +113,12 @@ def read_spreadsheet(path: Path, *, columns: Mapping[str, Sequence[str]] = DEFAU
         yield Quarantined(CHANNEL, _file_id(path), str(exc), source_ref=str(path))
         return
     ctx = _Context(path, order_patterns, default_currency, date_dayfirst, fallback,
-                   default_region)
+                   default_region, trust_formula_results)
     for sheet in sheets:
+        if skipped := _unseen(sheet, ctx):
+            yield skipped
+            if sheet.state != "visible" or sheet.problem:
+                continue
         try:
             yield from _read_sheet(sheet, lookup, ctx)
         except Exception as exc:  # one odd sheet must not stop the intake of every other source
@@ -122,6 +135,7 @@ class _Context:
     dayfirst: bool
     fallback_time: datetime
     region: str | None = None
+    trust_formulas: bool = False  # use a formula's saved result (settings: trust_formula_results)
 
 
 # --------------------------------------------------------------------------- loading
@@ -145,16 +159,58 @@ def _load(path: Path) -> list[_Sheet]:
 
 
 def _load_excel(path: Path) -> list[_Sheet]:
+    """Every sheet, bounded and streamed (see `bots.intake.xlsx`); cells stay as typed.
+
+    "N/A", "NaN", "null" stay text, so that a placeholder is seen as one, never as an
+    empty cell; hidden columns are blanked so that no header or value is read from them.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # openpyxl warns about styles and extensions
-            # keep_default_na=False: "N/A", "NaN", "null" stay text, so that a placeholder is
-            # seen as one, never as an empty cell.
-            book = pd.read_excel(path, sheet_name=None, header=None, dtype=object,
-                                 engine="openpyxl", keep_default_na=False, na_values=[])
+        books = read_workbook(path)
+    except WorkbookTooLarge as exc:
+        raise _Unreadable(str(exc)) from exc
     except Exception as exc:  # zip, XML and openpyxl errors alike: the file is unusable
         raise _Unreadable(f"not a readable Excel workbook ({type(exc).__name__}: {exc})") from exc
-    return [_Sheet(str(name), f"sheet '{name}'", frame) for name, frame in book.items()]
+    sheets = []
+    for cells in books:
+        width = max((len(r) for r in cells.rows), default=0)
+        frame = pd.DataFrame([r + (None,) * (width - len(r)) for r in cells.rows],
+                             dtype=object)
+        for col in cells.hidden_columns:
+            if col < width:
+                frame[col] = None
+        sheets.append(_Sheet(cells.name, f"sheet '{cells.name}'", frame, cells.state,
+                             frozenset(cells.hidden_rows), frozenset(cells.hidden_columns),
+                             cells.formulas, cells.problem))
+    return sheets
+
+
+def _unseen(sheet: _Sheet, ctx: _Context) -> Quarantined | None:
+    """A hidden or oversized sheet, or a sheet's hidden columns: one item saying so."""
+    label = f"{sheet.label} of {ctx.path.name}"
+    sid = f"{_file_id(ctx.path)}#{sheet.name}"
+    if sheet.problem:
+        return Quarantined(CHANNEL, f"{sid}#bounds", f"{label}: {sheet.problem}",
+                           source_ref=str(ctx.path))
+    if sheet.state != "visible":
+        if sheet.frame.empty or _blank_rows(sheet.frame).all():
+            return None
+        return Quarantined(CHANNEL, f"{sid}#hidden", f"{label} is hidden ({sheet.state}): "
+                           "skipped, its rows are not requests", source_ref=str(ctx.path))
+    used = [c for c in sorted(sheet.hidden_columns) if c < sheet.frame.shape[1]]
+    if not used:
+        return None
+    letters = ", ".join(_column_letters(c) for c in used[:10])
+    return Quarantined(CHANNEL, f"{sid}#hidden-columns", f"{label}: column(s) {letters} are "
+                       "hidden: skipped, nothing in them is read", source_ref=str(ctx.path))
+
+
+def _column_letters(col: int) -> str:
+    letters = ""
+    col += 1
+    while col:
+        col, rem = divmod(col - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
 
 
 def _load_text(path: Path) -> pd.DataFrame:
@@ -165,6 +221,10 @@ def _load_text(path: Path) -> pd.DataFrame:
     column inference rejects; pandas then holds the ragged rows.
     """
     try:
+        size = path.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            raise _Unreadable(f"the file is {size / 1e6:,.1f} MB, more than the "
+                              f"{MAX_TEXT_BYTES / 1e6:,.0f} MB a request sheet can be: not read")
         data = path.read_bytes()
     except OSError as exc:
         raise _Unreadable(f"the file could not be read: {exc.strerror or exc}") from exc
@@ -443,12 +503,35 @@ def _currency(value: Any) -> tuple[str | None, str]:
 _DMY = re.compile(r"(\d{1,2})[./-](\d{1,2})[./-](\d{2,4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
 
+# Excel's date serial numbers (days since 1899-12-30) for 1990-01-01 .. 2099-12-31: how a
+# date cell reads once exported to CSV without its format ("46000" is 2025-12-09).
+_SERIAL_RANGE = (32_874, 73_050)
+_SERIAL_EPOCH = datetime(1899, 12, 30, tzinfo=UTC)
+
+
+def excel_serial(value: Any) -> datetime | None:
+    """A date written as an Excel serial number (a number, or digits in a text cell)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"\d{5}(?:\.\d+)?", text):
+            return None
+        value = float(text)
+    if not isinstance(value, int | float) or not \
+            _SERIAL_RANGE[0] <= value <= _SERIAL_RANGE[1]:
+        return None
+    return _SERIAL_EPOCH + timedelta(days=float(value))
+
+
 def _when(dayfirst: bool) -> Callable[[Any], datetime | None]:
-    """Excel datetimes, ISO strings, or day-first (or month-first) strings, as UTC."""
+    """Excel datetimes and serial numbers, ISO strings, day-first (or month-first) strings."""
 
     def parse(value: Any) -> datetime | None:
-        if value is None or value is pd.NaT or isinstance(value, bool | Number):
+        if value is None or value is pd.NaT or isinstance(value, bool):
             return None
+        if isinstance(value, Number) or (isinstance(value, str) and value.strip().isdigit()):
+            return excel_serial(value)
         if isinstance(value, datetime | pd.Timestamp | date):
             return _utc(value)
         text = str(value).strip()
@@ -519,13 +602,43 @@ def _read_sheet(sheet: _Sheet, lookup: dict[str, str], ctx: _Context) -> Iterato
     body = body[keep]
     if body.empty:
         return
+    if sheet.hidden_rows:
+        hidden = body.index.isin(list(sheet.hidden_rows))
+        for row_index in body.index[hidden].tolist():
+            yield Quarantined(CHANNEL, f"{_file_id(ctx.path)}#{sheet.name}#hidden-row-"
+                              f"{int(row_index) + 1}",
+                              f"row {int(row_index) + 1} of {sheet.label}: the row is hidden: "
+                              "skipped, not a request", source_ref=str(ctx.path))
+        body = body[~hidden]
+        if body.empty:
+            return
     cells = _parse_cells(body, mapping, ctx)
     currency = header_currency or ctx.default_currency
     keys = list(cells)
     columns = [cells[k].tolist() for k in keys]
     for row_index, values in zip(body.index.tolist(), zip(*columns, strict=True), strict=True):
+        problems = [*found.problems, *_formula_problems(sheet, int(row_index), mapping, ctx)]
         yield _row_item(sheet, int(row_index) + 1, dict(zip(keys, values, strict=True)),
-                        currency, ctx, found.problems)
+                        currency, ctx, problems)
+
+
+def _formula_problems(sheet: _Sheet, row: int, mapping: dict[str, int],
+                      ctx: _Context) -> list[str]:
+    """A formula is not data: its saved result is used only when the settings say so."""
+    if not sheet.formulas:
+        return []
+    out = []
+    for fld, col in mapping.items():
+        saved = sheet.formulas.get((row, col))
+        if saved is None:
+            continue
+        what = fld.replace("_", " ")
+        if not saved:
+            out.append(f"the {what} is a formula with no saved result")
+        elif not ctx.trust_formulas:
+            out.append(f"the {what} is a formula: its saved result is used only with "
+                       "trust_formula_results: true in the source's settings")
+    return out
 
 
 def _blank_rows(body: pd.DataFrame) -> np.ndarray:
