@@ -31,8 +31,17 @@ from bots.intake.extract import (
     normalise_email,
     order_doubts,
     read_amount,
+    relative_amount_doubts,
 )
 from bots.intake.folders import folder_files, read_regular
+from bots.intake.mail_reading import (
+    customer_behind_robot,
+    forwarded,
+    new_text,
+    not_a_request,
+    robot_sender,
+    unreadable,
+)
 from bots.models import Channel, IntakeItem, Quarantined, RefundRequest
 
 CHANNEL = Channel.EMAIL.value
@@ -268,14 +277,33 @@ def _to_request(msg: EmailMessage, source_id: str, source_ref: str,
     if _is_automatic(msg, sender):
         raise _Reject("an automatic message (bounce or auto-reply), not a customer request",
                       excerpt)
+    # Issue #12: what a real inbox holds besides requests, and bodies the bot cannot read.
+    if why := not_a_request(msg, subject, body):
+        raise _Reject(why, excerpt)
     if not subject.strip() and not body.strip():
         raise _Reject("the message has no subject and no text", excerpt)
+    if why := unreadable(msg, body):
+        raise _Reject(why, excerpt)
     reply_to = _address(msg, "Reply-To")[1] or sender
-    search = _unquoted(text)
-    orders = find_order_numbers(search, order_patterns) or find_order_numbers(text,
-                                                                              order_patterns)
+    doubts: list[str] = []
+    if original := forwarded(msg, body, subject):  # the customer is who wrote the original
+        name, sender, reply_to = original.name, original.email, original.email
+        text = mask_secrets(_bounded(f"{subject}\n\n{original.text}"))
+        search = _unquoted(text)
+    else:
+        search = _unquoted(text)
+        if robot_sender(sender, name):  # a form robot or a group: the customer is elsewhere
+            customer = customer_behind_robot(reply_to if reply_to != sender else None,
+                                             sender, search)
+            if customer is None:
+                doubts.append(f"the mail was sent by {sender}, a robot or group address, and "
+                              "names no customer address: a human identifies the customer")
+            else:
+                sender = reply_to = customer
+    orders = find_order_numbers(search, order_patterns)  # quoted history is context only
     amount = read_amount(search, order_patterns)
-    doubts = (*order_doubts(orders), *amount.doubts)
+    doubts += [*order_doubts(orders), *amount.doubts,
+               *relative_amount_doubts(search, amount.amount is not None)]
     return RefundRequest(
         channel=CHANNEL,
         source_id=source_id,
@@ -286,7 +314,7 @@ def _to_request(msg: EmailMessage, source_id: str, source_ref: str,
         order_number=orders[0] if orders else None,
         requested_amount=amount.amount,
         currency=amount.currency,
-        doubts=doubts,
+        doubts=tuple(dict.fromkeys(doubts)),
         reason_category=classify_reason(search),
         reply_to=reply_to,
         source_ref=source_ref,
@@ -442,9 +470,8 @@ def _bounded(text: str, limit: int = SCAN_LIMIT) -> str:
 
 
 def _unquoted(text: str) -> str:
-    """The customer's own words, without the quoted history of earlier replies."""
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith(">")]
-    return "\n".join(lines)
+    """The customer's own words: no quoted history, signature or footer (`new_text`)."""
+    return new_text(text)
 
 
 def _raw_excerpt(data: bytes) -> str:

@@ -813,6 +813,37 @@ def amount_doubts(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTE
     return doubts
 
 
+# Words that make a number in the text not the claim itself: a share of something, a sum
+# with something else, a balance. With them, the bot does not know the amount asked for.
+_SHARE_OF = re.compile(
+    r"(?i)\b(?:half|a third|one third|two thirds|a quarter|three quarters|die h[äa]lfte|"
+    r"la moiti[ée]|la mitad|met[àa])\b|\b\d{1,3}\s?%\s*(?:of|von|de|del|du)\b")
+_SUM_WITH = re.compile(
+    r"(?i)\b(?:plus|\+|and|with|incl(?:uding|\.)?|zzgl\.?|inkl\.?|und|et|y)\s+(?:the\s+)?"
+    r"(?:shipping|postage|delivery(?: fee| costs?)?|versand(?:kosten)?|porto|frais de port|"
+    r"livraison|env[íi]o|gastos de env[íi]o)\b|"
+    r"\b(?:still (?:owed|owe|owing|outstanding|due|open)|the (?:difference|rest|remainder|"
+    r"balance)|noch offen|restbetrag|reste d[ûu]|lo que (?:queda|falta))\b")
+
+
+def relative_amount_doubts(text: str, has_amount: bool) -> list[str]:
+    """A claim the bot cannot turn into one amount: "half of it", "€20 plus shipping".
+
+    A share ("half", "30% of") is never the whole order; a sum or a balance ("plus
+    shipping", "still owed") makes a number written next to it not the claim.
+    """
+    if not text:
+        return []
+    work = normalise_for_reading(text[:20_000])
+    if m := _SHARE_OF.search(work):
+        return [f"the customer asks for '{_around(work, m.start(), m.end() + 12)}': a share "
+                "the bot does not compute"]
+    if has_amount and (m := _SUM_WITH.search(work)):
+        return [f"the amount comes with '{_around(work, m.start(), m.end())}': the number "
+                "written is not the whole claim"]
+    return []
+
+
 def _around(work: str, start: int, end: int) -> str:
     return " ".join(work[start:end].split())[:40]
 
