@@ -153,3 +153,18 @@ def test_excel_serial_and_us_dates_are_dates(tmp_path: Path) -> None:
     assert isinstance(first, RefundRequest) and isinstance(second, RefundRequest)
     assert first.received_at.date().isoformat() == "2025-12-09"
     assert second.received_at.date().isoformat() == "2026-11-28"
+
+
+@pytest.mark.parametrize("cells", [
+    ("e.g. ORD-123456", "name@example.com", "10.00", "what the customer says"),
+    ("ORD-123456", "name@example.com", "10.00", "Example: the item arrived broken"),
+    ("ORD-123456", "name@example.com", "", "z.B. kaputt angekommen"),
+])
+def test_the_template_row_of_an_ops_sheet_is_not_a_request(tmp_path: Path,
+                                                          cells: tuple[str, ...]) -> None:
+    path = tmp_path / "ops.csv"
+    path.write_text("Order #,E-mail,Amount,Reason\n" + ",".join(cells) + "\n"
+                    "ORD-100001,ada@example.org,12.00,broken\n")
+    example, real = read(path)
+    assert isinstance(example, Quarantined) and "template row" in example.reason
+    assert isinstance(real, RefundRequest)

@@ -713,6 +713,9 @@ def _row_item(sheet: _Sheet, row_no: int, cell: dict[str, Any], header_currency:
                         f"{currency}")
     if not (order or bad_order or cell["email"] or cell["phone"]):
         problems.append("no order number, email or phone" + _bad_email_note(cell))
+    if example := next((t for t in (cell["order_number"], cell["customer_name"], reason,
+                                    cell["customer_email"]) if t and _TEMPLATE.match(t)), None):
+        problems = [f"an example or template row ('{clean_text(example, 40)}'), not a request"]
     if problems:
         return Quarantined(CHANNEL, source_id,
                            f"row {row_no} of {sheet.label}: " + "; ".join(problems),
@@ -735,6 +738,11 @@ def _row_item(sheet: _Sheet, row_no: int, cell: dict[str, Any], header_currency:
         source_ref=f"{ctx.path} {sheet.label} row {row_no}",
         doubts=tuple(doubts),
     )
+
+
+# The example row ops sheets keep under the header ("e.g. ORD-123456", "Example: ...").
+_TEMPLATE = re.compile(r"(?i)^\s*(?:e\.\s?g\.|z\.\s?b\.|p\.\s?ex\.|(?:example|beispiel|exemple|"
+                       r"ejemplo|esempio|voorbeeld|sample|template|muster|vorlage)\b)")
 
 
 def _row_order(cell: dict[str, Any], reason_order: str | None
