@@ -13,10 +13,11 @@ import functools
 import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -32,6 +33,11 @@ from bots.work.pipeline import execute, send_notifications
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False)
+# A bad argument is a run that could not start: exit 1 like every other such error
+# (Click's default for usage errors is 2; Typer 0.2x carries its own copy of Click).
+for _click in (click, getattr(typer, "_click", None)):
+    if _click is not None:
+        _click.exceptions.UsageError.exit_code = EXIT_ERROR
 cases_app = typer.Typer(help="Look at cases in the queue.", no_args_is_help=True)
 policy_app = typer.Typer(help="Work with refund policy files.", no_args_is_help=True)
 decisions_app = typer.Typer(help="Human decisions on escalated cases, from a workbook.",
@@ -69,7 +75,35 @@ def _queue(settings: Settings) -> Queue:
 
 
 def _today(value: str | None) -> date | None:
-    return date.fromisoformat(value) if value else None
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        console.print(f"[red]--today {value!r} is not a date: write YYYY-MM-DD[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _amount(value: str | None) -> Decimal | None:
+    """An agent's amount: a positive number with at most two decimals, or a clear error."""
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value.strip())
+    except (InvalidOperation, ValueError):
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")) \
+            or amount > Decimal("1000000"):
+        console.print(f"[red]--amount {value!r} is not an amount: a positive number with at "
+                      f"most two decimals, like 40.00[/]")
+        raise typer.Exit(EXIT_ERROR)
+    return amount
+
+
+def _four_eyes(settings: Settings) -> Decimal | None:
+    try:
+        return load_policy(settings.policy).four_eyes_above
+    except PolicyError as exc:
+        console.print(f"[red]policy:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 # -- the pipeline ------------------------------------------------------------------------
@@ -283,8 +317,10 @@ def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
 def doctor(config: ConfigOpt = None, live: Annotated[bool, typer.Option(
         "--live", help="Also log into both apps (read-only), open a known order and its "
                        "charge, and report every selector key: found / missing / empty / "
-                       "unparseable, with the URL. Never submits anything.")] = False) -> None:
-    """Check settings, policy, selectors, secrets, browser, apps and sources before a run."""
+                       "unparseable, with the URL. Never submits anything.")] = False,
+        login: Annotated[bool, typer.Option(
+            help="Log in to each app once, to tell which password is wrong.")] = True) -> None:
+    """Check settings, policy, selectors, secrets, browser, logins, apps and sources."""
     from bots.config import secret
     from bots.legacy.browser import BrowserNotFound, find_browser
     from bots.legacy.selectors import load_orders, load_payments
@@ -323,11 +359,22 @@ def doctor(config: ConfigOpt = None, live: Annotated[bool, typer.Option(
             return f"{len(notifier.check_templates())} template(s) render"
 
         check("message templates", templates)
+    if login and all(ok for name, ok, _ in checks if name in ("orders password",
+                                                           "payments password", "browser")):
+        from bots.legacy.session import check_logins
+
+        try:
+            for app_name, why in asyncio.run(check_logins(settings)):
+                checks.append((f"{app_name} login", why is None, why or "accepted"))
+        except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+            checks.append(("login", False, f"{type(exc).__name__}: {exc}"))
     table = Table("check", "", "detail")
     for name, ok, detail in checks:
         table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
     console.print(table)
-    healthy = _doctor_live(settings) if live else True
+    refused = any(name.endswith(" login") and not ok for name, ok, _ in checks)
+    # --live logs in again: never after a refusal (a password is typed once, accounts lock)
+    healthy = (not refused and _doctor_live(settings)) if live else True
     raise typer.Exit(EXIT_OK if healthy and all(ok for _, ok, _ in checks) else EXIT_ERROR)
 
 
@@ -438,7 +485,7 @@ def cases_show(case: Annotated[str, typer.Argument(help="Case reference (C-00001
     """Show one case: its contacts, decision and audit trail."""
     settings = _settings(config)
     queue = _queue(settings)
-    found = queue.get_case(int(case.upper().removeprefix("C-")))
+    found = queue.get_case(_case_id(case))
     if found is None:
         console.print(f"[red]no case {case}[/]")
         raise typer.Exit(EXIT_ERROR)
@@ -461,7 +508,10 @@ CaseArg = Annotated[str, typer.Argument(help="Case reference (C-000012) or id.")
 
 def _case_id(ref: str) -> int:
     try:
-        return int(ref.upper().removeprefix("C-"))
+        case_id = int(ref.strip().upper().removeprefix("C-"))
+        if not 0 < case_id < 2**63:
+            raise ValueError(ref)
+        return case_id
     except ValueError:
         console.print(f"[red]not a case reference: {ref}[/]")
         raise typer.Exit(EXIT_ERROR) from None
@@ -470,11 +520,24 @@ def _case_id(ref: str) -> int:
 def _decide(ref: str, decision: str, amount: Decimal | None, agent: str, comment: str,
             config: Path | None) -> None:
     settings = _settings(config)
-    result = _queue(settings).human_decision(
-        _case_id(ref), decision=decision, amount=amount, agent=agent, comment=comment,
-        run_id=None)
+    queue = _queue(settings)
+    case_id = _case_id(ref)
+    if queue.get_case(case_id) is None:
+        console.print(f"[red]no case {ref}[/]")
+        raise typer.Exit(EXIT_ERROR)
+    result = queue.human_decision(
+        case_id, decision=decision, amount=amount, agent=agent, comment=comment,
+        run_id=None, four_eyes_above=_four_eyes(settings) if decision != "reject" else None)
     if result == "not escalated":
         console.print(f"[red]{ref} is not waiting for a human decision[/]")
+        raise typer.Exit(EXIT_ERROR)
+    if result == "needs a second agent":
+        console.print(f"{ref}: {amount} is above the bot's proposal or the customer's ask: "
+                      "recorded; a second agent must approve the same amount (four eyes).")
+        return
+    if result == "same agent":
+        console.print(f"[red]{ref}: {agent} already approved this amount; a second, "
+                      f"different agent must approve it (four eyes)[/]")
         raise typer.Exit(EXIT_ERROR)
     console.print(f"{ref}: {decision} {result}."
                   + (" The next processing run pays it." if decision != "reject" else ""))
@@ -486,7 +549,7 @@ def cases_approve(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
                       help="Pay this amount instead of the bot's proposal (a partial refund).")]
                   = None, config: ConfigOpt = None) -> None:
     """Approve an escalated case; the next processing run submits the refund."""
-    value = Decimal(amount) if amount else None
+    value = _amount(amount)
     _decide(case, "partial" if value is not None else "approve", value, agent, comment, config)
 
 
@@ -545,7 +608,12 @@ def decisions_import(
     except EscalationsFileError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_ERROR) from None
-    result = apply_decisions(_queue(settings), decisions, run_id=None)
+    result = apply_decisions(_queue(settings), decisions, run_id=None,
+                             four_eyes_above=_four_eyes(settings))
+    for waiting in result.waiting:
+        console.print(f"row {waiting.row} ({waiting.case_ref}): recorded; above the bot's "
+                      "proposal or the customer's ask, so a second agent must approve the same "
+                      "amount (four eyes)")
     for row in bad:
         console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
     for row in result.refused:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bots.credentials import ENV_PREFIX, secret
 from bots.errors import ConfigError
@@ -92,6 +92,13 @@ class Settings(_Model):
     notify: NotifySettings | None = None  # null: customers are not notified by the bots
     health: HealthSettings = HealthSettings()
 
+    @field_validator("runs_dir")
+    @classmethod
+    def _runs_dir_is_a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"runs_dir {value} exists and is not a folder")
+        return value
+
 
 # Environment variables that override one setting each (documented in the README).
 _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -115,13 +122,21 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     `overrides` take dotted keys with `__` (e.g. `orders__url=...`) so the CLI and
     the demo can point the bots at a sandbox without writing files.
     """
-    path = Path(os.environ.get(ENV_PREFIX + "CONFIG", path or DEFAULT_SETTINGS))
+    # An explicit path (-c) always wins: never a silent fall-back to another configuration.
+    path = Path(path) if path is not None else Path(
+        os.environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_SETTINGS)
     if not path.exists():
-        raise ConfigError(f"settings file not found: {path} (set {ENV_PREFIX}CONFIG)")
+        raise ConfigError(f"settings file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a settings file (it is a directory or a device)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: settings must be a YAML mapping (key: value lines)")
     for name, keys in _ENV_OVERRIDES.items():
         if (value := os.environ.get(ENV_PREFIX + name)) not in (None, ""):
             _set(data, keys, value)

@@ -53,15 +53,20 @@ class UnreadableValue(SystemException):
     """An element is there but its value is empty or not in the app's format."""
 
 
-class LoginRefused(SystemException):
-    """The app refused the bot's credentials: a settings problem, not a passing outage."""
-
-
 class RefundRefused(SystemException):
     """The portal refused the refund form (e.g. above the remaining balance).
 
     A system exception because the bot checked the balance just before: a refusal
     means the portal changed under us, and the next attempt re-reads it.
+    """
+
+
+class LoginRefused(Exception):
+    """A legacy app refused the bot's user name or password.
+
+    Not a system exception: trying again cannot help and locks the account. The app's
+    work stops at once, the run exits 1 with this message, no case is marked failed, and
+    the password is not tried again in the same run (see `bots.legacy.base.LoginGuard`).
     """
 
 

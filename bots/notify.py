@@ -192,6 +192,86 @@ def recipient_of(req: RequestRow) -> str | None:
     return next((c.strip() for c in candidates if c and c.strip()), None)
 
 
+# -- never tell a stranger (issue #12) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderCustomer:
+    """How the order system reaches the order's customer: the only addresses told facts."""
+
+    email: str | None
+    phone: str | None = None
+
+    def owns(self, req: RequestRow) -> bool:
+        """The contact came from the order's customer (same email, or same phone number)."""
+        return bool(
+            (self.email and req.customer_email
+             and req.customer_email.strip().lower() == self.email.strip().lower())
+            or same_phone(req.customer_phone, self.phone))
+
+    def answer_to(self, req: RequestRow) -> str | None:
+        """Where a reply to the owner goes: the order's address, never a foreign Reply-To."""
+        email_ok = bool(self.email and req.customer_email and
+                        req.customer_email.strip().lower() == self.email.strip().lower())
+        if req.channel == Channel.EMAIL:
+            return req.customer_email if email_ok else None
+        usual = recipient_of(req)  # the channel's own recipient, when it is the order's
+        if usual and ((self.email and usual.lower() == self.email.strip().lower())
+                      or same_phone(usual, self.phone)):
+            return usual
+        if email_ok:
+            return req.customer_email
+        return req.customer_phone if same_phone(req.customer_phone, self.phone) else None
+
+
+def same_phone(a: str | None, b: str | None) -> bool:
+    """One number however written: the last 9 digits agree (as the order system searches)."""
+    da, db = re.sub(r"\D", "", a or ""), re.sub(r"\D", "", b or "")
+    return len(da) >= 9 and len(db) >= 9 and da[-9:] == db[-9:]
+
+
+def stranger_recipient(req: RequestRow) -> str | None:
+    """Where the neutral "received" note to someone who is not the order's customer goes.
+
+    The sender's own address, never a Reply-To (which may point anywhere).
+    """
+    if req.channel == Channel.EMAIL:
+        return req.customer_email or None
+    return recipient_of(req)
+
+
+RECEIVED = Rendered(
+    "We have received your message ({case_ref})",
+    "Hello,\n\nThank you for your message. We have received it and it will be checked "
+    "(reference {case_ref}).\n\nFor your privacy we only share details about an order with "
+    "the contact details on that order.\n\nKind regards,\n{company_name}\n")
+
+
+def contacts_for(case: Case, customer: OrderCustomer) -> list[tuple[Contact, bool]]:
+    """`contacts_of` when the order's customer is known: (contact, is the order's customer).
+
+    A contact from the customer is answered at the order's address; anyone else only
+    gets the neutral RECEIVED note, at their own sender address.
+    """
+    groups: dict[tuple[str, str, bool], list[RequestRow]] = {}
+    for req in case.requests:
+        owner = customer.owns(req)
+        to = customer.answer_to(req) if owner else stranger_recipient(req)
+        key = (req.channel, to.lower() if to else f"#request-{req.id}", owner)
+        groups.setdefault(key, []).append(req)
+    out = []
+    for (channel, _, owner), reqs in groups.items():
+        last = reqs[-1]
+        to = customer.answer_to(last) if owner else stranger_recipient(last)
+        name = safe_name(next((r.customer_name for r in reversed(reqs) if r.customer_name),
+                              None)) if owner else None
+        out.append((Contact(channel, to, name, tuple(reqs)), owner))
+    return out
+
+
+# -- end of "never tell a stranger" ----------------------------------------------------------
+
+
 def thread_ids(contact: Contact) -> list[str]:
     """Message-IDs (with brackets) of the customer's emails, oldest first.
 
@@ -256,7 +336,7 @@ def _split_subject(path: Path, text: str) -> Rendered:
     return Rendered(" ".join(first[8:].split()), body)
 
 
-_DIGITISH = re.compile(r"\d(?:[ .\-/]?\d)*")
+_DIGITISH = re.compile(r"\d(?:[ .\-/_\u00a0\n]?\d)*")
 
 
 def card_numbers_in(text: str) -> list[str]:
@@ -267,7 +347,7 @@ def card_numbers_in(text: str) -> list[str]:
     """
     found = []
     for m in _DIGITISH.finditer(text):
-        groups = re.split(r"[ .\-/]", m.group(0))
+        groups = re.split(r"[ .\-/_\u00a0\n]", m.group(0))
         for i in range(len(groups)):
             digits = ""
             for group in groups[i:]:
@@ -349,23 +429,28 @@ class Notifier:
     def record(self, s: Session, case: Case, *, outcome: str, amount: Decimal | None,
                currency: str | None, refund_number: str | None, reason: str,
                card_last4: str | None, run_id: str | None,
+               customer: OrderCustomer | None = None,
                skip: Sequence[int] = ()) -> list[NotificationRow]:
         """Add a pending row per contact to `s`, the transaction that finishes the case.
 
-        Contacts with no address, contacts already told this outcome, and `skip` (key
-        request ids) get no row. Nothing is rendered or sent here.
+        With the order's `customer` known, only their contacts are told facts (at the
+        order's address); anyone else's row carries the neutral "received" note. Contacts
+        with no address, contacts already told this outcome, and `skip` (key request ids)
+        get no row. Nothing is rendered or sent here.
         """
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
         if not self.settings.enabled:
             return []
-        facts = json.dumps({"amount": None if amount is None else str(amount),
-                            "currency": currency, "refund_number": refund_number,
-                            "reason": reason, "card_last4": last4(card_last4)})
+        base = {"amount": None if amount is None else str(amount), "currency": currency,
+                "refund_number": refund_number, "reason": reason,
+                "card_last4": last4(card_last4),
+                "customer": None if customer is None else [customer.email, customer.phone]}
         rows = []
-        for contact in contacts_of(case):
+        for contact, owner in _pairs(case, customer):
             if contact.to is None or contact.key_request_id in skip:
                 continue
+            facts = json.dumps({**base, "stranger": not owner})
             if _existing(s, contact, outcome) is not None:
                 continue
             message_id = None
@@ -408,7 +493,7 @@ class Notifier:
             if case is None:  # pragma: no cover - rows reference their case
                 continue
             cases[row.case_id] = case
-            contact = _contact_of(case, row)
+            contact, _ = _contact_of(case, row)
             if self._claim(row, contact):
                 results.append(self._deliver(case, contact, row))
             else:
@@ -420,7 +505,8 @@ class Notifier:
 
     def notify_case(self, case: Case, *, outcome: str, amount: Decimal | None,
                     currency: str | None, refund_number: str | None, reason: str,
-                    card_last4: str | None, run_id: str | None) -> list[NotificationResult]:
+                    card_last4: str | None, run_id: str | None,
+                    customer: OrderCustomer | None = None) -> list[NotificationResult]:
         """Record and send `outcome` to every contact of `case` now; one result per contact.
 
         Raises :class:`TemplateError` (a settings problem) before anything is recorded;
@@ -428,12 +514,17 @@ class Notifier:
         """
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
-        contacts = contacts_of(case)
+        # With the order's customer known, only they are told facts; anyone else gets the
+        # neutral RECEIVED note (issue #12).
+        pairs = _pairs(case, customer)
+        contacts = [c for c, _ in pairs]
         if not self.settings.enabled:
             return [self._result(c, outcome, NotifyState.SKIPPED,
                                  detail="notifications are disabled") for c in contacts]
         unsafe: dict[int, UnsafeMessage] = {}
-        for contact in contacts:  # render all first: a broken template records nothing
+        for contact, owner in pairs:  # render all first: a broken template records nothing
+            if not owner:
+                continue  # the neutral note: no facts to check
             try:
                 self.templates.render(outcome, template_variables(
                     case, contact, amount=amount, currency=currency,
@@ -444,7 +535,7 @@ class Notifier:
         with Session(self.engine) as s, s.begin():
             self.record(s, case, outcome=outcome, amount=amount, currency=currency,
                         refund_number=refund_number, reason=reason, card_last4=card_last4,
-                        run_id=run_id, skip=list(unsafe))
+                        run_id=run_id, customer=customer, skip=list(unsafe))
         sent = {r.request_ids[-1] if r.request_ids else 0: r
                 for r in self.send_due(case_id=case.id, force=True) if r.kind == outcome}
         return [self._answer(c, outcome, unsafe, sent) for c in contacts]
@@ -468,6 +559,16 @@ class Notifier:
         return self._result(contact, outcome, NotifyState.FAILED, row,
                             error=(row.last_error if row is not None else None)
                             or "not sent: waiting for a retry")
+
+    def _received(self, case: Case) -> Rendered:
+        """The neutral note for a sender who is not the order's customer: no order facts.
+
+        Ops may word it in `received.txt.j2` (variables: case_ref, company_name only).
+        """
+        values = {"case_ref": case_ref(case.id), "company_name": self.settings.company_name}
+        if self.templates.path("received").exists():
+            return self.templates.render("received", values)
+        return Rendered(RECEIVED.subject.format(**values), RECEIVED.body.format(**values))
 
     # -- one message --------------------------------------------------------------------------
 
@@ -503,6 +604,10 @@ class Notifier:
     def _render(self, case: Case, contact: Contact, row: NotificationRow) -> Rendered:
         facts = json.loads(row.facts or "{}")
         amount = facts.get("amount")
+        if facts.get("stranger"):
+            rendered = self._received(case)
+            row.subject, row.body = rendered.subject, rendered.body
+            return rendered
         rendered = self.templates.render(row.kind, template_variables(
             case, contact, amount=Decimal(amount) if amount is not None else None,
             currency=facts.get("currency"), refund_number=facts.get("refund_number"),
@@ -655,12 +760,22 @@ def _existing(s: Session, contact: Contact, kind: str) -> NotificationRow | None
     ).first()
 
 
-def _contact_of(case: Case, row: NotificationRow) -> Contact:
-    """The contact a row answers: the group of the case's requests holding its request."""
-    for contact in contacts_of(case):
+def _pairs(case: Case, customer: OrderCustomer | None) -> list[tuple[Contact, bool]]:
+    """The case's contacts, each with whether it is the order's customer (all, if unknown)."""
+    if customer is None:
+        return [(c, True) for c in contacts_of(case)]
+    return contacts_for(case, customer)
+
+
+def _contact_of(case: Case, row: NotificationRow) -> tuple[Contact, bool]:
+    """The contact a row answers (grouped as when it was recorded), and if it is the owner."""
+    facts = json.loads(row.facts or "{}")
+    who = facts.get("customer")
+    customer = OrderCustomer(who[0], who[1]) if isinstance(who, list) and len(who) == 2 else None
+    for contact, owner in _pairs(case, customer):
         if row.request_id in contact.request_ids:
-            return contact
-    return Contact(row.channel, row.recipient, None, ())  # pragma: no cover - merged away
+            return contact, owner
+    return Contact(row.channel, row.recipient, None, ()), False  # pragma: no cover
 
 
 def _domain(address: str) -> str:

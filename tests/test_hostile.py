@@ -234,7 +234,7 @@ CASES: list[Case] = [
                                            f"boundary=b{i + 1}\r\n\r\n".encode()
                                            for i in range(60))
                  + b"--b60\r\nContent-Type: text/plain\r\n\r\nrefund ORD-100001\r\n"),
-         ok(customer_email="a@example.org")),
+         Bad("nests 61 multipart")),  # issue #12: nesting is bounded before parsing
     Case("eml only a PDF attachment", "email",
          raw_eml("From: a@example.org\nSubject: \nContent-Type: application/pdf\n"
                  "Content-Transfer-Encoding: base64\n", b"JVBERi0xLjQK"),
@@ -265,7 +265,9 @@ CASES: list[Case] = [
     Case("csv HYPERLINK in the email column", "sheet",
          sheet(email='=HYPERLINK("http://evil","x")'), ok(customer_email=None, reply_to=None)),
     Case("csv amount 1e308", "sheet", sheet(amount="1e308"), Bad("is not a valid refund amount")),
-    Case("csv amount NaN", "sheet", sheet(amount="NaN"), Bad("amount 'NaN' is not a valid")),
+    # A placeholder is no amount, and never silently the whole order: it escalates.
+    Case("csv amount NaN", "sheet", sheet(amount="NaN"),
+         ok(requested_amount=None, doubts=lambda d: any("'NaN'" in x for x in d))),
     Case("csv amount -0", "sheet", sheet(amount="-0"), Bad("is not a valid refund amount")),
     Case("csv amount over a million", "sheet", sheet(amount="1.000.000,01"),
          Bad("is not a valid refund amount")),
@@ -601,6 +603,89 @@ CASES: list[Case] = [
          ok(order_number="ORD-100042")),
 ]
 
+
+
+def doubt(fragment: str) -> Any:
+    """A request whose doubts say `fragment`: the case escalates with those words."""
+    return lambda doubts: any(fragment in d for d in doubts)
+
+
+# Issue #12: when the bot is not sure which money, it says so (a doubt escalates the case);
+# it never reads "-5" as 5, "0.004" as nothing, "30 kr" as the order's currency.
+CASES += [
+    Case("unsure: minus sign in an email", "email", eml("Please refund -5 EUR for ORD-100001."),
+         ok(requested_amount=None, doubts=doubt("minus sign"))),
+    Case("unsure: minus before the currency", "email", eml("ORD-100001: refund -€20.00 please"),
+         ok(requested_amount=None, doubts=doubt("minus sign"))),
+    Case("unsure: minus after the dollar sign", "email", eml("ORD-100001 refund $-50"),
+         ok(requested_amount=None, doubts=doubt("minus sign"))),
+    Case("unsure: below a cent", "email", eml("ORD-100001 please refund 0.004 EUR"),
+         ok(requested_amount=None, doubts=doubt("finer than a cent"))),
+    Case("unsure: kr is no currency the bot can tell", "email", eml("ORD-100001 refund 30 kr"),
+         ok(currency=None, doubts=doubt("cannot tell"))),
+    Case("unsure: bucks", "email", eml("ORD-100001 I want 30 bucks back"),
+         ok(requested_amount=None, doubts=doubt("30 bucks"))),
+    Case("unsure: an ISO code the bot does not handle", "email",
+         eml("ORD-100001 refund 300 THB please"), ok(doubts=doubt("THB"))),
+    Case("unsure: dollar sign and CAD", "email", eml("ORD-100001 please refund $20 CAD"),
+         ok(doubts=doubt("two currencies"))),
+    Case("unsure: Canadian dollars written the French way", "email",
+         eml("ORD-100001 remboursez 18,50 $ CA svp"),
+         ok(requested_amount=Decimal("18.50"), currency="CAD", doubts=())),
+    Case("unsure: two orders in one email", "email",
+         eml("Please refund ORD-100001 and ORD-100002, both broken."),
+         ok(doubts=doubt("names 2 orders"))),
+    Case("unsure: full-width order number and amount", "email",
+         eml("Refund ＯＲＤ-１０００４２ please, ２０ € back"),
+         ok(order_number="ORD-100042", requested_amount=Decimal("20.00"), currency="EUR")),
+    Case("unsure: Arabic-Indic digits", "email", eml("ORD-١٠٠٠٤٢ refund ٣٠ EUR"),
+         ok(order_number="ORD-100042", requested_amount=Decimal("30.00"))),
+    Case("unsure: zero-width and bidi characters in an order number", "email",
+         eml("Refund ORD-10\u200b00\u202e42 please"), ok(order_number="ORD-100042")),
+    Case("unsure: Cyrillic O in ORD", "email", eml("Refund \u041eRD-100042 please"),
+         ok(order_number="ORD-100042")),
+    Case("unsure: card with NBSP separators is masked", "email",
+         eml(f"ORD-100001 my card {VISA[:4]}\u00a0{VISA[4:8]}\u00a0{VISA[8:12]}\u00a0{VISA[12:]}"),
+         ok(reason_text=lambda t: VISA[4:12] not in t.replace(" ", ""))),
+    Case("unsure: card with dots and a line break is masked", "email",
+         eml(f"ORD-100001 card {VISA[:4]}.{VISA[4:8]}.{VISA[8:12]}\n{VISA[12:]} cvc 123"),
+         ok(reason_text=lambda t: VISA[4:12] not in t.replace(" ", "") and "123" not in t)),
+    Case("unsure: German CVV word", "email", eml("ORD-100001 Prüfziffer 987 bitte"),
+         ok(reason_text=lambda t: "987" not in t)),
+    Case("unsure: csv amount N/A", "sheet", sheet(amount="N/A"),
+         ok(requested_amount=None, doubts=doubt("'N/A'"))),
+    Case("unsure: csv amount dash", "sheet", sheet(amount="-"),
+         ok(requested_amount=None, doubts=doubt("'-'"))),
+    Case("unsure: xlsx amount null stays text", "xlsx",
+         workbook(["Order #", "E-mail", "Amount"], ["ORD-100001", "ada@example.org", "null"]),
+         ok(requested_amount=None, doubts=doubt("'null'"))),
+    Case("unsure: csv amount in kr", "sheet", sheet(amount="30 kr"),
+         Bad("amount '30 kr' is not a valid")),
+    Case("unsure: csv refund amount beats amount", "sheet",
+         table(["Order #", "E-mail", "Amount", "Refund amount"],
+               ["ORD-100001", "ada@example.org", "99.00", "20.00"]),
+         ok(requested_amount=Decimal("20.00"))),
+    Case("unsure: csv two refund amount columns", "sheet",
+         table(["Order #", "E-mail", "Refund amount", "Requested amount"],
+               ["ORD-100001", "ada@example.org", "10.00", "20.00"]),
+         Bad("could each be the requested amount")),
+    Case("unsure: csv two email columns", "sheet",
+         table(["Order #", "Email", "E-mail", "Amount"],
+               ["ORD-100001", "ada@example.org", "bo@example.org", "10.00"]),
+         Bad("could each be the customer email")),
+    Case("unsure: csv order cell and a second order in the reason", "sheet",
+         sheet(reason="also ORD-100002 is broken"), ok(doubts=doubt("names 2 orders"))),
+    Case("unsure: chat minus sign", "chat",
+         js(conversation(say("ORD-100001 refund -5 EUR please"))),
+         ok(requested_amount=None, doubts=doubt("minus sign"))),
+    Case("unsure: chat two orders", "chat",
+         js(conversation(say("refund ORD-100001 or ORD-100002?"))),
+         ok(doubts=doubt("names 2 orders"))),
+    Case("unsure: portal amount N/A", "portal", portal_row(Amount="N/A"),
+         ok(requested_amount=None, doubts=doubt("'N/A'")), name="forms.csv"),
+    Case("unsure: social bucks", "social", jsonl(post(text="@shop ORD-100001 want 30 bucks back")),
+         ok(doubts=doubt("bucks"))),
+]
 
 def _read(case: Case, tmp_path: Path) -> list[IntakeItem]:
     if case.kind == "email":

@@ -228,8 +228,10 @@ EMAIL_CASES: list[tuple[str, bytes, str | Callable[[RefundRequest], bool]]] = [
     ("quoted history does not win", eml("Still waiting for ORD-222222!\n\n> Your refund for "
                                         "ORD-111111 of 80 EUR\n> was approved."),
      lambda r: r.order_number == "ORD-222222" and r.requested_amount is None),
+    # Issue #12: an order named only in quoted history is context, not the request (the
+    # customer is then identified by their address).
     ("order only quoted", eml("Any news?\n> Your order ORD-111111 shipped"),
-     lambda r: r.order_number == "ORD-111111"),
+     lambda r: r.order_number is None and "ORD-111111" in r.reason_text),
     ("subject only", eml("", subject="Refund ORD-100001"),
      lambda r: r.order_number == "ORD-100001" and r.reason_text == "Refund ORD-100001"),
     ("no order number is still a request", eml("I want my money back"),

@@ -253,7 +253,7 @@ def test_a_card_number_the_mask_misses_is_refused(tmp_path: Path, templates: Pat
     case = make_case(queue, request("m1@mail.example"))
     notifier = Notifier(settings(tmp_path, templates, port), queue.engine)
     [result] = notify(notifier, case, outcome="rejected",
-                      reason="Card 4111.1111.1111.1111 was declined.")
+                      reason="Card 41 11 11 11 11 11 11 11 was declined.")  # pairs: unmasked
     assert result.state is NotifyState.FAILED and "card number" in (result.error or "")
     assert inbox.messages == [] and sent_notifications(queue.engine, case.id) == []
 

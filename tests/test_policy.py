@@ -105,10 +105,11 @@ def test_fully_refunded_charge_rejected() -> None:
     assert d.outcome is Outcome.REJECT and "already refunded" in d.reasons[0]
 
 
-def test_currency_mismatch_rejected() -> None:
+def test_currency_mismatch_escalates_never_rejects_or_pays() -> None:
+    """"$20" may be a misread of CAD: neither a rejection nor a payment in EUR (issue #12)."""
     o = order(item("40.00"))
     d = decide(POLICY, claim(currency="USD"), o, charge(o), TODAY)
-    assert d.outcome is Outcome.REJECT and "currency" in d.reasons[0]
+    assert d.outcome is Outcome.ESCALATE and not d.pays and "USD" in d.reasons[0]
 
 
 def test_above_auto_approve_limit_escalates() -> None:

@@ -107,6 +107,8 @@ CASES: list[tuple[str, Callable[[], SignalContext], bool]] = [
                                      customer_order_totals=[D("10"), D("20")]), False),
     ("amount_vs_usual", lambda: base(amount=D("900.00"), customer_order_totals=[]), False),
     ("sender_mismatch", lambda: base(contacts=contact(customer_email="eve@evil.example")), True),
+    ("reply_to_elsewhere", lambda: base(contacts=contact(reply_to="eve@evil.example")), True),
+    ("reply_to_elsewhere", lambda: base(contacts=contact(reply_to="ADA@example.org")), False),
     ("sender_mismatch", lambda: base(contacts=contact(customer_email="ADA@Example.org ")), False),
     ("sender_mismatch", lambda: base(contacts=contact(channel="phone", customer_email=None,
                                                       auth_results=None)), False),

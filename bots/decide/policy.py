@@ -42,6 +42,9 @@ class Policy(BaseModel):
     # Shipping is refunded (for the reasons above) when the whole order comes back; also
     # when only part of it does if this is true.
     refund_shipping_on_partial_return: bool = False
+    # Four eyes: an agent's approved amount above the bot's proposal or above what the
+    # customer asked, and above this, needs a second agent's approval (null: never).
+    four_eyes_above: Decimal | None = Field(Decimal("0.00"), ge=0)
 
     def window_for(self, category: str) -> int:
         return self.category_window_days.get(category, self.refund_window_days)
@@ -52,6 +55,8 @@ def load_policy(path: Path) -> Policy:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
         raise PolicyError(f"policy file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, a device, unreadable bytes
+        raise PolicyError(f"{path}: cannot be read as a policy file: {exc}") from exc
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
     try:
@@ -84,8 +89,11 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
         return _reject(f"Order status is '{order.status}': refunds need one of "
                        f"{', '.join(policy.refundable_statuses)}.")
     if claim.currency and claim.currency != charge.currency:
-        return _reject(f"Requested currency {claim.currency} does not match the charge "
-                       f"currency {charge.currency}.")
+        # Never a rejection on what may be a misread ("$20" meant in CAD), and never a
+        # payment in the order's currency of an amount asked in another: a human decides.
+        return Decision(Outcome.ESCALATE, Decimal("0.00"), (
+            f"The customer asks in {claim.currency} but the charge is in {charge.currency}: "
+            f"the bot does not convert or guess which is meant.",))
     if charge.remaining <= 0:
         return _reject(f"Nothing left to refund: the charge of {charge.amount} {charge.currency} "
                        f"was already refunded in full.")

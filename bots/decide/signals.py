@@ -71,6 +71,7 @@ class SignalScores(BaseModel):
     email_auth: int = Field(50, ge=0)
     not_received_but_delivered: int = Field(50, ge=0)
     early_claim: int = Field(20, ge=0)
+    reply_to_elsewhere: int = Field(20, ge=0)  # an email's Reply-To is not its From
 
 
 class SignalSettings(BaseModel):
@@ -155,12 +156,14 @@ class Contact:
     auth_results: str | None
     received_at: datetime
     reason_category: str = "other"
+    reply_to: str | None = None
 
     @classmethod
     def of(cls, request: _ContactLike) -> Contact:
         """From a `RefundRequest` or a queue `RequestRow` (same attribute names)."""
         return cls(request.channel, request.customer_email, request.auth_results,
-                   request.received_at, request.reason_category or "other")
+                   request.received_at, request.reason_category or "other",
+                   getattr(request, "reply_to", None))
 
 
 @dataclass(frozen=True)
@@ -306,6 +309,22 @@ def _sender_mismatch(settings: SignalSettings, ctx: SignalContext) -> Signal | N
                   f"belongs to {ctx.order.email}.")
 
 
+def _reply_to_elsewhere(settings: SignalSettings, ctx: SignalContext) -> Signal | None:
+    """An email asking that answers go to another address than its sender's (issue #12).
+
+    The bot never answers there (see `bots.notify.OrderCustomer`); the signal tells the
+    human that someone may be trying to read the customer's answers.
+    """
+    others = sorted({f"{c.customer_email} -> {c.reply_to}" for c in ctx.contacts
+                     if c.channel == "email" and c.reply_to and c.customer_email
+                     and c.reply_to.strip().lower() != c.customer_email.strip().lower()})
+    if not others:
+        return None
+    return Signal("reply_to_elsewhere", settings.scores.reply_to_elsewhere,
+                  f"Reply-To points away from the sender ({'; '.join(others)}): answers go "
+                  f"only to the order's address.")
+
+
 def _email_auth(settings: SignalSettings, ctx: SignalContext) -> Signal | None:
     """A sender address our own mail server could not authenticate may be forged."""
     trusted = frozenset(settings.trusted_authserv_ids)
@@ -365,7 +384,8 @@ def _early_claim(settings: SignalSettings, ctx: SignalContext) -> Signal | None:
 
 
 _CHECKS = (_customer_velocity, _store_velocity, _refund_ratio, _amount_vs_usual,
-           _sender_mismatch, _email_auth, _not_received_but_delivered, _early_claim)
+           _sender_mismatch, _reply_to_elsewhere, _email_auth, _not_received_but_delivered,
+           _early_claim)
 
 
 def _shows_delivered(order: OrderFacts, now: datetime) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from html.parser import HTMLParser
@@ -184,6 +185,62 @@ def _small_class(op: object, av: object, c: ModuleType) -> list[str] | None:
     return None
 
 
+# --------------------------------------------------------------------------- normalising
+
+# Format characters (Unicode category Cf: zero-width spaces and joiners, bidi controls,
+# soft hyphens, tag characters): invisible, they only serve to hide a number from a
+# reader or a pattern ("ORD-12\u200b3456", a card split by U+2060).
+_FORMAT_CHARS = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f]"
+)
+# Letters of other scripts that look like the Latin ones order numbers and currency
+# codes are written in ("ОRD" with a Cyrillic О): read as the Latin letter they show.
+_HOMOGLYPHS = str.maketrans({
+    **dict(zip("АВЕКМНОРСТХУаеорсхуіјѕԁһӏ", "ABEKMHOPCTXYaeopcxyijsdhl", strict=True)),
+    **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧοικνρτυχ", "ABEZHIKMNOPTYXoikvptux", strict=True)),
+})
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63", "-"))
+
+
+class _AsciiDigits(dict[int, int]):
+    """A `str.translate` table: any decimal digit (Arabic-Indic, Devanagari...) to ASCII."""
+
+    def __missing__(self, cp: int) -> int:
+        value = unicodedata.decimal(chr(cp), None)
+        self[cp] = found = cp if value is None else 48 + value
+        return found
+
+
+_ASCII_DIGITS = _AsciiDigits()
+
+
+def normalise_text(text: str) -> str:
+    """Text as a person reads it: NFKC, no format characters, ASCII digits and dashes.
+
+    NFKC turns full-width digits and letters, non-breaking and thin spaces into their
+    plain forms; the rest maps every script's decimal digits and every dash to ASCII.
+    Masking runs on this form, so a card written with NBSP or zero-width characters
+    between its digits is still a card. ASCII text is returned as it is.
+    """
+    if not text or text.isascii():
+        return text or ""
+    text = _FORMAT_CHARS.sub("", unicodedata.normalize("NFKC", text))
+    return text.translate(_ASCII_DIGITS).translate(_DASHES)
+
+
+def normalise_for_reading(text: str) -> str:
+    """`normalise_text`, plus homoglyphs read as the Latin letters they imitate.
+
+    Only for reading order numbers, amounts and currencies: never stored or shown.
+    """
+    if not text or text.isascii():
+        return text or ""
+    return normalise_text(text).translate(_HOMOGLYPHS)
+
+
 # --------------------------------------------------------------------------- order numbers
 
 ORDER_PREFIX = "ORD"
@@ -255,7 +312,7 @@ def find_order_numbers(text: str, patterns: Sequence[str] = DEFAULT_ORDER_PATTER
     around the number (like the word "order" before bare digits).
     """
     seen: dict[str, None] = {}
-    for _, _, number in _order_spans(text or "", patterns):
+    for _, _, number in _order_spans(normalise_for_reading(text or ""), patterns):
         seen.setdefault(number, None)
     return list(seen)
 
@@ -265,10 +322,24 @@ def find_order_numbers(text: str, patterns: Sequence[str] = DEFAULT_ORDER_PATTER
 MAX_AMOUNT = Decimal("1000000")
 
 # Longest spelling first so that "US$" wins over "$".
+# A symbol mapped to None names a currency the bot cannot tell ("kr": SEK, NOK, DKK or
+# ISK?): an amount written with it is never read as the order's currency, it escalates.
 _CURRENCY_SYMBOLS: dict[str, str | None] = {
     "US$": "USD", "C$": "CAD", "A$": "AUD", "R$": "BRL", "€": "EUR", "£": "GBP", "$": "USD",
     "¥": "JPY", "₹": "INR", "zł": "PLN", "Fr.": "CHF", "kr": None,
+    # Dollars of other countries, as Canadians, Australians... write them: never USD.
+    "CA$": "CAD", "$ CA": "CAD", "$CA": "CAD", "AU$": "AUD", "NZ$": "NZD", "HK$": "HKD",
+    "S$": "SGD", "MX$": "MXN", "₺": "TRY", "₩": "KRW", "₪": "ILS",
+    "₽": None, "฿": None, "₫": None, "₴": None, "₦": None, "₱": None, "₸": None, "₼": None,
 }
+# Words for money that name no currency the bot can map: "30 bucks" is a claim in some
+# currency, not "no amount" (which would refund the whole order).
+UNMAPPED_CURRENCY_WORDS = (
+    "bucks", "buck", "quid", "kronor", "kroner", "krona", "krone", "kronen", "francs",
+    "franc", "pesos", "peso", "rupees", "rupee", "dinars", "dinar", "dirhams", "dirham",
+    "yuan", "rmb", "zloty", "zlotys", "forint", "forints", "rubles", "roubles", "ruble",
+    "rouble", "lira", "liras", "baht", "ringgit", "shekels", "shekel", "reais", "kr.",
+)
 _CURRENCY_WORDS: dict[str, str] = {
     "euros": "EUR", "euro": "EUR", "dollars": "USD", "dollar": "USD", "pounds": "GBP",
     "pound": "GBP",
@@ -287,12 +358,19 @@ for _symbol, _code in _CURRENCY_SYMBOLS.items():
     _SYMBOL_CODES.setdefault(_symbol.lower(), _code)  # the first spelling wins, as written
 
 
+def _symbol_regex(symbol: str) -> str:
+    """A symbol that starts or ends with a letter ("kr", "CA$", "$ CA") is not part of a word."""
+    before = r"(?<![A-Za-z])" if symbol[0].isalpha() else ""
+    after = r"(?![A-Za-z])" if symbol[-1].isalpha() else ""
+    return before + re.escape(symbol) + after
+
+
 def _currency_regex(iso_any_case: bool) -> str:
     """Currency tokens. In free text ISO codes must be upper case: "try 12" is not lira."""
     iso = "|".join(sorted(ISO_CURRENCIES))
     iso = iso if iso_any_case else f"(?-i:{iso})"
     return "|".join(
-        [re.escape(s) for s in sorted(_CURRENCY_SYMBOLS, key=len, reverse=True)]
+        [_symbol_regex(s) for s in sorted(_CURRENCY_SYMBOLS, key=len, reverse=True)]
         + [rf"(?<![A-Za-z])(?:{w})(?![A-Za-z])" for w in sorted(_CURRENCY_WORDS, key=len,
                                                                  reverse=True)]
         + [rf"(?<![A-Za-z])(?:{iso})(?![A-Za-z])"]
@@ -379,7 +457,11 @@ def parse_amount(text: str) -> tuple[Decimal, str | None] | None:
     value = _valid_amount(_number_to_decimal(m["n"]))
     if value is None:
         return None
-    return value, currency_code(m["c1"] or m["c2"])
+    token = m["c1"] or m["c2"]
+    code = currency_code(token)
+    if token and code is None:
+        return None  # "30 kr": a currency it names but cannot map is never the order's
+    return value, code
 
 
 # Things in free text that look like numbers but are never the amount asked for.
@@ -526,7 +608,7 @@ def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
     """
     if not text:
         return None
-    work = text[:20_000]
+    work = normalise_for_reading(text[:20_000])
     digits = _digit_count(work)
     folded = _fold(work)
     money = not GATES or _may_name_currency(work, folded)
@@ -553,17 +635,19 @@ def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
     starts = (_occurrences(aligned, _CURRENCY_STARTS) | _occurrences(work, _ISO_SORTED)
               | {m.start() for m in _NUMBER_START.finditer(work)}) \
         if aligned is not None and money else None
+    signed = _signed_starts(work)
     for m in _finditer(_MONEY_IN_TEXT, work, starts) if money else ():
         num, cur = (m["n1"], m["c1"]) if m["n1"] else (m["n2"], m["c2"])
         value = _valid_amount(_number_to_decimal(num))
-        if value is not None:
+        if value is not None and m.start() not in signed and m.start(
+                "n1" if m["n1"] else "n2") not in signed:
             best = _better(best, _score(work, m.start(), m.end(), True), m.start(),
                            (value, currency_code(cur)))
     starts = _occurrences(aligned, _AMOUNT_KEYWORDS) if aligned is not None and keyword \
         else None
     for m in _finditer(_KEYWORD_NUMBER, work, starts) if keyword else ():
         value = _valid_amount(_number_to_decimal(m["n"]))
-        if value is not None:
+        if value is not None and m.start("n") not in signed:
             best = _better(best, _score(work, m.start("n"), m.end("n"), False), m.start("n"),
                            (value, None))
     return best[2] if best else None
@@ -588,9 +672,13 @@ def _amount_gate() -> ColumnPattern:
     token = rf"(?i:{'|'.join(sorted(ascii_tokens, key=len, reverse=True))})|(?:" \
         + "|".join(_ISO_SORTED) + ")"
     keyword = "|".join(_AMOUNT_KEYWORDS)
+    # What `amount_doubts` reads too: money words it cannot map, any ISO-looking code
+    # next to a number, a minus sign after an amount keyword.
+    words = "|".join(re.escape(w) for w in UNMAPPED_CURRENCY_WORDS)
     return column_pattern(
         rf"(?:{token}){space}?\d|\d(?:[.,]-)?{space}?(?:{token})|"
-        rf"(?i:{keyword})(?:{space}+(?i:of|me|for|von|de|du))?{space}*[:=]?{space}*\d")
+        rf"\d{space}?(?i:{words})|\d{space}?[A-Z]{{3}}|[A-Z]{{3}}{space}?\d|"
+        rf"(?i:{keyword})(?:{space}+(?i:of|me|for|von|de|du))?{space}*[:=]?{space}*-?\d")
 
 
 def _better(best: tuple[int, int, tuple[Decimal, str | None]] | None, score: int, pos: int,
@@ -599,6 +687,191 @@ def _better(best: tuple[int, int, tuple[Decimal, str | None]] | None, score: int
     if best is None or score > best[0] or (score == best[0] and pos < best[1]):
         return (score, pos, found)
     return best
+
+
+# --------------------------------------------------------------------------- doubts
+
+_MINUS = "-\u2212"  # after `normalise_text` every dash is "-"; U+2212 in ASCII-free text too
+_SIGN_BEFORE = re.compile(rf"[{_MINUS}](?=(?:{_CUR_IN_TEXT})?\s?\d)", re.IGNORECASE)
+_SIGN_AFTER_CURRENCY = re.compile(rf"(?:{_CUR_IN_TEXT})\s?[{_MINUS}](?=\d)", re.IGNORECASE)
+_SIGN_AFTER_KEYWORD = re.compile(
+    r"(?i)\b(?:refund|amount|betrag|montant|importe|reembolso|erstattung|remboursement)\b"
+    rf"(?:\s+(?:of|me|for|von|de|du))?\s*[:=]?\s*[{_MINUS}](?=\d)")
+
+
+def _signed_starts(work: str) -> set[int]:
+    """Where a number or a currency token stands right after a minus sign ("-5 EUR", "€-5").
+
+    Such money is never read as its absolute value: `find_amount` skips it and
+    `amount_doubts` says why. A minus after a letter or digit ("ORD-1", "10-20") is a
+    hyphen, not a sign.
+    """
+    if "-" not in work and "\u2212" not in work:
+        return set()
+    found: set[int] = set()
+    for m in _SIGN_BEFORE.finditer(work):
+        before = work[m.start() - 1] if m.start() else " "
+        if not (before.isalnum() or before in ".,_"):
+            found.add(m.end())
+            found.add(m.end() + (1 if work[m.end():m.end() + 1].isspace() else 0))
+    for rx in (_SIGN_AFTER_CURRENCY, _SIGN_AFTER_KEYWORD):
+        for m in rx.finditer(work):
+            found.add(m.end())
+            found.add(m.start())
+    return found
+
+
+_MONEY_TOKENS = re.compile(
+    rf"(?<![\w.,])(?:(?P<c1>{_CUR_IN_TEXT})\s?(?P<n1>{_NUM}){_NUM_TAIL}(?:\s?(?P<c3>{_CUR_IN_TEXT}))?"
+    rf"|(?P<n2>{_NUM}){_NUM_TAIL}\s?(?P<c2>{_CUR_IN_TEXT}))",
+    re.IGNORECASE,
+)
+_UNMAPPED_WORD = re.compile(
+    rf"(?<![\w.,])(?P<n>{_NUM})\s?(?P<w>"
+    + "|".join(re.escape(w) for w in sorted(UNMAPPED_CURRENCY_WORDS, key=len, reverse=True))
+    + r")(?![A-Za-z])",
+    re.IGNORECASE,
+)
+_CODE_NEAR_NUMBER = re.compile(
+    rf"(?<![\w.,])(?:(?P<n1>{_NUM})\s?(?P<c1>[A-Z]{{3}})|(?P<c2>[A-Z]{{3}})\s?(?P<n2>{_NUM}))"
+    r"(?![A-Za-z])")
+
+
+def _all_iso_codes() -> frozenset[str]:
+    import pycountry  # the ISO 4217 list: a code we do not handle is still a currency
+
+    return frozenset(c.alpha_3 for c in pycountry.currencies)
+
+
+@lru_cache(maxsize=1)
+def unsupported_currency_codes() -> frozenset[str]:
+    """ISO 4217 codes the bot does not map: an amount in one of them is for a human."""
+    return _all_iso_codes() - ISO_CURRENCIES - {"XXX", "XTS"}
+
+
+def amount_doubts(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS
+                  ) -> list[str]:
+    """What about the money in `text` the bot cannot read for sure, in plain words.
+
+    Each doubt escalates the request: a minus sign before an amount, an amount finer
+    than a cent, a currency named that the bot cannot map ("30 kr", "30 bucks", an ISO
+    code it does not handle) and two currencies on one amount ("$20 CAD"). Dates, phone,
+    order and card numbers are blanked first, as in `find_amount`.
+    """
+    if not text:
+        return []
+    work = normalise_for_reading(text[:20_000])
+    if _digit_count(work) == 0:
+        return []
+    for start, end, _ in _order_spans(work, order_patterns):
+        work = work[:start] + "_" * (end - start) + work[end:]
+    for rx in _NOT_AMOUNTS:
+        work = _blank(work, rx)
+    doubts: list[str] = []
+
+    def add(doubt: str) -> None:
+        if doubt not in doubts:
+            doubts.append(doubt)
+
+    if _signed_starts(work):
+        signs: dict[int, tuple[int, int]] = {}  # the minus sign's place -> what to show
+        for m in _SIGN_BEFORE.finditer(work):
+            before = work[m.start() - 1] if m.start() else " "
+            if not (before.isalnum() or before in ".,_"):
+                signs.setdefault(m.start(), (m.start(), m.end() + 12))
+        for rx in (_SIGN_AFTER_CURRENCY, _SIGN_AFTER_KEYWORD):
+            for m in rx.finditer(work):
+                signs[m.end() - 1] = (m.start(), m.end() + 8)
+        for at in sorted(signs):
+            shown = _around(work, *signs[at])
+            add(f"the amount '{shown}' has a minus sign: a refund is never negative")
+    for m in _MONEY_TOKENS.finditer(work):
+        num = m["n1"] or m["n2"]
+        tokens = [t for t in (m["c1"], m["c2"], m["c3"]) if t]
+        shown = _around(work, m.start(), m.end())
+        codes = {currency_code(t) for t in tokens}
+        if None in codes:
+            add(f"'{shown}' names a currency the bot cannot tell ({', '.join(tokens)})")
+        elif len(codes) > 1:
+            add(f"'{shown}' names two currencies ({', '.join(sorted(c or '' for c in codes))})")
+        value = _number_to_decimal(num)
+        if value is not None and value.is_finite() and value > 0 and value != money(value):
+            add(f"the amount '{shown}' is finer than a cent")
+    for m in _KEYWORD_NUMBER.finditer(work):
+        value = _number_to_decimal(m["n"])
+        if value is not None and value.is_finite() and value > 0 and value != money(value):
+            add(f"the amount '{_around(work, m.start(), m.end())}' is finer than a cent")
+    for m in _UNMAPPED_WORD.finditer(work):
+        add(f"'{_around(work, m.start(), m.end())}' names no currency the bot can map")
+    if any(ch.isupper() for ch in work):
+        unsupported = unsupported_currency_codes()
+        for m in _CODE_NEAR_NUMBER.finditer(work):
+            code = m["c1"] or m["c2"]
+            if code in unsupported:
+                add(f"'{_around(work, m.start(), m.end())}' is in {code}, a currency the bot "
+                    f"does not handle")
+    return doubts
+
+
+# Words that make a number in the text not the claim itself: a share of something, a sum
+# with something else, a balance. With them, the bot does not know the amount asked for.
+_SHARE_OF = re.compile(
+    r"(?i)\b(?:half|a third|one third|two thirds|a quarter|three quarters|die h[äa]lfte|"
+    r"la moiti[ée]|la mitad|met[àa])\b|\b\d{1,3}\s?%\s*(?:of|von|de|del|du)\b")
+_SUM_WITH = re.compile(
+    r"(?i)\b(?:plus|\+|and|with|incl(?:uding|\.)?|zzgl\.?|inkl\.?|und|et|y)\s+(?:the\s+)?"
+    r"(?:shipping|postage|delivery(?: fee| costs?)?|versand(?:kosten)?|porto|frais de port|"
+    r"livraison|env[íi]o|gastos de env[íi]o)\b|"
+    r"\b(?:still (?:owed|owe|owing|outstanding|due|open)|the (?:difference|rest|remainder|"
+    r"balance)|noch offen|restbetrag|reste d[ûu]|lo que (?:queda|falta))\b")
+
+
+def relative_amount_doubts(text: str, has_amount: bool) -> list[str]:
+    """A claim the bot cannot turn into one amount: "half of it", "€20 plus shipping".
+
+    A share ("half", "30% of") is never the whole order; a sum or a balance ("plus
+    shipping", "still owed") makes a number written next to it not the claim.
+    """
+    if not text:
+        return []
+    work = normalise_for_reading(text[:20_000])
+    if m := _SHARE_OF.search(work):
+        return [f"the customer asks for '{_around(work, m.start(), m.end() + 12)}': a share "
+                "the bot does not compute"]
+    if has_amount and (m := _SUM_WITH.search(work)):
+        return [f"the amount comes with '{_around(work, m.start(), m.end())}': the number "
+                "written is not the whole claim"]
+    return []
+
+
+def _around(work: str, start: int, end: int) -> str:
+    return " ".join(work[start:end].split())[:40]
+
+
+@dataclass(frozen=True)
+class AmountRead:
+    """The amount asked for in free text, and what about it is not sure (see `amount_doubts`)."""
+
+    amount: Decimal | None
+    currency: str | None
+    doubts: tuple[str, ...] = ()
+
+
+def read_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS
+                ) -> AmountRead:
+    """`find_amount` with its doubts: what intake adapters store on a request."""
+    found = find_amount(text, order_patterns)
+    doubts = tuple(amount_doubts(text, order_patterns))
+    return AmountRead(found[0] if found else None, found[1] if found else None, doubts)
+
+
+def order_doubts(orders: Sequence[str]) -> list[str]:
+    """One message that names several orders without saying which: a human picks."""
+    if len(orders) < 2:
+        return []
+    shown = ", ".join(orders[:5]) + (" ..." if len(orders) > 5 else "")
+    return [f"the message names {len(orders)} orders ({shown}) and the bot cannot tell which "
+            f"one to refund"]
 
 
 # --------------------------------------------------------------------------- reasons
@@ -728,21 +1001,38 @@ REDACTED = "[redacted]"
 _IBAN_CANDIDATE = re.compile(
     r"(?i)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"
 )
-_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,}(?!\d)")
+# Cards are written with any separator between digit groups: spaces, dashes, dots,
+# underscores, slashes, line breaks (after `normalise_text`, NBSPs are spaces).
+_CARD_SEP = r"[ \t\-._/\r\n]"
+_DIGIT_RUN = re.compile(rf"(?<!\d)\d(?:{_CARD_SEP}{{0,3}}\d){{12,}}(?!\d)")
+_CARD_SPLIT = re.compile(rf"({_CARD_SEP}+)")
 _CREDENTIALS = [
     # password: xyz / pwd=xyz / my password is xyz
     re.compile(r"(?i)(\b(?:password|passwort|passwd|pwd|kennwort|mot de passe|contrase[ñn]a|"
                r"passcode|passphrase)\b\s*(?:[:=]|\bis\b|\bwas\b|\bist\b|\best\b|\bes\b)\s*)"
                r"(\S+)"),
-    # CVV 123 / PIN: 1234 / security code 123
-    re.compile(r"(?i)(\b(?:cvv2?|cvc2?|cid|pin|security code|card code|otp|tan)\b\s*"
-               r"(?:[:=#]|\bis\b|\bcode\b)?\s*)(\d{3,8})\b"),
+    # CVV 123 / PIN: 1234 / security code 123, in en/de/fr/es/it/nl, with or without a colon
+    re.compile(r"(?i)(\b(?:cvv2?|cvc2?|cvn|csc|cid|pin|security code|card code|"
+               r"card verification (?:code|value|number)|otp|tan|"
+               r"pr[üu]fziffer|pr[üu]fnummer|kartenpr[üu]f(?:nummer|ziffer)|sicherheitscode|"
+               r"cryptogramme(?: visuel)?|code (?:de s[ée]curit[ée]|cvv|cvc|secret)|"
+               r"c[óo]digo (?:de seguridad|cvv|cvc)|codice (?:di sicurezza|di verifica|cvv|cvc)|"
+               r"beveiligingscode|(?:kaart)?verificatiecode|controlecode)\b"
+               r"(?:[-\s]?code)?\s*(?:[:=#]|\bis\b|\bist\b|\best\b|\bes\b|\bè|\bcode\b)?"
+               r"\s*[:=]?\s*)(\d{3,8})\b"),
+    # NAME=secret as configuration, URLs and logs write it: DB_PASSWORD=..., ?token=...
+    re.compile(r"(?i)(\b[\w.-]*(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|"
+               r"access[_-]?key|private[_-]?key|auth|credential)[\w.-]*\s*=\s*)([^\s\"']+)"),
 ]
 
 
 _CREDENTIAL_GATES = [
     (0, ("pass", "pwd", "kennwort", "contrase")),
-    (3, ("cvv", "cvc", "cid", "pin", "security code", "card code", "otp", "tan")),
+    (3, ("cvv", "cvc", "cvn", "csc", "cid", "pin", "security code", "card code",
+         "card verification", "otp", "tan", "prüf", "pruf", "sicherheitscode", "cryptogramme",
+         "code de s", "code cvv", "code cvc", "code secret", "digo", "codice",
+         "beveiligingscode", "verificatiecode", "controlecode")),
+    (0, ("pass", "pwd", "secret", "token", "key", "auth", "credential")),
 ]
 
 _LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
@@ -794,7 +1084,7 @@ def _mask_card_run(m: re.Match[str]) -> str:
     A run can hold more than a card ("ORD-123456 4111 1111 1111 1111"), so windows of
     whole digit groups are tried; at most 19 digits each, which keeps this linear.
     """
-    parts = re.split(r"([ -])", m.group(0))  # digits, sep, digits, sep, ...
+    parts = _CARD_SPLIT.split(m.group(0))  # digits, sep, digits, sep, ...
     chunks = parts[0::2]
     out: list[str] = []
     i = 0
@@ -837,6 +1127,9 @@ def mask_secrets(text: str) -> str:
     """
     if not text:
         return text or ""
+    # NBSPs, full-width or other scripts' digits and zero-width characters inside a card
+    # number must not hide it: mask the text as a person reads it.
+    text = normalise_text(text)
     # Gates (see GATES): an IBAN has 2+ digits, a card 13+, a credential its keyword.
     digits = _digit_count(text) if GATES else 99
     if digits >= 2:
@@ -844,7 +1137,10 @@ def mask_secrets(text: str) -> str:
     if digits >= 13:
         text = _DIGIT_RUN.sub(_mask_card_run, text)
     folded = _fold(text) if GATES else ""
-    for rx, (need_digits, words) in zip(_CREDENTIALS, _CREDENTIAL_GATES, strict=True):
+    for i, (rx, (need_digits, words)) in enumerate(zip(_CREDENTIALS, _CREDENTIAL_GATES,
+                                                         strict=True)):
+        if i == 2 and GATES and "=" not in text:
+            continue
         if not GATES or (digits >= need_digits and _has(folded, words)):
             text = rx.sub(lambda m: m.group(1) + REDACTED, text)
     return text
@@ -878,14 +1174,17 @@ def mask_secrets_many(texts: Sequence[str]) -> list[str]:
     if len(texts) < COLUMN_MIN:
         return [mask_secrets(t) for t in texts]
     maybe = TextColumn([t or "" for t in texts]).may_match(_SECRET_GATE)
-    return [mask_secrets(t) if hit else (t or "") for t, hit in zip(texts, maybe, strict=True)]
+    # The gate reads ASCII: text in other scripts is normalised and masked one by one.
+    return [mask_secrets(t) if hit or not (t or "").isascii() else (t or "")
+            for t, hit in zip(texts, maybe, strict=True)]
 
 
 # A necessary condition for `mask_secrets` to change a text: a 13+ digit run (cards), the
 # head of an IBAN, or a credential keyword (the words `_CREDENTIAL_GATES` test for).
 _SECRET_GATE = column_pattern(
-    r"\d(?:[ -]?\d){12,}|(?i:\b[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2})|(?i:"
-    + "|".join(re.escape(w) for _, words in _CREDENTIAL_GATES for w in words) + ")"
+    r"\d(?:[ \t\-._/\r\n]{0,3}\d){12,}|(?i:\b[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2})|(?i:"
+    + "|".join(re.escape(w) for _, words in _CREDENTIAL_GATES for w in words if w.isascii())
+    + ")"
 )
 
 

@@ -27,14 +27,23 @@ from bots.intake.extract import (
     classify_reasons,
     clean_text,
     cut_text,
-    find_amount,
     find_order_numbers,
     mask_secrets,
     mask_secrets_many,
     normalise_email,
     normalise_phone,
+    order_doubts,
+    read_amount,
 )
-from bots.intake.spreadsheet import _amount, _cell_text, _currency, _order, _when
+from bots.intake.spreadsheet import (
+    _amount,
+    _cell_text,
+    _currency,
+    _order,
+    _placeholder,
+    _when,
+    excel_serial,
+)
 from bots.models import IntakeItem, Quarantined, RefundRequest
 
 DEFAULT_MAX_BYTES = 256_000_000  # one export file; larger ones are quarantined unread
@@ -149,7 +158,7 @@ def _received(dayfirst: bool) -> Callable[[Any], datetime | None]:
         if isinstance(number, int | float) and not isinstance(number, bool):
             seconds = number / 1000 if number > _EPOCH_SECONDS[1] else number
             if not _EPOCH_SECONDS[0] <= seconds < _EPOCH_SECONDS[1]:
-                return None
+                return excel_serial(value)  # an Excel date exported as its serial number
             return datetime.fromtimestamp(seconds, UTC)
         found = parse(value)
         # A date in the future is a broken clock, not a fact: the file time stands in.
@@ -209,6 +218,14 @@ def _category(value: Any) -> str | None:
         return key
     found = classify_reason(text[:CELL_LIMIT])
     return found if found != "other" else None
+
+
+def _amount_placeholder(value: Any) -> list[str]:
+    """A doubt for an amount field that says "N/A", "null", "-": no amount, and not "all"."""
+    if isinstance(value, Wrong) or (found := _placeholder(value)) is None:
+        return []
+    return [f"the amount field says '{found}': no amount is given, and the bot does not "
+            "read that as the whole order"]
 
 
 def _email(value: Any) -> str | None:
@@ -283,6 +300,7 @@ def build_items(rows: Rows, opts: Options) -> Iterator[IntakeItem]:
         "platform": column("platform", _platform),
         "order": column("order_number", _typed(_order(opts.order_patterns), "order number")),
         "amount": column("requested_amount", _typed(_amount, "amount")),
+        "amount_doubts": column("requested_amount", _amount_placeholder),
         "currency": column("currency", _typed(_currency, "currency")),
     }
     fallback = _file_time(rows.path)
@@ -336,9 +354,14 @@ def _item(rows: Rows, i: int, f: dict[str, Any], reason: Reason, raw_text: Any,
     if currency and amount_currency and currency != amount_currency:
         problems.append(f"the amount is in {amount_currency} but the currency field says "
                         f"{currency}")
-    if not order and not order_problem and search:
+    doubts: list[str] = []
+    if not order_problem and search:
         found = find_order_numbers(search, opts.order_patterns)
-        order = found[0] if found else None
+        if not order:
+            order = found[0] if found else None
+            doubts += order_doubts(found)
+        elif any(o != order for o in found):
+            doubts += order_doubts([order, *(o for o in found if o != order)])
     handle = f["handle"]
     reply_handle = f"{platform}:{handle}" if handle and platform else handle
     if not problems and not (order or f["email"] or f["phone"] or handle):
@@ -356,9 +379,11 @@ def _item(rows: Rows, i: int, f: dict[str, Any], reason: Reason, raw_text: Any,
                            + "; ".join(problems),
                            clean_text(mask_secrets(excerpt[:SCAN_LIMIT]), EXCERPT_LIMIT), ref)
     if amount is None and amount_possible:
-        found_amount = find_amount(search, opts.order_patterns)
-        if found_amount:
-            amount, amount_currency = found_amount
+        found_amount = read_amount(search, opts.order_patterns)
+        doubts += found_amount.doubts
+        if found_amount.amount is not None:
+            amount, amount_currency = found_amount.amount, found_amount.currency
+    doubts += f["amount_doubts"] or []
     if amount is not None:
         currency = currency or amount_currency or opts.default_currency
     return RefundRequest(
@@ -378,6 +403,7 @@ def _item(rows: Rows, i: int, f: dict[str, Any], reason: Reason, raw_text: Any,
             f["email"] or f["phone"] or reply_handle),
         source_ref=ref,
         customer_handle=reply_handle,
+        doubts=tuple(dict.fromkeys(doubts)),
     )
 
 

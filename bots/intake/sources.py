@@ -26,6 +26,7 @@ from bots.intake.extract import (
     check_order_patterns,
     currency_code,
 )
+from bots.intake.folders import folder_files
 from bots.intake.imap import MailboxConfig, read_mailbox
 from bots.intake.records import DEFAULT_MAX_BYTES as EXPORT_MAX_BYTES
 from bots.intake.records import FieldOverrides
@@ -104,6 +105,9 @@ class SourceConfig(_Source):
     kind: SourceKind
     columns: dict[str, list[str]] | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
+    # Spreadsheets: a formula cell's saved result is used as its value only when true
+    # (the default quarantines the row: a formula is not data the customer gave).
+    trust_formula_results: bool = False
 
     @field_validator("columns")
     @classmethod
@@ -210,26 +214,33 @@ def _maildir(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem
 
 def _spreadsheets(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem]:
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file()
-                       and p.suffix.lower() in FOLDER_SUFFIXES
-                       and not p.name.startswith(("~$", ".")))  # Excel lock files, hidden
+        files = list(folder_files(path, lambda p: p.suffix.lower() in FOLDER_SUFFIXES
+                                  and not p.name.startswith(("~$", ".")),  # Excel locks, hidden
+                                  channel))
     else:
         files = [path]  # an unsupported type is quarantined by read_spreadsheet, with the reason
     for file in files:
+        if isinstance(file, Quarantined):
+            yield file
+            continue
         yield from read_spreadsheet(file, columns=cfg.merged_columns, order_patterns=cfg.patterns,
                                     default_currency=cfg.default_currency,
                                     date_dayfirst=cfg.date_dayfirst,
-                                    default_region=cfg.default_region)
+                                    default_region=cfg.default_region,
+                                    trust_formula_results=cfg.trust_formula_results)
 
 
 def _exports(cfg: ExportSourceConfig, path: Path) -> Iterator[IntakeItem]:
     suffixes = EXPORT_SUFFIXES[cfg.kind]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file()
-                       and p.suffix.lower() in suffixes and not p.name.startswith(("~$", ".")))
+        files = list(folder_files(path, lambda p: p.suffix.lower() in suffixes
+                                  and not p.name.startswith(("~$", ".")), cfg.channel))
     else:
         files = [path]
     for file in files:
+        if isinstance(file, Quarantined):
+            yield file
+            continue
         if file.suffix.lower() not in suffixes:
             yield _problem(cfg, cfg.channel, "unsupported",
                            f"source '{cfg.label}': unsupported file type '{file.suffix}' for a "

@@ -18,8 +18,8 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from numbers import Number
 from pathlib import Path
@@ -41,8 +41,10 @@ from bots.intake.extract import (
     mask_secrets_many,
     normalise_email,
     normalise_phone,
+    order_doubts,
     parse_amount,
 )
+from bots.intake.xlsx import WorkbookTooLarge, read_workbook
 from bots.models import Channel, IntakeItem, Quarantined, RefundRequest, money
 
 CHANNEL = Channel.SPREADSHEET.value
@@ -51,6 +53,7 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 HEADER_SCAN_ROWS = 20
 TEXT_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 DELIMITERS = (",", ";", "\t", "|")
+MAX_TEXT_BYTES = 100_000_000  # a .csv/.tsv/.txt sheet; larger ones are quarantined unread
 CELL_LIMIT = 131_072  # characters of one CSV cell kept (the csv module's default field limit)
 
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -77,13 +80,20 @@ class _Sheet:
     name: str
     label: str  # how a person finds it: "sheet 'Refunds'" or "requests.csv"
     frame: pd.DataFrame  # header=None, object cells, index = 0-based row in the file
+    # What a person does not see (issue #12): skipped and reported, never requests.
+    state: str = "visible"
+    hidden_rows: frozenset[int] = frozenset()
+    hidden_columns: frozenset[int] = frozenset()
+    formulas: Mapping[tuple[int, int], bool] = field(default_factory=dict)  # -> saved value
+    problem: str = ""  # over a bound: not read
 
 
 def read_spreadsheet(path: Path, *, columns: Mapping[str, Sequence[str]] = DEFAULT_COLUMNS,
                      order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS,
                      default_currency: str | None = None,
                      date_dayfirst: bool = True,
-                     default_region: str | None = None) -> Iterator[IntakeItem]:
+                     default_region: str | None = None,
+                     trust_formula_results: bool = False) -> Iterator[IntakeItem]:
     """Every data row of every sheet, in sheet and row order, as a request or quarantined.
 
     Row ids hash the row's content, not its position, so re-reading a sheet that
@@ -103,8 +113,12 @@ def read_spreadsheet(path: Path, *, columns: Mapping[str, Sequence[str]] = DEFAU
         yield Quarantined(CHANNEL, _file_id(path), str(exc), source_ref=str(path))
         return
     ctx = _Context(path, order_patterns, default_currency, date_dayfirst, fallback,
-                   default_region)
+                   default_region, trust_formula_results)
     for sheet in sheets:
+        if skipped := _unseen(sheet, ctx):
+            yield skipped
+            if sheet.state != "visible" or sheet.problem:
+                continue
         try:
             yield from _read_sheet(sheet, lookup, ctx)
         except Exception as exc:  # one odd sheet must not stop the intake of every other source
@@ -121,6 +135,7 @@ class _Context:
     dayfirst: bool
     fallback_time: datetime
     region: str | None = None
+    trust_formulas: bool = False  # use a formula's saved result (settings: trust_formula_results)
 
 
 # --------------------------------------------------------------------------- loading
@@ -144,14 +159,58 @@ def _load(path: Path) -> list[_Sheet]:
 
 
 def _load_excel(path: Path) -> list[_Sheet]:
+    """Every sheet, bounded and streamed (see `bots.intake.xlsx`); cells stay as typed.
+
+    "N/A", "NaN", "null" stay text, so that a placeholder is seen as one, never as an
+    empty cell; hidden columns are blanked so that no header or value is read from them.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # openpyxl warns about styles and extensions
-            book = pd.read_excel(path, sheet_name=None, header=None, dtype=object,
-                                 engine="openpyxl")
+        books = read_workbook(path)
+    except WorkbookTooLarge as exc:
+        raise _Unreadable(str(exc)) from exc
     except Exception as exc:  # zip, XML and openpyxl errors alike: the file is unusable
         raise _Unreadable(f"not a readable Excel workbook ({type(exc).__name__}: {exc})") from exc
-    return [_Sheet(str(name), f"sheet '{name}'", frame) for name, frame in book.items()]
+    sheets = []
+    for cells in books:
+        width = max((len(r) for r in cells.rows), default=0)
+        frame = pd.DataFrame([r + (None,) * (width - len(r)) for r in cells.rows],
+                             dtype=object)
+        for col in cells.hidden_columns:
+            if col < width:
+                frame[col] = None
+        sheets.append(_Sheet(cells.name, f"sheet '{cells.name}'", frame, cells.state,
+                             frozenset(cells.hidden_rows), frozenset(cells.hidden_columns),
+                             cells.formulas, cells.problem))
+    return sheets
+
+
+def _unseen(sheet: _Sheet, ctx: _Context) -> Quarantined | None:
+    """A hidden or oversized sheet, or a sheet's hidden columns: one item saying so."""
+    label = f"{sheet.label} of {ctx.path.name}"
+    sid = f"{_file_id(ctx.path)}#{sheet.name}"
+    if sheet.problem:
+        return Quarantined(CHANNEL, f"{sid}#bounds", f"{label}: {sheet.problem}",
+                           source_ref=str(ctx.path))
+    if sheet.state != "visible":
+        if sheet.frame.empty or _blank_rows(sheet.frame).all():
+            return None
+        return Quarantined(CHANNEL, f"{sid}#hidden", f"{label} is hidden ({sheet.state}): "
+                           "skipped, its rows are not requests", source_ref=str(ctx.path))
+    used = [c for c in sorted(sheet.hidden_columns) if c < sheet.frame.shape[1]]
+    if not used:
+        return None
+    letters = ", ".join(_column_letters(c) for c in used[:10])
+    return Quarantined(CHANNEL, f"{sid}#hidden-columns", f"{label}: column(s) {letters} are "
+                       "hidden: skipped, nothing in them is read", source_ref=str(ctx.path))
+
+
+def _column_letters(col: int) -> str:
+    letters = ""
+    col += 1
+    while col:
+        col, rem = divmod(col - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
 
 
 def _load_text(path: Path) -> pd.DataFrame:
@@ -162,6 +221,10 @@ def _load_text(path: Path) -> pd.DataFrame:
     column inference rejects; pandas then holds the ragged rows.
     """
     try:
+        size = path.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            raise _Unreadable(f"the file is {size / 1e6:,.1f} MB, more than the "
+                              f"{MAX_TEXT_BYTES / 1e6:,.0f} MB a request sheet can be: not read")
         data = path.read_bytes()
     except OSError as exc:
         raise _Unreadable(f"the file could not be read: {exc.strerror or exc}") from exc
@@ -262,20 +325,51 @@ def _header_lookup(columns: Mapping[str, Sequence[str]]) -> dict[str, str]:
     return lookup
 
 
-def _find_header(frame: pd.DataFrame, lookup: dict[str, str]
-                 ) -> tuple[int, dict[str, int], str | None] | None:
-    """(row position, field -> column position, currency named in the amount header)."""
+# Fields where picking the wrong one of two columns moves money or tells a stranger:
+# several candidate columns are resolved by specificity ("Refund amount" over "Amount"),
+# or not at all (two equally specific ones quarantine every row with the reason).
+_MONEY_FIELDS = ("order_number", "customer_email", "customer_phone", "requested_amount",
+                 "currency")
+# Header names that say only what kind of value a column holds, not which one: a column
+# named anything else ("Refund amount", "Customer email") is the more specific choice.
+_GENERIC_HEADERS = frozenset({"amount", "order", "email", "phone", "currency",
+                              "total", "value", "sum", "betrag", "montant"})
+
+
+@dataclass(frozen=True)
+class _Header:
+    row: int
+    mapping: dict[str, int]  # field -> column position
+    currency: str | None  # named in the amount header: "Amount (EUR)"
+    problems: tuple[str, ...] = ()  # columns the reader cannot choose between
+
+
+def _find_header(frame: pd.DataFrame, lookup: dict[str, str]) -> _Header | None:
+    """The header row, which column holds each field, and which fields are ambiguous."""
     for pos in range(min(HEADER_SCAN_ROWS, len(frame))):
-        mapping: dict[str, int] = {}
-        currency = None
+        candidates: dict[str, list[tuple[int, Any]]] = {}
         for col, value in enumerate(frame.iloc[pos].tolist()):
             fld = lookup.get(_header_key(value))
-            if fld and fld not in mapping:
-                mapping[fld] = col
-                if fld == "requested_amount":
-                    currency = _header_currency(value)
-        if len(mapping) >= 2:
-            return pos, mapping, currency
+            if fld:
+                candidates.setdefault(fld, []).append((col, value))
+        if len(candidates) < 2:
+            continue
+        mapping: dict[str, int] = {}
+        problems: list[str] = []
+        currency = None
+        for fld, cols in candidates.items():
+            chosen = cols[:1]
+            if fld in _MONEY_FIELDS and len(cols) > 1:
+                specific = [c for c in cols if _header_key(c[1]) not in _GENERIC_HEADERS]
+                chosen = specific or cols
+                if len(chosen) > 1:
+                    names = " and ".join(f"'{clean_text(str(v), 40)}'" for _, v in chosen[:3])
+                    problems.append(f"the columns {names} could each be the "
+                                    f"{fld.replace('_', ' ')}: which one is meant is unclear")
+            mapping[fld] = chosen[0][0]
+            if fld == "requested_amount":
+                currency = _header_currency(chosen[0][1])
+        return _Header(pos, mapping, currency, tuple(problems))
     return None
 
 
@@ -319,17 +413,17 @@ def _displays(limit: int) -> Callable[[list[Any]], list[str]]:
 
 
 def _reasons(patterns: Sequence[str]
-             ) -> Callable[[list[Any]], list[tuple[str, str, str | None]]]:
-    """(reason text, reason category, first order number written in it) per cell value.
+             ) -> Callable[[list[Any]], list[tuple[str, str, tuple[str, ...]]]]:
+    """(reason text, reason category, order numbers written in it) per cell value.
 
     Masking and classifying go the whole column at a time (see `classify_reasons`).
     """
 
-    def parse(values: list[Any]) -> list[tuple[str, str, str | None]]:
+    def parse(values: list[Any]) -> list[tuple[str, str, tuple[str, ...]]]:
         texts = [clean_text(text, TEXT_LIMITS["reason_text"]) for text in
                  mask_secrets_many([_cell_text(value) for value in values])]
         found = [find_order_numbers(text, patterns) if text else [] for text in texts]
-        return [(text, category, orders[0] if orders else None) for text, category, orders
+        return [(text, category, tuple(orders)) for text, category, orders
                 in zip(texts, classify_reasons(texts), found, strict=True)]
 
     return parse
@@ -366,10 +460,22 @@ def _phone(region: str | None) -> Callable[[Any], str | None]:
     return lambda value: normalise_phone(_cell_text(value), region)
 
 
-def _amount(value: Any) -> tuple[Decimal | None, str | None, str]:
-    """(amount, currency written with it, problem)."""
+# What people and exports write in a cell that has no value: never a number, never
+# silently "no amount" (which asks for the whole order): the request says so and escalates.
+PLACEHOLDERS = frozenset({"nan", "n/a", "na", "n.a.", "null", "none", "nil", "-", "--", "---",
+                          "?", "??", "#n/a", "tbd", "k.a.", "unknown", "\u2013", "\u2014"})
+
+
+def _placeholder(value: Any) -> str | None:
+    """The cell's text when it is a placeholder for "no value" ("N/A", "-", "null")."""
     text = _cell_text(value)
-    if not text:
+    return text if text and text.strip().lower() in PLACEHOLDERS else None
+
+
+def _amount(value: Any) -> tuple[Decimal | None, str | None, str]:
+    """(amount, currency written with it, problem). A placeholder is no amount, no problem."""
+    text = _cell_text(value)
+    if not text or _placeholder(text) is not None:
         return None, None, ""
     if not isinstance(value, bool) and isinstance(value, Number):
         try:
@@ -397,12 +503,35 @@ def _currency(value: Any) -> tuple[str | None, str]:
 _DMY = re.compile(r"(\d{1,2})[./-](\d{1,2})[./-](\d{2,4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
 
+# Excel's date serial numbers (days since 1899-12-30) for 1990-01-01 .. 2099-12-31: how a
+# date cell reads once exported to CSV without its format ("46000" is 2025-12-09).
+_SERIAL_RANGE = (32_874, 73_050)
+_SERIAL_EPOCH = datetime(1899, 12, 30, tzinfo=UTC)
+
+
+def excel_serial(value: Any) -> datetime | None:
+    """A date written as an Excel serial number (a number, or digits in a text cell)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"\d{5}(?:\.\d+)?", text):
+            return None
+        value = float(text)
+    if not isinstance(value, int | float) or not \
+            _SERIAL_RANGE[0] <= value <= _SERIAL_RANGE[1]:
+        return None
+    return _SERIAL_EPOCH + timedelta(days=float(value))
+
+
 def _when(dayfirst: bool) -> Callable[[Any], datetime | None]:
-    """Excel datetimes, ISO strings, or day-first (or month-first) strings, as UTC."""
+    """Excel datetimes and serial numbers, ISO strings, day-first (or month-first) strings."""
 
     def parse(value: Any) -> datetime | None:
-        if value is None or value is pd.NaT or isinstance(value, bool | Number):
+        if value is None or value is pd.NaT or isinstance(value, bool):
             return None
+        if isinstance(value, Number) or (isinstance(value, str) and value.strip().isdigit()):
+            return excel_serial(value)
         if isinstance(value, datetime | pd.Timestamp | date):
             return _utc(value)
         text = str(value).strip()
@@ -466,20 +595,50 @@ def _read_sheet(sheet: _Sheet, lookup: dict[str, str], ctx: _Context) -> Iterato
     if found is None:
         yield _no_header(sheet, ctx)
         return
-    header_pos, mapping, header_currency = found
+    header_pos, mapping, header_currency = found.row, found.mapping, found.currency
     body = frame.iloc[header_pos + 1:]
     header = frame.iloc[header_pos]
     keep = ~_blank_rows(body) & ~_header_repeats(body, header, mapping)
     body = body[keep]
     if body.empty:
         return
+    if sheet.hidden_rows:
+        hidden = body.index.isin(list(sheet.hidden_rows))
+        for row_index in body.index[hidden].tolist():
+            yield Quarantined(CHANNEL, f"{_file_id(ctx.path)}#{sheet.name}#hidden-row-"
+                              f"{int(row_index) + 1}",
+                              f"row {int(row_index) + 1} of {sheet.label}: the row is hidden: "
+                              "skipped, not a request", source_ref=str(ctx.path))
+        body = body[~hidden]
+        if body.empty:
+            return
     cells = _parse_cells(body, mapping, ctx)
     currency = header_currency or ctx.default_currency
     keys = list(cells)
     columns = [cells[k].tolist() for k in keys]
     for row_index, values in zip(body.index.tolist(), zip(*columns, strict=True), strict=True):
+        problems = [*found.problems, *_formula_problems(sheet, int(row_index), mapping, ctx)]
         yield _row_item(sheet, int(row_index) + 1, dict(zip(keys, values, strict=True)),
-                        currency, ctx)
+                        currency, ctx, problems)
+
+
+def _formula_problems(sheet: _Sheet, row: int, mapping: dict[str, int],
+                      ctx: _Context) -> list[str]:
+    """A formula is not data: its saved result is used only when the settings say so."""
+    if not sheet.formulas:
+        return []
+    out = []
+    for fld, col in mapping.items():
+        saved = sheet.formulas.get((row, col))
+        if saved is None:
+            continue
+        what = fld.replace("_", " ")
+        if not saved:
+            out.append(f"the {what} is a formula with no saved result")
+        elif not ctx.trust_formulas:
+            out.append(f"the {what} is a formula: its saved result is used only with "
+                       "trust_formula_results: true in the source's settings")
+    return out
 
 
 def _blank_rows(body: pd.DataFrame) -> np.ndarray:
@@ -527,19 +686,25 @@ def _parse_cells(body: pd.DataFrame, mapping: dict[str, int], ctx: _Context
     cells["email"] = column("customer_email", lambda v: normalise_email(_cell_text(v)))
     cells["phone"] = column("customer_phone", _phone(ctx.region))
     cells["amount"] = column("requested_amount", _amount)
+    cells["requested_amount_raw"] = column("requested_amount", lambda v: v)
     cells["currency_code"] = column("currency", _currency)
     cells["when"] = column("received_at", _when(ctx.dayfirst))
     return cells
 
 
 def _row_item(sheet: _Sheet, row_no: int, cell: dict[str, Any], header_currency: str | None,
-              ctx: _Context) -> IntakeItem:
+              ctx: _Context, sheet_problems: Sequence[str] = ()) -> IntakeItem:
     texts = [cell[f] or "" for f in FIELDS]
     source_id = f"{ctx.path.name}#{sheet.name}#" + hashlib.sha256(
         "\x1f".join(texts).encode("utf-8")).hexdigest()[:16]
-    reason, category, reason_order = cell["reason"] or ("", "other", None)
-    order, problems = _row_order(cell, reason_order)
+    reason, category, reason_orders = cell["reason"] or ("", "other", ())
+    order, problems = _row_order(cell, reason_orders[0] if reason_orders else None)
     bad_order = bool(problems)
+    problems = [*sheet_problems, *problems]
+    doubts = [*order_doubts(list(dict.fromkeys([o for o in (order, *reason_orders) if o])))]
+    if (placeholder := _placeholder(cell["requested_amount_raw"])) is not None:
+        doubts.append(f"the amount cell says '{placeholder}': no amount is given, and the "
+                      "bot does not read that as the whole order")
     amount, amount_currency, amount_problem = cell["amount"] or (None, None, "")
     currency, currency_problem = cell["currency_code"] or (None, "")
     problems += [p for p in (amount_problem, currency_problem) if p]
@@ -548,6 +713,9 @@ def _row_item(sheet: _Sheet, row_no: int, cell: dict[str, Any], header_currency:
                         f"{currency}")
     if not (order or bad_order or cell["email"] or cell["phone"]):
         problems.append("no order number, email or phone" + _bad_email_note(cell))
+    if example := next((t for t in (cell["order_number"], cell["customer_name"], reason,
+                                    cell["customer_email"]) if t and _TEMPLATE.match(t)), None):
+        problems = [f"an example or template row ('{clean_text(example, 40)}'), not a request"]
     if problems:
         return Quarantined(CHANNEL, source_id,
                            f"row {row_no} of {sheet.label}: " + "; ".join(problems),
@@ -568,7 +736,13 @@ def _row_item(sheet: _Sheet, row_no: int, cell: dict[str, Any], header_currency:
         reason_category=category,
         reply_to=cell["email"],
         source_ref=f"{ctx.path} {sheet.label} row {row_no}",
+        doubts=tuple(doubts),
     )
+
+
+# The example row ops sheets keep under the header ("e.g. ORD-123456", "Example: ...").
+_TEMPLATE = re.compile(r"(?i)^\s*(?:e\.\s?g\.|z\.\s?b\.|p\.\s?ex\.|(?:example|beispiel|exemple|"
+                       r"ejemplo|esempio|voorbeeld|sample|template|muster|vorlage)\b)")
 
 
 def _row_order(cell: dict[str, Any], reason_order: str | None

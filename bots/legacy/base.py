@@ -208,10 +208,28 @@ class PageRead:
 
 # -- the app -----------------------------------------------------------------------------------
 
+class LoginGuard:
+    """One wrong password per app per run, never more: accounts lock after a few.
+
+    Shared by every worker of a session. Logins to one app take turns, and once an app
+    has refused the credentials every later login to it fails at once with the same
+    message, without typing the password again.
+    """
+
+    def __init__(self) -> None:
+        self.refused: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, app: str) -> asyncio.Lock:
+        return self._locks.setdefault(app, asyncio.Lock())
+
+
 class LegacyApp:
     """One legacy web app in one browser page, logged in with one account."""
 
     app_name = "app"
+    guard: LoginGuard | None = None  # set by the session: shared by its workers
+    secret_name = ""  # the password's secret name, for the message when it is refused
 
     def __init__(self, page: Page, base_url: str, selectors: _App, username: str,
                  password: Callable[[], str], step_retries: int = 2) -> None:
@@ -404,7 +422,21 @@ class LegacyApp:
     # -- login -------------------------------------------------------------------------
 
     async def login(self) -> None:
-        """Log in, retrying when the app answers the login with an error page."""
+        """Log in, retrying when the app answers the login with an error page.
+
+        A refused password is never retried, in this worker or any other (LoginRefused).
+        """
+        guard = self.guard or LoginGuard()
+        async with guard.lock(self.app_name):
+            if refused := guard.refused.get(self.app_name):
+                raise LoginRefused(refused)
+            try:
+                await self._login_retrying()
+            except LoginRefused as exc:
+                guard.refused[self.app_name] = str(exc)
+                raise
+
+    async def _login_retrying(self) -> None:
         for attempt in range(self.step_retries + 1):
             try:
                 return await self._login_once()
@@ -439,9 +471,15 @@ class LegacyApp:
                 return
             if which != "interstitial":
                 read = await self.read_page(frame, "login", {"error": lg.error})
-                message = read.fields.found["error"].raw or ""
-                raise LoginRefused(f"{self.app_name}: login refused for {self.username}: "
-                                   f"{' '.join(message.split()) or 'no message'}")
+                message = " ".join((read.fields.found["error"].raw or "").split())
+                secret = self.secret_name
+                raise LoginRefused(
+                    f"{self.app_name}: the login was refused for user '{self.username}' "
+                    f"({message or 'no reason shown'}). Check the password in "
+                    + (f"the secret {secret} ($REFUND_BOTS_{secret} or the keyring)" if secret
+                       else "its secret")
+                    + ". It is not tried again in this run, so that the account does not "
+                      "lock.")
             response = None
         raise UnknownPage(f"{self.app_name}: still on an interstitial page after login")
 

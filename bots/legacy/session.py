@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from loguru import logger
 from playwright.async_api import Browser, BrowserContext, Route, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 from bots.config import Settings, secret
+from bots.errors import LoginRefused, SystemException
+from bots.legacy.base import LoginGuard
 from bots.legacy.browser import find_browser, launch_options
 from bots.legacy.orders import OrdersApp
 from bots.legacy.payments import PaymentsApp
@@ -47,6 +50,7 @@ class BotSession:
         self._stack = AsyncExitStack()
         self.browser: Browser | None = None
         self.page_log: list[str] | None = None  # set by benchmarks: every page GET, in order
+        self.logins = LoginGuard()  # a refused password is tried once per run, not per worker
 
     async def __aenter__(self) -> BotSession:
         choice = find_browser(self.settings.browser.executable, self.settings.browser.channel)
@@ -91,6 +95,9 @@ class BotSession:
         if self.fast:
             orders.search_tab = await context.new_page()
             orders.reuse_pages = payments.reuse_pages = True
+        for app, name_of_secret in ((orders, s.orders.password_secret),
+                                    (payments, s.payments.password_secret)):
+            app.guard, app.secret_name = self.logins, name_of_secret
         return Worker(name, context, orders, payments, tracing)
 
     async def login(self, worker: Worker) -> None:
@@ -100,3 +107,21 @@ class BotSession:
 
 async def _abort(route: Route) -> None:
     await route.abort()
+async def check_logins(settings: Settings) -> list[tuple[str, str | None]]:
+    """Log in to each app once: (app, None when accepted, else why) for `doctor`.
+
+    A refused password is reported with the name of its secret, and typed only once.
+    """
+    results: list[tuple[str, str | None]] = []
+    async with BotSession(settings) as session:
+        worker = await session.worker("doctor")
+        try:
+            for app in (worker.orders, worker.payments):
+                try:
+                    await app.login()
+                    results.append((app.app_name, None))
+                except (LoginRefused, SystemException, PlaywrightError) as exc:
+                    results.append((app.app_name, str(exc)))
+        finally:
+            await worker.context.close()
+    return results

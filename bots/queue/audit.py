@@ -9,10 +9,17 @@ from bots.queue.base import Store
 from bots.queue.schema import AuditRow
 
 
+def masked(text: str) -> str:
+    """Cards, CVVs and credentials hidden: agents' comments and notes quote customers too."""
+    from bots.intake.extract import mask_secrets  # lazily: the queue needs it only here
+
+    return mask_secrets(text) if text else text
+
+
 def audit(s: Session, case_id: int, run_id: str | None, actor: str, before: str | None,
           after: str | None, event_name: str, detail: str) -> None:
-    s.add(AuditRow(case_id=case_id, run_id=run_id, actor=actor[:200], from_state=before,
-                   to_state=after, event=event_name, detail=detail))
+    s.add(AuditRow(case_id=case_id, run_id=run_id, actor=masked(actor[:200]), from_state=before,
+                   to_state=after, event=event_name, detail=masked(detail)))
 
 
 class AuditTrail(Store):

@@ -11,24 +11,31 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bots.queue.audit import audit
+from bots.models import money
+from bots.queue.audit import audit, masked
 from bots.queue.base import Store
 from bots.queue.schema import AuditRow, Case, CaseState
 
 
 class Decisions(Store):
     def human_decision(self, case_id: int, *, decision: str, amount: Decimal | None, agent: str,
-                       comment: str, run_id: str | None) -> str:
+                       comment: str, run_id: str | None,
+                       four_eyes_above: Decimal | None = None) -> str:
         """Apply a human's decision on an escalated case, once.
 
         approve/partial: the case is queued again with the amount the human set (or the
         bot's proposal) and the next processing run pays exactly that, capped at what
         remains refundable. reject: the case ends, with the agent's words as reason.
-        Returns "applied", "already applied" or "not escalated".
+        Four eyes (issue #12): an amount above the bot's proposal or
+        above what the customer asked, and above `four_eyes_above`, is only applied when a
+        second agent approves the same amount; the first approval waits in the audit trail.
+        Returns "applied", "already applied", "not escalated", "needs a second agent"
+        (recorded, waiting) or "same agent" (the second approval must be someone else's).
         """
         decision = decision.strip().lower()
         if decision not in ("approve", "partial", "reject"):
             raise ValueError(f"unknown decision {decision!r}")
+        comment = masked(comment)  # an agent may paste the customer's card or CVV
         with self.session() as s:
             case = s.get(Case, case_id)
             if case is None:
@@ -37,6 +44,17 @@ class Decisions(Store):
                 return "already applied"
             if case.state != CaseState.ESCALATED:
                 return "not escalated"
+            if decision != "reject" and (why := _raises(case, amount, four_eyes_above)):
+                amount = money(amount) if amount is not None else None
+                first = _pending_approval(s, case_id, decision, amount)
+                if first is None or first.actor == agent:
+                    if first is None:
+                        audit(s, case.id, run_id, agent, case.state, case.state,
+                              "approval_pending", f"{decision} by {agent} ({amount}) {why}: "
+                              f"waits for a second agent" + (f": {comment}" if comment else ""))
+                        return "needs a second agent"
+                    return "same agent"
+                comment = f"{comment} (second agent; first: {first.actor})".strip()
             case.human_decision, case.human_agent, case.human_comment = decision, agent, comment
             detail = f"{decision} by {agent}" + (f" ({amount})" if amount is not None else "")
             detail += f": {comment}" if comment else ""
@@ -96,3 +114,30 @@ def _decided_since_escalation(s: Session, case_id: int, decision: str) -> bool:
                    and a.from_state != CaseState.ESCALATED), default=-1)
     return any(a.event == "human_decision" and a.detail.split(" ", 1)[0] == decision
                for a in trail[entered + 1:])
+
+
+def _raises(case: Case, amount: Decimal | None, limit: Decimal | None) -> str:
+    """Why `amount` needs four eyes: above the limit and the proposal or the customer's ask."""
+    if amount is None or limit is None or amount <= limit:
+        return ""
+    asked = [r.requested_amount for r in case.requests if r.requested_amount is not None]
+    reasons = []
+    if case.approved_amount is not None and amount > case.approved_amount:
+        reasons.append(f"the bot proposed {case.approved_amount}")
+    if asked and amount > max(asked):
+        reasons.append(f"the customer asked for {max(asked)}")
+    if not reasons:
+        return ""
+    return f"is above what {' and '.join(reasons)} (four-eyes limit {limit})"
+
+
+def _pending_approval(s: Session, case_id: int, decision: str,
+                      amount: Decimal | None) -> AuditRow | None:
+    """The first agent's approval of exactly this amount since the case was escalated."""
+    trail = list(s.scalars(select(AuditRow).where(AuditRow.case_id == case_id)
+                           .order_by(AuditRow.id)))
+    entered = max((i for i, a in enumerate(trail) if a.to_state == CaseState.ESCALATED
+                   and a.from_state != CaseState.ESCALATED), default=-1)
+    head = f"{decision} by "
+    return next((a for a in trail[entered + 1:] if a.event == "approval_pending"
+                 and a.detail.startswith(head) and f"({amount})" in a.detail), None)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bots.models import Quarantined, RefundRequest
-from bots.queue.audit import audit
+from bots.queue.audit import audit, masked
 from bots.queue.base import Store
 from bots.queue.schema import (
     AuditRow,
@@ -104,8 +104,9 @@ class IntakeStore(Store):
                 if exists is not None:
                     return False
                 s.add(QuarantineRow(channel=item.channel, source_id=item.source_id,
-                                    source_ref=item.source_ref, reason=item.reason,
-                                    excerpt=item.excerpt, run_id=run_id))
+                                    source_ref=masked(item.source_ref),
+                                    reason=masked(item.reason), excerpt=masked(item.excerpt),
+                                    run_id=run_id))
                 return True
         except IntegrityError:  # the same item quarantined by a concurrent intake
             return False
@@ -256,7 +257,7 @@ def _chunked(values: list[str]) -> Iterator[list[str]]:
 
 def request_values(req: RefundRequest, case_id: int, run_id: str | None) -> dict[str, Any]:
     return dict(
-        channel=req.channel, source_id=req.source_id, source_ref=req.source_ref,
+        channel=req.channel, source_id=req.source_id, source_ref=masked(req.source_ref),
         received_at=req.received_at, customer_email=req.customer_email,
         customer_name=req.customer_name, customer_phone=req.customer_phone,
         order_number=req.order_number, requested_amount=req.requested_amount,

@@ -121,6 +121,7 @@ class ApplyResult:
     applied: list[HumanDecision] = field(default_factory=list)
     already_applied: list[HumanDecision] = field(default_factory=list)
     refused: list[RejectedRow] = field(default_factory=list)
+    waiting: list[HumanDecision] = field(default_factory=list)  # for a second agent (4 eyes)
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -421,7 +422,7 @@ STALE_TOLERANCE_SECONDS = 1.0  # Excel keeps times to the millisecond at best
 
 
 def apply_decisions(queue: Queue, decisions: Iterable[HumanDecision], *,
-                    run_id: str | None) -> ApplyResult:
+                    run_id: str | None, four_eyes_above: Decimal | None = None) -> ApplyResult:
     """Hand each decision to `Queue.human_decision`, which applies it at most once.
 
     Checked here first, so that a decision is never applied to a case other than the
@@ -437,11 +438,18 @@ def apply_decisions(queue: Queue, decisions: Iterable[HumanDecision], *,
             result.refused.append(RejectedRow(d.row, d.case_ref, str(exc)))
             continue
         status = queue.human_decision(d.case_id, decision=d.decision, amount=d.amount,
-                                      agent=d.agent, comment=d.comment, run_id=run_id)
+                                      agent=d.agent, comment=d.comment, run_id=run_id,
+                                      four_eyes_above=four_eyes_above)
         if status == "applied":
             result.applied.append(d)
         elif status == "already applied":
             result.already_applied.append(d)
+        elif status == "needs a second agent":
+            result.waiting.append(d)
+        elif status == "same agent":
+            result.refused.append(RejectedRow(
+                d.row, d.case_ref, f"{d.case_ref}: {d.agent} already approved this amount; a "
+                                   "second, different agent must approve it (four eyes)"))
         else:
             case = queue.get_case(d.case_id)
             state = case.state if case is not None else "unknown"

@@ -7,6 +7,7 @@ run launched by hand behave exactly alike.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 import sys
 from collections import Counter
@@ -18,11 +19,12 @@ from pathlib import Path
 from playwright.async_api import Error as PlaywrightError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
 
 from bots.config import ConfigError, Settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
-from bots.errors import SystemException
+from bots.errors import LoginRefused, SystemException
 from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.health import preflight
@@ -38,6 +40,7 @@ from bots.queue import (
     RefundIntent,
     runner_id,
 )
+from bots.queue.schema import RequestRow
 from bots.reports.escalations import write_escalations
 from bots.reports.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
 from bots.reports.report import CaseRow, RunInfo, write_report
@@ -106,6 +109,9 @@ def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
     """Store the pending requests and count what storing them did; empties the list."""
     for req, stored in zip(pending, queue.store_requests(pending, run.run_id), strict=True):
         if not stored.new:
+            if conflict := _reused_id(queue, req):  # issue #12: never silently "already seen"
+                _quarantine(queue, run, conflict, stats)
+                continue
             stats.already_seen += 1
             continue
         stats.new_requests += 1
@@ -115,6 +121,29 @@ def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
         else:
             stats.linked += 1
     pending.clear()
+
+
+def _reused_id(queue: Queue, req: RefundRequest) -> Quarantined | None:
+    """A second email with a known Message-ID but other content: a conflict, for a human.
+
+    Reading the same message again (a mailbox re-sync, an export read twice) gives the same
+    sender and text; anything else means the id was reused or forged, and the second
+    message would otherwise vanish as "already seen".
+    """
+    if req.channel != "email":
+        return None
+    with queue.session() as s:
+        stored = s.scalar(select(RequestRow).where(RequestRow.channel == req.channel,
+                                                   RequestRow.source_id == req.source_id))
+    if stored is None or (stored.customer_email, stored.reason_text) == (
+            req.customer_email, req.reason_text):
+        return None
+    digest = hashlib.sha256(f"{req.customer_email}\x1f{req.reason_text}".encode()).hexdigest()
+    return Quarantined(
+        req.channel, f"{req.source_id[:200]}#conflict#{digest[:16]}",
+        f"Message-ID {req.source_id[:120]} was already used by another message (from "
+        f"{stored.customer_email or 'unknown'}) with different content: a reused or forged "
+        f"Message-ID; handle this message by hand", req.reason_text[:200], req.source_ref)
 
 
 async def run_processing(settings: Settings, queue: Queue, run: RunFolder, session: BotSession,
@@ -177,7 +206,7 @@ async def write_run_report(settings: Settings, queue: Queue, run: RunFolder,
     try:
         portal = await _portal_refunds(session, queue, run.started_at, finished_at, intents)
         recon = reconcile(ledger, portal)
-    except (SystemException, PlaywrightError) as exc:
+    except (SystemException, PlaywrightError, LoginRefused) as exc:
         run.log.error("reconciliation: the payment portal's refund listing failed: {}", exc)
         recon = unverified(ledger, f"the portal's refund listing could not be read: {exc}")
     info = RunInfo(run_id=run.run_id, started_at=run.started_at, finished_at=finished_at,
@@ -368,6 +397,10 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
                       f"(decide in {folder.path / 'escalations.xlsx'}, then "
                       f"`refund-bots decisions import FILE`).")
     console.print(f"Report: {rep.path}")
+    if result.login_refused:  # issue #12: a wrong password stops the run, exit 1
+        console.print(f"[red]Stopped: {result.login_refused}[/] "
+                      f"{queue.pending_count()} case(s) stay queued; none was marked failed.")
+        return EXIT_ERROR
     if result.circuit_open:
         console.print("[red]Stopped by the circuit breaker: the legacy apps kept failing. "
                       f"{queue.pending_count()} case(s) stay queued.[/]")

@@ -43,6 +43,7 @@ from bots.errors import (
     AmbiguousOutcome,
     AppUnavailable,
     BusinessException,
+    LoginRefused,
     NoAnswer,
     RefundRefused,
     SelectorMissing,
@@ -55,7 +56,7 @@ from bots.errors import (
 from bots.legacy.artifacts import scrub_zip
 from bots.legacy.session import BotSession, Worker
 from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
-from bots.notify import Notifier
+from bots.notify import Notifier, OrderCustomer
 from bots.queue import (
     Case,
     CaseState,
@@ -88,6 +89,7 @@ class ProcessStats:
     notifications: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     abandoned: int = 0  # cases another runner took over while we held them
+    login_refused: str = ""  # an app refused the password: the run stopped (exit 1)
 
     @property
     def seconds_per_case(self) -> float:
@@ -115,6 +117,7 @@ class Processor:
         self.notifier = notifier
         self._cards: dict[int, str] = {}  # masked card shown on the order, for the message
         self._currencies: dict[int, str] = {}  # the order's currency: customers often omit it
+        self._customers: dict[int, OrderCustomer] = {}  # issue #12: only they are told facts
         self.today = today or date.today()
         self.on_case = on_case or (lambda case, outcome: None)
         self.stats = ProcessStats()
@@ -175,8 +178,20 @@ class Processor:
                 await self._attempt(worker, case, lease)
             except LeaseLost as exc:
                 self._abandon(case, exc)
+            except LoginRefused as exc:  # issue #12: not a case's failure, and never retried
+                self._login_refused(worker, case, lease, exc)
             finally:
                 self.heartbeat.drop(lease)
+
+    def _login_refused(self, worker: Worker, case: Case, lease: Lease,
+                       exc: LoginRefused) -> None:
+        """Give the case back untouched and stop the run: a wrong password locks accounts."""
+        with suppress(LeaseLost):
+            self.queue.release(lease, actor=lease.owner, run_id=self.run.run_id,
+                               why=f"the run stopped: {exc}")
+        self.run.log.error("{}", exc)
+        self.stats.login_refused = self.stats.login_refused or str(exc)
+        self.stop()
 
     def _abandon(self, case: Case, exc: LeaseLost) -> None:
         """Another runner holds the case now: touch nothing more, in the queue or the apps."""
@@ -200,7 +215,7 @@ class Processor:
             await worker.context.tracing.start_chunk(title=f"{case.ref} attempt {case.attempts}")
         try:
             result = await self._handle(worker, case, lease)
-        except LeaseLost:
+        except (LeaseLost, LoginRefused):
             if worker.tracing:
                 with suppress(Exception):
                     await worker.context.tracing.stop_chunk()
@@ -252,13 +267,14 @@ class Processor:
             kind = "approved"
         card = self._cards.pop(case.id, "")
         currency = self._currencies.pop(case.id, None) or case.currency
+        customer = self._customers.pop(case.id, None)
         last4 = "".join(ch for ch in card if ch.isdigit())[-4:] or None
 
         def record(s: Session, held: Case) -> object:
             return notifier.record(s, held, outcome=kind, amount=result.approved,
                                    currency=currency, refund_number=result.refund_number,
                                    reason=result.reason, card_last4=last4,
-                                   run_id=self.run.run_id)
+                                   run_id=self.run.run_id, customer=customer)
 
         return record
 
@@ -347,6 +363,7 @@ class Processor:
             raise BusinessException(f"Order {order_number} was not found in the order system.")
         self._cards[case.id] = order.payment_card
         self._currencies[case.id] = order.currency
+        self._customers[case.id] = OrderCustomer(order.email, order.phone)
         charge = await worker.payments.find_charge(order_number)
         if charge is None:
             raise Escalation(f"No charge for order {order_number} in the payment portal.")
@@ -362,6 +379,7 @@ class Processor:
             decision = self._human(case, order, charge)
         else:
             self._unsure(case)
+            self._stranger(case, order)  # issue #12
             since = utcnow() - timedelta(days=self.policy.customer_limit_days)
             recent = sum((a for at, a in self.queue.customer_refunds(
                 order.email, exclude_case=case.id, include_pending=True) if at >= since),
@@ -396,6 +414,20 @@ class Processor:
             raise Escalation("Not sure what the customer asks: " + "; ".join(doubts)
                              + (" " if doubts[-1].endswith(".") else ". ")
                              + "A human decides.")
+
+    def _stranger(self, case: Case, order: OrderFacts) -> None:
+        """A contact whose email or phone is not the order's customer's: a human checks who asks.
+
+        (Issue #12.) Nothing is decided, paid or told on a stranger's word; contacts with only
+        a handle cannot be checked and are only ever sent the neutral "received" note.
+        """
+        owner = OrderCustomer(order.email, order.phone)
+        strangers = sorted({r.customer_email or r.customer_phone or "" for r in case.requests
+                            if (r.customer_email or r.customer_phone) and not owner.owns(r)})
+        if strangers:
+            raise Escalation(f"Request from {', '.join(strangers)}, which is not the contact of "
+                             f"order {order.order_number}'s customer: a human checks who asks "
+                             f"before anything is decided or told.")
 
     async def _identify(self, worker: Worker, case: Case, lease: Lease) -> str:
         """Find the order for a request that named none: by email, else by phone.
@@ -432,7 +464,8 @@ class Processor:
                             (f"Approved by {who}, but nothing remains refundable on the charge.",))
         reasons = [f"Approved by {who}."]
         if amount < case.approved_amount:
-            reasons.append(f"Capped at {amount}, what remains refundable on the charge.")
+            reasons.append(f"Capped at {amount} (approved: {case.approved_amount}), what "
+                           f"remains refundable on the charge.")
         partial = case.human_decision == "partial" or amount < order.total
         return Decision(Outcome.PARTIAL if partial else Outcome.REFUND, amount, tuple(reasons))
 
