@@ -4,6 +4,7 @@
 # prints what to install and exits 0: the tests that need a server then skip locally, and
 # fail under CI (CI=true), so a CI image without them cannot pass by skipping.
 #   - Dovecot (IMAP/IMAPS) + openssl for its throwaway certificate: tests/test_imap.py
+#   - espeak-ng: speaks known texts into WAV voicemails for tests/test_voice.py (and the demo)
 set -euo pipefail
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -12,6 +13,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 declare -A NEEDS=(
   [dovecot-imapd]=/usr/sbin/dovecot
   [openssl]=/usr/bin/openssl
+  [espeak-ng]=/usr/bin/espeak-ng
 )
 
 missing=()
@@ -33,6 +35,7 @@ fi
 
 say "installing test services: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Another apt run (a parallel set-up) may hold the lock for a while: wait, do not fail.
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 say "test services installed"
