@@ -21,7 +21,8 @@ def test_demo_runs_every_outcome_and_the_human_round_trip(tmp_path: Path,
     result = CliRunner().invoke(app, ["demo", "--folder", str(tmp_path / "demo")])
     out = " ".join(result.output.split())
     assert result.exit_code == 0, out
-    assert "Intake: 16 new request(s) in 15 new case(s), 1 linked" in out
+    assert ("Intake: 16 new request(s) in 15 new case(s), 1 linked to an existing case, "
+            "0 already seen, 8 quarantined.") in out
     assert "Processed 15 case(s): 2 escalated, 4 partial, 5 refunded, 4 rejected." in out
     assert "Reconciliation: OK." in out and "Customer notifications: 16 sent." in out
     assert "approved 1 escalated case(s)" in out and "Processed 1 case(s): 1 refunded." in out

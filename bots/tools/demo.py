@@ -306,7 +306,9 @@ def write_voicemail(folder: Path, requests: list[DemoRequest], phones: dict[str,
             {"call_id": f"VM-{61000 + i}", "caller": caller, "name": r.name,
              "received_at": (now - timedelta(minutes=50 + i)).isoformat()}), encoding="utf-8")
         n += 1
-    return n
+    # Junk: the voicemail system cut a recording off after its header.
+    (folder / "vm-61099.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    return n + 1
 
 
 def write_portal_drops(folder: Path, requests: list[DemoRequest], now: datetime) -> int:
