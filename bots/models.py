@@ -27,6 +27,7 @@ class Channel(StrEnum):
     SOCIAL = "social"
     PHONE = "phone"
     PORTAL = "portal"
+    VOICE = "voice"  # voicemail / IVR recordings, transcribed offline
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class RefundRequest:
     doubts: tuple[str, ...] = ()
     language: str | None = None  # ISO 639-1 of the customer's text, when detected
     priority: int = 0  # higher first (angry, urgent); routing only, never the amount
+    # Why that priority, in words (sentiment score and the words that drove it): written to
+    # the case's audit trail at intake as evidence. Routing only, like `priority`.
+    triage: str = ""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import secrets
 import smtplib
 import ssl
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 from email.headerregistry import Address
@@ -58,6 +58,16 @@ from bots.errors import ConfigError
 from bots.intake.eml import normalise_message_id
 from bots.intake.extract import luhn_valid, mask_secrets
 from bots.models import Channel
+from bots.notify_language import (
+    DEFAULT_LANGUAGE,
+    LanguageChoice,
+    choose_language,
+    format_amount,
+    format_day,
+    is_short,
+    plain_name,
+    template_languages,
+)
 from bots.queue import (
     Case,
     NotificationRow,
@@ -110,6 +120,9 @@ class NotifySettings(_Model):
     templates_dir: Path = Path("config/templates")
     from_address: str
     company_name: str = "Customer Service"
+    # The top templates folder's language; a customer writing in another language with
+    # its own subfolder (config/templates/de/) is answered in it (bots.notify_language).
+    default_language: str = Field(DEFAULT_LANGUAGE, pattern=r"^[a-z]{2}$")
 
 
 # -- the table --------------------------------------------------------------------------
@@ -137,6 +150,8 @@ class NotificationResult:
     notification_id: str | None = None
     error: str | None = None  # failed: why (the lead logs it)
     detail: str = ""  # skipped: why
+    language: str | None = None  # the language the message is written in
+    language_note: str = ""  # why it is not the customer's own language, when it is not
 
 
 @dataclass(frozen=True)
@@ -147,6 +162,7 @@ class Contact:
     to: str | None
     name: str | None
     requests: tuple[RequestRow, ...]
+    language: str | None = None  # the customer's language, from their latest contact
 
     @property
     def request_ids(self) -> tuple[int, ...]:
@@ -179,7 +195,8 @@ def contacts_of(case: Case) -> list[Contact]:
     for (channel, _), reqs in groups.items():
         name = safe_name(next((r.customer_name for r in reversed(reqs) if r.customer_name),
                               None))
-        out.append(Contact(channel, recipient_of(reqs[-1]), name, tuple(reqs)))
+        language = next((r.language for r in reversed(reqs) if r.language), None)
+        out.append(Contact(channel, recipient_of(reqs[-1]), name, tuple(reqs), language))
     return out
 
 
@@ -306,14 +323,20 @@ class Templates:
             cache_size=0,
         )
 
-    def path(self, outcome: str) -> Path:
-        return self.folder / f"{outcome}.txt.j2"
+    def path(self, outcome: str, language: str | None = None) -> Path:
+        """The template file; `language`: that language's subfolder (`de/refunded.txt.j2`)."""
+        return self.folder / (language or "") / f"{outcome}.txt.j2"
 
-    def render(self, outcome: str, variables: dict[str, str]) -> Rendered:
+    def languages(self) -> set[str]:
+        return template_languages(self.folder)
+
+    def render(self, outcome: str, variables: dict[str, str],
+               language: str | None = None) -> Rendered:
         """Render, mask, check and split into subject and body."""
-        path = self.path(outcome)
+        path = self.path(outcome, language)
+        name = f"{language}/{path.name}" if language else path.name
         try:
-            text = self.env.get_template(path.name).render(**variables)
+            text = self.env.get_template(name).render(**variables)
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(f"{path}: template not found: create it (first line "
                                 f"'Subject: ...')") from exc
@@ -370,18 +393,29 @@ def safe_text(text: str) -> str:
 
 def template_variables(case: Case, contact: Contact, *, amount: Decimal | None,
                        currency: str | None, refund_number: str | None, reason: str,
-                       card_last4: str | None, company_name: str) -> dict[str, str]:
-    """Everything a template may print, as text ("" when unknown, so `{% if %}` works)."""
+                       card_last4: str | None, company_name: str,
+                       language: str = DEFAULT_LANGUAGE) -> dict[str, str]:
+    """Everything a template may print, as text ("" when unknown, so `{% if %}` works).
+
+    `amount` and `money` (the amount with its currency) and `date` are written the way
+    the message's `language` writes them; `short` is "yes" on chat, social and voice.
+    """
+    code = currency or case.currency or ""
+    number, with_currency = format_amount(amount, code or None, language)
     return {
         "customer_name": contact.name or safe_name(case.customer_name) or "customer",
         "case_ref": case_ref(case.id),
         "order_number": case.order_number or "",
-        "amount": f"{amount:,.2f}" if amount is not None else "",
-        "currency": currency or case.currency or "",
+        "amount": number,
+        "money": with_currency,
+        "currency": code,
         "refund_number": refund_number or "",
         "reason": reason or "",
         "card_last4": last4(card_last4),
         "company_name": company_name,
+        "date": format_day(utcnow().date(), language),
+        "short": "yes" if is_short(contact.channel) else "",
+        "language": language,
     }
 
 
@@ -397,14 +431,15 @@ def _one_line(text: str | None) -> str:
 
 def safe_name(name: str | None) -> str | None:
     """A customer name fit for a header or a greeting: one line, nothing card-like in it."""
-    text = mask_secrets(_one_line(name))[:200]
+    text = mask_secrets(_one_line(plain_name(name)))[:200]
     return text if text and not card_numbers_in(text) else None
 
 
 SAMPLE = {"customer_name": "Ada Lovelace", "case_ref": "C-000001", "order_number": "ORD-100001",
-          "amount": "12.50", "currency": "EUR", "refund_number": "RF-000001",
+          "amount": "12.50", "money": "€12.50", "currency": "EUR", "refund_number": "RF-000001",
           "reason": "Delivered within the 30-day window.", "card_last4": "4242",
-          "company_name": "Example Ltd"}
+          "company_name": "Example Ltd", "date": "3 December 2026", "short": "",
+          "language": "en"}
 
 
 # -- the notifier -----------------------------------------------------------------------------
@@ -419,10 +454,19 @@ class Notifier:
         self.templates = Templates(settings.templates_dir)
 
     def check_templates(self) -> list[Path]:
-        """Render every outcome's template with sample values (for `doctor`, start-up)."""
-        for outcome in OUTCOMES:
-            self.templates.render(outcome, SAMPLE)
-        return [self.templates.path(o) for o in OUTCOMES]
+        """Render every outcome's template, in every language, long and short, with sample
+        values (for `doctor`, start-up)."""
+        languages: list[str | None] = [None, *sorted(self.templates.languages())]
+        for language in languages:
+            for outcome in OUTCOMES:
+                for short in ("", "yes"):
+                    self.templates.render(outcome, {**SAMPLE, "short": short}, language)
+        return [self.templates.path(o, lang) for lang in languages for o in OUTCOMES]
+
+    def choose(self, contact: Contact) -> LanguageChoice:
+        """The language `contact` is answered in (bots.notify_language)."""
+        return choose_language(contact.language, self.templates.languages(),
+                               self.settings.default_language)
 
     # -- the outbox ---------------------------------------------------------------------------
 
@@ -525,11 +569,13 @@ class Notifier:
         for contact, owner in pairs:  # render all first: a broken template records nothing
             if not owner:
                 continue  # the neutral note: no facts to check
+            choice = self.choose(contact)
             try:
                 self.templates.render(outcome, template_variables(
                     case, contact, amount=amount, currency=currency,
                     refund_number=refund_number, reason=reason, card_last4=card_last4,
-                    company_name=self.settings.company_name))
+                    company_name=self.settings.company_name, language=choice.language),
+                    choice.folder)
             except UnsafeMessage as exc:
                 unsafe[contact.key_request_id] = exc
         with Session(self.engine) as s, s.begin():
@@ -601,7 +647,8 @@ class Notifier:
         row.attempts += 1
         return won == 1
 
-    def _render(self, case: Case, contact: Contact, row: NotificationRow) -> Rendered:
+    def _render(self, case: Case, contact: Contact, row: NotificationRow,
+                choice: LanguageChoice) -> Rendered:
         facts = json.loads(row.facts or "{}")
         amount = facts.get("amount")
         if facts.get("stranger"):
@@ -612,7 +659,8 @@ class Notifier:
             case, contact, amount=Decimal(amount) if amount is not None else None,
             currency=facts.get("currency"), refund_number=facts.get("refund_number"),
             reason=facts.get("reason") or "", card_last4=facts.get("card_last4"),
-            company_name=self.settings.company_name))
+            company_name=self.settings.company_name, language=choice.language),
+            choice.folder)
         subject = rendered.subject
         if contact.via_smtp and self.settings.smtp is not None:
             subject = self.settings.smtp.subject_prefix + subject
@@ -620,13 +668,14 @@ class Notifier:
         return rendered
 
     def _deliver(self, case: Case, contact: Contact, row: NotificationRow) -> NotificationResult:
+        choice = self.choose(contact)
         try:
-            self._render(case, contact, row)
+            self._render(case, contact, row, choice)
             if contact.via_smtp and self.settings.smtp is not None:
                 self._send_smtp(self._email(case, contact, row))
             else:
-                self._append_outbox(case, contact, row)
-        except Exception as exc:  # noqa: BLE001 - any failure is retried, then given up
+                self._append_outbox(case, contact, row, choice)
+        except Exception as exc:  # noqa: BLE001 - any delivery failure is retried next run
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             gave_up = row.attempts >= self.settings.max_tries
             self._mark(row, NotificationState.GAVE_UP if gave_up else NotificationState.FAILED,
@@ -635,7 +684,8 @@ class Notifier:
                                 NotifyState.GAVE_UP if gave_up else NotifyState.FAILED, row,
                                 error=error)
         self._mark(row, NotificationState.SENT, None)
-        return self._result(contact, row.kind, NotifyState.SENT, row)
+        return replace(self._result(contact, row.kind, NotifyState.SENT, row),
+                       language=choice.language, language_note=choice.note)
 
     def _mark(self, row: NotificationRow, state: str, error: str | None) -> None:
         now = utcnow()
@@ -708,7 +758,8 @@ class Notifier:
             raise ValueError(f"channel {channel!r} cannot name an outbox file")
         return self.settings.outbox_dir / f"{channel}.jsonl"
 
-    def _append_outbox(self, case: Case, contact: Contact, row: NotificationRow) -> None:
+    def _append_outbox(self, case: Case, contact: Contact, row: NotificationRow,
+                       choice: LanguageChoice | None = None) -> None:
         """One JSON line, appended with a single write, flushed and fsynced.
 
         A retried row writes the same line again (same notification id, same
@@ -727,6 +778,10 @@ class Notifier:
             "request_id": row.request_id,
             "in_reply_to": contact.requests[-1].source_id,
         }
+        if choice is not None:  # which language, and why not the customer's when it is not
+            line["language"] = choice.language
+            if choice.note:
+                line["language_note"] = choice.note
         if contact.via_smtp:  # email without SMTP: the mail tool threads with these
             line["message_id"] = row.message_id
             line["references"] = thread_ids(contact)

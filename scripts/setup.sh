@@ -51,3 +51,9 @@ if ! browser_ok >/dev/null; then
   fi
 fi
 say "browser: $(browser_ok)"
+# The demo speaks its voicemail with espeak-ng (issue 17); without it the demo has none.
+if ! command -v espeak-ng >/dev/null && command -v apt-get >/dev/null \
+   && { is_root || command -v sudo >/dev/null; }; then
+  say "installing espeak-ng (the demo's voicemail)"
+  apt_install espeak-ng || true
+fi

@@ -6,6 +6,7 @@
 #   - Dovecot (IMAP/IMAPS) + openssl for its throwaway certificate: tests/test_imap.py
 #   - PostgreSQL (a throwaway cluster per test session, as the postgres user, on a free
 #     port): the queue on PostgreSQL and several runners on one queue, tests/postgres.py
+#   - espeak-ng: speaks known texts into WAV voicemails for tests/test_voice.py (and the demo)
 set -euo pipefail
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -15,6 +16,7 @@ declare -A NEEDS=(
   [dovecot-imapd]=/usr/sbin/dovecot
   [openssl]=/usr/bin/openssl
   [postgresql]=/usr/lib/postgresql
+  [espeak-ng]=/usr/bin/espeak-ng
 )
 
 missing=()
@@ -36,6 +38,7 @@ fi
 
 say "installing test services: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Another apt run (a parallel set-up) may hold the lock for a while: wait, do not fail.
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 say "test services installed"

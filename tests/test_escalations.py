@@ -115,8 +115,8 @@ def test_round_trip_write_fill_read_apply(queue: Queue, tmp_path: Path) -> None:
     assert ws.cell(row=2, column=COL["Customer"]).data_type == "s"
     lists = [dv for dv in ws.data_validations.dataValidation if dv.type == "list"]
     assert lists[0].formula1 == '"approve,reject,partial"'
-    assert "L2" in lists[0].sqref
-    assert ws.column_dimensions["J"].width == 60
+    assert "N2" in lists[0].sqref
+    assert ws.column_dimensions["L"].width == 60
 
     fill(path, {2: {"Decision": "Approve ", "Agent": "Ann", "Comment": "ok"},
                 3: {"Decision": "partial", "Amount": 12.5, "Agent": "Ann"},

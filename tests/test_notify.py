@@ -304,7 +304,9 @@ def test_broken_template_names_the_file_and_sends_nothing(
 def test_missing_template_and_check_templates(tmp_path: Path, templates: Path,
                                               queue: Queue) -> None:
     notifier = Notifier(settings(tmp_path, templates, None), queue.engine)
-    assert [p.name for p in notifier.check_templates()] == [f"{o}.txt.j2" for o in OUTCOMES]
+    checked = [p.relative_to(templates).as_posix() for p in notifier.check_templates()]
+    assert checked == [f"{lang}{o}.txt.j2" for lang in ("", "de/", "es/", "fr/")
+                       for o in OUTCOMES]
     (templates / "approved.txt.j2").unlink()
     with pytest.raises(TemplateError, match=r"approved\.txt\.j2: template not found"):
         notifier.check_templates()

@@ -5,7 +5,8 @@ intake items, so the pipeline never needs to know what a channel looks like.
 A source that is not there is reported, not skipped: a silently missing inbox
 looks exactly like a quiet day.
 
-Kinds: `eml_folder`, `maildir`, `spreadsheet` (`SourceConfig`), `imap` (`MailboxConfig`), and
+Kinds: `eml_folder`, `maildir`, `spreadsheet` (`SourceConfig`), `imap` (`MailboxConfig`),
+`voice` (`VoiceSourceConfig`: recordings, transcribed offline), and
 the record exports `chat`, `social`, `phone`, `portal` (`ExportSourceConfig`), each a
 file or a folder of files, with a `fields:` map for a tool's own export format.
 """
@@ -18,7 +19,7 @@ from typing import Annotated, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bots.intake import chat, phone, portal, social
+from bots.intake import chat, phone, portal, social, voice
 from bots.intake.eml import DEFAULT_MAX_BYTES, is_maildir, read_eml_folder, read_maildir
 from bots.intake.extract import (
     DEFAULT_ORDER_PATTERNS,
@@ -43,7 +44,8 @@ ExportKind = Literal["chat", "social", "phone", "portal"]
 _CHANNELS: dict[str, str] = {"eml_folder": Channel.EMAIL.value, "maildir": Channel.EMAIL.value,
                              "spreadsheet": Channel.SPREADSHEET.value,
                              "chat": Channel.CHAT.value, "social": Channel.SOCIAL.value,
-                             "phone": Channel.PHONE.value, "portal": Channel.PORTAL.value}
+                             "phone": Channel.PHONE.value, "portal": Channel.PORTAL.value,
+                             "voice": Channel.VOICE.value}
 # .txt is accepted as a named file but not picked up from folders: too many other uses.
 FOLDER_SUFFIXES = (*EXCEL_SUFFIXES, ".csv", ".tsv")
 # Per export kind: the fields its `fields:` map may name, and the files read from a folder.
@@ -164,11 +166,23 @@ class ExportSourceConfig(_Source):
         return _CHANNELS[self.kind]
 
 
-AnySource = Annotated[SourceConfig | ExportSourceConfig | MailboxConfig,
+class VoiceSourceConfig(_Source):
+    """A folder of voicemail / IVR recordings (WAV, MP3, OGG, FLAC) with optional sidecars.
+
+    `min_confidence` (0..1) is how sure the transcription must be of an order number to
+    use it (see `bots.intake.transcribe`); below it the request escalates with the
+    transcript and the recording. `default_region` places national caller ids.
+    """
+
+    kind: Literal["voice"]
+    min_confidence: float = Field(1.0, ge=0.0, le=1.0)
+
+
+AnySource = Annotated[SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSourceConfig,
                       Field(discriminator="kind")]
 
 
-def read_source(cfg: SourceConfig | ExportSourceConfig | MailboxConfig
+def read_source(cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSourceConfig
                 ) -> Iterator[IntakeItem]:
     """Every item of one configured source; a missing source is one quarantined item.
 
@@ -184,7 +198,10 @@ def read_source(cfg: SourceConfig | ExportSourceConfig | MailboxConfig
         yield _problem(cfg, channel, "missing",
                        f"source '{cfg.label}' is missing: {path} does not exist")
         return
-    if isinstance(cfg, ExportSourceConfig):
+    if isinstance(cfg, VoiceSourceConfig):
+        yield from voice.read_voice_folder(path, default_region=cfg.default_region,
+                                           min_confidence=cfg.min_confidence)
+    elif isinstance(cfg, ExportSourceConfig):
         yield from _exports(cfg, path)
     elif cfg.kind == "eml_folder":
         yield from _eml_folder(cfg, channel, path)

@@ -282,6 +282,8 @@ def _insert_contacts(s: Session, added: list[tuple[RefundRequest, _CaseLike, str
     for req, case, event_name in added:
         before, which = _EVENTS[event_name]
         detail = _contact_detail(which, req)
+        if req.triage:  # routing evidence (issue 17): why this contact has its priority
+            detail += f"; {req.triage}"
         if event_name == "followup_opened":
             detail += (f": the earlier case {case_ref(case.follows or 0)} for this order is "
                        f"finished, so this is new work")

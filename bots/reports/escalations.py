@@ -32,6 +32,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
 from bots.decide import snapshot
+from bots.intake.sentiment import score
 from bots.models import CENT, money
 from bots.queue import Case, CaseState, Queue
 from bots.reports.excel_safe import DATETIME_FORMAT, GUARD, MONEY_FORMAT, needs_guard, write_cell
@@ -60,6 +61,8 @@ COLUMNS = (
     Column("Customer", 22),
     Column("Email", 28),
     Column("Channels", 16),
+    Column("Priority", 9),  # angry, urgent, chargeback-threatening first (routing only)
+    Column("Why this priority", 40, wrap=True),
     Column("Requested", 12, MONEY_FORMAT),
     Column("Bot's proposed amount", 14, MONEY_FORMAT),
     Column("Currency", 9),
@@ -133,7 +136,9 @@ def write_escalations(path: Path, cases: Sequence[Case], run_id: str) -> Path:
     ws = wb.active
     assert ws is not None
     ws.title = SHEET
-    escalated = [c for c in cases if c.state == CaseState.ESCALATED]
+    # The angriest first (priority from bots.intake.sentiment), then the oldest.
+    escalated = sorted((c for c in cases if c.state == CaseState.ESCALATED),
+                       key=lambda c: (-(c.priority or 0), c.id))
     _write_header(ws)
     for r, case in enumerate(escalated, start=2):
         for c, value in enumerate(_case_values(case), start=1):
@@ -160,6 +165,8 @@ def _case_values(case: Case) -> list[object]:
         case.customer_name or next((r.customer_name for r in reqs if r.customer_name), None),
         case.customer_email,
         ", ".join(case.channels),
+        case.priority or 0,
+        priority_evidence(case),
         money(case.requested_amount) if case.requested_amount is not None else None,
         money(case.approved_amount) if case.approved_amount is not None else None,
         case.currency,
@@ -168,6 +175,20 @@ def _case_values(case: Case) -> list[object]:
         case.updated_at,
         None, None, None, None,
     ]
+
+
+def priority_evidence(case: Case) -> str:
+    """The sentiment score and the words behind the case's priority, per contact.
+
+    Scored again from the stored text and language (the same, deterministic scoring
+    that intake wrote to the case's audit trail when the contact arrived).
+    """
+    lines = []
+    for r in case.requests:
+        found = score(r.reason_text, r.language)
+        lines.append(f"{r.channel}{f' ({r.language})' if r.language else ''}: "
+                     f"{found.describe()}")
+    return "\n".join(lines)
 
 
 def evidence_text(decision_json: str | None) -> str:

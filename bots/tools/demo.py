@@ -5,7 +5,9 @@ every outcome the bots know is shown: refunds, partials, rejections for each
 policy rule, escalations, one refund asked for on two channels, and
 quarantined junk. Each channel's input is written the way its tool exports it:
 an inbox of .eml files, an ops spreadsheet, a helpdesk chat export, a social
-inbox export, a telephony call log and a folder of self-service portal forms.
+inbox export, a telephony call log, a folder of self-service portal forms and a
+voicemail box (a recording spoken by espeak-ng, with the telephony system's sidecar).
+A German email and a French chat are answered in German and French.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ if TYPE_CHECKING:  # imported where used: the sandbox is only needed to build th
 DEMO_SEED = 7
 # Where prepare_inputs writes each channel's input, under the demo folder.
 INPUTS = {"email": "inbox", "spreadsheet": "requests.xlsx", "chat": "chat",
-          "social": "social", "phone": "calls", "portal": "portal"}
+          "social": "social", "phone": "calls", "portal": "portal", "voice": "voicemail"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class DemoRequest:
     amount: str | None = None  # as the customer wrote it
     expect: str = ""  # the outcome the demo expects, for the tests
     returns: dict[str, int] | None = None  # SKU -> count the words ask back; None: all
+    language: str = "en"  # the language the customer writes in (the answer's language)
 
 
 def demo_requests(ds: Dataset, today: date) -> list[DemoRequest]:
@@ -98,11 +101,59 @@ def demo_requests(ds: Dataset, today: date) -> list[DemoRequest]:
         DemoRequest("email", "ORD-999999", "someone@example.org", "Some One",
                     "Refund for order ORD-999999 please", expect="rejected"),
     ]
-    return reqs
+    return reqs + _own_language_requests(ds, today)
+
+
+def _own_language_requests(ds: Dataset, today: date) -> list[DemoRequest]:
+    """A German email, a furious French chat and a voicemail (issue 17), on orders that
+    no other scenario uses: delivered 3-20 days ago, nothing final sale or electronic,
+    no earlier refund."""
+    used = set(ds.scenarios.values()) | {r.order_number for r in ds.refunds}
+    fresh = [o for o in ds.orders if o.order_number not in used and o.status == "delivered"
+             and o.delivery_date is not None and 3 <= (today - o.delivery_date).days <= 20
+             and not any(i.final_sale or i.category in ("electronics", "gift-cards")
+                         for i in o.items)]
+    german, french, caller = fresh[-3:]
+
+    def who(order: Order) -> tuple[str, str]:
+        c = customer_of(ds, order)
+        return c.email, c.name
+
+    return [
+        DemoRequest("email", german.order_number, *who(german),
+                    "Guten Tag, das Paket kam beschädigt an und der Inhalt ist kaputt. Ich bin "
+                    "sehr enttäuscht. Bitte erstatten Sie mir die Bestellung.",
+                    expect="refunded", language="de"),
+        DemoRequest("chat", french.order_number, *who(french),
+                    "Bonjour, mon colis est arrivé abîmé, c'est inadmissible ! Remboursez-moi "
+                    "tout de suite, sinon je fais une contestation bancaire.",
+                    expect="refunded", language="fr"),
+        # Spoken with its order number; the machine is not sure of it (synthetic speech,
+        # an "eight"): the case escalates with the transcript and the recording.
+        DemoRequest("voice", caller.order_number, *who(caller),
+                    "Hello, this is a message about my order O R D "
+                    + " ".join(_DIGIT_WORDS[int(d)] for d in caller.order_number[4:])
+                    + ". The parcel arrived damaged, please refund me. Thank you.",
+                    expect="escalated"),
+    ]
+
+
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def customer_of(ds: Dataset, order: Order) -> Customer:
     return next(c for c in ds.customers if c.customer_id == order.customer_id)
+
+
+# How a customer writing in their own language frames an email or a chat message.
+_WORDS = {
+    "en": {"subject": "Refund request", "hi": "Hi", "order": "Order number",
+           "thanks": "Thanks", "it_is": "It is"},
+    "de": {"subject": "Erstattung", "hi": "Hallo", "order": "Bestellnummer",
+           "thanks": "Danke", "it_is": "Es ist die Bestellung"},
+    "fr": {"subject": "Remboursement", "hi": "Bonjour", "order": "Numéro de commande",
+           "thanks": "Merci", "it_is": "C'est la commande"},
+}
 
 
 def write_inbox(folder: Path, requests: list[DemoRequest], now: datetime) -> int:
@@ -112,15 +163,16 @@ def write_inbox(folder: Path, requests: list[DemoRequest], now: datetime) -> int
         msg = EmailMessage()
         msg["From"] = f"{r.name} <{r.email}>"
         msg["To"] = "refunds@shop.example"
-        msg["Subject"] = f"Refund request {r.order_number or ''}".strip()
+        words = _WORDS.get(r.language, _WORDS["en"])
+        msg["Subject"] = f"{words['subject']} {r.order_number or ''}".strip()
         msg["Date"] = format_datetime(now - timedelta(hours=i + 1))
         msg["Message-ID"] = make_msgid(idstring=f"demo{i}", domain="mail.example")
-        body = f"Hi,\n\n{r.reason}\n"
+        body = f"{words['hi']},\n\n{r.reason}\n"
         if r.order_number:
-            body += f"Order number: {r.order_number}\n"
+            body += f"{words['order']}: {r.order_number}\n"
         if r.amount:
             body += f"Amount: {r.amount} EUR\n"
-        msg.set_content(body + f"\nThanks,\n{r.name}\n")
+        msg.set_content(body + f"\n{words['thanks']},\n{r.name}\n")
         (folder / f"{i:03d}-{(r.order_number or 'no-order').lower()}.eml").write_bytes(
             bytes(msg))
         n += 1
@@ -176,7 +228,8 @@ def write_chat_export(folder: Path, requests: list[DemoRequest], now: datetime) 
                  "timestamp": (start + timedelta(minutes=1)).isoformat()},
                 {"role": "agent", "author": "Sam (support)", "text": "Which order is it?",
                  "timestamp": (start + timedelta(minutes=2)).isoformat()},
-                {"role": "customer", "author": r.name, "text": f"It is {r.order_number}",
+                {"role": "customer", "author": r.name,
+                 "text": f"{_WORDS.get(r.language, _WORDS['en'])['it_is']} {r.order_number}",
                  "timestamp": (start + timedelta(minutes=3)).isoformat()},
             ],
         })
@@ -230,6 +283,34 @@ def write_call_log(path: Path, requests: list[DemoRequest], phones: dict[str, st
     return len(rows)
 
 
+def write_voicemail(folder: Path, requests: list[DemoRequest], phones: dict[str, str],
+                    now: datetime) -> int:
+    """The voicemail box: each message spoken by espeak-ng into a WAV, with the telephony
+    system's sidecar (caller id, time, call id). Without espeak-ng: no voicemail."""
+    import shutil as _shutil
+    import subprocess
+
+    from bots.intake.extract import normalise_phone
+
+    espeak = _shutil.which("espeak-ng")
+    folder.mkdir(parents=True, exist_ok=True)
+    if espeak is None:
+        return 0
+    n = 0
+    for i, r in enumerate(_of(requests, "voice")):
+        stem = folder / f"vm-{61000 + i}"
+        subprocess.run([espeak, "-w", str(stem.with_suffix(".wav")), "-s", "150", r.reason],
+                       check=True, capture_output=True, timeout=60)
+        caller = normalise_phone(phones.get(r.email, ""), "GB") or ""
+        stem.with_suffix(".json").write_text(json.dumps(
+            {"call_id": f"VM-{61000 + i}", "caller": caller, "name": r.name,
+             "received_at": (now - timedelta(minutes=50 + i)).isoformat()}), encoding="utf-8")
+        n += 1
+    # Junk: the voicemail system cut a recording off after its header.
+    (folder / "vm-61099.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    return n + 1
+
+
 def write_portal_drops(folder: Path, requests: list[DemoRequest], now: datetime) -> int:
     """The self-service portal's refund forms: one JSON file per submission, as posted."""
     from bots.intake.extract import classify_reason
@@ -271,6 +352,9 @@ def prepare_inputs(folder: Path, ds: Dataset, today: date) -> list[DemoRequest]:
     write_call_log(folder / INPUTS["phone"] / "calls.csv", reqs,
                    {c.email: c.phone for c in ds.customers}, now)
     write_portal_drops(folder / INPUTS["portal"], reqs, now)
+    if not write_voicemail(folder / INPUTS["voice"], reqs,
+                           {c.email: c.phone for c in ds.customers}, now):
+        reqs = [r for r in reqs if r.channel != "voice"]  # no espeak-ng: no recording
     return reqs
 
 
@@ -291,6 +375,8 @@ def demo_overrides(folder: Path, orders_url: str, payments_url: str) -> dict[str
              "default_region": "GB"},
             {"kind": "portal", "path": str(folder / INPUTS["portal"]),
              "name": "self-service portal"},
+            {"kind": "voice", "path": str(folder / INPUTS["voice"]), "name": "voicemail",
+             "default_region": "GB"},
         ],
     }
 
@@ -305,7 +391,8 @@ def use_sandbox_credentials() -> None:
 
 
 def approve_escalations(run_dir: Path, agent: str = "demo.agent") -> Path | None:
-    """Fill in the run's escalations.xlsx as an ops agent would: approve every case.
+    """Fill in the run's escalations.xlsx as an ops agent would: approve every case that
+    names an order.
 
     Only the demo does this, to show the whole human-in-the-loop round trip; in real
     use a person fills in the Decision, Agent and Comment columns.
@@ -321,7 +408,9 @@ def approve_escalations(run_dir: Path, agent: str = "demo.agent") -> Path | None
         raise ValueError(f"{path}: the workbook has no sheet")
     headers = [c.value for c in sheet[1]]
     for row in sheet.iter_rows(min_row=2):
-        if row[headers.index("Case")].value:
+        # A voicemail the machine was not sure of names no order: a person listens to the
+        # recording first, so the demo agent leaves it for them.
+        if row[headers.index("Case")].value and row[headers.index("Order")].value:
             row[headers.index("Decision")].value = "approve"
             row[headers.index("Agent")].value = agent
             row[headers.index("Comment")].value = "checked with the customer (demo)"

@@ -26,6 +26,7 @@ from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
 from bots.errors import LoginRefused, SystemException
 from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
+from bots.intake.triage import triage_all
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.health import preflight
 from bots.legacy.session import BotSession
@@ -88,7 +89,7 @@ def _read_into(queue: Queue, run: RunFolder, source: AnySource, stats: IntakeSta
     """
     size = 1 if isinstance(source, MailboxConfig) else INSERT_BATCH
     pending: list[RefundRequest] = []
-    for item in read_source(source):
+    for item in triage_all(read_source(source)):  # language + priority (issue 17)
         if isinstance(item, Quarantined):
             _quarantine(queue, run, item, stats)
             continue

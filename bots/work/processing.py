@@ -28,7 +28,7 @@ from playwright.async_api import Error as PlaywrightError
 from sqlalchemy.orm import Session
 
 from bots.config import Settings
-from bots.decide import snapshot
+from bots.decide import heard, snapshot
 from bots.decide.line_items import items_asked
 from bots.decide.policy import Claim, Policy, claim_from, decide
 from bots.decide.signals import (
@@ -351,6 +351,9 @@ class Processor:
     # -- one case ----------------------------------------------------------------------
 
     async def _handle(self, worker: Worker, case: Case, lease: Lease) -> Finished:
+        # issue 17: a voicemail's machine-heard order number must be confirmed first
+        if case.human_decision is None and (why := heard.before_lookup(case.requests)):
+            raise Escalation(why)
         order_number = case.order_number or await self._identify(worker, case, lease)
         if order_number != case.order_number:
             target = self.queue.merge(lease, f"order:{order_number}", actor=lease.owner,
@@ -359,6 +362,9 @@ class Processor:
                 return Finished("merged", f"merged into case {target}")
             self.queue.set_order(lease, order_number)
         order = await worker.orders.find_order(order_number)
+        if case.human_decision is None and (
+                why := heard.order_not_confirmed(case.requests, order_number, order)):
+            raise Escalation(why)  # issue 17: never act on a misheard number alone
         if order is None:
             raise BusinessException(f"Order {order_number} was not found in the order system.")
         self._cards[case.id] = order.payment_card
@@ -443,6 +449,8 @@ class Processor:
                              "handle): a human must identify the customer.")
         found = [h.order_number for h in await worker.orders.search_orders(field, value)]
         if not found:
+            if why := heard.no_caller_match(case.requests, value):  # issue 17
+                raise Escalation(why)
             raise BusinessException(f"No order found for {value}.")
         if len(found) > 1:
             raise Escalation(f"{value} has {len(found)} orders and the request names none "

@@ -1,0 +1,31 @@
+"""Every new request's language and priority, set before it is stored.
+
+The language says which templates answer the customer; the priority (from
+`bots.intake.sentiment`) says which case a runner takes first and where an escalated
+case sits in the workbook. Neither ever reaches the policy: the amount and the
+eligibility are decided on the order's facts alone. The words that drove the priority
+go with the request (`RefundRequest.triage`) into the case's audit trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
+from bots.intake.language import detect_language
+from bots.intake.sentiment import score
+from bots.models import IntakeItem, RefundRequest
+
+
+def triage(req: RefundRequest) -> RefundRequest:
+    """The request with its language (when not set by the channel) and priority."""
+    language = req.language or detect_language(req.reason_text)
+    found = score(req.reason_text, language)
+    return replace(req, language=language, priority=max(req.priority, found.priority),
+                   triage="; ".join(t for t in (req.triage, found.describe()) if t))
+
+
+def triage_all(items: Iterable[IntakeItem]) -> Iterator[IntakeItem]:
+    """`triage` every request of a source's stream; quarantined items pass unchanged."""
+    for item in items:
+        yield triage(item) if isinstance(item, RefundRequest) else item
