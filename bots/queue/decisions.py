@@ -30,28 +30,9 @@ class Decisions(Store):
         if decision not in ("approve", "partial", "reject"):
             raise ValueError(f"unknown decision {decision!r}")
         with self.session() as s:
-            case = s.get(Case, case_id)
-            if case is None:
-                return "not escalated"
-            if _decided_since_escalation(s, case_id, decision):
-                return "already applied"
-            if case.state != CaseState.ESCALATED:
-                return "not escalated"
-            case.human_decision, case.human_agent, case.human_comment = decision, agent, comment
-            detail = f"{decision} by {agent}" + (f" ({amount})" if amount is not None else "")
-            detail += f": {comment}" if comment else ""
-            if decision == "reject":
-                case.state, case.outcome = CaseState.DONE, "rejected"
-                case.reason = f"Rejected by {agent}: {comment}" if comment else \
-                    f"Rejected by {agent}."
-                case.approved_amount = Decimal("0.00")
-            else:
-                case.state, case.next_attempt_at, case.attempts = CaseState.QUEUED, None, 0
-                if amount is not None:
-                    case.approved_amount = amount
-            audit(s, case.id, run_id, agent, CaseState.ESCALATED, case.state, "human_decision",
-                  detail)
-            return "applied"
+            return apply_human_decision(s, s.get(Case, case_id), decision=decision,
+                                        amount=amount, agent=agent, comment=comment,
+                                        run_id=run_id)
 
     def assign(self, case_id: int, *, agent: str, by: str, comment: str,
                run_id: str | None) -> bool:
@@ -81,6 +62,38 @@ class Decisions(Store):
                   "retry_requested", f"by {agent}" + (f": {comment}" if comment else "")
                   + f" (last error: {case.last_error})")
             return True
+
+
+# issue #16 (console): the body of `human_decision`, callable inside a transaction that has
+# already checked the deciding user's claim and the case's version (bots.queue.staff).
+def apply_human_decision(s: Session, case: Case | None, *, decision: str,
+                         amount: Decimal | None, agent: str, comment: str,
+                         run_id: str | None) -> str:
+    """`Decisions.human_decision` inside the caller's transaction (same answers)."""
+    decision = decision.strip().lower()
+    if decision not in ("approve", "partial", "reject"):
+        raise ValueError(f"unknown decision {decision!r}")
+    if case is None:
+        return "not escalated"
+    if _decided_since_escalation(s, case.id, decision):
+        return "already applied"
+    if case.state != CaseState.ESCALATED:
+        return "not escalated"
+    case.human_decision, case.human_agent, case.human_comment = decision, agent, comment
+    detail = f"{decision} by {agent}" + (f" ({amount})" if amount is not None else "")
+    detail += f": {comment}" if comment else ""
+    if decision == "reject":
+        case.state, case.outcome = CaseState.DONE, "rejected"
+        case.reason = f"Rejected by {agent}: {comment}" if comment else \
+            f"Rejected by {agent}."
+        case.approved_amount = Decimal("0.00")
+    else:
+        case.state, case.next_attempt_at, case.attempts = CaseState.QUEUED, None, 0
+        if amount is not None:
+            case.approved_amount = amount
+    audit(s, case.id, run_id, agent, CaseState.ESCALATED, case.state, "human_decision",
+          detail)
+    return "applied"
 
 
 def _decided_since_escalation(s: Session, case_id: int, decision: str) -> bool:

@@ -21,7 +21,15 @@ from sqlalchemy.orm import Session
 from bots.models import Quarantined, RefundRequest
 from bots.queue.audit import audit
 from bots.queue.base import Store
-from bots.queue.schema import AuditRow, Case, CaseState, QuarantineRow, RequestRow, case_ref
+from bots.queue.schema import (
+    AuditRow,
+    Case,
+    CaseState,
+    QuarantineRow,
+    RequestRow,
+    case_ref,
+    utcnow,
+)
 
 INSERT_BATCH = 500  # requests per transaction in Queue.add_requests
 _IN_CHUNK = 500  # bound parameters per IN (...): old SQLite builds allow 999 in all
@@ -265,6 +273,10 @@ def _merge_request_into(case: Case, req: RefundRequest) -> None:
         case.requested_amount is None or req.requested_amount > case.requested_amount
     ):
         case.requested_amount = req.requested_amount
+    if case.state == CaseState.ESCALATED:
+        # issue #16: a person deciding this case has not seen this contact yet: the case's
+        # version (updated_at) moves, so a decision taken on the older view is refused.
+        case.updated_at = utcnow()
 
 
 __all__ = ["INSERT_BATCH", "IntakeStore", "Stored", "audit", "case_key_for"]
