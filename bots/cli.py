@@ -23,6 +23,7 @@ from bots.config import ConfigError, Settings, load_settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.errors import SystemException
 from bots.queue import Queue, case_ref
+from bots.queue.staff import Staff, StaffError
 from bots.runs import RunFolder, configure_console
 from bots.tools.bench import bench_app
 from bots.work.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS
@@ -34,6 +35,16 @@ cases_app = typer.Typer(help="Look at cases in the queue.", no_args_is_help=True
 policy_app = typer.Typer(help="Work with refund policy files.", no_args_is_help=True)
 decisions_app = typer.Typer(help="Human decisions on escalated cases, from a workbook.",
                             no_args_is_help=True)
+users_app = typer.Typer(help="Ops staff who use the console and decide cases.",
+                        no_args_is_help=True)
+runs_app = typer.Typer(help="Runs: history, status, files.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alerts to ops staff (email, webhook).", no_args_is_help=True)
+service_app = typer.Typer(help="Run refund-bots unattended (systemd units, cron).",
+                          no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(runs_app, name="runs")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(service_app, name="service")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(bench_app, name="bench")
 app.add_typer(cases_app, name="cases")
@@ -306,17 +317,34 @@ def _case_id(ref: str) -> int:
         raise typer.Exit(EXIT_ERROR) from None
 
 
+def _staff(settings: Settings) -> Staff:
+    return Staff.on(Queue(settings.queue_url))
+
+
+def _decider(staff: Staff, name: str) -> str:
+    """--agent must name a user who may decide (`refund-bots users add`)."""
+    try:
+        return staff.decider(name).username
+    except StaffError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
 def _decide(ref: str, decision: str, amount: Decimal | None, agent: str, comment: str,
             config: Path | None) -> None:
     settings = _settings(config)
-    result = Queue(settings.queue_url).human_decision(
-        _case_id(ref), decision=decision, amount=amount, agent=agent, comment=comment,
-        run_id=None)
-    if result == "not escalated":
-        console.print(f"[red]{ref} is not waiting for a human decision[/]")
+    staff = _staff(settings)
+    out = staff.decide(_case_id(ref), username=_decider(staff, agent), decision=decision,
+                       amount=amount, comment=comment, version=None,
+                       four_eyes_above=settings.console.four_eyes_above)
+    if out.status == "refused":
+        console.print(f"[red]{out.message}[/]")
         raise typer.Exit(EXIT_ERROR)
-    console.print(f"{ref}: {decision} {result}."
-                  + (" The next processing run pays it." if decision != "reject" else ""))
+    console.print(out.message + ("." if out.status != "applied" or decision == "reject"
+                                 else ". The next processing run pays it."))
+    if out.status == "proposed":
+        console.print(f"A second person confirms it: `refund-bots cases confirm {ref} "
+                      "--agent NAME` or in the console.")
 
 
 @cases_app.command("approve")
@@ -325,7 +353,14 @@ def cases_approve(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
                       help="Pay this amount instead of the bot's proposal (a partial refund).")]
                   = None, config: ConfigOpt = None) -> None:
     """Approve an escalated case; the next processing run submits the refund."""
-    value = Decimal(amount) if amount else None
+    from bots.reports.escalations import DecisionRefused, validate_decision
+
+    try:
+        _, value, _, _ = validate_decision("partial" if amount else "approve", amount, agent,
+                                           comment)
+    except DecisionRefused as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
     _decide(case, "partial" if value is not None else "approve", value, agent, comment, config)
 
 
@@ -339,13 +374,30 @@ def cases_reject(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
 @cases_app.command("reassign")
 def cases_reassign(case: CaseArg, to: Annotated[str, typer.Option(help="The agent to hand it to.")],
                    agent: AgentOpt, comment: CommentOpt = "", config: ConfigOpt = None) -> None:
-    """Hand an escalated case to another agent."""
+    """Hand an escalated case to another agent (--agent: a supervisor)."""
     settings = _settings(config)
-    if not Queue(settings.queue_url).assign(_case_id(case), agent=to, by=agent, comment=comment,
-                                            run_id=None):
-        console.print(f"[red]{case} is not waiting for a human decision[/]")
-        raise typer.Exit(EXIT_ERROR)
+    staff = _staff(settings)
+    try:
+        staff.assign(_case_id(case), to, by=_decider(staff, agent), comment=comment)
+    except StaffError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
     console.print(f"{case} assigned to {to}.")
+
+
+@cases_app.command("confirm")
+def cases_confirm(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
+                  refuse: Annotated[bool, typer.Option(
+                      "--refuse", help="Refuse the proposal instead (the case waits for a new "
+                      "decision).")] = False,
+                  config: ConfigOpt = None) -> None:
+    """Four eyes: approve (or --refuse) a decision another user proposed above the limit."""
+    staff = _staff(_settings(config))
+    out = staff.confirm(_case_id(case), username=_decider(staff, agent), approve=not refuse,
+                        comment=comment)
+    ok = out.status == "applied" or (refuse and "refused;" in out.message)
+    console.print(out.message if ok else f"[red]{out.message}[/]")
+    raise typer.Exit(EXIT_OK if ok else EXIT_ERROR)
 
 
 @cases_app.command("retry")
@@ -356,6 +408,7 @@ def cases_retry(agent: AgentOpt, cases: Annotated[list[str] | None, typer.Argume
                 comment: CommentOpt = "", config: ConfigOpt = None) -> None:
     """Queue again cases that failed on system errors (after an outage is over)."""
     queue = Queue(_settings(config).queue_url)
+    agent = _decider(Staff.on(queue), agent)
     ids = queue.failed_case_ids() if all_failed else [_case_id(c) for c in cases or []]
     if not ids:
         console.print("No case to retry." if all_failed else
@@ -384,12 +437,17 @@ def decisions_import(
     except EscalationsFileError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_ERROR) from None
-    result = apply_decisions(Queue(settings.queue_url), decisions, run_id=None)
+    result = apply_decisions(Queue(settings.queue_url), decisions, run_id=None,
+                             four_eyes_above=settings.console.four_eyes_above)
     for row in bad:
         console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
     for row in result.refused:
         console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
+    for d in result.proposed:
+        console.print(f"row {d.row} ({d.case_ref}): above the four-eyes amount, waits for a "
+                      "second person (console, or `refund-bots cases confirm`)")
     console.print(f"Applied {len(result.applied)}, already applied {len(result.already_applied)}, "
+                  f"waiting for a second approval {len(result.proposed)}, "
                   f"refused {len(bad) + len(result.refused)}. Approved cases are paid by the "
                   f"next processing run.")
     raise typer.Exit(EXIT_OK if not bad and not result.refused else EXIT_PROBLEMS)
@@ -429,6 +487,123 @@ def policy_simulate(
     write_comparison(out, rows, file)
     changed = sum(r.changed for r in rows)
     console.print(f"Replayed {len(rows)} decision(s): {changed} would change. Workbook: {out}")
+
+
+# -- ops staff and the console --------------------------------------------------------------
+
+UserArg = Annotated[str, typer.Argument(help="User name (lowercase letters, digits, . _ -).")]
+RoleOpt = Annotated[str, typer.Option("--role", "-r", help="agent (claims and decides), "
+                    "supervisor (also assigns, retries, decides claimed cases) or viewer.")]
+PasswordStdinOpt = Annotated[bool, typer.Option(
+    "--password-stdin", help="Read the password from standard input (for scripts); "
+    "otherwise it is asked for, hidden.")]
+
+
+def _password(from_stdin: bool) -> str:
+    import sys
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _staff_do(config: Path | None, action: Callable[[Staff], object]) -> None:
+    try:
+        action(_staff(_settings(config)))
+    except StaffError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@users_app.command("add")
+def users_add(username: UserArg, role: RoleOpt = "agent",
+              password_stdin: PasswordStdinOpt = False, config: ConfigOpt = None) -> None:
+    """Create a user (the password is stored as a scrypt hash, never as text)."""
+    password = _password(password_stdin)
+    _staff_do(config, lambda st: st.add_user(username, role, password))
+    console.print(f"User {username.strip().lower()} ({role}) created.")
+
+
+@users_app.command("list")
+def users_list(config: ConfigOpt = None) -> None:
+    """Every user with role and state."""
+    table = Table("user", "role", "active", "created")
+    for u in _staff(_settings(config)).users():
+        table.add_row(u.username, u.role, "yes" if u.active else "no",
+                      f"{u.created_at:%Y-%m-%d}")
+    console.print(table)
+
+
+@users_app.command("passwd")
+def users_passwd(username: UserArg, password_stdin: PasswordStdinOpt = False,
+                 config: ConfigOpt = None) -> None:
+    """Set a user's password (ends their open console sessions)."""
+    password = _password(password_stdin)
+    _staff_do(config, lambda st: st.set_password(username, password))
+    console.print(f"Password of {username} changed.")
+
+
+@users_app.command("role")
+def users_role(username: UserArg, role: Annotated[str, typer.Argument(
+        help="agent, supervisor or viewer")], config: ConfigOpt = None) -> None:
+    """Change a user's role."""
+    _staff_do(config, lambda st: st.set_role(username, role))
+    console.print(f"{username} is now {role}.")
+
+
+@users_app.command("deactivate")
+def users_deactivate(username: UserArg, config: ConfigOpt = None) -> None:
+    """Stop a user from logging in or deciding (the audit trail keeps their name)."""
+    _staff_do(config, lambda st: st.set_active(username, False))
+    console.print(f"{username} deactivated.")
+
+
+@users_app.command("activate")
+def users_activate(username: UserArg, config: ConfigOpt = None) -> None:
+    """Let a deactivated user log in again."""
+    _staff_do(config, lambda st: st.set_active(username, True))
+    console.print(f"{username} activated.")
+
+
+@app.command("console")
+def console_cmd(host: Annotated[str | None, typer.Option(
+                    help="Address to listen on (default console.host, 127.0.0.1).")] = None,
+                port: Annotated[int | None, typer.Option(
+                    help="Port (default console.port, 8200; 0: any free one).")] = None,
+                config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """The ops console: escalation inbox, queue, runs, dashboard, forecast (until Ctrl-C)."""
+    from bots.console.server import serve
+
+    configure_console(verbose)
+    settings = _settings(config)
+    try:
+        serve(settings, host=host, port=port, say=console.print)
+    except OSError as exc:
+        console.print(f"[red]console:[/] cannot listen: {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@runs_app.command("list")
+def runs_list(limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+              config: ConfigOpt = None) -> None:
+    """Runs with status, counts, duration and folder."""
+    import json
+
+    settings = _settings(config)
+    table = Table("run", "command", "started (UTC)", "took", "status", "counts", "folder")
+    for column in table.columns:
+        column.overflow = "fold"
+    table.columns[0].no_wrap = table.columns[4].no_wrap = True
+    for r in Queue(settings.queue_url).runs(limit):
+        stats = json.loads(r.stats or "{}")
+        took = f"{(r.finished_at - r.started_at).total_seconds():.0f} s" if r.finished_at else ""
+        counts = ", ".join(f"{n} {o}" for o, n in
+                           (stats.get("processing") or {}).get("outcomes", {}).items())
+        if (i := stats.get("intake")) is not None:
+            counts = f"{i.get('new_requests', 0)} new; " + counts
+        table.add_row(r.run_id, r.command, f"{r.started_at:%Y-%m-%d %H:%M}", took, r.status,
+                      counts, str(settings.runs_dir / r.run_id))
+    console.print(table)
 
 
 def main() -> None:  # pragma: no cover
