@@ -180,12 +180,16 @@ def demo(workers: WorkersOpt = None,
          folder: Annotated[Path, typer.Option(help="Where the demo keeps its inbox, "
                                               "spreadsheet, queue and sandbox data.")]
          = Path("runs/demo"),
+         history: Annotated[int, typer.Option(
+             min=0, max=730, help="Also add this many days of generated finished cases (for "
+             "the console's dashboard and forecast).")] = 0,
          verbose: VerboseOpt = False) -> None:
     """Start the sandbox, generate a demo inbox and spreadsheet, run the whole pipeline."""
     from bots.tools.demo import run_demo
 
     configure_console(verbose)
-    raise typer.Exit(run_demo(folder, workers=workers, headed=headed, console=console))
+    raise typer.Exit(run_demo(folder, workers=workers, headed=headed, console=console,
+                              history=history))
 
 
 @app.command()
@@ -603,6 +607,61 @@ def runs_list(limit: Annotated[int, typer.Option(help="How many runs, newest fir
             counts = f"{i.get('new_requests', 0)} new; " + counts
         table.add_row(r.run_id, r.command, f"{r.started_at:%Y-%m-%d %H:%M}", took, r.status,
                       counts, str(settings.runs_dir / r.run_id))
+    console.print(table)
+
+
+@alerts_app.command("check")
+def alerts_check(forecast: Annotated[bool, typer.Option(
+                     "--forecast/--no-forecast", help="Also check this week against the "
+                     "forecast (takes seconds).")] = True,
+                 config: ConfigOpt = None) -> None:
+    """Check the standing conditions now (SLA, undeliverable notifications, forecast spike)."""
+    from bots.work.alerts import check
+
+    settings = _settings(config)
+    if settings.alerts is None:
+        console.print("[red]no `alerts:` in the settings[/]")
+        raise typer.Exit(EXIT_ERROR)
+    sent = check(settings, forecast=forecast)
+    for s in sent:
+        console.print(f"Alert sent: {s.alert.subject} ({s.delivered})")
+    console.print(f"{len(sent)} alert(s) sent (a condition alerts once per "
+                  f"{settings.alerts.period_minutes} min).")
+
+
+@alerts_app.command("test")
+def alerts_test(config: ConfigOpt = None) -> None:
+    """Send a test alert through every configured channel, and say what each answered."""
+    from bots.alerts import Alert
+    from bots.work.alerts import alerter
+
+    settings = _settings(config)
+    sender = alerter(settings)
+    if sender is None:
+        console.print("[red]alerts are off (no `alerts:` in the settings, or enabled: false)[/]")
+        raise typer.Exit(EXIT_ERROR)
+    sent = sender.send(Alert(f"test:{datetime.now(UTC):%H%M%S}", "Test alert from refund-bots",
+                             "If you read this, alerts reach you.",
+                             settings.console.link("/"), "info"))
+    delivered = sent.delivered if sent else {}
+    for channel, answer in delivered.items():
+        console.print(f"{channel}: {answer}")
+    raise typer.Exit(EXIT_OK if delivered and all(a == "sent" for a in delivered.values())
+                     else EXIT_PROBLEMS)
+
+
+@alerts_app.command("list")
+def alerts_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+                config: ConfigOpt = None) -> None:
+    """The alerts sent, with what each channel answered."""
+    from bots.alerts import Alerter, AlertSettings
+
+    settings = _settings(config)
+    table = Table("at (UTC)", "condition", "subject", "delivered")
+    for column in table.columns:
+        column.overflow = "fold"
+    for row in Alerter(settings.queue_url, settings.alerts or AlertSettings()).history(limit):
+        table.add_row(f"{row.at:%Y-%m-%d %H:%M}", row.condition, row.subject, row.delivered)
     console.print(table)
 
 

@@ -18,7 +18,16 @@ from sqlalchemy.orm import selectinload
 
 from bots.decide import snapshot
 from bots.models import ChargeFacts, Decision, OrderFacts
-from bots.queue import Case, CaseState, Queue, RequestRow, RunRow, utcnow
+from bots.queue import (
+    Case,
+    CaseState,
+    NotificationRow,
+    NotificationState,
+    Queue,
+    RequestRow,
+    RunRow,
+    utcnow,
+)
 
 PAGE = 50
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
@@ -158,6 +167,14 @@ def failed_cases(queue: Queue, limit: int = 200) -> list[Case]:
         return list(s.scalars(select(Case).options(selectinload(Case.requests))
                               .where(Case.state == CaseState.FAILED)
                               .order_by(Case.updated_at.desc()).limit(limit)))
+
+
+def undeliverable(queue: Queue, limit: int = 200) -> list[NotificationRow]:
+    """Messages to customers the bot gave up sending: nobody told them."""
+    with queue.session() as s:
+        return list(s.scalars(select(NotificationRow)
+                              .where(NotificationRow.state == NotificationState.GAVE_UP)
+                              .order_by(NotificationRow.updated_at.desc()).limit(limit)))
 
 
 def runs(queue: Queue, limit: int = 100) -> list[RunRow]:

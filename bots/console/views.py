@@ -26,6 +26,7 @@ from flask import (
     url_for,
 )
 
+from bots.alerts import AlertSettings
 from bots.config import Settings
 from bots.console import auth, inbox
 from bots.console.auth import current, login_required, roles
@@ -205,7 +206,8 @@ def _version(text: str) -> datetime:
 def queue_page() -> str:
     return render_template("queue.html", depth=inbox.depth(_queue()),
                            buckets=[name for name, _ in inbox.AGE_BUCKETS],
-                           failed=inbox.failed_cases(_queue()))
+                           failed=inbox.failed_cases(_queue()),
+                           undeliverable=inbox.undeliverable(_queue()))
 
 
 @bp.route("/cases/<int:case_id>/retry", methods=["POST"])
@@ -248,6 +250,31 @@ def run_file(run_id: str, name: str) -> Response:
     folder = Path(_settings().runs_dir).resolve() / run_id / kind
     return send_from_directory(folder, leaf, mimetype=RUN_FILES.get(leaf) or None,
                                as_attachment=not leaf.endswith((".png", ".log")))
+
+
+# -- dashboard and forecast -----------------------------------------------------------------
+
+
+@bp.route("/dashboard")
+@login_required
+def dashboard() -> str:
+    from bots.console import charts, metrics
+
+    days = min(max(request.args.get("days", 30, type=int) or 30, 1), 366)
+    m = metrics.compute(_queue(), days=days)
+    return render_template("dashboard.html", m=m, days=days, charts=charts.dashboard(m))
+
+
+@bp.route("/forecast")
+@login_required
+def forecast_page() -> str:
+    from bots.console import charts, forecast
+
+    result = forecast.forecast_all(_queue())
+    alerts = _settings().alerts or AlertSettings()
+    ratio, minimum = alerts.spike_ratio, alerts.spike_min
+    return render_template("forecast.html", f=result, spikes=result.spikes(ratio, minimum),
+                           chart=charts.forecast_chart(result.total) if result.total else "")
 
 
 # -- template helpers -------------------------------------------------------------------------

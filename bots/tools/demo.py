@@ -348,7 +348,8 @@ def demo_users(queue: Queue) -> Staff:
     return staff
 
 
-def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Console) -> int:
+def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Console,
+             history: int = 0) -> int:
     from bots.config import load_settings
     from bots.sandbox.data import build_dataset
     from bots.sandbox.server import SandboxProcess
@@ -371,7 +372,24 @@ def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Consol
                        console=console)
         if code != 0:
             return code
-        return _human_round_trip(settings, today, console)
+        code = _human_round_trip(settings, today, console)
+    _console_hint(settings, history, console)
+    return code
+
+
+def _console_hint(settings: Settings, history: int, console: Console) -> None:
+    """Users for the console, the generated history, and how to look at it all."""
+    from bots.queue import Queue
+    from bots.tools.history import generate_history
+
+    queue = Queue(settings.queue_url)
+    demo_users(queue)
+    if history:
+        made = generate_history(queue, history)
+        console.print(f"History: {made.cases} finished case(s) over {made.days} day(s) added "
+                      f"({made.followups} follow-ups), for the dashboard and forecast.")
+    console.print(f"Console: REFUND_BOTS_QUEUE_URL={settings.queue_url} refund-bots console "
+                  f"(users {', '.join(DEMO_USERS)}; password {DEMO_PASSWORD})")
 
 
 def _human_round_trip(settings: Settings, today: date, console: Console) -> int:
