@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -28,6 +28,9 @@ from bots.runs import RunFolder, configure_console
 from bots.tools.bench import bench_app
 from bots.work.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS
 from bots.work.pipeline import execute
+
+if TYPE_CHECKING:
+    from bots.work.service import ServicePlan
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False)
@@ -663,6 +666,55 @@ def alerts_list(limit: Annotated[int, typer.Option(help="How many, newest first.
     for row in Alerter(settings.queue_url, settings.alerts or AlertSettings()).history(limit):
         table.add_row(f"{row.at:%Y-%m-%d %H:%M}", row.condition, row.subject, row.delivered)
     console.print(table)
+
+
+def _plan(runners: int, user: str, workdir: Path | None, executable: str | None,
+          config: Path | None) -> ServicePlan:
+    from bots.work.service import ServicePlan, default_executable
+
+    return ServicePlan(workdir=(workdir or Path.cwd()).resolve(), user=user,
+                       executable=executable or default_executable(),
+                       config=config.resolve() if config else None, runners=runners)
+
+
+RunnersOpt = Annotated[int, typer.Option(min=1, max=64, help="Processing runners to start.")]
+ServiceUserOpt = Annotated[str, typer.Option(help="The unprivileged user the units run as.")]
+WorkdirOpt = Annotated[Path | None, typer.Option(
+    help="Installation folder, where config/ and selectors/ are (default: here).")]
+ExecutableOpt = Annotated[str | None, typer.Option(
+    help="The refund-bots command (default: the one of this installation).")]
+
+
+@service_app.command("print")
+def service_print(runners: RunnersOpt = 2, user: ServiceUserOpt = "refundbots",
+                  workdir: WorkdirOpt = None, executable: ExecutableOpt = None,
+                  config: ConfigOpt = None) -> None:
+    """Print the systemd units (scheduler, console, N runners) and the secrets file."""
+    from bots.work.service import install_hint, units
+
+    plan = _plan(runners, user, workdir, executable, config)
+    for name, text in units(plan).items():
+        typer.echo(f"# ---- {name} ----\n{text}")
+    typer.echo("# ---- install ----\n" + install_hint(plan))
+
+
+@service_app.command("write")
+def service_write(folder: Annotated[Path, typer.Argument(help="Where to write the files.")],
+                  runners: RunnersOpt = 2, user: ServiceUserOpt = "refundbots",
+                  workdir: WorkdirOpt = None, executable: ExecutableOpt = None,
+                  config: ConfigOpt = None) -> None:
+    """Write the systemd units and the secrets file template into a folder."""
+    import os
+
+    from bots.work.service import install_hint, units
+
+    plan = _plan(runners, user, workdir, executable, config)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in units(plan).items():
+        (folder / name).write_text(text, encoding="utf-8")
+        if name.endswith(".env"):
+            os.chmod(folder / name, 0o600)
+    console.print(f"Written to {folder}. Then, in that folder:\n{install_hint(plan)}")
 
 
 def main() -> None:  # pragma: no cover

@@ -11,7 +11,7 @@ import re
 import secrets
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +63,36 @@ class RunFolder:
         if self._sink is not None:
             logger.remove(self._sink)
             self._sink = None
+
+
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
+
+
+def prune_runs(runs_dir: Path, *, keep_days: int | None, keep_runs: int | None,
+               now: datetime | None = None, protect: set[str] | frozenset[str] = frozenset()
+               ) -> list[Path]:
+    """Delete run folders older than `keep_days` or beyond the newest `keep_runs`.
+
+    Only folders named like a run id are touched (never the queue, the sandbox, the
+    outbox or anything else under runs/), and never the runs in `protect` (still running).
+    Returns what was deleted.
+    """
+    import shutil
+
+    if keep_days is None and keep_runs is None:
+        return []
+    now = now or datetime.now(UTC)
+    runs = sorted((p for p in Path(runs_dir).iterdir() if p.is_dir() and RUN_ID.fullmatch(p.name)),
+                  key=lambda p: p.name, reverse=True) if Path(runs_dir).is_dir() else []
+    doomed = []
+    for i, path in enumerate(runs):
+        started = datetime.strptime(path.name[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+        too_old = keep_days is not None and now - started > timedelta(days=keep_days)
+        too_many = keep_runs is not None and i >= keep_runs
+        if (too_old or too_many) and path.name not in protect:
+            shutil.rmtree(path, ignore_errors=True)
+            doomed.append(path)
+    return doomed
 
 
 def configure_console(verbose: bool = False) -> None:
