@@ -22,7 +22,7 @@ from rich.table import Table
 from bots.config import ConfigError, Settings, load_settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.errors import SystemException
-from bots.queue import Queue, case_ref
+from bots.queue import Case, Queue, case_ref
 from bots.queue.staff import Staff, StaffError
 from bots.runs import RunFolder, configure_console
 from bots.tools.bench import bench_app
@@ -54,13 +54,16 @@ app.add_typer(cases_app, name="cases")
 app.add_typer(policy_app, name="policy")
 console = Console(stderr=False)
 
+# Typer's rich help shows "<bool>" beside a flag unless it has a metavar: flags show none.
+FLAG = " "
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file "
                       "(default config/settings.yaml, or $REFUND_BOTS_CONFIG).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", min=1, max=16,
                        help="Browser contexts working the queue at once.")]
 TodayOpt = Annotated[str | None, typer.Option(help="Decide as if today were YYYY-MM-DD "
                      "(replaying a past day).")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log everything to stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", metavar=FLAG,
+                                          help="Log everything to stderr.")]
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
@@ -77,7 +80,8 @@ def _today(value: str | None) -> date | None:
 
 # -- the pipeline ------------------------------------------------------------------------
 
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Decide every case and write the "
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", metavar=FLAG,
+                                         help="Decide every case and write the "
                       "report, but submit no refund and write nothing in the legacy apps.")]
 
 
@@ -155,7 +159,8 @@ def sandbox(
     orders_port: Annotated[int, typer.Option(help="Order system port (0: any free).")] = 8101,
     payments_port: Annotated[int, typer.Option(help="Payment portal port (0: any free).")] = 8102,
     seed: Annotated[int, typer.Option(help="Seed of the generated demo data.")] = 7,
-    reset: Annotated[bool, typer.Option(help="Regenerate the data from the seed.")] = False,
+    reset: Annotated[bool, typer.Option(metavar=FLAG,
+                                        help="Regenerate the data from the seed.")] = False,
     latency_ms: Annotated[int, typer.Option(help="Fault: added latency per request.")] = 0,
     error_rate: Annotated[float, typer.Option(help="Fault: share of requests answering 500.")]
     = 0.0,
@@ -164,7 +169,8 @@ def sandbox(
         help="Fault: sessions expire after this many requests.")] = None,
     session_max_age: Annotated[float | None, typer.Option(
         help="Fault: sessions expire after this many seconds.")] = None,
-    maintenance: Annotated[bool, typer.Option(help="Fault: show the maintenance page.")] = False,
+    maintenance: Annotated[bool, typer.Option(metavar=FLAG,
+                                              help="Fault: show the maintenance page.")] = False,
 ) -> None:
     """Run the sandbox legacy order system and payment portal in the foreground."""
     from bots.sandbox.faults import FaultConfig
@@ -179,7 +185,8 @@ def sandbox(
 
 @app.command()
 def demo(workers: WorkersOpt = None,
-         headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+         headed: Annotated[bool, typer.Option(metavar=FLAG,
+                                              help="Show the browser window.")] = False,
          folder: Annotated[Path, typer.Option(help="Where the demo keeps its inbox, "
                                               "spreadsheet, queue and sandbox data.")]
          = Path("runs/demo"),
@@ -223,7 +230,7 @@ def chaos(kills: Annotated[int, typer.Option(help="How many times to kill the bo
 
 @app.command()
 def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
-        help="Run every job once now, then exit (to test the schedule).")] = False,
+        metavar=FLAG, help="Run every job once now, then exit (to test the schedule).")] = False,
         verbose: VerboseOpt = False) -> None:
     """Run the jobs of `schedule:` in the settings until stopped (SIGTERM or Ctrl-C)."""
     from bots.work.scheduler import Scheduler
@@ -280,33 +287,80 @@ def cases_list(state: Annotated[list[str] | None, typer.Option(
         config: ConfigOpt = None) -> None:
     """List cases with their state and outcome."""
     settings = _settings(config)
+    console.print(_cases_table(Queue(settings.queue_url).cases(state)))
+
+
+def _cases_table(cases: list[Case]) -> Table:
+    """Cases at any width (80 columns too): ids, orders, states and outcomes are never cut;
+    customers and channels fold onto more lines instead."""
     table = Table("case", "state", "outcome", "order", "customer", "channels", "approved",
-                  "refund")
-    for c in Queue(settings.queue_url).cases(state):
+                  "refund", pad_edge=False, collapse_padding=True)
+    for column in table.columns:
+        column.overflow = "fold"
+    for name in ("case", "state", "outcome", "order", "approved", "refund"):
+        column = next(c for c in table.columns if c.header == name)
+        column.no_wrap, column.min_width = True, None
+    for c in cases:
         table.add_row(c.ref, c.state, c.outcome or "", c.order_number or "",
                       c.customer_email or "", ", ".join(c.channels),
                       str(c.approved_amount or ""), c.refund_number or "")
-    console.print(table)
+    return table
 
 
 @cases_app.command("show")
-def cases_show(case: Annotated[str, typer.Argument(help="Case reference (C-000012) or id.")],
+def cases_show(case: Annotated[str, typer.Argument(
+                   help="Case reference (C-000012), id, or an order number.")],
                config: ConfigOpt = None) -> None:
-    """Show one case: its contacts, decision and audit trail."""
+    """Show one case: facts, the evidence the bot saw, contacts, audit trail."""
     settings = _settings(config)
     queue = Queue(settings.queue_url)
-    found = queue.get_case(int(case.upper().removeprefix("C-")))
-    if found is None:
-        console.print(f"[red]no case {case}[/]")
+    ref = case.strip().upper().removeprefix("C-")
+    found = [c] if ref.isdigit() and (c := queue.get_case(int(ref))) else \
+        queue.find_cases_by_order(case)
+    if not found:
+        console.print(f"[red]no case {case} (by reference or order number)[/]")
         raise typer.Exit(EXIT_ERROR)
-    console.print(f"[bold]{found.ref}[/] {found.state} {found.outcome or ''} "
-                  f"order {found.order_number or '?'}: {found.reason or ''}")
+    for one in found:
+        _show_case(queue, one)
+
+
+def _show_case(queue: Queue, found: Case) -> None:
+    from rich.markup import escape
+
+    from bots.reports.escalations import evidence_text
+
+    def line(label: str, value: object) -> None:
+        if value not in (None, ""):
+            console.print(f"[bold]{label}:[/] {escape(str(value))}", overflow="fold")
+
+    console.rule(f"{found.ref} {found.state} {found.outcome or ''}".strip())
+    line("order", found.order_number or "?")
+    line("customer", " ".join(x for x in (found.customer_name, found.customer_email) if x))
+    line("requested", f"{found.requested_amount or ''} {found.currency or ''}".strip())
+    line("approved", found.approved_amount)
+    line("refund", found.refund_number)
+    line("reason", found.reason or found.last_error)
+    line("assigned to", found.assigned_to)
+    if found.human_decision:
+        line("human decision", f"{found.human_decision} by {found.human_agent}: "
+                               f"{found.human_comment or ''}")
+    if found.follows:
+        line("follows", case_ref(found.follows))
+    if evidence := evidence_text(found.decision):
+        console.print("[bold]evidence (what the bot saw):[/]")
+        for text in evidence.splitlines():
+            console.print("  " + escape(text), overflow="fold")
     for r in found.requests:
-        console.print(f"  contact {r.channel} {r.received_at:%Y-%m-%d %H:%M} "
-                      f"{r.customer_email or r.customer_phone or ''}: {r.reason_text[:100]!r}")
-    table = Table("at", "run", "actor", "event", "state", "detail")
+        who = r.customer_email or r.customer_phone or r.customer_handle or ""
+        console.print(f"[bold]contact[/] {r.channel} {r.received_at:%Y-%m-%d %H:%M} "
+                      f"{escape(who)}:", overflow="fold")
+        console.print("  " + escape(r.reason_text[:300].replace("\n", " ")), overflow="fold")
+    table = Table("at", "actor", "event", "state", "detail", pad_edge=False)
+    for column in table.columns:
+        column.overflow = "fold"
+    table.columns[0].no_wrap = table.columns[2].no_wrap = True
     for a in queue.audit_trail(found.id):
-        table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.run_id or "", a.actor, a.event,
+        table.add_row(f"{a.at:%m-%d %H:%M}", a.actor, a.event,
                       f"{a.from_state or ''}→{a.to_state or ''}", a.detail)
     console.print(table)
 
@@ -395,7 +449,8 @@ def cases_reassign(case: CaseArg, to: Annotated[str, typer.Option(help="The agen
 @cases_app.command("confirm")
 def cases_confirm(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
                   refuse: Annotated[bool, typer.Option(
-                      "--refuse", help="Refuse the proposal instead (the case waits for a new "
+                      "--refuse", metavar=FLAG,
+help="Refuse the proposal instead (the case waits for a new "
                       "decision).")] = False,
                   config: ConfigOpt = None) -> None:
     """Four eyes: approve (or --refuse) a decision another user proposed above the limit."""
@@ -411,7 +466,7 @@ def cases_confirm(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
 def cases_retry(agent: AgentOpt, cases: Annotated[list[str] | None, typer.Argument(
                     help="Case references (C-000012) or ids; none with --all-failed.")] = None,
                 all_failed: Annotated[bool, typer.Option(
-                    "--all-failed", help="Every case the bot gave up on.")] = False,
+                    "--all-failed", metavar=FLAG, help="Every case the bot gave up on.")] = False,
                 comment: CommentOpt = "", config: ConfigOpt = None) -> None:
     """Queue again cases that failed on system errors (after an outage is over)."""
     queue = Queue(_settings(config).queue_url)
@@ -502,7 +557,7 @@ UserArg = Annotated[str, typer.Argument(help="User name (lowercase letters, digi
 RoleOpt = Annotated[str, typer.Option("--role", "-r", help="agent (claims and decides), "
                     "supervisor (also assigns, retries, decides claimed cases) or viewer.")]
 PasswordStdinOpt = Annotated[bool, typer.Option(
-    "--password-stdin", help="Read the password from standard input (for scripts); "
+    "--password-stdin", metavar=FLAG, help="Read the password from standard input (for scripts); "
     "otherwise it is asked for, hidden.")]
 
 
@@ -615,7 +670,8 @@ def runs_list(limit: Annotated[int, typer.Option(help="How many runs, newest fir
 
 @alerts_app.command("check")
 def alerts_check(forecast: Annotated[bool, typer.Option(
-                     "--forecast/--no-forecast", help="Also check this week against the "
+                     "--forecast/--no-forecast", metavar=FLAG,
+help="Also check this week against the "
                      "forecast (takes seconds).")] = True,
                  config: ConfigOpt = None) -> None:
     """Check the standing conditions now (SLA, undeliverable notifications, forecast spike)."""

@@ -9,16 +9,16 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
+from rich.console import Console
 
-if TYPE_CHECKING:  # the stubs' name for the logger class; not importable at run time
-    from loguru import Logger
+if TYPE_CHECKING:  # the stubs' names for loguru's classes; not importable at run time
+    from loguru import Logger, Message, Record
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -95,9 +95,27 @@ def prune_runs(runs_dir: Path, *, keep_days: int | None, keep_runs: int | None,
     return doomed
 
 
+# The terminal's error stream, shared by log lines and progress bars: rich prints a log line
+# above a live progress bar instead of through it.
+STDERR = Console(stderr=True)
+
+
 def configure_console(verbose: bool = False) -> None:
-    """Console logging for humans: warnings by default, everything with --verbose."""
+    """Console logging for humans: warnings by default, everything with --verbose.
+
+    Each line names the case it is about (`C-000012: ...`) and goes through STDERR, so a
+    progress bar on the same terminal stays whole.
+    """
     logger.remove()
     level = "DEBUG" if verbose else os.environ.get("REFUND_BOTS_LOG_LEVEL", "WARNING")
     logger.configure(extra={"run": "-"})
-    logger.add(sys.stderr, level=level, format="<level>{level: <8}</level> {message}")
+    logger.add(_to_stderr, level=level, format=_console_format, colorize=False)
+
+
+def _console_format(record: Record) -> str:
+    return "{level: <8} " + ("{extra[case]}: " if record["extra"].get("case") else "") + \
+        "{message}\n{exception}"
+
+
+def _to_stderr(message: Message) -> None:
+    STDERR.out(str(message).rstrip("\n"), highlight=False)

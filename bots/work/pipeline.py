@@ -40,7 +40,7 @@ from bots.queue import (
 from bots.reports.escalations import write_escalations
 from bots.reports.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
 from bots.reports.report import CaseRow, RunInfo, write_report
-from bots.runs import RunFolder
+from bots.runs import STDERR, RunFolder
 from bots.work.alerts import after_run
 from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS
 from bots.work.processing import Finished, Processor, ProcessStats
@@ -353,5 +353,5 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
 
 def _progress(total: int) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True),
+                    TimeElapsedColumn(), console=STDERR,
                     disable=not sys.stderr.isatty() or total == 0, transient=True)
