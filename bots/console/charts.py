@@ -61,8 +61,7 @@ def bars(title: str, values: Mapping[str, float], *, money: bool = False,
     chart.show_legend = True
     chart.legend_at_bottom = True
     if money:
-        chart.value_formatter = lambda v: f"{v:,.2f}"
-        chart.formatter = _short
+        chart.value_formatter = _short  # the value axis: 10k, not 10,000.00
     return _svg(chart)
 
 
