@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -25,11 +25,15 @@ from rich.table import Table
 from bots.config import ConfigError, Settings, load_settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.errors import SystemException
-from bots.queue import CaseFilter, CaseState, Queue, QueueError, case_ref
+from bots.queue import Case, CaseFilter, CaseState, Queue, QueueError, case_ref
+from bots.queue.staff import Staff, StaffError
 from bots.runs import RunFolder, configure_console
 from bots.tools.bench import bench_app
 from bots.work.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS
 from bots.work.pipeline import execute, send_notifications
+
+if TYPE_CHECKING:
+    from bots.work.service import ServicePlan
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False)
@@ -42,19 +46,32 @@ cases_app = typer.Typer(help="Look at cases in the queue.", no_args_is_help=True
 policy_app = typer.Typer(help="Work with refund policy files.", no_args_is_help=True)
 decisions_app = typer.Typer(help="Human decisions on escalated cases, from a workbook.",
                             no_args_is_help=True)
+users_app = typer.Typer(help="Ops staff who use the console and decide cases.",
+                        no_args_is_help=True)
+runs_app = typer.Typer(help="Runs: history, status, files.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alerts to ops staff (email, webhook).", no_args_is_help=True)
+service_app = typer.Typer(help="Run refund-bots unattended (systemd units, cron).",
+                          no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(runs_app, name="runs")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(service_app, name="service")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(bench_app, name="bench")
 app.add_typer(cases_app, name="cases")
 app.add_typer(policy_app, name="policy")
 console = Console(stderr=False)
 
+# Typer's rich help shows "<bool>" beside a flag unless it has a metavar: flags show none.
+FLAG = " "
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file "
                       "(default config/settings.yaml, or $REFUND_BOTS_CONFIG).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", min=1, max=16,
                        help="Browser contexts working the queue at once.")]
 TodayOpt = Annotated[str | None, typer.Option(help="Decide as if today were YYYY-MM-DD "
                      "(replaying a past day).")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log everything to stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", metavar=FLAG,
+                                          help="Log everything to stderr.")]
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
@@ -108,7 +125,8 @@ def _four_eyes(settings: Settings) -> Decimal | None:
 
 # -- the pipeline ------------------------------------------------------------------------
 
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Decide every case and write the "
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", metavar=FLAG,
+                                         help="Decide every case and write the "
                       "report, but submit no refund and write nothing in the legacy apps.")]
 
 
@@ -193,7 +211,8 @@ def sandbox(
     orders_port: Annotated[int, typer.Option(help="Order system port (0: any free).")] = 8101,
     payments_port: Annotated[int, typer.Option(help="Payment portal port (0: any free).")] = 8102,
     seed: Annotated[int, typer.Option(help="Seed of the generated demo data.")] = 7,
-    reset: Annotated[bool, typer.Option(help="Regenerate the data from the seed.")] = False,
+    reset: Annotated[bool, typer.Option(metavar=FLAG,
+                                        help="Regenerate the data from the seed.")] = False,
     latency_ms: Annotated[int, typer.Option(help="Fault: added latency per request.")] = 0,
     error_rate: Annotated[float, typer.Option(help="Fault: share of requests answering 500.")]
     = 0.0,
@@ -210,7 +229,8 @@ def sandbox(
         help="Fault: sessions expire after this many requests.")] = None,
     session_max_age: Annotated[float | None, typer.Option(
         help="Fault: sessions expire after this many seconds.")] = None,
-    maintenance: Annotated[bool, typer.Option(help="Fault: show the maintenance page.")] = False,
+    maintenance: Annotated[bool, typer.Option(metavar=FLAG,
+                                              help="Fault: show the maintenance page.")] = False,
     skin: Annotated[str, typer.Option(help="The apps' look: default, or oldschool (German "
                                            "formats, iframe, modal, interstitials; selectors in "
                                            "selectors/examples/oldschool/).")] = "default",
@@ -237,16 +257,21 @@ def sandbox(
 
 @app.command()
 def demo(workers: WorkersOpt = None,
-         headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+         headed: Annotated[bool, typer.Option(metavar=FLAG,
+                                              help="Show the browser window.")] = False,
          folder: Annotated[Path, typer.Option(help="Where the demo keeps its inbox, "
                                               "spreadsheet, queue and sandbox data.")]
          = Path("runs/demo"),
+         history: Annotated[int, typer.Option(
+             min=0, max=730, help="Also add this many days of generated finished cases (for "
+             "the console's dashboard and forecast).")] = 0,
          verbose: VerboseOpt = False) -> None:
     """Start the sandbox, generate a demo inbox and spreadsheet, run the whole pipeline."""
     from bots.tools.demo import run_demo
 
     configure_console(verbose)
-    raise typer.Exit(run_demo(folder, workers=workers, headed=headed, console=console))
+    raise typer.Exit(run_demo(folder, workers=workers, headed=headed, console=console,
+                              history=history))
 
 
 @app.command()
@@ -303,7 +328,7 @@ def chaos(kills: Annotated[int, typer.Option(
 
 @app.command()
 def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
-        help="Run every job once now, then exit (to test the schedule).")] = False,
+        metavar=FLAG, help="Run every job once now, then exit (to test the schedule).")] = False,
         verbose: VerboseOpt = False) -> None:
     """Run the jobs of `schedule:` in the settings until stopped (SIGTERM or Ctrl-C)."""
     from bots.work.scheduler import Scheduler
@@ -457,16 +482,25 @@ def cases_list(
                        older_than=_ago(older_than) if older_than else None)
     cases, total = _queue(_settings(config)).cases_page(where, limit=limit,
                                                         offset=(page - 1) * limit)
+    console.print(f"{total} case(s); page {page} of {max(1, -(-total // limit))}")
+    console.print(_cases_table(cases))
+
+
+def _cases_table(cases: list[Case]) -> Table:
+    """Cases at any width (80 columns too): ids, orders, states and outcomes are never cut;
+    customers and channels fold onto more lines instead."""
     table = Table("case", "state", "outcome", "order", "customer", "channels", "approved",
-                  "refund", title=f"{total} case(s); page {page} of "
-                                  f"{max(1, -(-total // limit))}", title_justify="left")
-    for col in table.columns[:4] + table.columns[6:]:
-        col.no_wrap, col.overflow = True, "ignore"  # ids and amounts are never cut
+                  "refund", pad_edge=False, collapse_padding=True)
+    for column in table.columns:
+        column.overflow = "fold"
+    for name in ("case", "state", "outcome", "order", "approved", "refund"):
+        column = next(c for c in table.columns if c.header == name)
+        column.no_wrap, column.min_width = True, None
     for c in cases:
         table.add_row(c.ref, c.state, c.outcome or "", c.order_number or "",
                       c.customer_email or "", ", ".join(c.channels),
                       str(c.approved_amount or ""), c.refund_number or "")
-    console.print(table)
+    return table
 
 
 def _ago(value: str) -> datetime:
@@ -480,23 +514,59 @@ def _ago(value: str) -> datetime:
 
 
 @cases_app.command("show")
-def cases_show(case: Annotated[str, typer.Argument(help="Case reference (C-000012) or id.")],
+def cases_show(case: Annotated[str, typer.Argument(
+                   help="Case reference (C-000012), id, or an order number.")],
                config: ConfigOpt = None) -> None:
-    """Show one case: its contacts, decision and audit trail."""
+    """Show one case: facts, the evidence the bot saw, contacts, audit trail."""
     settings = _settings(config)
     queue = _queue(settings)
-    found = queue.get_case(_case_id(case))
-    if found is None:
-        console.print(f"[red]no case {case}[/]")
+    ref = case.strip().upper().removeprefix("C-")
+    found = [c] if ref.isdigit() and (c := queue.get_case(int(ref))) else \
+        queue.find_cases_by_order(case)
+    if not found:
+        console.print(f"[red]no case {case} (by reference or order number)[/]")
         raise typer.Exit(EXIT_ERROR)
-    console.print(f"[bold]{found.ref}[/] {found.state} {found.outcome or ''} "
-                  f"order {found.order_number or '?'}: {found.reason or ''}")
+    for one in found:
+        _show_case(queue, one)
+
+
+def _show_case(queue: Queue, found: Case) -> None:
+    from rich.markup import escape
+
+    from bots.reports.escalations import evidence_text
+
+    def line(label: str, value: object) -> None:
+        if value not in (None, ""):
+            console.print(f"[bold]{label}:[/] {escape(str(value))}", overflow="fold")
+
+    console.rule(f"{found.ref} {found.state} {found.outcome or ''}".strip())
+    line("order", found.order_number or "?")
+    line("customer", " ".join(x for x in (found.customer_name, found.customer_email) if x))
+    line("requested", f"{found.requested_amount or ''} {found.currency or ''}".strip())
+    line("approved", found.approved_amount)
+    line("refund", found.refund_number)
+    line("reason", found.reason or found.last_error)
+    line("assigned to", found.assigned_to)
+    if found.human_decision:
+        line("human decision", f"{found.human_decision} by {found.human_agent}: "
+                               f"{found.human_comment or ''}")
+    if found.follows:
+        line("follows", case_ref(found.follows))
+    if evidence := evidence_text(found.decision):
+        console.print("[bold]evidence (what the bot saw):[/]")
+        for text in evidence.splitlines():
+            console.print("  " + escape(text), overflow="fold")
     for r in found.requests:
-        console.print(f"  contact {r.channel} {r.received_at:%Y-%m-%d %H:%M} "
-                      f"{r.customer_email or r.customer_phone or ''}: {r.reason_text[:100]!r}")
-    table = Table("at", "run", "actor", "event", "state", "detail")
+        who = r.customer_email or r.customer_phone or r.customer_handle or ""
+        console.print(f"[bold]contact[/] {r.channel} {r.received_at:%Y-%m-%d %H:%M} "
+                      f"{escape(who)}:", overflow="fold")
+        console.print("  " + escape(r.reason_text[:300].replace("\n", " ")), overflow="fold")
+    table = Table("at", "actor", "event", "state", "detail", pad_edge=False)
+    for column in table.columns:
+        column.overflow = "fold"
+    table.columns[0].no_wrap = table.columns[2].no_wrap = True
     for a in queue.audit_trail(found.id):
-        table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.run_id or "", a.actor, a.event,
+        table.add_row(f"{a.at:%m-%d %H:%M}", a.actor, a.event,
                       f"{a.from_state or ''}→{a.to_state or ''}", a.detail)
     console.print(table)
 
@@ -517,30 +587,35 @@ def _case_id(ref: str) -> int:
         raise typer.Exit(EXIT_ERROR) from None
 
 
+def _staff(settings: Settings) -> Staff:
+    return Staff.on(Queue(settings.queue_url))
+
+
+def _decider(staff: Staff, name: str) -> str:
+    """--agent must name a user who may decide (`refund-bots users add`)."""
+    try:
+        return staff.decider(name).username
+    except StaffError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
 def _decide(ref: str, decision: str, amount: Decimal | None, agent: str, comment: str,
             config: Path | None) -> None:
     settings = _settings(config)
-    queue = _queue(settings)
-    case_id = _case_id(ref)
-    if queue.get_case(case_id) is None:
-        console.print(f"[red]no case {ref}[/]")
+    staff = _staff(settings)
+    out = staff.decide(_case_id(ref), username=_decider(staff, agent), decision=decision,
+                       amount=amount, comment=comment, version=None,
+                       four_eyes_above=settings.console.four_eyes_above,
+                       raise_limit=_four_eyes(settings))
+    if out.status == "refused":
+        console.print(f"[red]{out.message}[/]")
         raise typer.Exit(EXIT_ERROR)
-    result = queue.human_decision(
-        case_id, decision=decision, amount=amount, agent=agent, comment=comment,
-        run_id=None, four_eyes_above=_four_eyes(settings) if decision != "reject" else None)
-    if result == "not escalated":
-        console.print(f"[red]{ref} is not waiting for a human decision[/]")
-        raise typer.Exit(EXIT_ERROR)
-    if result == "needs a second agent":
-        console.print(f"{ref}: {amount} is above the bot's proposal or the customer's ask: "
-                      "recorded; a second agent must approve the same amount (four eyes).")
-        return
-    if result == "same agent":
-        console.print(f"[red]{ref}: {agent} already approved this amount; a second, "
-                      f"different agent must approve it (four eyes)[/]")
-        raise typer.Exit(EXIT_ERROR)
-    console.print(f"{ref}: {decision} {result}."
-                  + (" The next processing run pays it." if decision != "reject" else ""))
+    console.print(out.message + ("." if out.status != "applied" or decision == "reject"
+                                 else ". The next processing run pays it."))
+    if out.status == "proposed":
+        console.print(f"A second person confirms it: `refund-bots cases confirm {ref} "
+                      "--agent NAME` or in the console.")
 
 
 @cases_app.command("approve")
@@ -549,7 +624,14 @@ def cases_approve(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
                       help="Pay this amount instead of the bot's proposal (a partial refund).")]
                   = None, config: ConfigOpt = None) -> None:
     """Approve an escalated case; the next processing run submits the refund."""
-    value = _amount(amount)
+    from bots.reports.escalations import DecisionRefused, validate_decision
+
+    try:
+        _, value, _, _ = validate_decision("partial" if amount else "approve", amount, agent,
+                                           comment)
+    except DecisionRefused as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
     _decide(case, "partial" if value is not None else "approve", value, agent, comment, config)
 
 
@@ -563,23 +645,42 @@ def cases_reject(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
 @cases_app.command("reassign")
 def cases_reassign(case: CaseArg, to: Annotated[str, typer.Option(help="The agent to hand it to.")],
                    agent: AgentOpt, comment: CommentOpt = "", config: ConfigOpt = None) -> None:
-    """Hand an escalated case to another agent."""
+    """Hand an escalated case to another agent (--agent: a supervisor)."""
     settings = _settings(config)
-    if not _queue(settings).assign(_case_id(case), agent=to, by=agent, comment=comment,
-                                            run_id=None):
-        console.print(f"[red]{case} is not waiting for a human decision[/]")
-        raise typer.Exit(EXIT_ERROR)
+    staff = _staff(settings)
+    try:
+        staff.assign(_case_id(case), to, by=_decider(staff, agent), comment=comment)
+    except StaffError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
     console.print(f"{case} assigned to {to}.")
+
+
+@cases_app.command("confirm")
+def cases_confirm(case: CaseArg, agent: AgentOpt, comment: CommentOpt = "",
+                  refuse: Annotated[bool, typer.Option(
+                      "--refuse", metavar=FLAG,
+help="Refuse the proposal instead (the case waits for a new "
+                      "decision).")] = False,
+                  config: ConfigOpt = None) -> None:
+    """Four eyes: approve (or --refuse) a decision another user proposed above the limit."""
+    staff = _staff(_settings(config))
+    out = staff.confirm(_case_id(case), username=_decider(staff, agent), approve=not refuse,
+                        comment=comment)
+    ok = out.status == "applied" or (refuse and "refused;" in out.message)
+    console.print(out.message if ok else f"[red]{out.message}[/]")
+    raise typer.Exit(EXIT_OK if ok else EXIT_ERROR)
 
 
 @cases_app.command("retry")
 def cases_retry(agent: AgentOpt, cases: Annotated[list[str] | None, typer.Argument(
                     help="Case references (C-000012) or ids; none with --all-failed.")] = None,
                 all_failed: Annotated[bool, typer.Option(
-                    "--all-failed", help="Every case the bot gave up on.")] = False,
+                    "--all-failed", metavar=FLAG, help="Every case the bot gave up on.")] = False,
                 comment: CommentOpt = "", config: ConfigOpt = None) -> None:
     """Queue again cases that failed on system errors (after an outage is over)."""
     queue = _queue(_settings(config))
+    agent = _decider(Staff.on(queue), agent)
     ids = queue.failed_case_ids() if all_failed else [_case_id(c) for c in cases or []]
     if not ids:
         console.print("No case to retry." if all_failed else
@@ -609,16 +710,17 @@ def decisions_import(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_ERROR) from None
     result = apply_decisions(_queue(settings), decisions, run_id=None,
-                             four_eyes_above=_four_eyes(settings))
-    for waiting in result.waiting:
-        console.print(f"row {waiting.row} ({waiting.case_ref}): recorded; above the bot's "
-                      "proposal or the customer's ask, so a second agent must approve the same "
-                      "amount (four eyes)")
+                             four_eyes_above=settings.console.four_eyes_above,
+                             raise_limit=_four_eyes(settings))
     for row in bad:
         console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
     for row in result.refused:
         console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
+    for d in result.proposed:
+        console.print(f"row {d.row} ({d.case_ref}): above the four-eyes amount, waits for a "
+                      "second person (console, or `refund-bots cases confirm`)")
     console.print(f"Applied {len(result.applied)}, already applied {len(result.already_applied)}, "
+                  f"waiting for a second approval {len(result.proposed)}, "
                   f"refused {len(bad) + len(result.refused)}. Approved cases are paid by the "
                   f"next processing run.")
     raise typer.Exit(EXIT_OK if not bad and not result.refused else EXIT_PROBLEMS)
@@ -658,6 +760,228 @@ def policy_simulate(
     write_comparison(out, rows, file)
     changed = sum(r.changed for r in rows)
     console.print(f"Replayed {len(rows)} decision(s): {changed} would change. Workbook: {out}")
+
+
+# -- ops staff and the console --------------------------------------------------------------
+
+UserArg = Annotated[str, typer.Argument(help="User name (lowercase letters, digits, . _ -).")]
+RoleOpt = Annotated[str, typer.Option("--role", "-r", help="agent (claims and decides), "
+                    "supervisor (also assigns, retries, decides claimed cases) or viewer.")]
+PasswordStdinOpt = Annotated[bool, typer.Option(
+    "--password-stdin", metavar=FLAG, help="Read the password from standard input (for scripts); "
+    "otherwise it is asked for, hidden.")]
+
+
+def _password(from_stdin: bool) -> str:
+    import sys
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _staff_do(config: Path | None, action: Callable[[Staff], object]) -> None:
+    try:
+        action(_staff(_settings(config)))
+    except StaffError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@users_app.command("add")
+def users_add(username: UserArg, role: RoleOpt = "agent",
+              password_stdin: PasswordStdinOpt = False, config: ConfigOpt = None) -> None:
+    """Create a user (the password is stored as a scrypt hash, never as text)."""
+    password = _password(password_stdin)
+    _staff_do(config, lambda st: st.add_user(username, role, password))
+    console.print(f"User {username.strip().lower()} ({role}) created.")
+
+
+@users_app.command("list")
+def users_list(config: ConfigOpt = None) -> None:
+    """Every user with role and state."""
+    table = Table("user", "role", "active", "created")
+    for u in _staff(_settings(config)).users():
+        table.add_row(u.username, u.role, "yes" if u.active else "no",
+                      f"{u.created_at:%Y-%m-%d}")
+    console.print(table)
+
+
+@users_app.command("passwd")
+def users_passwd(username: UserArg, password_stdin: PasswordStdinOpt = False,
+                 config: ConfigOpt = None) -> None:
+    """Set a user's password (ends their open console sessions)."""
+    password = _password(password_stdin)
+    _staff_do(config, lambda st: st.set_password(username, password))
+    console.print(f"Password of {username} changed.")
+
+
+@users_app.command("role")
+def users_role(username: UserArg, role: Annotated[str, typer.Argument(
+        help="agent, supervisor or viewer")], config: ConfigOpt = None) -> None:
+    """Change a user's role."""
+    _staff_do(config, lambda st: st.set_role(username, role))
+    console.print(f"{username} is now {role}.")
+
+
+@users_app.command("deactivate")
+def users_deactivate(username: UserArg, config: ConfigOpt = None) -> None:
+    """Stop a user from logging in or deciding (the audit trail keeps their name)."""
+    _staff_do(config, lambda st: st.set_active(username, False))
+    console.print(f"{username} deactivated.")
+
+
+@users_app.command("activate")
+def users_activate(username: UserArg, config: ConfigOpt = None) -> None:
+    """Let a deactivated user log in again."""
+    _staff_do(config, lambda st: st.set_active(username, True))
+    console.print(f"{username} activated.")
+
+
+@app.command("console")
+def console_cmd(host: Annotated[str | None, typer.Option(
+                    help="Address to listen on (default console.host, 127.0.0.1).")] = None,
+                port: Annotated[int | None, typer.Option(
+                    help="Port (default console.port, 8200; 0: any free one).")] = None,
+                config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """The ops console: escalation inbox, queue, runs, dashboard, forecast (until Ctrl-C)."""
+    from bots.console.server import serve
+
+    configure_console(verbose)
+    settings = _settings(config)
+    try:
+        serve(settings, host=host, port=port, say=console.print)
+    except OSError as exc:
+        console.print(f"[red]console:[/] cannot listen: {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@runs_app.command("list")
+def runs_list(limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+              config: ConfigOpt = None) -> None:
+    """Runs with status, counts, duration and folder."""
+    import json
+
+    settings = _settings(config)
+    table = Table("run", "command", "started (UTC)", "took", "status", "counts", "folder")
+    for column in table.columns:
+        column.overflow = "fold"
+    table.columns[0].no_wrap = table.columns[4].no_wrap = True
+    for r in Queue(settings.queue_url).runs(limit):
+        stats = json.loads(r.stats or "{}")
+        took = f"{(r.finished_at - r.started_at).total_seconds():.0f} s" if r.finished_at else ""
+        counts = ", ".join(f"{n} {o}" for o, n in
+                           (stats.get("processing") or {}).get("outcomes", {}).items())
+        if (i := stats.get("intake")) is not None:
+            counts = f"{i.get('new_requests', 0)} new; " + counts
+        table.add_row(r.run_id, r.command, f"{r.started_at:%Y-%m-%d %H:%M}", took, r.status,
+                      counts, str(settings.runs_dir / r.run_id))
+    console.print(table)
+
+
+@alerts_app.command("check")
+def alerts_check(forecast: Annotated[bool, typer.Option(
+                     "--forecast/--no-forecast", metavar=FLAG,
+help="Also check this week against the "
+                     "forecast (takes seconds).")] = True,
+                 config: ConfigOpt = None) -> None:
+    """Check the standing conditions now (SLA, undeliverable notifications, forecast spike)."""
+    from bots.work.alerts import check
+
+    settings = _settings(config)
+    if settings.alerts is None:
+        console.print("[red]no `alerts:` in the settings[/]")
+        raise typer.Exit(EXIT_ERROR)
+    sent = check(settings, forecast=forecast)
+    for s in sent:
+        console.print(f"Alert sent: {s.alert.subject} ({s.delivered})")
+    console.print(f"{len(sent)} alert(s) sent (a condition alerts once per "
+                  f"{settings.alerts.period_minutes} min).")
+
+
+@alerts_app.command("test")
+def alerts_test(config: ConfigOpt = None) -> None:
+    """Send a test alert through every configured channel, and say what each answered."""
+    from bots.alerts import Alert
+    from bots.work.alerts import alerter
+
+    settings = _settings(config)
+    sender = alerter(settings)
+    if sender is None:
+        console.print("[red]alerts are off (no `alerts:` in the settings, or enabled: false)[/]")
+        raise typer.Exit(EXIT_ERROR)
+    sent = sender.send(Alert(f"test:{datetime.now(UTC):%H%M%S}", "Test alert from refund-bots",
+                             "If you read this, alerts reach you.",
+                             settings.console.link("/"), "info"))
+    delivered = sent.delivered if sent else {}
+    for channel, answer in delivered.items():
+        console.print(f"{channel}: {answer}")
+    raise typer.Exit(EXIT_OK if delivered and all(a == "sent" for a in delivered.values())
+                     else EXIT_PROBLEMS)
+
+
+@alerts_app.command("list")
+def alerts_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+                config: ConfigOpt = None) -> None:
+    """The alerts sent, with what each channel answered."""
+    from bots.alerts import Alerter, AlertSettings
+
+    settings = _settings(config)
+    table = Table("at (UTC)", "condition", "subject", "delivered")
+    for column in table.columns:
+        column.overflow = "fold"
+    for row in Alerter(settings.queue_url, settings.alerts or AlertSettings()).history(limit):
+        table.add_row(f"{row.at:%Y-%m-%d %H:%M}", row.condition, row.subject, row.delivered)
+    console.print(table)
+
+
+def _plan(runners: int, user: str, workdir: Path | None, executable: str | None,
+          config: Path | None) -> ServicePlan:
+    from bots.work.service import ServicePlan, default_executable
+
+    return ServicePlan(workdir=(workdir or Path.cwd()).resolve(), user=user,
+                       executable=executable or default_executable(),
+                       config=config.resolve() if config else None, runners=runners)
+
+
+RunnersOpt = Annotated[int, typer.Option(min=1, max=64, help="Processing runners to start.")]
+ServiceUserOpt = Annotated[str, typer.Option(help="The unprivileged user the units run as.")]
+WorkdirOpt = Annotated[Path | None, typer.Option(
+    help="Installation folder, where config/ and selectors/ are (default: here).")]
+ExecutableOpt = Annotated[str | None, typer.Option(
+    help="The refund-bots command (default: the one of this installation).")]
+
+
+@service_app.command("print")
+def service_print(runners: RunnersOpt = 2, user: ServiceUserOpt = "refundbots",
+                  workdir: WorkdirOpt = None, executable: ExecutableOpt = None,
+                  config: ConfigOpt = None) -> None:
+    """Print the systemd units (scheduler, console, N runners) and the secrets file."""
+    from bots.work.service import install_hint, units
+
+    plan = _plan(runners, user, workdir, executable, config)
+    for name, text in units(plan).items():
+        typer.echo(f"# ---- {name} ----\n{text}")
+    typer.echo("# ---- install ----\n" + install_hint(plan))
+
+
+@service_app.command("write")
+def service_write(folder: Annotated[Path, typer.Argument(help="Where to write the files.")],
+                  runners: RunnersOpt = 2, user: ServiceUserOpt = "refundbots",
+                  workdir: WorkdirOpt = None, executable: ExecutableOpt = None,
+                  config: ConfigOpt = None) -> None:
+    """Write the systemd units and the secrets file template into a folder."""
+    import os
+
+    from bots.work.service import install_hint, units
+
+    plan = _plan(runners, user, workdir, executable, config)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in units(plan).items():
+        (folder / name).write_text(text, encoding="utf-8")
+        if name.endswith(".env"):
+            os.chmod(folder / name, 0o600)
+    console.print(f"Written to {folder}. Then, in that folder:\n{install_hint(plan)}")
 
 
 def main() -> None:  # pragma: no cover

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bots.alerts import AlertSettings
+from bots.console.settings import ConsoleSettings
 from bots.credentials import ENV_PREFIX, secret
 from bots.errors import ConfigError
 from bots.intake.sources import AnySource
@@ -67,8 +69,18 @@ class ScheduleJob(_Model):
     at: str | None = None  # "HH:MM", daily
 
 
+class RetentionSettings(_Model):
+    """How long run folders (`runs/<run-id>/`) are kept; null: forever."""
+
+    keep_days: int | None = Field(None, ge=1)
+    keep_runs: int | None = Field(None, ge=1)
+
+
 class ScheduleSettings(_Model):
     jobs: list[ScheduleJob] = []
+    run_at_start: bool = True  # run the first job at once instead of waiting a period
+    log: Path | None = None  # the scheduler's own log (default <runs_dir>/scheduler.log)
+    retention: RetentionSettings = RetentionSettings()
 
 
 class HealthSettings(_Model):
@@ -98,6 +110,8 @@ class Settings(_Model):
         if value.exists() and not value.is_dir():
             raise ValueError(f"runs_dir {value} exists and is not a folder")
         return value
+    console: ConsoleSettings = ConsoleSettings()  # the ops console; also SLA and four eyes
+    alerts: AlertSettings | None = None  # null: no alerts to ops staff
 
 
 # Environment variables that override one setting each (documented in the README).
@@ -113,6 +127,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PAYMENTS_URL": ("payments", "url"),
     "PAYMENTS_USER": ("payments", "username"),
     "WORKERS": ("processing", "workers"),
+    "CONSOLE_URL": ("console", "public_url"),
 }
 
 

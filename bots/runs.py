@@ -9,16 +9,16 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
+from rich.console import Console
 
-if TYPE_CHECKING:  # the stubs' name for the logger class; not importable at run time
-    from loguru import Logger
+if TYPE_CHECKING:  # the stubs' names for loguru's classes; not importable at run time
+    from loguru import Logger, Message, Record
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -65,9 +65,57 @@ class RunFolder:
             self._sink = None
 
 
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
+
+
+def prune_runs(runs_dir: Path, *, keep_days: int | None, keep_runs: int | None,
+               now: datetime | None = None, protect: set[str] | frozenset[str] = frozenset()
+               ) -> list[Path]:
+    """Delete run folders older than `keep_days` or beyond the newest `keep_runs`.
+
+    Only folders named like a run id are touched (never the queue, the sandbox, the
+    outbox or anything else under runs/), and never the runs in `protect` (still running).
+    Returns what was deleted.
+    """
+    import shutil
+
+    if keep_days is None and keep_runs is None:
+        return []
+    now = now or datetime.now(UTC)
+    runs = sorted((p for p in Path(runs_dir).iterdir() if p.is_dir() and RUN_ID.fullmatch(p.name)),
+                  key=lambda p: p.name, reverse=True) if Path(runs_dir).is_dir() else []
+    doomed = []
+    for i, path in enumerate(runs):
+        started = datetime.strptime(path.name[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+        too_old = keep_days is not None and now - started > timedelta(days=keep_days)
+        too_many = keep_runs is not None and i >= keep_runs
+        if (too_old or too_many) and path.name not in protect:
+            shutil.rmtree(path, ignore_errors=True)
+            doomed.append(path)
+    return doomed
+
+
+# The terminal's error stream, shared by log lines and progress bars: rich prints a log line
+# above a live progress bar instead of through it.
+STDERR = Console(stderr=True)
+
+
 def configure_console(verbose: bool = False) -> None:
-    """Console logging for humans: warnings by default, everything with --verbose."""
+    """Console logging for humans: warnings by default, everything with --verbose.
+
+    Each line names the case it is about (`C-000012: ...`) and goes through STDERR, so a
+    progress bar on the same terminal stays whole.
+    """
     logger.remove()
     level = "DEBUG" if verbose else os.environ.get("REFUND_BOTS_LOG_LEVEL", "WARNING")
     logger.configure(extra={"run": "-"})
-    logger.add(sys.stderr, level=level, format="<level>{level: <8}</level> {message}")
+    logger.add(_to_stderr, level=level, format=_console_format, colorize=False)
+
+
+def _console_format(record: Record) -> str:
+    return "{level: <8} " + ("{extra[case]}: " if record["extra"].get("case") else "") + \
+        "{message}\n{exception}"
+
+
+def _to_stderr(message: Message) -> None:
+    STDERR.out(str(message).rstrip("\n"), highlight=False)

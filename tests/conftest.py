@@ -34,6 +34,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
 
 
+@pytest.fixture(autouse=True)
+def _quicker_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrypt with a smaller work factor in tests: the same code path, a fraction of the CPU.
+
+    The real cost (werkzeug's default, ~0.1-0.4 s a hash) would make every test that creates
+    a few console users slow on a shared machine; what is tested is that scrypt is used.
+    """
+    import bots.queue.staff
+
+    monkeypatch.setattr(bots.queue.staff, "HASH_METHOD", "scrypt:2048:8:1")
+
+
 @dataclass
 class Sandbox:
     orders_url: str

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from bots.cli import app
 from bots.decide.policy import load_policy
 from bots.queue import Queue
+from bots.queue.staff import Staff
 from bots.reports.report import read_report
 from bots.sandbox.data import Dataset, build_dataset, pick_scenarios
 from bots.tools.chaos import expected_refunds as chaos_expected
@@ -118,6 +119,7 @@ def test_escalated_case_is_paid_after_a_human_approves(sandbox, settings_for,
             row[headers.index("Comment")].value = "goodwill"
     filled = tmp_path / "decided.xlsx"
     book.save(filled)
+    Staff.on(queue).add_user("ana.ops", "agent", "a long enough password")  # a real user
     cli = CliRunner()
     args = ["decisions", "import", str(filled)]
     env = {"REFUND_BOTS_QUEUE_URL": settings.queue_url}

@@ -21,6 +21,7 @@ from bots.models import (
     RefundRequest,
 )
 from bots.queue import CaseState, Queue
+from bots.queue.staff import Staff
 from bots.reports.escalations import (
     HEADERS,
     EscalationsFileError,
@@ -39,7 +40,11 @@ COL = {h: i + 1 for i, h in enumerate(HEADERS)}
 
 @pytest.fixture
 def queue(tmp_path: Path) -> Queue:
-    return Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    q = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    staff = Staff.on(q)
+    for name in ("ann", "bo"):  # decisions name real users (`refund-bots users add`)
+        staff.add_user(name, "agent", "a long enough password")
+    return q
 
 
 def facts(order_number: str) -> str:
@@ -135,8 +140,8 @@ def test_round_trip_write_fill_read_apply(queue: Queue, tmp_path: Path) -> None:
     assert (cases[a].state, cases[a].approved_amount) == (CaseState.QUEUED, Decimal("94.97"))
     assert (cases[b].state, cases[b].approved_amount) == (CaseState.QUEUED, Decimal("12.50"))
     assert (cases[c].state, cases[c].outcome) == (CaseState.DONE, "rejected")
-    assert cases[c].reason == "Rejected by Bo: Used item."
-    assert queue.audit_trail(c)[-1].actor == "Bo"
+    assert cases[c].reason == "Rejected by bo: Used item."  # the user name
+    assert queue.audit_trail(c)[-1].actor == "bo"
 
 
 def test_importing_the_same_file_twice_applies_nothing_the_second_time(

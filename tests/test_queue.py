@@ -9,6 +9,7 @@ import pytest
 
 from bots.models import Quarantined, RefundRequest
 from bots.queue import CaseState, IntentState, Queue, utcnow
+from bots.queue.staff import Staff
 
 
 @pytest.fixture
@@ -220,6 +221,9 @@ def test_cases_retry_command(queue: Queue, tmp_path: Path) -> None:
     first, second = _failed(queue, "m00001"), _failed(queue, "m00002")
     env = {"REFUND_BOTS_QUEUE_URL": queue.url}
     cli = CliRunner()
+    nobody = cli.invoke(app, ["cases", "retry", f"C-{first:06d}", "--agent", "ana"], env=env)
+    assert nobody.exit_code == 1 and "no user 'ana'" in nobody.output  # --agent: a real user
+    Staff.on(queue).add_user("ana", "supervisor", "a long enough password")
     named = cli.invoke(app, ["cases", "retry", f"C-{first:06d}", "--agent", "ana"], env=env)
     assert named.exit_code == 0 and "1 case(s) queued again" in named.output
     again = cli.invoke(app, ["cases", "retry", f"C-{first:06d}", "--agent", "ana"], env=env)

@@ -86,3 +86,46 @@ def test_process_jobs_take_no_lock_so_runners_scale_out(tmp_path: Path) -> None:
     settings = load_settings(config)
     assert Queue(settings.queue_url).acquire_lock(RUN_LOCK, "elsewhere:1:scheduler", 600)
     assert Scheduler(settings, config, Console()).run_job("process") != EXIT_LOCKED
+
+
+def test_the_first_job_runs_at_start_and_next_times_are_told_and_logged(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path, [{"command": "intake", "every_minutes": 60}])
+    proc = subprocess.Popen([sys.executable, "-m", "bots", "schedule", "--config", str(config)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # the job ran at start, then says when it runs next
+        seen.append(line)
+        if "next at" in line and any("at start" in s for s in seen):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    out = "".join(seen) + out
+    assert proc.returncode == 0, out
+    assert "scheduled: intake every 60 minutes, next at" in out
+    assert "Intake: 1 new request(s)" in out
+    log = (tmp_path / "runs" / "scheduler.log").read_text()
+    assert "intake finished with exit status 0" in log and "scheduler stopped" in log
+
+
+def test_retention_deletes_only_old_run_folders(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from bots.runs import prune_runs
+
+    runs = tmp_path / "runs"
+    names = ["20261101-000000-aaaa", "20261125-000000-bbbb", "20261130-000000-cccc",
+             "20261201-000000-dddd"]
+    for name in [*names, "sandbox", "outbox"]:
+        (runs / name).mkdir(parents=True)
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    gone = prune_runs(runs, keep_days=10, keep_runs=None, now=now)
+    assert [p.name for p in gone] == ["20261101-000000-aaaa"]
+    gone = prune_runs(runs, keep_days=None, keep_runs=1, now=now,
+                      protect={"20261125-000000-bbbb"})
+    assert [p.name for p in gone] == ["20261130-000000-cccc"]
+    assert sorted(p.name for p in runs.iterdir()) == ["20261125-000000-bbbb",
+                                                      "20261201-000000-dddd", "outbox",
+                                                      "sandbox"]

@@ -44,7 +44,7 @@ class Decisions(Store):
                 return "already applied"
             if case.state != CaseState.ESCALATED:
                 return "not escalated"
-            if decision != "reject" and (why := _raises(case, amount, four_eyes_above)):
+            if decision != "reject" and (why := raise_reason(case, amount, four_eyes_above)):
                 amount = money(amount) if amount is not None else None
                 first = _pending_approval(s, case_id, decision, amount)
                 if first is None or first.actor == agent:
@@ -101,6 +101,38 @@ class Decisions(Store):
             return True
 
 
+# issue #16 (console): the body of `human_decision`, callable inside a transaction that has
+# already checked the deciding user's claim and the case's version (bots.queue.staff).
+def apply_human_decision(s: Session, case: Case | None, *, decision: str,
+                         amount: Decimal | None, agent: str, comment: str,
+                         run_id: str | None) -> str:
+    """`Decisions.human_decision` inside the caller's transaction (same answers)."""
+    decision = decision.strip().lower()
+    if decision not in ("approve", "partial", "reject"):
+        raise ValueError(f"unknown decision {decision!r}")
+    if case is None:
+        return "not escalated"
+    if _decided_since_escalation(s, case.id, decision):
+        return "already applied"
+    if case.state != CaseState.ESCALATED:
+        return "not escalated"
+    case.human_decision, case.human_agent, case.human_comment = decision, agent, comment
+    detail = f"{decision} by {agent}" + (f" ({amount})" if amount is not None else "")
+    detail += f": {comment}" if comment else ""
+    if decision == "reject":
+        case.state, case.outcome = CaseState.DONE, "rejected"
+        case.reason = f"Rejected by {agent}: {comment}" if comment else \
+            f"Rejected by {agent}."
+        case.approved_amount = Decimal("0.00")
+    else:
+        case.state, case.next_attempt_at, case.attempts = CaseState.QUEUED, None, 0
+        if amount is not None:
+            case.approved_amount = amount
+    audit(s, case.id, run_id, agent, CaseState.ESCALATED, case.state, "human_decision",
+          detail)
+    return "applied"
+
+
 def _decided_since_escalation(s: Session, case_id: int, decision: str) -> bool:
     """Has this decision been applied since the case last entered `escalated`?
 
@@ -116,7 +148,7 @@ def _decided_since_escalation(s: Session, case_id: int, decision: str) -> bool:
                for a in trail[entered + 1:])
 
 
-def _raises(case: Case, amount: Decimal | None, limit: Decimal | None) -> str:
+def raise_reason(case: Case, amount: Decimal | None, limit: Decimal | None) -> str:
     """Why `amount` needs four eyes: above the limit and the proposal or the customer's ask."""
     if amount is None or limit is None or amount <= limit:
         return ""

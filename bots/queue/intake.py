@@ -306,6 +306,10 @@ def _merge_request_into(case: _CaseLike, req: RefundRequest) -> None:
         case.requested_amount is None or req.requested_amount > case.requested_amount
     ):
         case.requested_amount = req.requested_amount
+    if isinstance(case, Case) and case.state == CaseState.ESCALATED:
+        # issue #16: a person deciding this case has not seen this contact yet: the case's
+        # version (updated_at) moves, so a decision taken on the older view is refused.
+        case.updated_at = utcnow()
 
 
 __all__ = ["INSERT_BATCH", "IntakeStore", "Stored", "audit", "case_key_for"]

@@ -35,6 +35,7 @@ from bots.decide import snapshot
 from bots.intake.sentiment import score
 from bots.models import CENT, money
 from bots.queue import Case, CaseState, Queue
+from bots.queue.staff import Staff
 from bots.reports.excel_safe import DATETIME_FORMAT, GUARD, MONEY_FORMAT, needs_guard, write_cell
 from bots.reports.report import _save_atomically
 
@@ -124,7 +125,7 @@ class ApplyResult:
     applied: list[HumanDecision] = field(default_factory=list)
     already_applied: list[HumanDecision] = field(default_factory=list)
     refused: list[RejectedRow] = field(default_factory=list)
-    waiting: list[HumanDecision] = field(default_factory=list)  # for a second agent (4 eyes)
+    proposed: list[HumanDecision] = field(default_factory=list)  # wait for a second user
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -287,8 +288,11 @@ def _letter(header: str) -> str:
 _ReadCell: TypeAlias = Cell | MergedCell
 
 
-class _Refuse(Exception):
-    """This row cannot be used: the message says why, in words an agent understands."""
+class DecisionRefused(ValueError):
+    """This decision cannot be used: the message says why, in words an agent understands."""
+
+
+_Refuse = DecisionRefused
 
 
 def read_decisions(path: Path) -> tuple[list[HumanDecision], list[RejectedRow]]:
@@ -354,26 +358,38 @@ def _parse_row(number: int, row: dict[str, _ReadCell]) -> HumanDecision:
         if cell.data_type == "e":
             raise _Refuse(f"the {name} cell holds an error value ({cell.value})")
     ref, case_id = _case(row.get("Case"))
-    decision = _text(row.get("Decision")).lower()
+    decision, amount, agent, comment = validate_decision(
+        _text(row.get("Decision")), None if _blank(row.get("Amount")) else
+        row["Amount"].value, _text(row.get("Agent")), _text(row.get("Comment")))
+    return HumanDecision(ref, case_id, decision, amount, agent, comment, number,
+                         order_number=_text(row.get("Order")) or None,
+                         escalated_at=_datetime(row.get("Escalated (UTC)")))
+
+
+def validate_decision(decision_text: str, amount_value: object, agent_text: str,
+                      comment_text: str) -> tuple[str, Decimal | None, str, str]:
+    """One person's decision, checked the same way on every route (workbook, console).
+
+    Returns (decision, amount or None, agent, comment); raises DecisionRefused with why.
+    """
+    decision = decision_text.strip().lower()
     if decision not in DECISIONS:
-        raise _Refuse(f"unknown decision {_text(row.get('Decision'))[:40]!r}: use approve, "
+        raise _Refuse(f"unknown decision {decision_text.strip()[:40]!r}: use approve, "
                       "reject or partial")
-    amount = _amount(row.get("Amount"))
+    amount = _amount_value(amount_value)
     if decision == "partial" and amount is None:
         raise _Refuse("partial needs an Amount")
     if decision == "reject" and amount is not None:
         raise _Refuse("reject takes no Amount: clear it, or choose partial")
-    agent = " ".join(_text(row.get("Agent")).split())
+    agent = " ".join(agent_text.split())
     if not agent:
         raise _Refuse("Agent is empty: who decided?")
     if len(agent) > AGENT_MAX:
         raise _Refuse(f"Agent is longer than {AGENT_MAX} characters")
-    comment = _text(row.get("Comment")).strip()
+    comment = comment_text.strip()
     if len(comment) > COMMENT_MAX:
         raise _Refuse(f"Comment is longer than {COMMENT_MAX} characters")
-    return HumanDecision(ref, case_id, decision, amount, agent, comment, number,
-                         order_number=_text(row.get("Order")) or None,
-                         escalated_at=_datetime(row.get("Escalated (UTC)")))
+    return decision, amount, agent, comment
 
 
 def _case(cell: _ReadCell | None) -> tuple[str, int]:
@@ -385,10 +401,9 @@ def _case(cell: _ReadCell | None) -> tuple[str, int]:
     return f"C-{case_id:06d}", case_id
 
 
-def _amount(cell: _ReadCell | None) -> Decimal | None:
-    """A positive amount with at most 2 decimals, or None when the cell is empty."""
-    value = None if cell is None else cell.value
-    if _blank(cell):
+def _amount_value(value: object) -> Decimal | None:
+    """A positive amount with at most 2 decimals, or None when empty (a cell or a form)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
         raise _Refuse("Amount is not a number")
@@ -443,39 +458,37 @@ STALE_TOLERANCE_SECONDS = 1.0  # Excel keeps times to the millisecond at best
 
 
 def apply_decisions(queue: Queue, decisions: Iterable[HumanDecision], *,
-                    run_id: str | None, four_eyes_above: Decimal | None = None) -> ApplyResult:
-    """Hand each decision to `Queue.human_decision`, which applies it at most once.
+                    run_id: str | None, four_eyes_above: Decimal | None = None,
+                    raise_limit: Decimal | None = None) -> ApplyResult:
+    """Hand each decision to `Staff.decide`, which applies it at most once.
 
     Checked here first, so that a decision is never applied to a case other than the
     one the agent looked at: the case exists, its order is the one on the row, and it
     has not changed since the file was written (a case re-escalated after an earlier
-    decision gets a new file, not the old row).
+    decision gets a new file, not the old row). The Agent must be a user who may decide
+    and, when the case is claimed, its assignee or a supervisor; above `four_eyes_above`
+    the decision waits for a second user (in the console, or `cases confirm`).
     """
     result = ApplyResult()
+    staff = Staff.on(queue)
     for d in decisions:
         try:
             _check(queue, d)
         except _Refuse as exc:
             result.refused.append(RejectedRow(d.row, d.case_ref, str(exc)))
             continue
-        status = queue.human_decision(d.case_id, decision=d.decision, amount=d.amount,
-                                      agent=d.agent, comment=d.comment, run_id=run_id,
-                                      four_eyes_above=four_eyes_above)
-        if status == "applied":
+        out = staff.decide(d.case_id, username=d.agent, decision=d.decision, amount=d.amount,
+                           comment=d.comment, version=d.escalated_at,
+                           four_eyes_above=four_eyes_above, run_id=run_id,
+                           order_number=d.order_number, raise_limit=raise_limit)
+        if out.status == "applied":
             result.applied.append(d)
-        elif status == "already applied":
+        elif out.status in ("already applied", "already proposed"):
             result.already_applied.append(d)
-        elif status == "needs a second agent":
-            result.waiting.append(d)
-        elif status == "same agent":
-            result.refused.append(RejectedRow(
-                d.row, d.case_ref, f"{d.case_ref}: {d.agent} already approved this amount; a "
-                                   "second, different agent must approve it (four eyes)"))
+        elif out.status == "proposed":
+            result.proposed.append(d)
         else:
-            case = queue.get_case(d.case_id)
-            state = case.state if case is not None else "unknown"
-            result.refused.append(RejectedRow(
-                d.row, d.case_ref, f"{d.case_ref} is not waiting for a decision (it is {state})"))
+            result.refused.append(RejectedRow(d.row, d.case_ref, out.message))
     return result
 
 

@@ -32,6 +32,8 @@ from bots.work.pipeline import execute
 
 if TYPE_CHECKING:  # imported where used: the sandbox is only needed to build the demo
     from bots.config import Settings
+    from bots.queue import Queue
+    from bots.queue.staff import Staff
     from bots.sandbox.data import Customer, Dataset, Order
 
 DEMO_SEED = 7
@@ -419,7 +421,24 @@ def approve_escalations(run_dir: Path, agent: str = "demo.agent") -> Path | None
     return filled
 
 
-def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Console) -> int:
+DEMO_PASSWORD = "demo-console-password"  # noqa: S105 - the demo's published password
+DEMO_USERS = {"demo.agent": "agent", "demo.agent2": "agent", "demo.supervisor": "supervisor",
+              "demo.viewer": "viewer"}
+
+
+def demo_users(queue: Queue) -> Staff:
+    """The demo's console users (password DEMO_PASSWORD), created once."""
+    from bots.queue.staff import Staff
+
+    staff = Staff.on(queue)
+    for name, role in DEMO_USERS.items():
+        if staff.user(name) is None:
+            staff.add_user(name, role, DEMO_PASSWORD)
+    return staff
+
+
+def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Console,
+             history: int = 0) -> int:
     from bots.config import load_settings
     from bots.sandbox.data import build_dataset
     from bots.sandbox.server import SandboxProcess
@@ -442,7 +461,24 @@ def run_demo(folder: Path, *, workers: int | None, headed: bool, console: Consol
                        console=console)
         if code != 0:
             return code
-        return _human_round_trip(settings, today, console)
+        code = _human_round_trip(settings, today, console)
+    _console_hint(settings, history, console)
+    return code
+
+
+def _console_hint(settings: Settings, history: int, console: Console) -> None:
+    """Users for the console, the generated history, and how to look at it all."""
+    from bots.queue import Queue
+    from bots.tools.history import generate_history
+
+    queue = Queue(settings.queue_url)
+    demo_users(queue)
+    if history:
+        made = generate_history(queue, history)
+        console.print(f"History: {made.cases} finished case(s) over {made.days} day(s) added "
+                      f"({made.followups} follow-ups), for the dashboard and forecast.")
+    console.print(f"Console: REFUND_BOTS_QUEUE_URL={settings.queue_url} refund-bots console "
+                  f"(users {', '.join(DEMO_USERS)}; password {DEMO_PASSWORD})")
 
 
 def _human_round_trip(settings: Settings, today: date, console: Console) -> int:
@@ -455,10 +491,18 @@ def _human_round_trip(settings: Settings, today: date, console: Console) -> int:
     filled = approve_escalations(run_dir)
     if filled is None:
         return 0
+    staff = demo_users(queue)
     decisions, bad = read_decisions(filled)
-    result = apply_decisions(queue, decisions, run_id=None)
-    console.print(f"\nA (demo) ops agent approved {len(result.applied)} escalated case(s) in "
-                  f"{filled}; the bot now pays what was approved:")
+    result = apply_decisions(queue, decisions, run_id=None,
+                             four_eyes_above=settings.console.four_eyes_above)
+    for d in result.proposed:  # above the four-eyes amount: the supervisor approves too
+        staff.confirm(d.case_id, username="demo.supervisor", approve=True,
+                      comment="second approval (demo)")
+    console.print(f"\nA (demo) ops agent approved {len(result.applied) + len(result.proposed)} "
+                  f"escalated case(s) in {filled}"
+                  + (f" ({len(result.proposed)} above the four-eyes amount, approved by a "
+                     "supervisor too)" if result.proposed else "")
+                  + "; the bot now pays what was approved:")
     return execute(settings, "demo", intake=False, process=True, today=today,
                    console=console)
 

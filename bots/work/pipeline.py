@@ -45,7 +45,8 @@ from bots.queue.schema import RequestRow
 from bots.reports.escalations import write_escalations
 from bots.reports.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
 from bots.reports.report import CaseRow, RunInfo, write_report
-from bots.runs import RunFolder
+from bots.runs import STDERR, RunFolder
+from bots.work.alerts import after_run
 from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS
 from bots.work.processing import Finished, Processor, ProcessStats
 from bots.work.stopping import request_stop
@@ -332,6 +333,10 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
         queue.finish_run(folder.run_id, status, stats)
         folder.close()
     console.print(f"Run {folder.run_id}: {status}. Log: {folder.path / 'run.log'}")
+    # issue #16: alert ops staff (exit 1/3/4, breaks, SLA, undeliverable notifications)
+    for sent in after_run(settings, folder.run_id, command, code, stats):
+        channels = ", ".join(sent.delivered) or "no channel"
+        console.print(f"Alert sent: {sent.alert.subject} ({channels})")
     return code
 
 
@@ -380,6 +385,7 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
                            "system_errors": result.system_errors,
                            "seconds": round(result.seconds, 2)}
     problems = rep.problems
+    stats["reconciliation_problems"] = problems  # issue #16: for alerts and the console
     outcomes = ", ".join(f"{n} {o}" for o, n in sorted(result.outcomes.items())) or "none"
     console.print(f"{'Dry run: decided' if dry_run else 'Processed'} {result.processed} "
                   f"case(s): {outcomes}.")
@@ -413,5 +419,5 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
 
 def _progress(total: int) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True),
+                    TimeElapsedColumn(), console=STDERR,
                     disable=not sys.stderr.isatty() or total == 0, transient=True)
