@@ -16,6 +16,7 @@ from bots.config import ConfigError, load_settings
 from bots.models import RefundRequest
 from bots.queue import CaseState, Queue
 from bots.queue.schema import Case as CaseRow
+from bots.queue.staff import Staff
 from bots.work.exit_codes import EXIT_ERROR
 
 SETTINGS = CONFIG / "settings.yaml"
@@ -173,20 +174,24 @@ def test_four_eyes_from_the_command_line(live_and_test: tuple[Path, Path],
     with config.open("a") as f:
         f.write(f"policy: {policy}\n")
     queue = Queue(load_settings(config).queue_url)
+    staff = Staff.on(queue)
+    for name in ("ana", "bo"):
+        staff.add_user(name, "agent", "a long enough password")
     case_id = _escalated(queue)
     runner = CliRunner()
     ref = f"C-{case_id:06d}"
     first = runner.invoke(app, ["cases", "approve", ref, "--agent", "ana", "--amount", "400",
                                 "-c", str(config)])
-    assert first.exit_code == 0 and "second agent" in first.output
-    again = runner.invoke(app, ["cases", "approve", ref, "--agent", "ana", "--amount", "400",
-                                "-c", str(config)])
-    assert again.exit_code == EXIT_ERROR
-    second = runner.invoke(app, ["cases", "approve", ref, "--agent", "bo", "--amount", "400",
-                                 "-c", str(config)])
+    assert first.exit_code == 0 and "second person" in first.output, first.output
+    case = queue.get_case(case_id)
+    assert case is not None and case.state == CaseState.ESCALATED  # not paid on one say-so
+    own = runner.invoke(app, ["cases", "confirm", ref, "--agent", "ana", "-c", str(config)])
+    assert own.exit_code == EXIT_ERROR  # the proposer cannot be the second pair of eyes
+    second = runner.invoke(app, ["cases", "confirm", ref, "--agent", "bo", "-c", str(config)])
     assert second.exit_code == 0, second.output
     case = queue.get_case(case_id)
     assert case is not None and case.approved_amount == Decimal("400.00")
+    assert case.state == CaseState.QUEUED
 
 
 def test_a_capped_approval_says_the_cap() -> None:
