@@ -215,6 +215,7 @@ class _AsciiDigits(dict[int, int]):
 
 
 _ASCII_DIGITS = _AsciiDigits()
+_FOREIGN_DIGIT_OR_DASH = re.compile("[\u2010-\u2015\u2212\ufe63]|(?![0-9])\\d")
 
 
 def normalise_text(text: str) -> str:
@@ -228,6 +229,8 @@ def normalise_text(text: str) -> str:
     if not text or text.isascii():
         return text or ""
     text = _FORMAT_CHARS.sub("", unicodedata.normalize("NFKC", text))
+    if text.isascii() or not _FOREIGN_DIGIT_OR_DASH.search(text):
+        return text  # accents and other letters only: nothing more to map
     return text.translate(_ASCII_DIGITS).translate(_DASHES)
 
 
@@ -675,9 +678,10 @@ def _amount_gate() -> ColumnPattern:
     # What `amount_doubts` reads too: money words it cannot map, any ISO-looking code
     # next to a number, a minus sign after an amount keyword.
     words = "|".join(re.escape(w) for w in UNMAPPED_CURRENCY_WORDS)
+    codes = "|".join(sorted(unsupported_currency_codes()))
     return column_pattern(
         rf"(?:{token}){space}?\d|\d(?:[.,]-)?{space}?(?:{token})|"
-        rf"\d{space}?(?i:{words})|\d{space}?[A-Z]{{3}}|[A-Z]{{3}}{space}?\d|"
+        rf"\d{space}?(?i:{words})|\d{space}?(?:{codes})|(?:{codes}){space}?\d|"
         rf"(?i:{keyword})(?:{space}+(?i:of|me|for|von|de|du))?{space}*[:=]?{space}*-?\d")
 
 
@@ -737,6 +741,17 @@ _CODE_NEAR_NUMBER = re.compile(
     r"(?![A-Za-z])")
 
 
+# A necessary condition for any doubt above (see GATES): a minus sign before a number or
+# after a currency or keyword; three decimals; a currency token or money word; an upper-case
+# code touching a number.
+_DOUBT_GATE = re.compile(
+    rf"[{_MINUS}]\S{{0,4}}\d|\d[.,]\d{{3}}|(?-i:[A-Z]{{3}})\s?\d|\d\s?(?-i:[A-Z]{{3}})|"
+    rf"(?:{_CUR_IN_TEXT})|\d\s?(?i:{'|'.join(re.escape(w) for w in UNMAPPED_CURRENCY_WORDS)})"
+    rf"(?![A-Za-z])",
+    re.IGNORECASE,
+)
+
+
 def _all_iso_codes() -> frozenset[str]:
     import pycountry  # the ISO 4217 list: a code we do not handle is still a currency
 
@@ -761,8 +776,8 @@ def amount_doubts(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTE
     if not text:
         return []
     work = normalise_for_reading(text[:20_000])
-    if _digit_count(work) == 0:
-        return []
+    if _digit_count(work) == 0 or not _DOUBT_GATE.search(work):
+        return []  # no sign, fine fraction, money word or currency code near a number
     for start, end, _ in _order_spans(work, order_patterns):
         work = work[:start] + "_" * (end - start) + work[end:]
     for rx in _NOT_AMOUNTS:

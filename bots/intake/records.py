@@ -355,13 +355,10 @@ def _item(rows: Rows, i: int, f: dict[str, Any], reason: Reason, raw_text: Any,
         problems.append(f"the amount is in {amount_currency} but the currency field says "
                         f"{currency}")
     doubts: list[str] = []
-    if not order_problem and search:
+    if not order and not order_problem and search:
         found = find_order_numbers(search, opts.order_patterns)
-        if not order:
-            order = found[0] if found else None
-            doubts += order_doubts(found)
-        elif any(o != order for o in found):
-            doubts += order_doubts([order, *(o for o in found if o != order)])
+        order = found[0] if found else None
+        doubts += order_doubts(found)  # the export's order field, when set, says which
     handle = f["handle"]
     reply_handle = f"{platform}:{handle}" if handle and platform else handle
     if not problems and not (order or f["email"] or f["phone"] or handle):
