@@ -125,15 +125,19 @@ def test_no_secret_in_any_artifact_of_a_run(secret_sandbox: Sandbox, settings_fo
     assert not leaks, "\n".join(leaks[:20])
 
 
+@pytest.mark.parametrize("preflight", [True, False], ids=["health-check", "processing"])
 def test_a_refused_password_stops_the_run_and_is_tried_once(secret_sandbox: Sandbox,
                                                             settings_for, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch
-                                                            ) -> None:
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capfd: pytest.CaptureFixture[str],
+                                                            preflight: bool) -> None:
+    """Refused before the first case (the selector health check) or by a worker's login."""
     today = date.today()
     ds = build_dataset(seed=DEMO_SEED, today=today)
     prepare_inputs(tmp_path, ds, today)
     monkeypatch.setenv("REFUND_BOTS_PAYMENTS_PASSWORD", "wrong~password&=")
-    settings = settings_for(secret_sandbox, processing__workers=2)
+    settings = settings_for(secret_sandbox, processing__workers=2,
+                            health__before_process=preflight)
     from collections import Counter
 
     from bots.legacy.base import LegacyApp
@@ -159,4 +163,5 @@ def test_a_refused_password_stops_the_run_and_is_tried_once(secret_sandbox: Sand
     assert typed["payment portal"] == 1, typed
     assert typed["order system"] <= 2, typed  # accepted, once per worker
     run_log = next((tmp_path / "runs").rglob("run.log")).read_text(encoding="utf-8")
-    assert "PAYMENTS_PASSWORD" in run_log and "refused" in run_log
+    out = " ".join((capfd.readouterr().out + run_log).split())
+    assert "refused" in out and "secret PAYMENTS_PASSWORD" in out
