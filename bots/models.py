@@ -118,6 +118,7 @@ class PortalRefund:
     created_at: datetime
     order_number: str = ""
     currency: str = ""
+    transaction_id: str = ""  # the charge it refunds, when the listing shows it
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,8 @@ class PaymentsApp(LegacyApp):
             reason=r["refund_reason"], reference=r["refund_reference"],
             operator=r["refund_operator"],
             created_at=self.datetime(r["refund_created"]).replace(tzinfo=UTC),
-            order_number=f["order_number"], currency=currency) for r in rows)
+            order_number=f["order_number"], currency=currency,
+            transaction_id=f["txn_id"]) for r in rows)
         return ChargeFacts(transaction_id=f["txn_id"], order_number=f["order_number"],
                            amount=self.amount(f["amount"]), currency=currency,
                            refunded=self.amount(f["refunded"]), refunds=refunds)
@@ -140,4 +141,5 @@ class PaymentsApp(LegacyApp):
             reason=col("reason"), reference=col("reference"), operator=col("operator"),
             created_at=self.datetime(col("created_at")).replace(tzinfo=UTC),
             order_number=col("order_number"), currency=col("currency"),
+            transaction_id=col("transaction_id"),
         )

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bots.models import Quarantined, RefundRequest
-from bots.queue.audit import audit
+from bots.queue.audit import audit, chain_rows
 from bots.queue.base import Store
 from bots.queue.schema import AuditRow, Case, CaseState, QuarantineRow, RequestRow, case_ref
 
@@ -251,6 +251,7 @@ def _insert_contacts(s: Session, added: list[tuple[RefundRequest, Case, str]],
         rows.append(request_values(req, case.id, run_id))
     # NULLs written out: rows that leave different columns empty are still one statement.
     nulls = {"render_nulls": True}
+    chain_rows(s, audits)  # issue 15: hash-chained, in this order (bots/queue/audit.py)
     s.execute(insert(AuditRow), audits, execution_options=nulls)
     s.execute(insert(RequestRow), rows, execution_options=nulls)
 
