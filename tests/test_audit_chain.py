@@ -133,3 +133,24 @@ def test_audit_verify_command_exits_3_and_names_the_record(db: tuple[Queue, Path
     sql(path, "UPDATE audit SET detail = 'x' WHERE id = 3")
     bad = CliRunner().invoke(app, ["audit", "verify"], env=env)
     assert bad.exit_code == 3 and "record 3" in bad.output
+
+
+def test_forgetting_a_customer_erases_their_data_and_the_chain_still_verifies(
+        db: tuple[Queue, Path]) -> None:
+    queue, path = db
+    env = {"REFUND_BOTS_QUEUE_URL": queue.url}
+    refused = CliRunner().invoke(app, ["customers", "forget", "ada@example.com", "--agent",
+                                       "ana"], env=env)
+    assert refused.exit_code == 1 and "why" in refused.output  # a reason is required
+    done = CliRunner().invoke(app, ["customers", "forget", "ada@example.com", "--agent", "ana",
+                                    "-m", "GDPR art. 17 request #88"], env=env)
+    assert done.exit_code == 0, done.output
+    with sqlite3.connect(path) as conn:
+        dump = "\n".join(str(r) for table in ("requests", "cases", "audit", "refund_intents")
+                         for r in conn.execute(f"SELECT * FROM {table}"))  # noqa: S608
+    assert "ada@example.com" not in dump and "Lovelace" not in dump and "7700" not in dump
+    assert "12.00" in dump  # amounts stay
+    report = queue.verify_chain()
+    assert report.ok, report.problem
+    sql(path, "UPDATE audit SET detail = 'sneaky' WHERE detail = '[erased]' AND id = 1")
+    assert not queue.verify_chain().ok  # an erased record cannot be rewritten unnoticed

@@ -147,7 +147,7 @@ def verify_rows(rows: Iterator[AuditRow], *, expect_head: tuple[int, str] | None
                                    f"record {row.id} is not the one the report saw: the chain "
                                    f"was rewritten from record {row.id} or earlier")
             seen_head = True
-        prev_prev, prev_hash, prev_id = prev_hash, row.row_hash, row.id
+        prev_prev, prev_hash, prev_id = prev_hash, row.row_hash or "", row.id
     head = ChainHead(prev_id, prev_hash, count) if prev_id is not None else None
     if not seen_head and expect_head is not None:
         return ChainReport(False, count, head, expect_head[0],

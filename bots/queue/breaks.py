@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Index, Integer, String, Text, select
+from sqlalchemy import Index, Integer, String, Text, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from bots.queue.audit import audit
 from bots.queue.base import Store
-from bots.queue.schema import Base, Money, UTCDateTime, utcnow
+from bots.queue.schema import Base, Case, Money, RefundIntent, UTCDateTime, utcnow
 
 
 class BreakState:
@@ -131,7 +131,9 @@ class Breaks(Store):
         with self.session() as s:
             opening = list(s.scalars(select(BreakRow).where(BreakRow.state.in_(BreakState.LIVE))
                                      .order_by(BreakRow.id)))
-            known = _by_key(s, [x.key for x in sightings] + list(matched_keys))
+            live_keys = {b.break_key for b in opening}
+            matched_keys = [k for k in matched_keys if k in live_keys]
+            known = _by_key(s, [x.key for x in sightings] + matched_keys)
             new, states = [], {}
             for x in sightings:
                 row = known.get(x.key)
@@ -158,6 +160,31 @@ class Breaks(Store):
                           subject=f"break:{row.ref}")
                     closed.append(row)
         return BreakUpdate(opening, new, closed, states)
+
+    def reconciliation_ledger(self, *, since: datetime, run_id: str, keys: Iterable[str],
+                              refund_numbers: Iterable[str]) -> list[LedgerFacts]:
+        """Every intent the portal's refunds of a period can be about, with its case.
+
+        The intents opened since `since` (any run), those this run created or settled,
+        and those whose key or refund number the portal's listing mentions (a refund
+        landing long after its run is still the bot's, and may be its second).
+        """
+        with self.session() as s:
+            found: dict[int, RefundIntent] = {}
+            base = select(RefundIntent)
+            for intent in s.scalars(base.where(or_(
+                    RefundIntent.created_at >= since, RefundIntent.run_id == run_id,
+                    RefundIntent.resolved_run_id == run_id))):
+                found[intent.id] = intent
+            for column, values in ((RefundIntent.key, keys),
+                                   (RefundIntent.refund_number, refund_numbers)):
+                unique = sorted(set(values))
+                for start in range(0, len(unique), 500):
+                    for intent in s.scalars(base.where(column.in_(unique[start:start + 500]))):
+                        found[intent.id] = intent
+            cases = _cases(s, {i.case_id for i in found.values()})
+            return [LedgerFacts(i, cases[i.case_id]) for i in
+                    sorted(found.values(), key=lambda i: i.id)]
 
     def breaks(self, states: Sequence[str] | None = None) -> list[BreakRow]:
         with self.session() as s:
@@ -200,6 +227,23 @@ class Breaks(Store):
                   "break_written_off" if write_off else "break_resolved",
                   f"{row.ref}: {comment.strip()}", subject=f"break:{row.ref}")
             return row
+
+
+@dataclass(frozen=True)
+class LedgerFacts:
+    """An intent and the case it pays (currency, approval, when the case began)."""
+
+    intent: RefundIntent
+    case: Case
+
+
+def _cases(s: Session, ids: set[int]) -> dict[int, Case]:
+    out: dict[int, Case] = {}
+    unique = sorted(ids)
+    for start in range(0, len(unique), 500):
+        out.update({c.id: c for c in s.scalars(select(Case).where(
+            Case.id.in_(unique[start:start + 500])))})
+    return out
 
 
 def _need(agent: str, comment: str) -> None:

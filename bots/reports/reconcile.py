@@ -158,7 +158,7 @@ def _reconcile(entries: list[LedgerEntry], portal: Iterable[PortalRefund],
     rows = _paired(entries, refunds, pair)
     rows += [_duplicate_row(entries[i], refunds[j], refunds[pair[i]].refund_id) for i, j in dups]
     last_unread = max(unread_days, default=None)
-    for i in np.flatnonzero(pair < 0):
+    for i in np.flatnonzero(pair < 0).tolist():
         row = _missing_row(entries[i], last_unread)
         if row is not None:
             rows.append(row)
@@ -256,19 +256,20 @@ def _assign(entries: Sequence[LedgerEntry],
     owner = np.fromiter((by_number.get(p.refund_id.strip(), -1) for p in refunds),
                         dtype=np.int64, count=len(refunds))
     strength = np.where(owner >= 0, 0, 9)
-    for j in np.flatnonzero(owner < 0):
+    for j in np.flatnonzero(owner < 0).tolist():
         ref = refunds[j].reference.strip()
         i = by_ref.get(ref, -1)
         if i >= 0:
             owner[j], strength[j] = i, 1
             continue
-        hits = [by_ref[w] for w in _words(ref) if w in by_ref]
+        hits = [by_ref[w] for w in reference_words(ref) if w in by_ref]
         if hits:
             owner[j], strength[j] = min(hits, key=lambda k: _ledger_key(entries[k])), 2
     return owner, strength
 
 
-def _words(reference: str) -> set[str]:
+def reference_words(reference: str) -> set[str]:
+    """The words of a reference the matcher looks keys up by (and the intent keys in it)."""
     words = set(_SPLIT_RX.split(reference))
     words.update(_KEY_RX.findall(reference))
     words.discard("")
@@ -304,8 +305,8 @@ def _paired(entries: Sequence[LedgerEntry], refunds: Sequence[PortalRefund],
     li = np.flatnonzero(pair >= 0)
     if not len(li):
         return []
-    le = [entries[i] for i in li]
-    pr = [refunds[j] for j in pair[li]]
+    le = [entries[i] for i in li.tolist()]
+    pr = [refunds[j] for j in pair[li].tolist()]
     clean = np.fromiter((e.status == CONFIRMED and e.refund_number == p.refund_id
                          and e.amount == p.amount and e.reference == p.reference
                          and (not p.order_number or p.order_number == e.order_number)
@@ -344,7 +345,7 @@ def _paired_row(entry: LedgerEntry, refund: PortalRefund) -> ReconRow:
 
 def _loose(refunds: Sequence[PortalRefund], owner: np.ndarray, rows: Sequence[ReconRow],
            approvals: Iterable[Approval]) -> list[ReconRow]:
-    loose = [refunds[j] for j in np.flatnonzero(owner < 0)]
+    loose = [refunds[j] for j in np.flatnonzero(owner < 0).tolist()]
     approved = list(approvals)
     if not approved:
         return [_portal_only_row(p) for p in loose]
@@ -513,7 +514,7 @@ def _row(status: ReconStatus, entry: LedgerEntry, refund: PortalRefund | None,
                                     else entry.transaction_id))
 
 
-def _cents(amount: Decimal) -> Decimal:
+def _cents(amount: Decimal | int | str | float) -> Decimal:
     """money() without its detour through text, for amounts that are Decimals already."""
     if isinstance(amount, Decimal):
         return amount.quantize(CENT, rounding=ROUND_HALF_UP)
