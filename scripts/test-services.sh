@@ -4,6 +4,8 @@
 # prints what to install and exits 0: the tests that need a server then skip locally, and
 # fail under CI (CI=true), so a CI image without them cannot pass by skipping.
 #   - Dovecot (IMAP/IMAPS) + openssl for its throwaway certificate: tests/test_imap.py
+#   - LibreOffice Calc + poppler-utils: every workbook converts to PDF, the Summary prints
+#     on one page (tests/test_workbooks_render.py)
 set -euo pipefail
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -12,6 +14,8 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 declare -A NEEDS=(
   [dovecot-imapd]=/usr/sbin/dovecot
   [openssl]=/usr/bin/openssl
+  [libreoffice-calc]=/usr/bin/soffice
+  [poppler-utils]=/usr/bin/pdfinfo
 )
 
 missing=()

@@ -421,12 +421,12 @@ def _bridge_lines(cases: Sequence[CaseRow], recon: Sequence[ReconRow]) -> list[S
             SummaryLine(section, "less: failed or still queued", -failed, "", fmt),
             SummaryLine(section, "less: reduced by policy or a person", -reduced,
                         "partial refunds: lines, fees, caps, human amounts", fmt),
-            SummaryLine(section, "= approved by policy", by_policy, "", fmt),
-            SummaryLine(section, "+ approved by humans", by_human, "", fmt),
+            SummaryLine(section, "approved by policy", by_policy, "", fmt),
+            SummaryLine(section, "plus: approved by humans", by_human, "", fmt),
             SummaryLine(section, "less: approved, not (yet) matched in the portal",
                         -(by_policy + by_human - refunded),
                         "dry runs, pending refunds and breaks", fmt),
-            SummaryLine(section, "= refunded in the portal (matched)", refunded, "", fmt),
+            SummaryLine(section, "refunded in the portal (matched)", refunded, "", fmt),
             SummaryLine(section, "breaks in this currency (amounts involved)", breaks,
                         "see the Reconciliation sheet", fmt),
         ]
@@ -465,7 +465,7 @@ def _total(amounts: Iterable[Decimal | None]) -> Decimal:
 
 def _write_summary(wb: Workbook, lines: Sequence[SummaryLine], *, failing: bool) -> None:
     ws = wb.create_sheet("Summary")
-    _sheet_setup(ws, [14, 44, 24, 56], fit_height=True)
+    _sheet_setup(ws, [16, 42, 40, 60], fit_height=True)
     ws.sheet_properties.tabColor = "C00000" if failing else "00B050"
     ws.freeze_panes = "A2"
     ws.append([_header_cell(ws, h) for h in SUMMARY_HEADERS])
@@ -479,7 +479,7 @@ def _write_summary(wb: Workbook, lines: Sequence[SummaryLine], *, failing: bool)
             for c in cells:
                 c.fill = result_fill
                 c.font = BOLD
-        ws.row_dimensions[r].height = _height([(line.note, 56), (str(line.value), 24)])
+        ws.row_dimensions[r].height = _height([(line.note, 60), (str(line.value), 40)])
         ws.append(cells)
         if line.section == "Cases by outcome":
             outcome_rows.append(r)
