@@ -249,6 +249,15 @@ def doctor(config: ConfigOpt = None) -> None:
             return f"{len(notifier.check_templates())} template(s) render"
 
         check("message templates", templates)
+    from bots.transport import insecure_transports  # issue 15: encryption in transit
+
+    clear = insecure_transports(settings)
+    if clear:
+        checks.append(("transport security", settings.allow_insecure_transport,
+                       ("WARNING allow_insecure_transport is on: " if
+                        settings.allow_insecure_transport else "refused: ") + "; ".join(clear)))
+    else:
+        checks.append(("transport security", True, "TLS for every remote connection"))
     table = Table("check", "", "detail")
     for name, ok, detail in checks:
         table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)

@@ -83,6 +83,9 @@ class Settings(_Model):
     intake: IntakeSettings = IntakeSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     notify: NotifySettings | None = None  # null: customers are not notified by the bots
+    # issue 15: clear-text connections to other machines are refused unless this says so
+    # (bots/transport.py); `doctor` warns while it is on.
+    allow_insecure_transport: bool = False
 
 
 # Environment variables that override one setting each (documented in the README).

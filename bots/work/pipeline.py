@@ -40,6 +40,7 @@ from bots.reports.escalations import write_escalations
 from bots.reports.reconcile import ReconRow
 from bots.reports.report import Books, BreakLine, CaseRow, RunInfo, problem_count, write_report
 from bots.runs import RunFolder
+from bots.transport import insecure_transports
 from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS
 from bots.work.processing import Finished, Processor, ProcessStats
 from bots.work.reconciling import Reconciliation, reconcile_run
@@ -249,6 +250,11 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
     The summary lines go to `console`; the CLI, the scheduler and the demo pass their own.
     """
     console = console or Console()
+    # issue 15: no clear-text connection to another machine unless the settings say so
+    if (clear := insecure_transports(settings)) and not settings.allow_insecure_transport:
+        console.print("[red]cannot run: connections in clear text to other machines:[/] "
+                      + "; ".join(clear) + " (use TLS, or set allow_insecure_transport: true)")
+        return EXIT_ERROR
     try:
         queue = Queue(settings.queue_url)
         killed = queue.mark_killed_runs()
