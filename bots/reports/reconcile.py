@@ -119,7 +119,15 @@ class ReconRow(NamedTuple):
             return f"intent:{self.reference}"
         if self.portal_refund_id:
             return f"refund:{self.portal_refund_id}"
-        return f"listing:{self.day or ''}:{self.note[:60]}"
+        return f"listing:{self.day or ''}"
+
+
+def unread_day(day: date, why: str) -> ReconRow:
+    """A business day whose listing could not be read: whatever it holds is unchecked."""
+    return ReconRow(ReconStatus.UNVERIFIED, None, "", "", None, None, None, None,
+                    f"the portal's refunds of {day} could not be read ({why}): refunds made "
+                    "that day by people or other systems, and second payments, are unchecked",
+                    day=day)
 
 
 def unverified(ledger: Iterable[LedgerEntry], why: str) -> list[ReconRow]:

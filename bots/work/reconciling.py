@@ -32,6 +32,7 @@ from bots.reports.reconcile import (
     ReconStatus,
     reconcile,
     reference_words,
+    unread_day,
 )
 from bots.runs import RunFolder
 
@@ -78,8 +79,11 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
     charges = await _charges_to_check(session, run, listing)
     rows = reconcile([_entry(f) for f in ledger], listing, approvals=_approvals(ledger),
                      charges=charges, unread_days=unread)
+    rows = [unread_day(d, "retried") for d in unread] + rows  # never "OK" over a blind spot
     sightings = [_sighting(r) for r in rows if r.status is not ReconStatus.MATCHED]
     matched = [r.break_key for r in rows if r.status is ReconStatus.MATCHED]
+    read = [d for d in _days(first, last) if d not in unread]
+    matched += [unread_day(d, "").break_key for d in read]  # a day read now closes its break
     update = queue.record_breaks(run.run_id, sightings, matched)
     return Reconciliation(rows, first, last, unread, update, queue.live_breaks(),
                           len(listing), notes)
@@ -87,7 +91,7 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
 
 async def _read_listing(session: BotSession, run: RunFolder, first: date, last: date
                         ) -> tuple[list[PortalRefund], list[date], list[str]]:
-    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    days = _days(first, last)
     try:
         worker = await session.worker("report")
     except (SystemException, PlaywrightError) as exc:
@@ -109,6 +113,10 @@ async def _read_listing(session: BotSession, run: RunFolder, first: date, last: 
     finally:
         await worker.context.close()
     return listing, unread, notes
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 async def _with_retries(read: Callable[[], Awaitable[list[PortalRefund]]]
