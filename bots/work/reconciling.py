@@ -82,6 +82,10 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
     rows = [unread_day(d, "retried") for d in unread] + rows  # never "OK" over a blind spot
     sightings = [_sighting(r) for r in rows if r.status is not ReconStatus.MATCHED]
     matched = [r.break_key for r in rows if r.status is ReconStatus.MATCHED]
+    problems = {x.key for x in sightings}
+    # An intent with no problem row agrees with the portal (matched, or verified absent):
+    # a break an earlier report opened about it is over.
+    matched += [k for k in (f"intent:{f.intent.key}" for f in ledger) if k not in problems]
     read = [d for d in _days(first, last) if d not in unread]
     matched += [unread_day(d, "").break_key for d in read]  # a day read now closes its break
     update = queue.record_breaks(run.run_id, sightings, matched)
