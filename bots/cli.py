@@ -9,8 +9,10 @@ legacy apps kept failing; remaining cases stay queued); 5 another run holds the 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -22,11 +24,11 @@ from rich.table import Table
 from bots.config import ConfigError, Settings, load_settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.errors import SystemException
-from bots.queue import Queue, case_ref
+from bots.queue import CaseFilter, CaseState, Queue, QueueError, case_ref
 from bots.runs import RunFolder, configure_console
 from bots.tools.bench import bench_app
 from bots.work.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS
-from bots.work.pipeline import execute
+from bots.work.pipeline import execute, send_notifications
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False)
@@ -54,6 +56,15 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         return load_settings(config, **overrides)
     except ConfigError as exc:
         console.print(f"[red]settings:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _queue(settings: Settings) -> Queue:
+    """The queue, or a plain message and exit 1 (unreachable, refused, newer schema)."""
+    try:
+        return Queue(settings.queue_url)
+    except QueueError as exc:
+        console.print(f"[red]queue:[/] {exc}")
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -98,6 +109,13 @@ def process(config: ConfigOpt = None, workers: WorkersOpt = None, today: TodayOp
 
 
 @app.command()
+def notify(config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Send the customer messages that are due (pending, or failed and due for a retry)."""
+    configure_console(verbose)
+    raise typer.Exit(send_notifications(_settings(config), console))
+
+
+@app.command()
 def report(run_id: Annotated[str | None, typer.Argument(help="Run to report on "
                                                          "(default: the last one).")] = None,
            config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
@@ -107,7 +125,7 @@ def report(run_id: Annotated[str | None, typer.Argument(help="Run to report on "
 
     configure_console(verbose)
     settings = _settings(config)
-    queue = Queue(settings.queue_url)
+    queue = _queue(settings)
     run_id = run_id or queue.last_run_id()
     row = queue.get_run(run_id) if run_id else None
     if row is None:
@@ -147,22 +165,42 @@ def sandbox(
     latency_ms: Annotated[int, typer.Option(help="Fault: added latency per request.")] = 0,
     error_rate: Annotated[float, typer.Option(help="Fault: share of requests answering 500.")]
     = 0.0,
+    error_paths: Annotated[str | None, typer.Option(
+        help="Fault: only paths matching this regex fail (default: every path).")] = None,
     hang_rate: Annotated[float, typer.Option(help="Fault: share of requests that hang.")] = 0.0,
+    hang_seconds: Annotated[float, typer.Option(help="Fault: how long a hang lasts; the "
+                                                "request is then carried out.")] = 30.0,
+    hang_paths: Annotated[str | None, typer.Option(
+        help="Fault: only paths matching this regex hang, e.g. '/refund$'.")] = None,
+    hang_methods: Annotated[str | None, typer.Option(
+        help="Fault: only these HTTP methods hang, e.g. POST.")] = None,
     session_max_requests: Annotated[int | None, typer.Option(
         help="Fault: sessions expire after this many requests.")] = None,
     session_max_age: Annotated[float | None, typer.Option(
         help="Fault: sessions expire after this many seconds.")] = None,
     maintenance: Annotated[bool, typer.Option(help="Fault: show the maintenance page.")] = False,
+    skin: Annotated[str, typer.Option(help="The apps' look: default, or oldschool (German "
+                                           "formats, iframe, modal, interstitials; selectors in "
+                                           "selectors/examples/oldschool/).")] = "default",
 ) -> None:
     """Run the sandbox legacy order system and payment portal in the foreground."""
     from bots.sandbox.faults import FaultConfig
-    from bots.sandbox.server import serve
+    from bots.sandbox.server import SKINS, serve
 
-    faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate, hang_rate=hang_rate,
-                         session_max_requests=session_max_requests,
-                         session_max_age_s=session_max_age, maintenance=maintenance)
+    if skin not in SKINS:
+        console.print(f"[red]unknown skin {skin!r}[/] (one of {', '.join(SKINS)})")
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate,
+                             error_paths=error_paths, hang_rate=hang_rate,
+                             hang_seconds=hang_seconds, hang_paths=hang_paths,
+                             hang_methods=hang_methods, session_max_requests=session_max_requests,
+                             session_max_age_s=session_max_age, maintenance=maintenance)
+    except ValueError as exc:
+        console.print(f"[red]sandbox:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
     serve(data_dir, orders_port=orders_port, payments_port=payments_port, seed=seed,
-          reset=reset, faults=faults)
+          reset=reset, faults=faults, skin=skin)
 
 
 @app.command()
@@ -180,26 +218,52 @@ def demo(workers: WorkersOpt = None,
 
 
 @app.command()
-def chaos(kills: Annotated[int, typer.Option(help="How many times to kill the bot.")] = 10,
+def chaos(kills: Annotated[int, typer.Option(
+              help="Kills and stalls that must land on a queue with work in it.")] = 10,
           seed: Annotated[int, typer.Option(help="Seed of the kill schedule.")] = 1,
+          runners: Annotated[int, typer.Option(min=1, max=8, help="Runner processes working "
+                                               "one queue at once.")] = 1,
+          postgres: Annotated[bool, typer.Option(
+              "--postgres", help="Queue on a throwaway PostgreSQL server of its own "
+              "(Debian's postgresql binaries).")] = False,
+          queue_url: Annotated[str | None, typer.Option(
+              help="Queue on this PostgreSQL server: a new database per round "
+              "(the user needs CREATEDB).")] = None,
+          hang_rate: Annotated[float, typer.Option(
+              min=0, max=1, help="Share of refund POSTs the portal holds past the bots' "
+              "timeout, then carries out.")] = 0.25,
           folder: Annotated[Path, typer.Option(help="Where the rounds keep their data.")]
           = Path("runs/chaos")) -> None:
-    """Kill the bot at random moments, rerun until drained, verify no one is paid twice."""
+    """Kill and freeze the bots at random moments, drain, verify no one is paid twice."""
     import shutil
+    from contextlib import ExitStack
 
-    from bots.tools.chaos import run_chaos
+    from bots.tools.chaos import ChaosPlan, run_chaos
     from bots.tools.demo import use_sandbox_credentials
+    from bots.tools.pgcluster import PostgresUnavailable, database_factory, throwaway_postgres
 
     configure_console(False)
     use_sandbox_credentials()
     shutil.rmtree(folder, ignore_errors=True)
-    result = run_chaos(folder, kills=kills, seed=seed, say=console.print)
-    console.print(f"Chaos: {result.kills} kill(s) ({dict(result.how)}), {result.runs} run(s), "
-                  f"{len(result.rounds)} round(s), {result.refunds} refund(s) in the portal.")
+    with ExitStack() as stack:
+        try:
+            server = queue_url or (stack.enter_context(throwaway_postgres()) if postgres
+                                   else None)
+            new_queue_url = database_factory(server) if server else None
+            if new_queue_url:
+                new_queue_url()  # fail now, with a clear message, not in round 1
+        except PostgresUnavailable as exc:
+            console.print(f"[red]chaos:[/] {exc}")
+            raise typer.Exit(EXIT_ERROR) from None
+        result = run_chaos(folder, kills=kills, seed=seed,
+                           plan=ChaosPlan(runners=runners, hang_rate=hang_rate),
+                           new_queue_url=new_queue_url, say=console.print)
+    console.print(f"Chaos ({runners} runner(s), queue on "
+                  f"{'PostgreSQL' if server else 'SQLite'}): {result.summary()}.")
     for problem in result.problems:
         console.print(f"[red]{problem}[/]")
-    console.print("Every eligible order refunded exactly once, no request lost."
-                  if result.ok else f"[red]{len(result.problems)} problem(s).[/]")
+    console.print("Every eligible order refunded exactly once, every contact told once, no "
+                  "request lost." if result.ok else f"[red]{len(result.problems)} problem(s).[/]")
     raise typer.Exit(EXIT_OK if result.ok else EXIT_PROBLEMS)
 
 
@@ -218,11 +282,14 @@ def schedule(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
 
 
 @app.command()
-def doctor(config: ConfigOpt = None) -> None:
-    """Check settings, policy, selectors, secrets and the browser before a first run."""
+def doctor(config: ConfigOpt = None, live: Annotated[bool, typer.Option(
+        "--live", help="Also log into both apps (read-only), open a known order and its "
+                       "charge, and report every selector key: found / missing / empty / "
+                       "unparseable, with the URL. Never submits anything.")] = False) -> None:
+    """Check settings, policy, selectors, secrets, browser, apps and sources before a run."""
     from bots.config import secret
-    from bots.legacy.base import Selectors
     from bots.legacy.browser import BrowserNotFound, find_browser
+    from bots.legacy.selectors import load_orders, load_payments
 
     settings = _settings(config)
     checks: list[tuple[str, bool, str]] = []
@@ -234,13 +301,22 @@ def doctor(config: ConfigOpt = None) -> None:
             checks.append((name, False, str(exc)))
 
     check("policy", lambda: f"{settings.policy} valid" if load_policy(settings.policy) else "")
-    check("orders selectors", lambda: Selectors.load(settings.orders.selectors).source)
-    check("payments selectors", lambda: Selectors.load(settings.payments.selectors).source)
+    check("orders selectors", lambda: load_orders(settings.orders.selectors) and
+          f"{settings.orders.selectors} valid")
+    check("payments selectors", lambda: load_payments(settings.payments.selectors) and
+          f"{settings.payments.selectors} valid")
     check("orders password", lambda: "set" if secret(settings.orders.password_secret) else "")
     check("payments password", lambda: "set" if secret(settings.payments.password_secret) else "")
     check("browser", lambda: find_browser(settings.browser.executable,
                                           settings.browser.channel).source)
     check("queue", lambda: f"{Queue(settings.queue_url).pending_count()} open case(s)")
+    for name, url in (("order system", settings.orders.url),
+                      ("payment portal", settings.payments.url)):
+        check(f"{name} answers", functools.partial(_answers, url))
+    for source in settings.intake.sources:
+        path = getattr(source, "path", None)
+        if path is not None:
+            check(f"source {source.label}", functools.partial(_exists, path))
     if (notify := settings.notify) is not None:
         from bots.notify import Notifier
 
@@ -262,24 +338,109 @@ def doctor(config: ConfigOpt = None) -> None:
     for name, ok, detail in checks:
         table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
     console.print(table)
-    raise typer.Exit(EXIT_OK if all(ok for _, ok, _ in checks) else EXIT_ERROR)
+    healthy = _doctor_live(settings) if live else True
+    raise typer.Exit(EXIT_OK if healthy and all(ok for _, ok, _ in checks) else EXIT_ERROR)
+
+
+def _answers(url: str) -> str:
+    import httpx
+
+    try:
+        status = httpx.get(url, timeout=10, follow_redirects=True).status_code
+    except httpx.HTTPError as exc:
+        raise OSError(f"{url} does not answer: {exc}") from None
+    if status >= 500:
+        raise OSError(f"{url} answers HTTP {status}")
+    return f"{url} (HTTP {status})"
+
+
+def _exists(path: Path) -> str:
+    if not Path(path).exists():
+        raise OSError(f"{path} does not exist")
+    return str(path)
+
+
+def _doctor_live(settings: Settings) -> bool:
+    """Every selector key on the live apps (bots/legacy/health.py); True when all is well."""
+    from rich.markup import escape
+
+    from bots.legacy.browser import BrowserNotFound
+    from bots.legacy.health import HealthReport, live_report
+    from bots.legacy.session import BotSession
+
+    async def go() -> HealthReport:
+        async with BotSession(settings) as session:
+            return await live_report(session, settings.health.order_number)
+
+    try:
+        report = asyncio.run(go())
+    except (ConfigError, BrowserNotFound) as exc:
+        console.print(f"[red]live check:[/] {exc}")
+        return False
+    table = Table("app", "key", "state", "selector", "url / detail")
+    colour = {"found": "green", "not checked": "dim"}
+    for k in report.keys:
+        state = f"[{colour.get(k.state, 'red')}]{k.state}[/]" + (" (fallback)" if k.fallback
+                                                                 else "")
+        table.add_row(k.app, k.key, state, escape(k.selector),
+                      escape(" ".join(x for x in (k.url, k.detail) if x)))
+    console.print(table)
+    for line in report.problems + report.unavailable:
+        console.print(f"[red]FAIL[/] {escape(line)}")
+    bad = report.bad_keys
+    console.print(f"Live check: {len(report.keys)} key(s), {len(bad)} missing/empty/unparseable, "
+                  f"{len(report.problems) + len(report.unavailable)} problem(s).")
+    return report.ok
 
 
 # -- queue inspection and policy ----------------------------------------------------------
 
 @cases_app.command("list")
-def cases_list(state: Annotated[list[str] | None, typer.Option(
-        help="Only cases in this state (queued, processing, done, escalated, failed).")] = None,
-        config: ConfigOpt = None) -> None:
-    """List cases with their state and outcome."""
-    settings = _settings(config)
+def cases_list(
+    state: Annotated[list[str] | None, typer.Option(
+        help="Only cases in this state (queued, processing, done, escalated, failed, merged); "
+             "repeat for several.")] = None,
+    channel: Annotated[str | None, typer.Option(help="Only cases with a contact on this "
+                                                "channel (email, chat, phone...).")] = None,
+    customer: Annotated[str | None, typer.Option(help="Email, name, phone or handle "
+                                                 "(part of it).")] = None,
+    order: Annotated[str | None, typer.Option(help="This order number.")] = None,
+    older_than: Annotated[str | None, typer.Option(help="Opened before this long ago: "
+                                                   "30m, 12h, 7d.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Cases per page.")] = 50,
+    page: Annotated[int, typer.Option(min=1, help="Which page (newest cases first).")] = 1,
+    config: ConfigOpt = None,
+) -> None:
+    """List cases with their state and outcome, newest first, a page at a time."""
+    unknown = sorted(set(state or ()) - set(CaseState.ALL))
+    if unknown:
+        console.print(f"[red]unknown state {', '.join(unknown)}: use "
+                      f"{', '.join(CaseState.ALL)}[/]")
+        raise typer.Exit(EXIT_ERROR)
+    where = CaseFilter(states=state, channel=channel, customer=customer, order_number=order,
+                       older_than=_ago(older_than) if older_than else None)
+    cases, total = _queue(_settings(config)).cases_page(where, limit=limit,
+                                                        offset=(page - 1) * limit)
     table = Table("case", "state", "outcome", "order", "customer", "channels", "approved",
-                  "refund")
-    for c in Queue(settings.queue_url).cases(state):
+                  "refund", title=f"{total} case(s); page {page} of "
+                                  f"{max(1, -(-total // limit))}", title_justify="left")
+    for col in table.columns[:4] + table.columns[6:]:
+        col.no_wrap, col.overflow = True, "ignore"  # ids and amounts are never cut
+    for c in cases:
         table.add_row(c.ref, c.state, c.outcome or "", c.order_number or "",
                       c.customer_email or "", ", ".join(c.channels),
                       str(c.approved_amount or ""), c.refund_number or "")
     console.print(table)
+
+
+def _ago(value: str) -> datetime:
+    """'30m', '12h', '7d' ago, as a moment; a clear error for anything else."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    number, unit = value[:-1], value[-1:].lower()
+    if unit not in units or not number.isdigit():
+        console.print(f"[red]--older-than {value!r}: use a number and m, h or d (e.g. 7d)[/]")
+        raise typer.Exit(EXIT_ERROR)
+    return datetime.now(UTC) - timedelta(seconds=int(number) * units[unit])
 
 
 @cases_app.command("show")
@@ -287,7 +448,7 @@ def cases_show(case: Annotated[str, typer.Argument(help="Case reference (C-00001
                config: ConfigOpt = None) -> None:
     """Show one case: its contacts, decision and audit trail."""
     settings = _settings(config)
-    queue = Queue(settings.queue_url)
+    queue = _queue(settings)
     found = queue.get_case(int(case.upper().removeprefix("C-")))
     if found is None:
         console.print(f"[red]no case {case}[/]")
@@ -320,7 +481,7 @@ def _case_id(ref: str) -> int:
 def _decide(ref: str, decision: str, amount: Decimal | None, agent: str, comment: str,
             config: Path | None) -> None:
     settings = _settings(config)
-    result = Queue(settings.queue_url).human_decision(
+    result = _queue(settings).human_decision(
         _case_id(ref), decision=decision, amount=amount, agent=agent, comment=comment,
         run_id=None)
     if result == "not escalated":
@@ -352,7 +513,7 @@ def cases_reassign(case: CaseArg, to: Annotated[str, typer.Option(help="The agen
                    agent: AgentOpt, comment: CommentOpt = "", config: ConfigOpt = None) -> None:
     """Hand an escalated case to another agent."""
     settings = _settings(config)
-    if not Queue(settings.queue_url).assign(_case_id(case), agent=to, by=agent, comment=comment,
+    if not _queue(settings).assign(_case_id(case), agent=to, by=agent, comment=comment,
                                             run_id=None):
         console.print(f"[red]{case} is not waiting for a human decision[/]")
         raise typer.Exit(EXIT_ERROR)
@@ -366,7 +527,7 @@ def cases_retry(agent: AgentOpt, cases: Annotated[list[str] | None, typer.Argume
                     "--all-failed", help="Every case the bot gave up on.")] = False,
                 comment: CommentOpt = "", config: ConfigOpt = None) -> None:
     """Queue again cases that failed on system errors (after an outage is over)."""
-    queue = Queue(_settings(config).queue_url)
+    queue = _queue(_settings(config))
     ids = queue.failed_case_ids() if all_failed else [_case_id(c) for c in cases or []]
     if not ids:
         console.print("No case to retry." if all_failed else
@@ -395,7 +556,7 @@ def decisions_import(
     except EscalationsFileError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_ERROR) from None
-    result = apply_decisions(Queue(settings.queue_url), decisions, run_id=None)
+    result = apply_decisions(_queue(settings), decisions, run_id=None)
     for row in bad:
         console.print(f"[yellow]row {row.row} ({row.case_ref or '?'}) refused: {row.reason}[/]")
     for row in result.refused:
@@ -435,7 +596,7 @@ def policy_simulate(
     except PolicyError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_ERROR) from None
-    rows = replay(Queue(settings.queue_url), policy)
+    rows = replay(_queue(settings), policy)
     out = out or settings.runs_dir / f"policy-simulation-{datetime.now(UTC):%Y%m%d-%H%M%S}.xlsx"
     write_comparison(out, rows, file)
     changed = sum(r.changed for r in rows)
@@ -659,20 +820,116 @@ def bench_report_cmd(n: Annotated[int, typer.Option(help="Cases in the workbook.
 def bench_process_cmd(
     repeat: Annotated[int, typer.Option(help="Passes over the demo cases.")] = 3,
     workers: WorkersOpt = 1,
+    submit: Annotated[bool, typer.Option(help="Real runs: refund form, confirmation and order "
+                                              "note, a fresh sandbox per pass.")] = False,
 ) -> None:
-    """The bot's seconds per case next to raw HTTP loading the very same pages."""
+    """The bot's seconds per case: before/after the speed work side by side, next to raw
+    HTTP loading the very same pages (dry run), or real refunds (--submit)."""
     import statistics
 
-    from bots.tools.bench_process import bench_process
+    from bots.tools.bench_process import bench_process, bench_submit
 
     configure_console(False)
+    med = statistics.median
+    if submit:
+        s = bench_submit(repeat=repeat, workers=workers or 1)
+        console.print(f"{s.cases} cases ({s.paid} paid: refund form + confirmation + note), "
+                      f"{repeat} pass(es) each, alternately, {workers} worker(s)")
+        console.print(f"before (fast off): median {med(s.before):.3f} s per paid case "
+                      f"{[round(x, 3) for x in s.before]}; every case {med(s.before_all):.3f} s")
+        console.print(f"after:             median {med(s.after):.3f} s per paid case "
+                      f"{[round(x, 3) for x in s.after]}; every case {med(s.after_all):.3f} s")
+        return
     r = bench_process(repeat=repeat, workers=workers or 1)
-    bot = statistics.median(r.bot_seconds_per_case)
-    http = statistics.median(r.http_seconds_per_case)
-    console.print(f"{r.cases} cases, {r.pages_per_case:.1f} pages per case, {repeat} pass(es), "
-                  f"{workers} worker(s)")
-    console.print(f"bot (Chromium, dry run): median {bot:.3f} s per case "
+    bot, http = med(r.bot_seconds_per_case), med(r.http_seconds_per_case)
+    console.print(f"{r.cases} cases, {r.pages_per_case:.1f} pages per case "
+                  f"({r.before_pages_per_case:.1f} before), {repeat} pass(es), "
+                  f"{workers} worker(s), dry run")
+    console.print(f"bot before (fast off): median {med(r.before_seconds_per_case):.3f} s per case "
+                  f"{[round(x, 3) for x in r.before_seconds_per_case]}")
+    console.print(f"bot after:             median {bot:.3f} s per case "
                   f"{[round(x, 3) for x in r.bot_seconds_per_case]}")
-    console.print(f"raw HTTP replay:         median {http * 1000:.1f} ms per case "
+    console.print(f"raw HTTP replay:       median {http * 1000:.1f} ms per case "
                   f"{[round(x * 1000, 1) for x in r.http_seconds_per_case]}")
-    console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x")
+    console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x (before: {r.before_ratio:.1f}x)")
+
+
+@bench_app.command("queue")
+def bench_queue_cmd(
+    n: Annotated[int, typer.Option("--n", min=10, help="Contacts to generate.")] = 100_000,
+    queue_url: Annotated[str | None, typer.Option(
+        help="Time this (empty) database instead of a fresh SQLite file, e.g. "
+             "postgresql+psycopg://user:pw@host/db.")] = None,
+) -> None:
+    """Intake of N contacts into the queue, a repeat with nothing new, a page of cases list."""
+    from bots.tools.bench_queue import bench_queue, describe
+
+    configure_console(False)
+    try:
+        result = bench_queue(n, queue_url=queue_url, say=console.print)
+    except QueueError as exc:
+        console.print(f"[red]queue:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    for line in describe(result):
+        console.print(line)
+
+
+@bench_app.command("scale")
+def bench_scale_cmd(
+    runners: Annotated[str, typer.Option(help="Runner process counts to compare, "
+                                         "comma-separated.")] = "1,2,4",
+    workers: Annotated[str, typer.Option(help="Workers (browser contexts) per runner to "
+                                         "compare, comma-separated.")] = "1",
+    latency_ms: Annotated[int, typer.Option(min=0, help="Sandbox latency per page.")] = 150,
+    seconds: Annotated[float, typer.Option(min=5, help="Measured window per pass.")] = 60.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Start-up time not measured.")] = 20.0,
+    repeat: Annotated[int, typer.Option(min=1, help="Passes over every configuration; the "
+                                        "table shows medians.")] = 3,
+    postgres: Annotated[bool, typer.Option(
+        "--postgres", help="Queue on a throwaway PostgreSQL server of its own.")] = False,
+    queue_url: Annotated[str | None, typer.Option(
+        help="Queue on this PostgreSQL server (a new database per pass).")] = None,
+    folder: Annotated[Path, typer.Option(help="Where the passes keep their data.")]
+    = Path("runs/bench-scale"),
+) -> None:
+    """Cases per minute of 1, 2, 4 runner processes on one queue, and CPU seconds per case."""
+    import shutil
+    from contextlib import ExitStack
+
+    from bots.tools.bench_scale import ScaleConfig, bench_scale, table_rows
+    from bots.tools.demo import use_sandbox_credentials
+    from bots.tools.pgcluster import PostgresUnavailable, database_factory, throwaway_postgres
+
+    try:
+        configs = [ScaleConfig(int(r), int(w)) for w in workers.split(",")
+                   for r in runners.split(",")]
+    except ValueError:
+        console.print("[red]bench scale:[/] --runners and --workers take numbers like 1,2,4")
+        raise typer.Exit(EXIT_ERROR) from None
+    if any(not 1 <= c.runners <= 16 or not 1 <= c.workers <= 16 for c in configs):
+        console.print("[red]bench scale:[/] runners and workers must be between 1 and 16")
+        raise typer.Exit(EXIT_ERROR)
+    configure_console(False)
+    use_sandbox_credentials()
+    shutil.rmtree(folder, ignore_errors=True)
+    with ExitStack() as stack:
+        try:
+            server = queue_url or (stack.enter_context(throwaway_postgres()) if postgres
+                                   else None)
+            new_queue_url = database_factory(server) if server else None
+        except PostgresUnavailable as exc:
+            console.print(f"[red]bench scale:[/] {exc}")
+            raise typer.Exit(EXIT_ERROR) from None
+        results = bench_scale(folder, configs, latency_ms=latency_ms, warmup=warmup,
+                              seconds=seconds, repeat=repeat, new_queue_url=new_queue_url,
+                              say=console.print)
+    table = Table(title=f"Runners on one {'PostgreSQL' if server else 'SQLite'} queue, "
+                        f"{latency_ms} ms per page (medians of {repeat})")
+    for col in ("runners", "workers", "cases/min", "speed-up", "CPU s/case",
+                "sandbox CPU s/case", "passes (cases/min)"):
+        table.add_column(col, justify="right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"{os.cpu_count()} CPU(s); load average when done: "
+                  f"{', '.join(Path('/proc/loadavg').read_text().split()[:3])}.")

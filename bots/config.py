@@ -62,13 +62,20 @@ class IntakeSettings(_Model):
 
 
 class ScheduleJob(_Model):
-    command: Literal["run", "intake", "process", "report"] = "run"
+    command: Literal["run", "intake", "process", "report", "notify"] = "run"
     every_minutes: int | None = Field(None, ge=1)
     at: str | None = None  # "HH:MM", daily
 
 
 class ScheduleSettings(_Model):
     jobs: list[ScheduleJob] = []
+
+
+class HealthSettings(_Model):
+    """Selector health (`doctor --live`, and before `process` works its first case)."""
+
+    before_process: bool = True  # check the selectors on live pages before the first case
+    order_number: str | None = None  # a known order to check on; None: the first one listed
 
 
 class Settings(_Model):
@@ -83,6 +90,7 @@ class Settings(_Model):
     intake: IntakeSettings = IntakeSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     notify: NotifySettings | None = None  # null: customers are not notified by the bots
+    health: HealthSettings = HealthSettings()
     # issue 15: clear-text connections to other machines are refused unless this says so
     # (bots/transport.py); `doctor` warns while it is on.
     allow_insecure_transport: bool = False

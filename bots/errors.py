@@ -29,8 +29,32 @@ class AppUnavailable(SystemException):
     """A 5xx page, a maintenance page or a hung request."""
 
 
+class NoAnswer(AppUnavailable):
+    """The app did not answer in time: whether it acted on the request is unknown.
+
+    For a refund submit this is the dangerous case: the portal may still be working on
+    it, so the bot waits out the in-flight grace before it reads the history as final.
+    """
+
+
 class SelectorMissing(SystemException):
     """An element the selectors file names is not on the page: the UI changed."""
+
+
+class UnknownPage(SystemException):
+    """The app shows a page the selectors do not recognise: never read as an answer.
+
+    Neither the page the bot expected nor that page's known "empty" / "not found"
+    variant: an interstitial nobody described, a changed layout, an error page.
+    """
+
+
+class UnreadableValue(SystemException):
+    """An element is there but its value is empty or not in the app's format."""
+
+
+class LoginRefused(SystemException):
+    """The app refused the bot's credentials: a settings problem, not a passing outage."""
 
 
 class RefundRefused(SystemException):

@@ -6,15 +6,19 @@ emails). Email is answered over SMTP, threaded to the customer's message; every 
 channel (chat, social, phone, portal, spreadsheet) gets a line in a per-channel JSONL
 outbox that the channel's own tool sends.
 
-Sent once, even when the run is repeated: each message is a row in the `notifications`
-table, unique on (request id, kind), written as `pending` and committed *before* it is
-sent, and marked `sent` after. A rerun skips sent rows and retries the others. This is
-at-least-once, not exactly-once, at one point: if the process dies after the SMTP
-server accepted a message but before the row is marked sent, the next run sends that
-email again (with the same Message-ID, so many mail clients show it once). To keep that
-window from being hit by a *concurrent* run, a `pending` SMTP row is only retried once
-it is older than :data:`PENDING_RETRY_AFTER`. Outbox lines carry the notification id,
-so the downstream tool can drop a repeated line.
+A transactional outbox: the processor writes one `pending` row per contact in the same
+transaction that finishes the case (`Notifier.record`), so a crash between finishing and
+telling loses nothing; every run (and the scheduler's sweep) then sends what is pending or
+failed (`Notifier.send_due`), with exponential backoff, until it is sent or, after
+`max_tries`, given up (the run exits 3 and says so). A row holds the facts to tell (outcome,
+amount, refund number...), rendered with the current templates when it is sent, so a
+template fixed after a failure is used on the retry. Rows are unique on (request, kind):
+a rerun adds and sends nothing twice. This is at-least-once, not exactly-once, at one
+point: if the process dies after the SMTP server accepted a message but before the row is
+marked sent, the next run sends that email again (with the same Message-ID, so many mail
+clients show it once). To keep that window from being hit by a *concurrent* run, a
+`pending` SMTP row is only retried once it is older than :data:`PENDING_RETRY_AFTER`.
+Outbox lines carry the notification id, so the downstream tool can drop a repeated line.
 
 Messages are rendered from Jinja2 templates that ops staff edit
 (`config/templates/<outcome>.txt.j2`, first line `Subject: ...`), in a sandbox, and the
@@ -39,20 +43,15 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 from uuid import uuid4
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import (
-    Table,
-    select,
-    update,
-)
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from bots.credentials import secret
 from bots.errors import ConfigError
@@ -104,6 +103,8 @@ class SmtpSettings(_Model):
 
 class NotifySettings(_Model):
     enabled: bool = True
+    max_tries: int = Field(8, ge=1, le=100)  # then the message is given up (ops are told)
+    retry_backoff_seconds: float = Field(60.0, ge=0)  # doubled each try, at most an hour
     smtp: SmtpSettings | None = None  # None: email goes to outbox/email.jsonl like the rest
     outbox_dir: Path = Path("runs/outbox")
     templates_dir: Path = Path("config/templates")
@@ -118,6 +119,7 @@ class NotifyState(StrEnum):
     SENT = "sent"
     SKIPPED = "skipped"  # already sent, no address to answer, notifications disabled
     FAILED = "failed"  # not sent this time; retried on the next run
+    GAVE_UP = "gave_up"  # failed max_tries times: ops must look (the run exits 3)
 
 
 # -- results and contacts -----------------------------------------------------------------
@@ -329,14 +331,12 @@ SAMPLE = {"customer_name": "Ada Lovelace", "case_ref": "C-000001", "order_number
 
 
 class Notifier:
-    """Sends each case's outcome to each of its contacts, once."""
+    """Records each case's outcome for each of its contacts, and sends it, once."""
 
     def __init__(self, settings: NotifySettings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
         self.templates = Templates(settings.templates_dir)
-        # a declarative class's __table__ is typed as FromClause; for a mapped class it is a Table
-        cast(Table, NotificationRow.__table__).create(engine, checkfirst=True)
 
     def check_templates(self) -> list[Path]:
         """Render every outcome's template with sample values (for `doctor`, start-up)."""
@@ -344,14 +344,87 @@ class Notifier:
             self.templates.render(outcome, SAMPLE)
         return [self.templates.path(o) for o in OUTCOMES]
 
+    # -- the outbox ---------------------------------------------------------------------------
+
+    def record(self, s: Session, case: Case, *, outcome: str, amount: Decimal | None,
+               currency: str | None, refund_number: str | None, reason: str,
+               card_last4: str | None, run_id: str | None,
+               skip: Sequence[int] = ()) -> list[NotificationRow]:
+        """Add a pending row per contact to `s`, the transaction that finishes the case.
+
+        Contacts with no address, contacts already told this outcome, and `skip` (key
+        request ids) get no row. Nothing is rendered or sent here.
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
+        if not self.settings.enabled:
+            return []
+        facts = json.dumps({"amount": None if amount is None else str(amount),
+                            "currency": currency, "refund_number": refund_number,
+                            "reason": reason, "card_last4": last4(card_last4)})
+        rows = []
+        for contact in contacts_of(case):
+            if contact.to is None or contact.key_request_id in skip:
+                continue
+            if _existing(s, contact, outcome) is not None:
+                continue
+            message_id = None
+            if contact.via_smtp:
+                # Not email.utils.make_msgid: its long random decimal run is Luhn-valid one
+                # time in ten, and a reply must never carry anything that looks like a card.
+                message_id = (f"<{case_ref(case.id)}.{secrets.token_urlsafe(12)}"
+                              f"@{_domain(self._from_address())}>")
+            now = utcnow()
+            row = NotificationRow(
+                notification_id=f"n-{uuid4().hex}", case_id=case.id,
+                request_id=contact.key_request_id, kind=outcome, channel=contact.channel,
+                recipient=contact.to, subject="", body="", facts=facts, message_id=message_id,
+                state=NotificationState.PENDING, attempts=0, run_id=run_id, created_at=now,
+                updated_at=now)
+            s.add(row)
+            rows.append(row)
+        return rows
+
+    def send_due(self, *, case_id: int | None = None, force: bool = False
+                 ) -> list[NotificationResult]:
+        """Send every pending or failed message that is due (one case's, or all).
+
+        `force` ignores the backoff (a case whose messages are asked for explicitly).
+        """
+        now = utcnow()
+        with Session(self.engine) as s:
+            query = select(NotificationRow).where(NotificationRow.state.in_(
+                (NotificationState.PENDING, NotificationState.FAILED)))
+            if case_id is not None:
+                query = query.where(NotificationRow.case_id == case_id)
+            if not force:
+                query = query.where(or_(NotificationRow.next_attempt_at.is_(None),
+                                        NotificationRow.next_attempt_at <= now))
+            rows = list(s.scalars(query.order_by(NotificationRow.id)))
+        results = []
+        cases: dict[int, Case] = {}
+        for row in rows:
+            case = cases.get(row.case_id) or self._case(row.case_id)
+            if case is None:  # pragma: no cover - rows reference their case
+                continue
+            cases[row.case_id] = case
+            contact = _contact_of(case, row)
+            if self._claim(row, contact):
+                results.append(self._deliver(case, contact, row))
+            else:
+                results.append(self._result(
+                    contact, row.kind, NotifyState.FAILED, row,
+                    error="another run started sending this message less than "
+                          f"{PENDING_RETRY_AFTER.seconds} s ago; retried later"))
+        return results
+
     def notify_case(self, case: Case, *, outcome: str, amount: Decimal | None,
                     currency: str | None, refund_number: str | None, reason: str,
                     card_last4: str | None, run_id: str | None) -> list[NotificationResult]:
-        """Notify every contact of `case` about `outcome`; one result per contact.
+        """Record and send `outcome` to every contact of `case` now; one result per contact.
 
-        `case.requests` must be loaded (cases from `Queue.claim`/`get_case`/`cases` are).
-        Raises :class:`TemplateError` (a settings problem, before anything is sent); a
-        delivery failure never raises: it is a `failed` result, retried on the next run.
+        Raises :class:`TemplateError` (a settings problem) before anything is recorded;
+        a delivery failure never raises: it is a `failed` result, retried later.
         """
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
@@ -359,89 +432,59 @@ class Notifier:
         if not self.settings.enabled:
             return [self._result(c, outcome, NotifyState.SKIPPED,
                                  detail="notifications are disabled") for c in contacts]
-        rendered: dict[int, Rendered | UnsafeMessage] = {}
-        for contact in contacts:  # render all first: a broken template sends nothing
-            variables = template_variables(
-                case, contact, amount=amount, currency=currency, refund_number=refund_number,
-                reason=reason, card_last4=card_last4, company_name=self.settings.company_name)
+        unsafe: dict[int, UnsafeMessage] = {}
+        for contact in contacts:  # render all first: a broken template records nothing
             try:
-                rendered[contact.key_request_id] = self.templates.render(outcome, variables)
+                self.templates.render(outcome, template_variables(
+                    case, contact, amount=amount, currency=currency,
+                    refund_number=refund_number, reason=reason, card_last4=card_last4,
+                    company_name=self.settings.company_name))
             except UnsafeMessage as exc:
-                rendered[contact.key_request_id] = exc
-        return [self._notify_contact(case, c, outcome, rendered[c.key_request_id], run_id)
-                for c in contacts]
+                unsafe[contact.key_request_id] = exc
+        with Session(self.engine) as s, s.begin():
+            self.record(s, case, outcome=outcome, amount=amount, currency=currency,
+                        refund_number=refund_number, reason=reason, card_last4=card_last4,
+                        run_id=run_id, skip=list(unsafe))
+        sent = {r.request_ids[-1] if r.request_ids else 0: r
+                for r in self.send_due(case_id=case.id, force=True) if r.kind == outcome}
+        return [self._answer(c, outcome, unsafe, sent) for c in contacts]
 
-    # -- one contact --------------------------------------------------------------------------
-
-    def _notify_contact(self, case: Case, contact: Contact, kind: str,
-                        rendered: Rendered | UnsafeMessage,
-                        run_id: str | None) -> NotificationResult:
+    def _answer(self, contact: Contact, outcome: str, unsafe: dict[int, UnsafeMessage],
+                sent: dict[int, NotificationResult]) -> NotificationResult:
         if contact.to is None:
-            return self._result(contact, kind, NotifyState.SKIPPED,
+            return self._result(contact, outcome, NotifyState.SKIPPED,
                                 detail=f"no address to answer on {contact.channel}")
-        row = self._existing(contact, kind)
-        if row is not None and row.state == NotificationState.SENT:
-            return self._result(contact, kind, NotifyState.SKIPPED, row,
-                                detail=f"already sent {row.sent_at:%Y-%m-%d %H:%M} UTC")
-        if row is None:
-            if isinstance(rendered, UnsafeMessage):
-                return self._result(contact, kind, NotifyState.FAILED, error=str(rendered))
-            row = self._create(case, contact, kind, rendered, run_id)
-            if row is not None:
-                return self._deliver(case, contact, row)
-        elif self._claim(row, contact):
-            return self._deliver(case, contact, row)
-        return self._result(contact, kind, NotifyState.FAILED, row,
-                            error="another run started sending this message less than "
-                                  f"{PENDING_RETRY_AFTER.seconds} s ago; retried later")
-
-    def _existing(self, contact: Contact, kind: str) -> NotificationRow | None:
-        """A row for this contact and kind, keyed on any of the contact's requests."""
+        if contact.key_request_id in unsafe:
+            return self._result(contact, outcome, NotifyState.FAILED,
+                                error=str(unsafe[contact.key_request_id]))
+        for request_id in reversed(contact.request_ids):
+            if request_id in sent:
+                return sent[request_id]
         with Session(self.engine) as s:
-            return s.scalars(
-                select(NotificationRow)
-                .where(NotificationRow.kind == kind,
-                       NotificationRow.request_id.in_(contact.request_ids))
-                .order_by(NotificationRow.id)
-            ).first()
+            row = _existing(s, contact, outcome)
+        if row is not None and row.state == NotificationState.SENT and row.sent_at:
+            return self._result(contact, outcome, NotifyState.SKIPPED, row,
+                                detail=f"already sent {row.sent_at:%Y-%m-%d %H:%M} UTC")
+        return self._result(contact, outcome, NotifyState.FAILED, row,
+                            error=(row.last_error if row is not None else None)
+                            or "not sent: waiting for a retry")
 
-    def _create(self, case: Case, contact: Contact, kind: str, rendered: Rendered,
-                run_id: str | None) -> NotificationRow | None:
-        """Insert the `pending` row and commit it: the durable record made before sending.
+    # -- one message --------------------------------------------------------------------------
 
-        Returns None if a concurrent run inserted it first (it is that run's to send).
-        """
-        subject = rendered.subject
-        message_id = None
-        if contact.via_smtp:
-            if self.settings.smtp is not None:
-                subject = self.settings.smtp.subject_prefix + subject
-            # Not email.utils.make_msgid: its long random decimal run is Luhn-valid one
-            # time in ten, and a reply must never carry anything that looks like a card.
-            message_id = (f"<{case_ref(case.id)}.{secrets.token_urlsafe(12)}"
-                          f"@{_domain(self._from_address())}>")
-        now = utcnow()
-        row = NotificationRow(
-            notification_id=f"n-{uuid4().hex}", case_id=case.id,
-            request_id=contact.key_request_id, kind=kind, channel=contact.channel,
-            recipient=contact.to, subject=subject, body=rendered.body, message_id=message_id,
-            state=NotificationState.PENDING, attempts=1, run_id=run_id, created_at=now,
-            updated_at=now)
-        try:
-            with Session(self.engine, expire_on_commit=False) as s, s.begin():
-                s.add(row)
-        except IntegrityError:
-            return None
-        return row
+    def _case(self, case_id: int) -> Case | None:
+        with Session(self.engine) as s:
+            return s.scalar(select(Case).options(selectinload(Case.requests))
+                            .where(Case.id == case_id))
 
     def _claim(self, row: NotificationRow, contact: Contact) -> bool:
-        """Take an existing unsent row for this run, atomically (conditional UPDATE).
+        """Take an unsent row for this run, atomically (conditional UPDATE on `attempts`).
 
-        A `failed` row is retried at once; a `pending` one (a run died mid-send, or is
-        sending now) at once for the outbox, after PENDING_RETRY_AFTER for SMTP.
+        A new or failed row is taken at once; a `pending` one that a run already started
+        (it died mid-send, or is sending now) at once for the outbox, after
+        PENDING_RETRY_AFTER for SMTP.
         """
         now = utcnow()
-        if (row.state == NotificationState.PENDING and contact.via_smtp
+        if (row.state == NotificationState.PENDING and row.attempts > 0 and contact.via_smtp
                 and self.settings.smtp is not None
                 and now - row.updated_at < PENDING_RETRY_AFTER):
             return False
@@ -449,31 +492,55 @@ class Notifier:
             won = rowcount(s.execute(
                 update(NotificationRow)
                 .where(NotificationRow.id == row.id, NotificationRow.attempts == row.attempts,
-                       NotificationRow.state != NotificationState.SENT)
+                       NotificationRow.state.in_((NotificationState.PENDING,
+                                                  NotificationState.FAILED)))
                 .values(state=NotificationState.PENDING, attempts=row.attempts + 1, updated_at=now)
                 .execution_options(synchronize_session=False)
             ))
         row.attempts += 1
         return won == 1
 
+    def _render(self, case: Case, contact: Contact, row: NotificationRow) -> Rendered:
+        facts = json.loads(row.facts or "{}")
+        amount = facts.get("amount")
+        rendered = self.templates.render(row.kind, template_variables(
+            case, contact, amount=Decimal(amount) if amount is not None else None,
+            currency=facts.get("currency"), refund_number=facts.get("refund_number"),
+            reason=facts.get("reason") or "", card_last4=facts.get("card_last4"),
+            company_name=self.settings.company_name))
+        subject = rendered.subject
+        if contact.via_smtp and self.settings.smtp is not None:
+            subject = self.settings.smtp.subject_prefix + subject
+        row.subject, row.body = subject, rendered.body
+        return rendered
+
     def _deliver(self, case: Case, contact: Contact, row: NotificationRow) -> NotificationResult:
         try:
+            self._render(case, contact, row)
             if contact.via_smtp and self.settings.smtp is not None:
                 self._send_smtp(self._email(case, contact, row))
             else:
                 self._append_outbox(case, contact, row)
-        except Exception as exc:  # noqa: BLE001 - any delivery failure is retried next run
+        except Exception as exc:  # noqa: BLE001 - any failure is retried, then given up
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            self._mark(row, NotificationState.FAILED, error)
-            return self._result(contact, row.kind, NotifyState.FAILED, row, error=error)
+            gave_up = row.attempts >= self.settings.max_tries
+            self._mark(row, NotificationState.GAVE_UP if gave_up else NotificationState.FAILED,
+                       error)
+            return self._result(contact, row.kind,
+                                NotifyState.GAVE_UP if gave_up else NotifyState.FAILED, row,
+                                error=error)
         self._mark(row, NotificationState.SENT, None)
         return self._result(contact, row.kind, NotifyState.SENT, row)
 
     def _mark(self, row: NotificationRow, state: str, error: str | None) -> None:
         now = utcnow()
-        values: dict[str, object] = {"state": state, "updated_at": now, "last_error": error}
+        values: dict[str, object] = {"state": state, "updated_at": now, "last_error": error,
+                                     "subject": row.subject, "body": row.body}
         if state == NotificationState.SENT:
             values["sent_at"] = now
+        if state == NotificationState.FAILED:
+            delay = min(3600.0, self.settings.retry_backoff_seconds * 2 ** (row.attempts - 1))
+            values["next_attempt_at"] = now + timedelta(seconds=delay)
         with Session(self.engine) as s, s.begin():
             s.execute(update(NotificationRow).where(NotificationRow.id == row.id)
                       .values(**values).execution_options(synchronize_session=False))
@@ -577,6 +644,23 @@ class Notifier:
         return NotificationResult(contact.channel, contact.to, state, kind, contact.request_ids,
                                   row.notification_id if row is not None else None, error,
                                   detail)
+
+
+def _existing(s: Session, contact: Contact, kind: str) -> NotificationRow | None:
+    """A row for this contact and kind, keyed on any of the contact's requests."""
+    return s.scalars(
+        select(NotificationRow)
+        .where(NotificationRow.kind == kind, NotificationRow.request_id.in_(contact.request_ids))
+        .order_by(NotificationRow.id)
+    ).first()
+
+
+def _contact_of(case: Case, row: NotificationRow) -> Contact:
+    """The contact a row answers: the group of the case's requests holding its request."""
+    for contact in contacts_of(case):
+        if row.request_id in contact.request_ids:
+            return contact
+    return Contact(row.channel, row.recipient, None, ())  # pragma: no cover - merged away
 
 
 def _domain(address: str) -> str:

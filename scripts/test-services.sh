@@ -6,6 +6,8 @@
 #   - Dovecot (IMAP/IMAPS) + openssl for its throwaway certificate: tests/test_imap.py
 #   - LibreOffice Calc + poppler-utils: every workbook converts to PDF, the Summary prints
 #     on one page (tests/test_workbooks_render.py)
+#   - PostgreSQL (a throwaway cluster per test session, as the postgres user, on a free
+#     port): the queue on PostgreSQL and several runners on one queue, tests/postgres.py
 set -euo pipefail
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -16,6 +18,7 @@ declare -A NEEDS=(
   [openssl]=/usr/bin/openssl
   [libreoffice-calc]=/usr/bin/soffice
   [poppler-utils]=/usr/bin/pdfinfo
+  [postgresql]=/usr/lib/postgresql
 )
 
 missing=()

@@ -7,7 +7,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from paths import ROOT
+from paths import ROOT, SELECTORS
+from postgres import Postgres, running_postgres
 
 from bots.config import Settings, load_settings
 from bots.tools.demo import DEMO_SEED, demo_overrides, use_sandbox_credentials
@@ -40,6 +41,7 @@ class Sandbox:
     orders_db: Path
     payments_db: Path
     process: object
+    skin: str = "default"
 
     def refunds(self) -> list[dict[str, object]]:
         """The payment portal's own record of refunds: the ground truth for the tests."""
@@ -51,15 +53,44 @@ class Sandbox:
         self.process.set_faults(**fields)  # type: ignore[attr-defined]
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL cluster for the whole session (a fresh database per test)."""
+    with running_postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty queue database on each backend the bots support."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'q.sqlite'}"
+    pg: Postgres = request.getfixturevalue("postgres")
+    return pg.url()
+
+
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    """Both legacy apps, freshly seeded, on free loopback ports, in their own process."""
+def sandbox(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """Both legacy apps, freshly seeded, on free loopback ports, in their own process.
+
+    Parametrize it indirectly with a skin name to get another look of the same apps.
+    """
     from bots.sandbox.server import SandboxProcess
 
+    skin = getattr(request, "param", "default")
     use_sandbox_credentials()
     with SandboxProcess(data_dir=tmp_path / "sandbox", seed=DEMO_SEED,
-                        today=date.today()) as sb:
-        yield Sandbox(sb.orders_url, sb.payments_url, sb.orders_db, sb.payments_db, sb)
+                        today=date.today(), skin=skin) as sb:
+        yield Sandbox(sb.orders_url, sb.payments_url, sb.orders_db, sb.payments_db, sb, skin)
+
+
+def skin_selectors(skin: str) -> dict[str, object]:
+    """The settings a skin needs: its selector files, nothing else."""
+    if skin == "default":
+        return {}
+    folder = SELECTORS / "examples" / skin
+    return {"orders__selectors": str(folder / "orders.yaml"),
+            "payments__selectors": str(folder / "payments.yaml")}
 
 
 @pytest.fixture
@@ -70,6 +101,6 @@ def settings_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN2
     def make(sb: Sandbox, **overrides: object) -> Settings:
         return load_settings(None, runs_dir=str(tmp_path / "runs"),
                              **{**demo_overrides(tmp_path, sb.orders_url, sb.payments_url),
-                                **overrides})
+                                **skin_selectors(sb.skin), **overrides})
 
     return make

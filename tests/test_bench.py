@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import typer
+from paths import ROOT
 from typer.testing import CliRunner
 
 from bots.tools.bench import bench_app
@@ -18,6 +20,30 @@ def test_bench_intake_prints_its_figures() -> None:
                      "chat", "social", "phone", "portal", "spreadsheet", "email",
                      "SQLite queue: 50 requests"):
         assert fragment in out, fragment
+
+
+def test_bench_queue_stores_repeats_and_pages() -> None:
+    from bots.tools.bench_queue import bench_queue, describe
+
+    result = bench_queue(300, say=lambda line: None)
+    assert result.backend == "sqlite" and result.requests >= 250
+    assert result.cases > 0 and len(result.page_seconds) == 5
+    lines = describe(result)
+    assert "requests stored" in lines[0] and "repeat intake" in lines[1]
+
+
+@pytest.mark.e2e
+def test_bench_process_runs_both_ways_and_submits(monkeypatch) -> None:  # noqa: ANN001
+    """The process benchmarks run (before and after, dry and real); times are not asserted."""
+    from bots.cli import app as cli
+
+    monkeypatch.chdir(ROOT)
+    dry = CliRunner().invoke(cli, ["bench", "process", "--repeat", "1"])
+    assert dry.exit_code == 0, dry.output
+    assert "bot before (fast off)" in dry.output and "ratio bot / raw HTTP" in dry.output
+    real = CliRunner().invoke(cli, ["bench", "process", "--repeat", "1", "--submit"])
+    assert real.exit_code == 0, real.output
+    assert "paid: refund form + confirmation + note" in real.output
 
 
 def test_bench_reconcile_and_report_run_small() -> None:

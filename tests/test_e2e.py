@@ -14,7 +14,8 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from paths import CONFIG
+import yaml
+from paths import CONFIG, SELECTORS
 from typer.testing import CliRunner
 
 from bots.cli import app
@@ -24,7 +25,7 @@ from bots.reports.report import read_report
 from bots.sandbox.data import Dataset, build_dataset, pick_scenarios
 from bots.tools.chaos import expected_refunds as chaos_expected
 from bots.tools.demo import DEMO_SEED, DemoRequest, prepare_inputs
-from bots.work.exit_codes import EXIT_OK
+from bots.work.exit_codes import EXIT_OK, EXIT_PROBLEMS
 from bots.work.pipeline import execute
 
 pytestmark = pytest.mark.e2e
@@ -36,8 +37,10 @@ def expected_refunds(ds: Dataset, reqs: list[DemoRequest]) -> dict[str, Decimal]
     return chaos_expected(ds, reqs, load_policy(CONFIG / "policy.yaml"))
 
 
+@pytest.mark.parametrize("sandbox", ["default", "oldschool"], indirect=True)
 def test_pipeline_refunds_exactly_the_eligible_orders_once(sandbox, settings_for,
                                                            tmp_path: Path) -> None:
+    """Both skins, by selector files only: the same refunds, exactly once, in the portal."""
     today = date.today()
     ds = build_dataset(seed=DEMO_SEED, today=today)
     reqs = prepare_inputs(tmp_path, ds, today)
@@ -153,3 +156,33 @@ def test_dry_run_decides_everything_and_submits_nothing(sandbox, settings_for,
     got = {r["order_number"]: Decimal(r["amount"]) for r in sandbox.refunds()
            if r not in before}
     assert got == expected
+
+
+@pytest.mark.parametrize("sandbox", ["oldschool"], indirect=True)
+def test_an_unrecognised_interstitial_fails_cases_and_tells_no_customer(
+        sandbox, settings_for, tmp_path: Path) -> None:
+    """The selectors do not know the news page shown after login: nothing is decided on it."""
+    today = date.today()
+    prepare_inputs(tmp_path, build_dataset(seed=DEMO_SEED, today=today), today)
+    orders = yaml.safe_load((SELECTORS / "examples" / "oldschool" / "orders.yaml").read_text(
+        encoding="utf-8"))
+    del orders["interstitials"]
+    orders["recognise_ms"] = 500
+    blind = tmp_path / "orders.yaml"
+    blind.write_text(yaml.safe_dump(orders, allow_unicode=True), encoding="utf-8")
+    settings = settings_for(sandbox, orders__selectors=str(blind), health={"before_process":
+                                                                            False},
+                            processing={"max_attempts": 2, "backoff_seconds": 0,
+                                        "backoff_max_seconds": 0, "circuit_breaker": 100,
+                                        "step_retries": 0})
+
+    assert execute(settings, "run", intake=True, process=True, today=today) == EXIT_PROBLEMS
+
+    assert not [r for r in sandbox.refunds() if r["operator"] == "refund.bot"]
+    cases = [c for c in Queue(settings.queue_url).cases() if c.state != "merged"]
+    assert cases and all(c.state == "failed" and c.outcome == "failed" for c in cases)
+    assert all("UnknownPage" in (c.last_error or "") for c in cases), [c.last_error for c in cases]
+    outbox = tmp_path / "outbox"
+    assert not [line for f in outbox.glob("*.jsonl") for line in f.read_text().splitlines()]
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    assert list((run_dir / "screenshots").glob("*.png"))

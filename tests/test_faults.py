@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
+from paths import SELECTORS
 from typer.testing import CliRunner
 
 from bots.cli import app
@@ -120,3 +122,30 @@ def test_maintenance_page_opens_the_circuit_breaker(sandbox, settings_for,
     assert queue.pending_count() == len([c for c in queue.cases()
                                          if c.state != CaseState.MERGED])
     assert not [r for r in sandbox.refunds() if r["operator"] == "refund.bot"]
+
+
+def test_a_note_that_does_not_appear_on_the_order_is_a_system_error(
+        sandbox, settings_for, tmp_path: Path) -> None:
+    """Writes are verified: a note the order does not show afterwards fails the case's
+    follow-up (the refund itself is made once and recorded), it is never taken as written."""
+    ds, reqs, today = _inputs(tmp_path)
+    orders = yaml.safe_load((SELECTORS / "orders.yaml").read_text(encoding="utf-8"))
+    orders["order"]["notes"] = "#notes li.note-by-another-name"  # never lists the new note
+    orders["recognise_ms"] = 500
+    blind = tmp_path / "orders.yaml"
+    blind.write_text(yaml.safe_dump(orders), encoding="utf-8")
+    settings = settings_for(sandbox, orders__selectors=str(blind),
+                            processing={"max_attempts": 2, "backoff_seconds": 0,
+                                        "backoff_max_seconds": 0, "circuit_breaker": 100})
+    execute(settings, "run", intake=True, process=True, today=today)
+
+    expected = expected_refunds(ds, reqs, load_policy(settings.policy))
+    ours = [r for r in sandbox.refunds() if r["operator"] == "refund.bot"]
+    assert {r["order_number"]: Decimal(r["amount"]) for r in ours} == expected
+    assert len(ours) == len(expected)  # retried, never paid twice
+    cases = {c.order_number: c for c in Queue(settings.queue_url).cases()}
+    for number in expected:
+        case = cases[number]
+        assert case.state == CaseState.FAILED, case.ref
+        assert "was issued, but the follow-up failed" in (case.reason or "")
+        assert "does not appear on the order" in (case.last_error or "")

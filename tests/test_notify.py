@@ -418,3 +418,96 @@ def _set_row(queue: Queue, case: Case, **values: Any) -> None:
     with Session(queue.engine) as s, s.begin():
         s.execute(update(NotificationRow).where(NotificationRow.case_id == case.id)
                   .values(**values))
+
+
+# -- the transactional outbox -------------------------------------------------------------------
+
+
+def _finish_with_outbox(queue: Queue, notifier: Notifier, case: Case,
+                        outcome: str = "refunded") -> None:
+    held = queue.claim("w", 60)
+    assert held is not None and held.id == case.id
+
+    def record(s: Session, fenced: Case) -> object:
+        return notifier.record(s, fenced, outcome=outcome, amount=Decimal("10.00"),
+                               currency="EUR", refund_number="RF-000042", reason="ok",
+                               card_last4="4242", run_id="run-1")
+
+    queue.finish(held.lease, state="done", outcome=outcome, reason="ok", actor="w",
+                 run_id="run-1", outbox=record)
+
+
+def test_a_crash_between_finishing_and_telling_loses_no_message(
+        tmp_path: Path, templates: Path, queue: Queue, smtp: Any) -> None:
+    port, inbox = smtp
+    notifier = Notifier(settings(tmp_path, templates, port), queue.engine)
+    case = make_case(queue, request("m1@mail.example"),
+                     request("c1", channel="chat", email=None, reply_to="conv-1"))
+    _finish_with_outbox(queue, notifier, case)  # ... and the runner dies here
+    assert [r.state for r in sent_notifications(queue.engine, case.id)] == ["pending"] * 2
+    swept = Notifier(settings(tmp_path, templates, port), queue.engine).send_due()
+    assert sorted(r.state for r in swept) == [NotifyState.SENT, NotifyState.SENT]
+    assert len(inbox.messages) == 1 and len(outbox(tmp_path, "chat")) == 1
+    assert "We have refunded 10.00 EUR" in inbox.messages[0].get_content()
+    assert notifier.send_due() == []  # nothing twice
+
+
+def test_a_lost_lease_records_no_message(tmp_path: Path, templates: Path, queue: Queue) -> None:
+    from bots.queue import LeaseLost
+
+    notifier = Notifier(settings(tmp_path, templates, None), queue.engine)
+    case = make_case(queue, request("m1@mail.example"))
+    held = queue.claim("w", 60)
+    assert held is not None
+    stale = held.lease
+    queue.release(held.lease, actor="w", run_id="r", why="test")
+    with pytest.raises(LeaseLost):
+        queue.finish(stale, state="done", outcome="refunded", reason="x", actor="w",
+                     run_id="r", outbox=lambda s, c: notifier.record(
+                         s, c, outcome="refunded", amount=None, currency=None,
+                         refund_number=None, reason="x", card_last4=None, run_id="r"))
+    assert sent_notifications(queue.engine, case.id) == []
+
+
+def test_an_outage_is_retried_with_backoff_then_given_up(tmp_path: Path, templates: Path,
+                                                         queue: Queue) -> None:
+    port = free_port()  # nothing listens: every try fails
+    base = settings(tmp_path, templates, port)
+    notifier = Notifier(base.model_copy(update={"max_tries": 3, "retry_backoff_seconds": 30}),
+                        queue.engine)
+    case = make_case(queue, request("m1@mail.example"))
+    _finish_with_outbox(queue, notifier, case)
+    [first] = notifier.send_due()
+    assert first.state is NotifyState.FAILED
+    assert notifier.send_due() == []  # not due yet: the backoff holds it
+    [row] = sent_notifications(queue.engine, case.id)
+    assert row.next_attempt_at is not None
+    assert row.next_attempt_at > datetime.now(UTC) + timedelta(seconds=20)
+    _set_row(queue, case, next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+    [second] = notifier.send_due()
+    [row] = sent_notifications(queue.engine, case.id)
+    assert second.state is NotifyState.FAILED and row.next_attempt_at is not None
+    assert row.next_attempt_at > datetime.now(UTC) + timedelta(seconds=50)  # doubled
+    _set_row(queue, case, next_attempt_at=None)
+    [third] = notifier.send_due()
+    assert third.state is NotifyState.GAVE_UP and third.error
+    assert notifier.send_due() == []  # given up: ops look at it
+    assert sent_notifications(queue.engine, case.id)[0].attempts == 3
+
+
+def test_a_template_fixed_after_a_failure_is_used_on_the_retry(
+        tmp_path: Path, templates: Path, queue: Queue, smtp: Any) -> None:
+    port, inbox = smtp
+    notifier = Notifier(settings(tmp_path, templates, port).model_copy(
+        update={"retry_backoff_seconds": 0}), queue.engine)
+    case = make_case(queue, request("m1@mail.example"))
+    good = (templates / "refunded.txt.j2").read_text(encoding="utf-8")
+    (templates / "refunded.txt.j2").write_text("Subject: x\n{% if %}\n", encoding="utf-8")
+    _finish_with_outbox(queue, notifier, case)  # the refund is recorded all the same
+    [broken] = notifier.send_due()
+    assert broken.state is NotifyState.FAILED and "refunded.txt.j2" in (broken.error or "")
+    (templates / "refunded.txt.j2").write_text(good, encoding="utf-8")
+    [fixed] = notifier.send_due()
+    assert fixed.state is NotifyState.SENT and len(inbox.messages) == 1
+    [row] = sent_notifications(queue.engine, case.id)
+    assert row.subject.startswith("Re: Your refund") and "RF-000042" in row.body

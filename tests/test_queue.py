@@ -12,8 +12,8 @@ from bots.queue import CaseState, IntentState, Queue, utcnow
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> Queue:
-    return Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+def queue(queue_url: str) -> Queue:
+    return Queue(queue_url)
 
 
 def req(source_id: str, channel: str = "email", order: str | None = "ORD-100001",
@@ -218,7 +218,7 @@ def test_cases_retry_command(queue: Queue, tmp_path: Path) -> None:
     from bots.cli import app
 
     first, second = _failed(queue, "m00001"), _failed(queue, "m00002")
-    env = {"REFUND_BOTS_QUEUE_URL": str(queue.engine.url)}
+    env = {"REFUND_BOTS_QUEUE_URL": queue.url}
     cli = CliRunner()
     named = cli.invoke(app, ["cases", "retry", f"C-{first:06d}", "--agent", "ana"], env=env)
     assert named.exit_code == 0 and "1 case(s) queued again" in named.output
@@ -231,3 +231,34 @@ def test_cases_retry_command(queue: Queue, tmp_path: Path) -> None:
     assert cli.invoke(app, ["cases", "retry", "--all-failed", "-a", "ana"],
                       env=env).output.strip() == "No case to retry."
     assert cli.invoke(app, ["cases", "retry", "--all-failed"], env=env).exit_code != 0  # who?
+
+
+def test_cases_list_pages_and_filters(queue: Queue) -> None:
+    from typer.testing import CliRunner
+
+    from bots.cli import app
+
+    for i in range(30):
+        queue.add_request(req(f"m{i}", order=f"ORD-{200000 + i}",
+                              email=f"c{i % 3}@example.com"))
+    queue.add_request(req("row-1", channel="spreadsheet", order="ORD-200007"))
+    env = {"REFUND_BOTS_QUEUE_URL": queue.url,
+           "COLUMNS": "80"}
+    cli = CliRunner()
+    first = cli.invoke(app, ["cases", "list", "--limit", "10"], env=env)
+    assert first.exit_code == 0 and "30 case(s); page 1 of 3" in first.output
+    assert "C-000030" in first.output and "C-000020" not in first.output  # newest first
+    assert "ORD-200029" in first.output  # never cut at 80 columns
+    third = cli.invoke(app, ["cases", "list", "--limit", "10", "--page", "3"], env=env)
+    assert "C-000001" in third.output and "C-000011" not in third.output
+    by_channel = cli.invoke(app, ["cases", "list", "--channel", "spreadsheet"], env=env)
+    assert "1 case(s)" in by_channel.output and "C-000008" in by_channel.output
+    by_customer = cli.invoke(app, ["cases", "list", "--customer", "C1@EXAMPLE"], env=env)
+    assert "10 case(s)" in by_customer.output
+    by_order = cli.invoke(app, ["cases", "list", "--order", "ord-200003"], env=env)
+    assert "1 case(s)" in by_order.output and "C-000004" in by_order.output
+    old = cli.invoke(app, ["cases", "list", "--older-than", "1d"], env=env)
+    assert "0 case(s)" in old.output
+    bogus = cli.invoke(app, ["cases", "list", "--state", "bogus"], env=env)
+    assert bogus.exit_code == 1 and "unknown state bogus" in bogus.output
+    assert cli.invoke(app, ["cases", "list", "--older-than", "soon"], env=env).exit_code == 1

@@ -35,7 +35,7 @@ from bots.sandbox.data import (
     pick_scenarios,
     write_databases,
 )
-from bots.sandbox.faults import FaultConfig
+from bots.sandbox.faults import FaultConfig, FaultInjector
 from bots.sandbox.orders_app import create_orders_app
 from bots.sandbox.payments_app import create_payments_app
 from bots.sandbox.server import SandboxProcess, prepare_data
@@ -664,6 +664,48 @@ def test_faults_endpoint_validates(orders_app: Flask) -> None:
     assert client.post("/_sandbox/faults", json=[1]).status_code == 400
     assert client.get("/_sandbox/faults").get_json() == FaultConfig().to_dict()
     assert set_faults(client, session_max_requests=None, seed=3)["seed"] == 3
+
+
+def test_hangs_can_be_limited_to_a_path_and_a_method() -> None:
+    faults = FaultInjector(FaultConfig(hang_rate=1.0, hang_seconds=7.0, hang_paths=r"/refund$",
+                                       hang_methods="post"))
+    assert faults.config.hang_methods == "POST"
+    assert faults.decide("/transactions/T-1/refund", "POST").sleep_s == 7.0
+    assert faults.decide("/transactions/T-1/refund", "GET").sleep_s == 0
+    assert faults.decide("/login", "POST").sleep_s == 0
+    faults.update({"hang_paths": None, "hang_methods": None})
+    assert faults.decide("/login", "GET").sleep_s == 7.0
+
+
+@pytest.mark.parametrize("changes", [{"hang_paths": "("}, {"hang_methods": "FETCH"},
+                                     {"hang_methods": " , "}, {"hang_paths": 3}])
+def test_bad_hang_filters_are_refused(orders_app: Flask, changes: dict[str, object]) -> None:
+    client = orders_app.test_client()
+    response = client.post("/_sandbox/faults", json=changes)
+    assert response.status_code == 400 and "hang_" in response.get_json()["error"]
+    with pytest.raises(ValueError, match="hang_"):
+        FaultConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_a_sandbox_process_gets_every_fault_on_its_command_line() -> None:
+    from bots.sandbox.__main__ import faults_from, parse_args
+    from bots.sandbox.server import _fault_args
+
+    wanted = FaultConfig(latency_ms=5, error_rate=0.5, error_paths="^/x", hang_rate=0.25,
+                         hang_seconds=9.0, hang_paths="/refund$", hang_methods="POST",
+                         session_max_age_s=60.0, session_max_requests=9, seed=4)
+    assert faults_from(parse_args(_fault_args(wanted))) == wanted
+
+
+def test_sandbox_command_refuses_a_bad_fault_without_a_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bots.cli import app
+
+    result = CliRunner().invoke(app, ["sandbox", "--data-dir", str(tmp_path),
+                                      "--hang-methods", "FETCH"])
+    assert result.exit_code == 1 and "unknown HTTP method" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_faults_given_at_creation(dbs: tuple[Path, Path]) -> None:

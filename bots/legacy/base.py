@@ -1,118 +1,407 @@
-"""What every legacy-app page object shares: selectors from YAML, login, page checks.
+"""What every legacy-app page object shares: recognising pages, reading them, logging in.
 
 Page objects follow Playwright's Page Object Model guide: methods are business
 actions, there are no assertions inside, and every selector comes from
-`selectors/<app>.yaml` so a deployment adapts the YAML, not the Python.
+`selectors/<app>.yaml` (schema: `bots/legacy/selectors.py`), so a deployment adapts
+the YAML, not the Python.
+
+The one rule of this module: a page is only ever read after it has been positively
+recognised. `open()` names the variants the caller expects (an order page, or the
+app's "not found" page); anything else (a login form, a maintenance or error page,
+an interstitial nobody described, a changed layout) is a SystemException carrying
+the URL and the keys that were looked for. A known interstitial is clicked through.
+A value that is missing, empty or not in the app's format is a SystemException
+naming its key, never an empty string fed to the policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import weakref
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
-import yaml
+from playwright.async_api import BrowserContext, Frame, Page, Response
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page, Response
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from bots.errors import AppUnavailable, SelectorMissing, SessionExpired, SystemException
-from bots.models import money
+from bots.errors import (
+    AppUnavailable,
+    LoginRefused,
+    SelectorMissing,
+    SessionExpired,
+    SystemException,
+    UnknownPage,
+    UnreadableValue,
+)
+from bots.legacy.selectors import Formats, Sel, _App
 
 T = TypeVar("T")
+_FRONT: weakref.WeakKeyDictionary[BrowserContext, Page] = weakref.WeakKeyDictionary()
+MAX_INTERSTITIALS = 3  # pages clicked through in a row before giving up
 
-
-class Selectors:
-    """Selectors of one app, looked up as `sel("page", "element")`."""
-
-    def __init__(self, data: dict[str, Any], source: str) -> None:
-        self.data, self.source = data, source
-
-    @classmethod
-    def load(cls, path: Path) -> Selectors:
-        return cls(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}, str(path))
-
-    def __call__(self, page: str, element: str) -> str:
-        try:
-            value = self.data[page][element]
-        except KeyError:
-            raise SelectorMissing(f"{self.source} has no selector {page}.{element}") from None
-        return str(value)
-
-    def get(self, page: str, element: str, default: str | None = None) -> str | None:
-        return self.data.get(page, {}).get(element, default)
-
-    def fmt(self, name: str, default: str) -> str:
-        return str(self.data.get("formats", {}).get(name, default))
-
-
-_READ_JS = """({fields, rows, cells}) => {
-  const text = (root, sel) => { const el = root.querySelector(sel);
-                                return el ? el.textContent.trim() : null; };
-  const out = {fields: {}, rows: []};
-  for (const [name, sel] of Object.entries(fields)) out.fields[name] = text(document, sel);
-  if (rows) for (const row of document.querySelectorAll(rows)) {
-    const r = {}; for (const [name, sel] of Object.entries(cells)) r[name] = text(row, sel);
-    out.rows.push(r);
+# One round trip reads every field of a page (and a table): per key, which candidate
+# selector matched (-1 none, -2 invalid selector) and the raw text or attribute.
+READ_JS = """(spec) => {
+  const one = (root, cands, attr) => {
+    for (let i = 0; i < cands.length; i++) {
+      let el;
+      try { el = root.querySelector(cands[i]); } catch (e) { return [-2, String(e)]; }
+      if (el) return [i, attr ? el.getAttribute(attr) : el.textContent];
+    }
+    return [-1, null];
+  };
+  const out = {fields: {}, rows: [], rowsMatched: -1};
+  for (const [name, [cands, attr]] of Object.entries(spec.fields))
+    out.fields[name] = one(document, cands, attr);
+  if (spec.rows) {
+    const [cands, cells] = spec.rows;
+    for (let i = 0; i < cands.length; i++) {
+      let found;
+      try { found = document.querySelectorAll(cands[i]); }
+      catch (e) { out.rowsMatched = -2; break; }
+      if (!found.length) continue;
+      out.rowsMatched = i;
+      for (const row of found) {
+        const r = {};
+        for (const [name, [cc, attr]] of Object.entries(cells)) r[name] = one(row, cc, attr);
+        out.rows.push(r);
+      }
+      break;
+    }
   }
   return out;
 }"""
 
+# Which of the named markers the document shows (the first in order), or null.
+WHICH_JS = """(markers) => {
+  for (const [name, cands] of markers)
+    for (const c of cands) { try { if (document.querySelector(c)) return name; } catch (e) {} }
+  return null;
+}"""
+
+# Wait until one marker shows, or a note containing `needle` is listed.
+NOTE_JS = """([notes, needle, markers]) => {
+  for (const c of notes) { try {
+    for (const el of document.querySelectorAll(c))
+      if (el.textContent.includes(needle)) return "written";
+  } catch (e) {} }
+  for (const [name, cands] of markers)
+    for (const c of cands) { try { if (document.querySelector(c)) return name; } catch (e) {} }
+  return null;
+}"""
+
+
+# -- what a read found -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Found:
+    """One selector key on one page: which candidate matched and what it held."""
+
+    key: str  # "order.status"
+    sel: Sel
+    matched: int  # index into sel.candidates; -1 nothing matched, -2 invalid selector
+    raw: str | None
+
+    @property
+    def value(self) -> str | None:
+        """The value after pattern and map; None when missing or unreadable."""
+        return None if self.matched < 0 or self.raw is None else self.sel.extract(self.raw)
+
+    @property
+    def state(self) -> str:
+        """found / missing / empty / unreadable / invalid selector (for health and errors)."""
+        if self.matched == -2:
+            return "invalid selector"
+        if self.matched < 0:
+            return "missing"
+        if self.raw is None or not self.raw.strip():
+            return "empty"
+        return "found" if self.value is not None else "unreadable"
+
+
+class Reading:
+    """The values of one page (or one table row), with typed getters that never guess."""
+
+    def __init__(self, app: str, url: str, found: dict[str, Found], formats: Formats) -> None:
+        self.app, self.url, self.found, self.formats = app, url, found, formats
+
+    def _fail(self, f: Found, problem: str, exc: type[SystemException] = UnreadableValue
+              ) -> SystemException:
+        where = " / ".join(f.sel.candidates)
+        return exc(f"{self.app}: {f.key} ({where}) {problem} on {self.url}")
+
+    def text(self, name: str, *, empty_ok: bool = False) -> str:
+        f = self.found[name]
+        if f.matched == -2:
+            raise self._fail(f, f"is not a valid selector ({f.raw})", SelectorMissing)
+        if f.matched < 0:
+            raise self._fail(f, "not found", SelectorMissing)
+        raw = " ".join((f.raw or "").split())
+        if not raw:
+            if empty_ok and f.sel.pattern is None and f.sel.map is None:
+                return ""
+            raise self._fail(f, "is empty")
+        value = f.value
+        if value is None:
+            raise self._fail(f, f"shows {raw!r}, which its pattern/map cannot read")
+        return value
+
+    def amount(self, name: str) -> Decimal:
+        text = self.text(name)
+        value = self.formats.amount.parse(text)
+        if value is None:
+            raise self._fail(self.found[name], f"shows {text!r}, not an amount in this app's "
+                                               "format (formats.amount)")
+        return value
+
+    def date(self, name: str) -> dt.date | None:
+        """None only for one of the app's 'no date' words; missing or garbled is an error."""
+        text = self.text(name, empty_ok=True)
+        try:
+            return self.formats.parse_date(text)
+        except ValueError:
+            raise self._fail(self.found[name], f"shows {text!r}, neither a date "
+                             f"({self.formats.date}) nor a 'no date' word") from None
+
+    def required_date(self, name: str) -> dt.date:
+        value = self.date(name)
+        if value is None:
+            raise self._fail(self.found[name], "shows no date")
+        return value
+
+    def datetime(self, name: str, fmt: str) -> dt.datetime:
+        text = self.text(name)
+        try:
+            return dt.datetime.strptime(text, fmt)
+        except ValueError:
+            raise self._fail(self.found[name], f"shows {text!r}, not a time ({fmt})") from None
+
+    def flag(self, name: str) -> bool:
+        """True/False from the app's yes/no words (or a map to yes/no); anything else fails."""
+        text = self.text(name)
+        value = self.formats.parse_flag(text)
+        if value is None:
+            value = {"yes": True, "no": False, "true": True, "false": False}.get(text.lower())
+        if value is None:
+            raise self._fail(self.found[name], f"shows {text!r}, neither a yes nor a no word "
+                                               "(formats.yes / formats.no)")
+        return value
+
+    def count(self, name: str) -> int:
+        text = self.text(name)
+        if not text.isdigit() or int(text) <= 0:
+            raise self._fail(self.found[name], f"shows {text!r}, not a positive whole number")
+        return int(text)
+
+
+@dataclass(frozen=True)
+class PageRead:
+    fields: Reading
+    rows: list[Reading]
+    rows_found: Found | None  # how the row selector matched (None: no table asked for)
+
+
+# -- the app -----------------------------------------------------------------------------------
 
 class LegacyApp:
     """One legacy web app in one browser page, logged in with one account."""
 
     app_name = "app"
 
-    def __init__(self, page: Page, base_url: str, selectors: Selectors, username: str,
+    def __init__(self, page: Page, base_url: str, selectors: _App, username: str,
                  password: Callable[[], str], step_retries: int = 2) -> None:
         self.page, self.base_url, self.sel = page, base_url.rstrip("/"), selectors
         self.username, self._password = username, password
         self.step_retries = step_retries
+        self.recognise_ms = selectors.recognise_ms
+        self.fmt = selectors.formats
+        self.reuse_pages = False  # a page this case just read may serve its next step
 
-    # -- navigation with the checks a human does with their eyes ---------------------
+    # -- recognising pages -------------------------------------------------------------
 
-    async def open(self, path: str) -> Response | None:
-        """Go to a page of the app, retrying a flaky load a couple of times.
+    def _guards(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Markers that mean 'not the page you wanted', checked on every page."""
+        sel = self.sel
+        guards = [("login", sel.login.form.candidates)]
+        if sel.errors.maintenance is not None:
+            guards.append(("maintenance", sel.errors.maintenance.candidates))
+        if sel.errors.server_error is not None:
+            guards.append(("server_error", sel.errors.server_error.candidates))
+        guards += [(f"interstitial:{i}", s.detect.candidates)
+                   for i, s in enumerate(sel.interstitials)]
+        return guards
+
+    async def frame(self, path: tuple[str, ...]) -> Frame:
+        """The (i)frame a page's content lives in: `path` is its iframe selectors."""
+        frame = self.page.main_frame
+        for selector in path:
+            try:
+                handle = await frame.wait_for_selector(selector, timeout=self.recognise_ms)
+                child = await handle.content_frame() if handle else None
+            except PlaywrightTimeout:
+                child = None
+            if child is None:
+                raise UnknownPage(f"{self.app_name}: no frame '{selector}' on {self.page.url}")
+            frame = child
+        return frame
+
+    async def recognise(self, expected: dict[str, Sel], frame_path: tuple[str, ...] = (),
+                        response: Response | None = None) -> tuple[str, Frame]:
+        """Which expected variant the page is; a guard or nothing known raises.
+
+        Interstitials raise `_Interstitial` for `open()` to click through.
+        """
+        markers = self._guards()
+        if frame_path:  # the shell first (errors, login, interstitials), then the frame
+            which = await self._which(self.page.main_frame, markers, wait=False)
+            if which is not None:
+                await self._guard(which, response)
+            # errors and login can also show inside the frame
+            markers = [m for m in markers if not m[0].startswith("interstitial:")]
+        frame = await self.frame(frame_path)
+        which = await self._which(frame, [(k, s.candidates) for k, s in expected.items()]
+                                  + markers, wait=True)
+        if which is None:
+            looked = ", ".join(expected)
+            raise UnknownPage(f"{self.app_name}: unrecognised page {frame.url} (HTTP "
+                              f"{response.status if response else '?'}): none of "
+                              f"{looked} is on it")
+        if which in expected:
+            if response is not None and response.status >= 500:
+                raise AppUnavailable(f"{self.app_name}: HTTP {response.status} on {response.url}")
+            return which, frame
+        await self._guard(which, response)
+        raise AssertionError("unreachable")
+
+    async def _which(self, frame: Frame, markers: list[tuple[str, tuple[str, ...]]],
+                     wait: bool) -> str | None:
+        try:
+            # One round trip when the page is there (server-rendered pages usually are);
+            # polling only for what is still loading (an iframe, a slow script).
+            which = await frame.evaluate(WHICH_JS, markers)
+        except PlaywrightTimeout:
+            return None
+        except PlaywrightError:  # the frame is still navigating: wait below
+            which = None
+        if which is not None or not wait:
+            return which
+        try:
+            handle = await frame.wait_for_function(WHICH_JS, arg=markers,
+                                                   timeout=self.recognise_ms, polling=50)
+            return await handle.json_value()
+        except PlaywrightTimeout:
+            return None
+
+    async def _guard(self, which: str, response: Response | None) -> None:
+        url = self.page.url
+        if which == "login":
+            raise SessionExpired(f"{self.app_name}: sent to the login page ({url})")
+        if which == "maintenance":
+            raise AppUnavailable(f"{self.app_name}: scheduled maintenance page ({url})")
+        if which == "server_error":
+            status = response.status if response else "?"
+            raise AppUnavailable(f"{self.app_name}: error page (HTTP {status}) on {url}")
+        if which.startswith("interstitial:"):
+            raise _Interstitial(int(which.split(":", 1)[1]))
+        raise AssertionError(which)
+
+    # -- navigation --------------------------------------------------------------------
+
+    def url_for(self, path_or_url: str) -> str:
+        """An app path or a same-app absolute URL; links elsewhere are refused."""
+        url = urljoin(self.base_url + "/", path_or_url)
+        if urlsplit(url)[:2] != urlsplit(self.base_url)[:2]:
+            raise UnknownPage(f"{self.app_name}: link leaves the app: {path_or_url}")
+        return url
+
+    async def open(self, path: str, expected: dict[str, Sel],
+                   frame_path: tuple[str, ...] = ()) -> tuple[str, Frame]:
+        """Load a page and recognise it: (variant, frame to read). Loads retried in place.
 
         Only page loads (GET) are retried here: they change nothing, so trying again
         costs a second, where failing the step would cost the whole case an attempt.
         """
         for attempt in range(self.step_retries + 1):
             try:
-                return await self._open_once(path)
+                return await self._open_once(path, expected, frame_path)
             except AppUnavailable:
                 if attempt == self.step_retries:
                     raise
                 await asyncio.sleep(0.25 * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def _open_once(self, path: str) -> Response | None:
-        """Go to a page of the app and fail loudly on login redirects and error pages."""
+    async def _open_once(self, path: str, expected: dict[str, Sel],
+                         frame_path: tuple[str, ...]) -> tuple[str, Frame]:
+        for _ in range(MAX_INTERSTITIALS + 1):
+            response = await self._goto(path)
+            try:
+                return await self.recognise(expected, frame_path, response)
+            except _Interstitial as step:
+                await self._click_through(step.index)
+        raise UnknownPage(f"{self.app_name}: still on an interstitial page after "
+                          f"{MAX_INTERSTITIALS} click-throughs ({self.page.url})")
+
+    async def _goto(self, path: str) -> Response | None:
         try:
-            response = await self.page.goto(self.base_url + path, wait_until="domcontentloaded")
+            return await self.page.goto(self.url_for(path), wait_until="domcontentloaded")
         except PlaywrightTimeout as exc:
             raise AppUnavailable(f"{self.app_name}: {path} did not load in time") from exc
         except PlaywrightError as exc:
             raise AppUnavailable(f"{self.app_name}: {path} failed: {exc.message}") from exc
-        await self.check_page(response)
-        return response
 
-    async def check_page(self, response: Response | None, *, login_ok: bool = False) -> None:
-        if not login_ok and self._on_login_page():
-            raise SessionExpired(f"{self.app_name}: redirected to the login page")
-        maintenance = self.sel.get("errors", "maintenance")
-        if maintenance and await self.page.locator(maintenance).count():
-            raise AppUnavailable(f"{self.app_name}: scheduled maintenance page")
-        if response is not None and response.status >= 500:
-            raise AppUnavailable(f"{self.app_name}: HTTP {response.status} on {response.url}")
+    async def _click_through(self, index: int) -> None:
+        step = self.sel.interstitials[index]
+        button = await self._locate(self.page.main_frame, step.click)
+        if button is None:
+            raise UnknownPage(f"{self.app_name}: interstitial '{step.name}' without its "
+                              f"button ({' / '.join(step.click.candidates)}) on {self.page.url}")
+        async with self.page.expect_navigation(wait_until="domcontentloaded"):
+            await self.page.click(button)
 
-    def _on_login_page(self) -> bool:
-        return urlsplit(self.page.url).path == self.sel("login", "path")
+    async def _locate(self, frame: Frame, sel: Sel) -> str | None:
+        """The first of a key's candidate selectors present in the frame."""
+        found = await frame.evaluate(READ_JS, {"fields": {"x": [sel.candidates, None]},
+                                                "rows": None})
+        index = found["fields"]["x"][0]
+        return sel.candidates[index] if index >= 0 else None
+
+    async def texts(self, frame: Frame, sel: Sel) -> list[str]:
+        """The text of every element the first matching candidate finds (e.g. all notes)."""
+        return await frame.evaluate("""(cands) => {
+          for (const c of cands) { const els = document.querySelectorAll(c);
+            if (els.length) return Array.from(els, e => e.textContent); }
+          return []; }""", list(sel.candidates))
+
+    async def require_all(self, frame: Frame, sels: dict[str, Sel]) -> dict[str, str]:
+        """The selectors to act on for several keys (one round trip); any missing raises."""
+        found = await frame.evaluate(READ_JS, {
+            "fields": {k: [s.candidates, None] for k, s in sels.items()}, "rows": None})
+        out, missing = {}, []
+        for key, sel in sels.items():
+            index = found["fields"][key][0]
+            if index >= 0:
+                out[key] = sel.candidates[index]
+            else:
+                missing.append(f"{key} ({' / '.join(sel.candidates)})")
+        if missing:
+            raise SelectorMissing(f"{self.app_name}: {', '.join(missing)} not found on "
+                                  f"{frame.url}")
+        return out
+
+    async def require(self, frame: Frame, sel: Sel, key: str) -> str:
+        """The selector (of a key's candidates) to act on; missing is SelectorMissing."""
+        found = await self._locate(frame, sel)
+        if found is None:
+            raise SelectorMissing(f"{self.app_name}: {key} ({' / '.join(sel.candidates)}) not "
+                                  f"found on {frame.url}")
+        return found
+
+    # -- login -------------------------------------------------------------------------
 
     async def login(self) -> None:
         """Log in, retrying when the app answers the login with an error page."""
@@ -125,30 +414,75 @@ class LegacyApp:
                 await asyncio.sleep(0.25 * 2**attempt)
 
     async def _login_once(self) -> None:
-        sel = self.sel
-        await self.open_login()
-        await self.page.fill(sel("login", "username_field"), self.username)
-        await self.page.fill(sel("login", "password_field"), self._password())
-        async with self.page.expect_navigation(wait_until="domcontentloaded") as nav:
-            await self.page.click(sel("login", "submit"))
-        response = await nav.value
-        await self.check_page(response, login_ok=True)
-        if self._on_login_page():
-            error = await self.page.locator(sel("login", "error")).all_text_contents()
-            raise SystemException(f"{self.app_name}: login refused: {' '.join(error).strip()}")
-
-    async def open_login(self) -> None:
+        await self.to_front()
+        lg = self.sel.login
+        response = await self._goto(lg.path)
+        which, frame = await self._recognise_login(response, {"form": lg.form,
+                                                              "logged_in": lg.logged_in})
+        if which == "logged_in":
+            return
+        await frame.fill(await self.require(frame, lg.username_field, "login.username_field"),
+                         self.username)
+        await frame.fill(await self.require(frame, lg.password_field, "login.password_field"),
+                         self._password())
+        submit = await self.require(frame, lg.submit, "login.submit")
         try:
-            response = await self.page.goto(self.base_url + self.sel("login", "path"),
-                                             wait_until="domcontentloaded")
+            async with self.page.expect_navigation(wait_until="domcontentloaded") as nav:
+                await frame.click(submit)
+            response = await nav.value
         except PlaywrightTimeout as exc:
-            raise AppUnavailable(f"{self.app_name}: login page did not load in time") from exc
-        except PlaywrightError as exc:
-            raise AppUnavailable(f"{self.app_name}: login page failed: {exc.message}") from exc
-        await self.check_page(response, login_ok=True)
+            raise AppUnavailable(f"{self.app_name}: the login did not answer") from exc
+        for _ in range(MAX_INTERSTITIALS + 1):
+            which, frame = await self._recognise_login(
+                response, {"logged_in": lg.logged_in, "refused": lg.error, "form": lg.form})
+            if which == "logged_in":
+                return
+            if which != "interstitial":
+                read = await self.read_page(frame, "login", {"error": lg.error})
+                message = read.fields.found["error"].raw or ""
+                raise LoginRefused(f"{self.app_name}: login refused for {self.username}: "
+                                   f"{' '.join(message.split()) or 'no message'}")
+            response = None
+        raise UnknownPage(f"{self.app_name}: still on an interstitial page after login")
+
+    async def _recognise_login(self, response: Response | None, expected: dict[str, Sel]
+                               ) -> tuple[str, Frame]:
+        """The login flow's pages; the login form itself is expected here, not a guard.
+
+        Interstitials come first: a news page may well show the logout link too.
+        """
+        guards = self._guards()[1:]
+        markers = ([g for g in guards if g[0].startswith("interstitial:")]
+                   + [(k, s.candidates) for k, s in expected.items()]
+                   + [g for g in guards if not g[0].startswith("interstitial:")])
+        which = await self._which(self.page.main_frame, markers, wait=True)
+        if which is None:
+            raise UnknownPage(f"{self.app_name}: unrecognised page during login: "
+                              f"{self.page.url}: none of "
+                              f"{', '.join('login.' + k for k in expected)} is on it")
+        if which in expected:
+            return which, self.page.main_frame
+        try:
+            await self._guard(which, response)
+        except _Interstitial as step:
+            await self._click_through(step.index)
+            return "interstitial", self.page.main_frame
+        raise AssertionError("unreachable")
+
+    async def to_front(self) -> None:
+        """Bring this tab to the front before working in it, as a person would.
+
+        Chromium throttles tabs that are not in front: clicks wait for animation frames
+        and page timers slow to once a second, which cost 1-2 s per case.
+        """
+        front = _FRONT.get(self.page.context)
+        if self.reuse_pages and front is not self.page:
+            await self.page.bring_to_front()
+            _FRONT[self.page.context] = self.page
 
     async def logged_in(self, action: Callable[[], Awaitable[T]]) -> T:
         """Run a read-only step; if the session expired mid-way, log in and redo it once."""
+        await self.to_front()
         try:
             return await action()
         except SessionExpired:
@@ -157,51 +491,42 @@ class LegacyApp:
 
     # -- reading the page ------------------------------------------------------------
 
-    async def text(self, page: str, element: str, scope: Any = None) -> str:
-        locator = (scope or self.page).locator(self.sel(page, element)).first
-        try:
-            return (await locator.text_content(timeout=2_000) or "").strip()
-        except PlaywrightTimeout as exc:
-            raise SelectorMissing(
-                f"{self.app_name}: '{self.sel(page, element)}' ({page}.{element}) not found "
-                f"on {self.page.url}"
-            ) from exc
+    async def read_page(self, frame: Frame, section: str, fields: dict[str, Sel],
+                        rows: tuple[str, Sel, dict[str, Sel]] | None = None) -> PageRead:
+        """Read many keys (and optionally a table) of a page in one browser round trip."""
+        spec: dict[str, Any] = {
+            "fields": {n: [s.candidates, s.attr] for n, s in fields.items()},
+            "rows": [rows[1].candidates, {n: [s.candidates, s.attr] for n, s in rows[2].items()}]
+            if rows else None,
+        }
+        data = await frame.evaluate(READ_JS, spec)
+        url = frame.url
 
-    async def read(self, page: str, fields: tuple[str, ...],
-                   rows: tuple[str, tuple[str, ...]] | None = None
-                   ) -> tuple[dict[str, str], list[dict[str, str]]]:
-        """Read many fields (and optionally a table) of the current page in one round trip.
+        def reading(values: dict[str, list[Any]], sels: dict[str, Sel]) -> Reading:
+            return Reading(self.app_name, url, {
+                n: Found(f"{section}.{n}", sels[n], v[0], v[1]) for n, v in values.items()},
+                self.fmt)
 
-        Reading field by field costs one browser round trip each; a detail page has
-        thirty. A missing field is a SelectorMissing, as with `text()`.
-        """
-        selectors = {f: self.sel(page, f) for f in fields}
-        row_sel, cells = (rows[0], {c: self.sel(page, c) for c in rows[1]}) if rows else ("", {})
-        data = await self.page.evaluate(_READ_JS, {
-            "fields": selectors, "rows": self.sel(page, row_sel) if rows else "", "cells": cells})
-        missing = [f for f in fields if data["fields"][f] is None]
-        missing += sorted({c for r in data["rows"] for c, v in r.items() if v is None})
-        if missing:
-            raise SelectorMissing(f"{self.app_name}: {', '.join(f'{page}.{m}' for m in missing)} "
-                                  f"not found on {self.page.url}")
-        return data["fields"], data["rows"]
+        table: list[Reading] = []
+        rows_found = None
+        if rows:
+            table = [reading(r, rows[2]) for r in data["rows"]]
+            rows_found = Found(f"{section}.{rows[0]}", rows[1], data["rowsMatched"],
+                               str(len(table)) if table else None)
+        return PageRead(reading(data["fields"], fields), table, rows_found)
 
-    def amount(self, text: str) -> Decimal:
-        """Parse an amount the way this app prints it (separators from the YAML)."""
-        thousands = self.sel.fmt("amount_thousands", ",")
-        decimal_sep = self.sel.fmt("amount_decimal", ".")
-        cleaned = "".join(ch for ch in text if ch.isdigit() or ch in (thousands, decimal_sep, "-"))
-        cleaned = cleaned.replace(thousands, "").replace(decimal_sep, ".") if thousands else cleaned
-        try:
-            return money(Decimal(cleaned))
-        except InvalidOperation as exc:
-            raise SelectorMissing(f"{self.app_name}: cannot read amount {text!r}") from exc
 
-    def date(self, text: str) -> date | None:
-        text = text.strip()
-        if not text or text in {"-", "—", "n/a"}:
-            return None
-        return datetime.strptime(text, self.sel.fmt("date", "%Y-%m-%d")).date()
+class _Interstitial(Exception):  # noqa: N818 - a signal between two methods, not an error
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
-    def datetime(self, text: str) -> datetime:
-        return datetime.strptime(text.strip(), self.sel.fmt("datetime", "%Y-%m-%d %H:%M:%S"))
+
+def urljoin_text(base: str, href: str) -> str:
+    """A link's address, relative ones resolved against the page they are on."""
+    return urljoin(base, href.strip())
+
+
+def fields_of(section: Any, names: tuple[str, ...]) -> dict[str, Sel]:
+    """The named selector keys of a schema section that are set (optional ones may not be)."""
+    return {n: s for n in names if (s := getattr(section, n)) is not None}

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import quote
 
-from bots.legacy.base import LegacyApp
-from bots.models import LineItem, OrderFacts
+from playwright.async_api import Frame, Page
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+from bots.errors import AppUnavailable, SessionExpired, SystemException, UnknownPage
+from bots.legacy.base import NOTE_JS, LegacyApp, Reading, fields_of, urljoin_text
+from bots.legacy.selectors import OrdersSelectors, Sel
+from bots.models import LineItem, OrderFacts, money
 
 ORDER_FIELDS = ("order_number", "customer_name", "customer_email", "customer_phone",
                 "order_date", "delivery_date", "status", "currency", "shipping_fee", "total",
                 "payment_method")
-ITEM_FIELDS = ("sku", "item_name", "category", "unit_price", "quantity", "final_sale")
+ITEM_FIELDS = ("sku", "item_name", "category", "unit_price", "line_total", "quantity",
+               "final_sale")
 
 
 @dataclass(frozen=True)
@@ -25,75 +33,186 @@ class OrderHit:
 
 class OrdersApp(LegacyApp):
     app_name = "order system"
+    sel: OrdersSelectors
+    search_tab: Page | None = None  # searches here keep the order page loaded for its note
+    _on_order: str | None = None  # the order page just read, still shown
 
     async def find_order(self, order_number: str) -> OrderFacts | None:
-        """Open the order's detail page and read it; None when the system has no such order."""
+        """Open the order's page and read it; None only on the app's own "not found" page."""
         return await self.logged_in(lambda: self._read_order(order_number))
 
-    async def search_orders(self, field: str, query: str) -> list[OrderHit]:
-        """Orders matching a customer email or phone (all result pages), with their totals."""
-        return await self.logged_in(lambda: self._search(field, query))
+    async def search_orders(self, kind: str, query: str) -> list[OrderHit]:
+        """Orders matching a customer email or phone (every result page), with their totals.
+
+        [] only when the app's "no results" page is recognised.
+        """
+        async with self._searching():
+            return await self.logged_in(lambda: self._search(kind, query))
 
     async def add_note(self, order_number: str, text: str, marker: str | None = None) -> bool:
-        """Write a note on the order, as an agent would after a refund.
+        """Write a note on the order, as an agent would after a refund, and check it is there.
 
         With a `marker`, a note already containing it means the note was written
-        by an earlier attempt: nothing is added and False is returned.
+        by an earlier attempt: nothing is added and False is returned. A note that
+        does not appear on the order afterwards is a SystemException.
         """
         return await self.logged_in(lambda: self._add_note(order_number, text, marker))
 
     # -- steps -------------------------------------------------------------------------
 
-    async def _open_order(self, order_number: str) -> bool:
-        path = self.sel("order", "url").format(order_number=quote(order_number, safe=""))
-        response = await self.open(path)
-        if response is not None and response.status == 404:
-            return False
-        return not await self.page.locator(self.sel("order", "not_found")).count()
+    async def _open_order(self, order_number: str) -> tuple[str, Frame]:
+        o = self.sel.order
+        path = o.url.format(order_number=quote(order_number, safe=""))
+        self._on_order = None
+        return await self.open(path, {"detail": o.detail, "not_found": o.not_found}, o.frame)
+
+    @asynccontextmanager
+    async def _searching(self) -> AsyncIterator[None]:
+        """Searches run in their own tab (when there is one): the order page stays shown."""
+        if self.search_tab is None:
+            self._on_order = None
+            yield
+            return
+        main, self.page = self.page, self.search_tab
+        try:
+            yield
+        finally:
+            self.page = main
 
     async def _read_order(self, order_number: str) -> OrderFacts | None:
-        if not await self._open_order(order_number):
+        which, frame = await self._open_order(order_number)
+        if which == "not_found":
             return None
-        f, rows = await self.read("order", ORDER_FIELDS, ("line_items", ITEM_FIELDS))
-        yes = self.sel.fmt("yes", "Yes").lower()
-        items = tuple(LineItem(sku=r["sku"], name=r["item_name"], category=r["category"].lower(),
-                               unit_price=self.amount(r["unit_price"]),
-                               quantity=int(r["quantity"]),
-                               final_sale=r["final_sale"].lower() == yes) for r in rows)
-        order_date = self.date(f["order_date"])
-        assert order_date is not None
+        o = self.sel.order
+        page = await self.read_page(frame, "order", fields_of(o, ORDER_FIELDS),
+                                    ("line_items", o.line_items, fields_of(o, ITEM_FIELDS)))
+        f = page.fields
+        shown = f.text("order_number")
+        if shown.lower() != order_number.lower():
+            raise UnknownPage(f"{self.app_name}: asked for order {order_number}, the page "
+                              f"shows {shown!r} ({frame.url})")
+        if not page.rows:
+            raise SystemException(f"{self.app_name}: order.line_items "
+                                  f"({' / '.join(o.line_items.candidates)}) matched no line "
+                                  f"on {frame.url}: an order without lines is not readable")
+        self._on_order = order_number
         return OrderFacts(
-            order_number=f["order_number"], customer_name=f["customer_name"],
-            email=f["customer_email"].lower(), phone=f["customer_phone"], order_date=order_date,
-            delivery_date=self.date(f["delivery_date"]), status=f["status"].lower(),
-            items=items, shipping_fee=self.amount(f["shipping_fee"]),
-            currency=f["currency"].upper(), payment_card=f["payment_method"],
-            total=self.amount(f["total"]),
+            order_number=shown, customer_name=f.text("customer_name"),
+            email=f.text("customer_email").lower(), phone=f.text("customer_phone", empty_ok=True),
+            order_date=f.required_date("order_date"), delivery_date=f.date("delivery_date"),
+            status=f.text("status").lower(), items=tuple(self._item(r) for r in page.rows),
+            shipping_fee=f.amount("shipping_fee"), currency=f.text("currency").upper(),
+            payment_card=f.text("payment_method", empty_ok=True), total=f.amount("total"),
         )
 
-    async def _search(self, field: str, query: str) -> list[OrderHit]:
-        path = self.sel("search", "url").format(field=quote(field), query=quote(query, safe=""))
-        await self.open(path)
+    def _item(self, r: Reading) -> LineItem:
+        quantity = r.count("quantity")
+        if self.sel.order.unit_price is not None:
+            unit = r.amount("unit_price")
+        else:  # derived: the line total over the quantity, exact to the cent or unreadable
+            line_total = r.amount("line_total")
+            unit = money(line_total / quantity)
+            if money(unit * quantity) != line_total:
+                raise SystemException(f"{self.app_name}: line total {line_total} is not "
+                                      f"{quantity} x a unit price in cents ({r.url})")
+        return LineItem(sku=r.text("sku"), name=r.text("item_name"),
+                        category=r.text("category").lower(), unit_price=unit,
+                        quantity=quantity, final_sale=r.flag("final_sale"))
+
+    async def _search(self, kind: str, query: str) -> list[OrderHit]:
+        hop = self.sel.customer_search
+        if hop is not None and kind in hop.kinds:
+            return await self._search_via_customer(query)
+        s = self.sel.search
+        if kind not in s.field_values:
+            raise SystemException(f"{self.app_name}: search.field_values has no '{kind}'")
+        path = s.url.format(field=quote(s.field_values[kind]), query=quote(query, safe=""))
+        return await self._hits(path, {"results": s.results, "no_results": s.no_results},
+                                "search", s.rows, s.order_number, s.total, s.next_page,
+                                s.max_pages)
+
+    async def _search_via_customer(self, query: str) -> list[OrderHit]:
+        hop = self.sel.customer_search
+        assert hop is not None
+        which, frame = await self.open(hop.url.format(query=quote(query, safe="")),
+                                       {"results": hop.results, "no_results": hop.no_results})
+        if which == "no_results":
+            return []
+        page = await self.read_page(frame, "customer_search", {}, ("rows", hop.rows,
+                                                                    {"link": hop.link}))
+        if not page.rows:
+            raise UnknownPage(f"{self.app_name}: customer_search.rows matched nothing on a "
+                              f"results page ({frame.url})")
+        links = [self.url_for(urljoin_text(frame.url, r.text("link"))) for r in page.rows]
         found: list[OrderHit] = []
-        while True:
-            for row in await self.page.locator(self.sel("search", "rows")).all():
-                found.append(OrderHit(await self.text("search", "order_link", row),
-                                      self.amount(await self.text("search", "total", row))))
-            next_link = self.page.locator(self.sel("search", "next_page"))
-            if not await next_link.count():
+        for link in links:
+            found += await self._hits(link, {"detail": hop.detail}, "customer_search",
+                                      hop.order_rows, hop.order_number, hop.total,
+                                      hop.next_page, hop.max_pages, empty_ok=True)
+        return found
+
+    async def _hits(self, path: str, expected: dict[str, Sel], section: str, rows: Sel,
+                    number: Sel, total: Sel, next_page: Sel | None, max_pages: int,
+                    empty_ok: bool = False) -> list[OrderHit]:
+        """Every row of a paged list of orders, following `next_page` up to `max_pages`."""
+        found: list[OrderHit] = []
+        for _ in range(max_pages):
+            which, frame = await self.open(path, expected)
+            if which == "no_results":
+                if found:
+                    raise UnknownPage(f"{self.app_name}: a later result page says no "
+                                      f"results ({frame.url})")
+                return []
+            extra = {"next_page": next_page} if next_page is not None else {}
+            page = await self.read_page(frame, section, extra, (
+                "rows", rows, {"order_number": number, "total": total}))
+            if not page.rows and not empty_ok:
+                raise UnknownPage(f"{self.app_name}: {section}.rows matched nothing on a "
+                                  f"results page ({frame.url})")
+            found += [OrderHit(r.text("order_number"), r.amount("total")) for r in page.rows]
+            nxt = page.fields.found.get("next_page")
+            if nxt is None or nxt.matched < 0:
                 return found
-            href = await next_link.first.get_attribute("href")
-            await self.open(href if href and href.startswith("/") else f"/orders{href or ''}")
+            path = self.url_for(urljoin_text(frame.url, page.fields.text("next_page")))
+        raise SystemException(f"{self.app_name}: more than {max_pages} result pages "
+                              f"({section}.max_pages): not read as a complete list")
 
     async def _add_note(self, order_number: str, text: str, marker: str | None) -> bool:
-        if not await self._open_order(order_number):
+        o = self.sel.order
+        here = self.url_for(o.url.format(order_number=quote(order_number, safe="")))
+        if self.reuse_pages and self._on_order == order_number and self.page.url == here:
+            which, frame = "detail", await self.frame(o.frame)  # read moments ago, this case
+        else:
+            which, frame = await self._open_order(order_number)
+        self._on_order = None
+        if which == "not_found":
+            raise UnknownPage(f"{self.app_name}: order {order_number} not found when writing "
+                              f"its note ({frame.url})")
+        needle = marker or " ".join(text.split())[:60]
+        if marker and any(marker in n for n in await self.texts(frame, o.notes)):
             return False
-        if marker:
-            notes = await self.page.locator(self.sel("order", "notes")).all_text_contents()
-            if any(marker in n for n in notes):
-                return False
-        await self.page.fill(self.sel("order", "note_text"), text)
-        async with self.page.expect_navigation(wait_until="domcontentloaded") as nav:
-            await self.page.click(self.sel("order", "note_submit"))
-        await self.check_page(await nav.value)
-        return True
+        at = await self.require_all(frame, {"order.note_text": o.note_text,
+                                            "order.note_submit": o.note_submit})
+        await frame.fill(at["order.note_text"], text)
+        guards = [g for g in self._guards() if not g[0].startswith("interstitial:")]
+        check = [o.notes.candidates, needle, [("not_found", o.not_found.candidates), *guards]]
+        try:
+            async with frame.expect_navigation(wait_until="domcontentloaded"):
+                await frame.click(at["order.note_submit"])
+            outcome = await frame.evaluate(NOTE_JS, check)
+            if outcome is None:  # a page still filling in: wait for it a little
+                handle = await frame.wait_for_function(NOTE_JS, arg=check,
+                                                       timeout=self.recognise_ms, polling=50)
+                outcome = await handle.json_value()
+        except PlaywrightTimeout:
+            outcome = None
+        if outcome == "written":
+            return True
+        if outcome == "login":
+            raise SessionExpired(f"{self.app_name}: sent to the login page writing a note")
+        if outcome in ("maintenance", "server_error"):
+            raise AppUnavailable(f"{self.app_name}: {outcome} page writing the note on "
+                                 f"{order_number}")
+        raise SystemException(f"{self.app_name}: the note on order {order_number} does not "
+                              f"appear on the order after saving ({outcome or 'no note'} on "
+                              f"{frame.url})")

@@ -24,7 +24,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, event, inspect, text
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
@@ -33,7 +33,6 @@ from bots.errors import ConfigError
 from bots.transport import secure_postgres_url
 
 MIGRATION_LOCK_ID = 7_316_846_513  # pg_advisory_lock key: "refund-bots schema migration"
-BASELINE = "0001"  # the schema refund-bots 0.1 created without migrations
 
 
 class QueueError(ConfigError):
@@ -142,9 +141,7 @@ def _upgrade(conn: Connection, head: str) -> None:
                          f"bots will not touch a schema they do not understand.")
     cfg = _config()
     cfg.attributes["connection"] = conn
-    if current is None and inspect(conn).has_table("cases"):
-        command.stamp(cfg, BASELINE)  # created by refund-bots 0.1, before migrations
-    command.upgrade(cfg, head)
+    command.upgrade(cfg, head)  # 0001 keeps the tables a 0.1 queue (no migrations) has
     if conn.in_transaction():
         conn.commit()
 

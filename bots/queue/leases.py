@@ -14,7 +14,7 @@ for each other's candidates; on SQLite the write lock serialises claims.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -150,7 +150,9 @@ class Leases(Store):
     # -- fenced writes -------------------------------------------------------------------
 
     def finish(self, lease: Lease, *, state: str, outcome: str | None, reason: str,
-               actor: str, run_id: str | None, **fields: Any) -> None:
+               actor: str, run_id: str | None,
+               outbox: Callable[[Session, Case], object] | None = None, **fields: Any) -> None:
+        """End the case; `outbox` adds what to tell the customer in the same transaction."""
         with self.session() as s:
             case = hold(s, lease)
             case.state, case.outcome, case.reason = state, outcome, reason
@@ -159,6 +161,8 @@ class Leases(Store):
                 setattr(case, name, value)
             audit(s, case.id, run_id, actor, CaseState.PROCESSING, state, outcome or state,
                   reason)
+            if outbox is not None:
+                outbox(s, case)
 
     def retry_later(self, lease: Lease, *, delay: float, error: str, actor: str,
                     run_id: str | None) -> None:

@@ -327,3 +327,6 @@ class NotificationRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # JSON: what to tell (amount, currency, refund number, reason, card's last 4), rendered
+    # with the current templates when sent; subject and body keep what was sent.
+    facts: Mapped[str | None] = mapped_column(Text)

@@ -41,6 +41,7 @@ class SessionRecord:
     username: str
     started: float  # time.monotonic() at login
     requests: int = 0
+    interstitial_pending: bool = False  # the skin's news page, until clicked through
 
 
 class SessionStore:
@@ -50,11 +51,22 @@ class SessionStore:
         self._lock = threading.Lock()
         self._sessions: dict[str, SessionRecord] = {}
 
-    def create(self, username: str) -> str:
+    def create(self, username: str, interstitial: bool = False) -> str:
         sid = secrets.token_urlsafe(24)
         with self._lock:
-            self._sessions[sid] = SessionRecord(username, time.monotonic())
+            self._sessions[sid] = SessionRecord(username, time.monotonic(),
+                                                interstitial_pending=interstitial)
         return sid
+
+    def pending(self, sid: str | None) -> bool:
+        with self._lock:
+            record = self._sessions.get(sid or "")
+            return bool(record and record.interstitial_pending)
+
+    def acknowledge(self, sid: str | None) -> None:
+        with self._lock:
+            if record := self._sessions.get(sid or ""):
+                record.interstitial_pending = False
 
     def drop(self, sid: str | None) -> None:
         with self._lock:
@@ -77,6 +89,17 @@ class SessionStore:
             return record.username, False
 
 
+@dataclass(frozen=True)
+class LoginForm:
+    """How a skin's login looks: its address, template and field names."""
+
+    path: str = "/login"
+    template: str = "shared/login.html"
+    username: str = "username"
+    password: str = "password"
+    interstitial: str | None = None  # a page every GET is sent to after login, until acked
+
+
 @dataclass
 class LegacySite:
     """Per-app state kept in `app.extensions["sandbox"]`."""
@@ -89,6 +112,7 @@ class LegacySite:
     faults: FaultInjector
     sessions: SessionStore = field(default_factory=SessionStore)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
+    login: LoginForm = field(default_factory=LoginForm)
 
 
 def site() -> LegacySite:
@@ -135,27 +159,36 @@ def safe_next(target: str | None, default: str) -> str:
 def login_redirect(expired: bool) -> BaseResponse:
     here = request.full_path.rstrip("?") if request.method == "GET" else site().home
     params = {"next": here, **({"expired": "1"} if expired else {})}
-    return redirect("/login?" + urlencode(params))
+    return redirect(site().login.path + "?" + urlencode(params))
 
 
 def _require_login() -> BaseResponse | None:
-    if is_exempt(request.path) or request.path in PUBLIC_PATHS:
-        return None
     state = site()
+    if is_exempt(request.path) or request.path in (*PUBLIC_PATHS, state.login.path):
+        return None
     username, expired = state.sessions.hit(session.get("sid"), state.faults.config)
     if username is None:
         session.pop("sid", None)
         return login_redirect(expired)
     g.user = username
+    page = state.login.interstitial
+    if page and request.path != page and state.sessions.pending(session.get("sid")):
+        here = request.full_path.rstrip("?") if request.method == "GET" else state.home
+        return redirect(page + "?" + urlencode({"next": here}))
     return None
+
+
+def acknowledge_interstitial() -> None:
+    site().sessions.acknowledge(session.get("sid"))
 
 
 def _login() -> BaseResponse | str:
     state = site()
     error = None
+    form = state.login
     if request.method == "POST":
-        username = request.form.get("username", "").strip()
-        password = request.form.get("password", "")
+        username = request.form.get(form.username, "").strip()
+        password = request.form.get(form.password, "")
         expected = state.users.get(username)
         if not csrf_ok():
             error = "Your form has expired. Please try again."
@@ -163,16 +196,16 @@ def _login() -> BaseResponse | str:
             error = "Invalid username or password."
         else:
             state.sessions.drop(session.get("sid"))
-            session["sid"] = state.sessions.create(username)
+            session["sid"] = state.sessions.create(username, bool(form.interstitial))
             return redirect(safe_next(request.args.get("next"), state.home))
-    return render_template("shared/login.html", error=error,
+    return render_template(form.template, error=error,
                            expired=request.args.get("expired") == "1")
 
 
 def _logout() -> BaseResponse:
     site().sessions.drop(session.pop("sid", None))
     session.clear()
-    return redirect("/login")
+    return redirect(site().login.path)
 
 
 def _unexpected(exc: Exception) -> Response | HTTPException:
@@ -191,19 +224,20 @@ def _close_db(_exc: BaseException | None) -> None:
 
 def create_legacy_app(import_name: str, *, name: str, db_path: Path,
                       faults: FaultConfig | None, users: dict[str, str], home: str,
-                      layout: str, cookie_name: str) -> Flask:
+                      layout: str, cookie_name: str, login: LoginForm | None = None) -> Flask:
     """A Flask app with the shared plumbing; the caller adds its own pages."""
     app = Flask(import_name, template_folder=str(TEMPLATES), static_folder=None)
     app.config.update(SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_NAME=cookie_name,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     injector = FaultInjector(faults)
+    login = login or LoginForm()
     app.extensions["sandbox"] = LegacySite(name, Path(db_path), dict(users), home, layout,
-                                           injector)
+                                           injector, login=login)
     install_faults(app, injector)  # first: a "down" app answers before checking sessions
     app.before_request(_require_login)
     app.teardown_appcontext(_close_db)
     app.register_error_handler(Exception, _unexpected)
-    app.add_url_rule("/login", "login", _login, methods=["GET", "POST"])
+    app.add_url_rule(login.path, "login", _login, methods=["GET", "POST"])
     app.add_url_rule("/logout", "logout", _logout)
     app.add_url_rule("/", "home", lambda: redirect(home))
     app.jinja_env.globals.update(csrf_token=csrf_token, app_name=name, layout=layout)

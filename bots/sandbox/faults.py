@@ -27,10 +27,21 @@ class FaultConfig:
     error_paths: str | None = None  # only paths matching this regex fail (null: every path)
     hang_rate: float = 0.0  # share of requests that sleep `hang_seconds` before answering
     hang_seconds: float = 30.0
+    # Only requests whose path matches this regex hang (null: every path), and only these
+    # methods (comma-separated, e.g. "POST"; null: every method). A hang comes *before* the
+    # app handles the request: a held refund POST is then carried out, after the client
+    # may have given up on it (the "submit still running on the portal" case).
+    hang_paths: str | None = None
+    hang_methods: str | None = None
     session_max_age_s: float | None = None  # sessions expire this long after login
     session_max_requests: int | None = None  # ... or after this many requests
     maintenance: bool = False  # every page is the 503 maintenance page
     seed: int = 1
+
+    def __post_init__(self) -> None:
+        """Refuse a bad value where the config is made (CLI flags too), not at the first page."""
+        for f in fields(self):
+            setattr(self, f.name, _checked(f.name, getattr(self, f.name)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,6 +54,8 @@ _RULES: dict[str, tuple[tuple[type, ...], bool, float | None, float | None]] = {
     "error_paths": ((str,), True, None, None),
     "hang_rate": ((int, float), False, 0, 1),
     "hang_seconds": ((int, float), False, 0, None),
+    "hang_paths": ((str,), True, None, None),
+    "hang_methods": ((str,), True, None, None),
     "session_max_age_s": ((int, float), True, 0, None),
     "session_max_requests": ((int,), True, 0, None),
     "maintenance": ((bool,), False, None, None),
@@ -63,6 +76,8 @@ def _checked(name: str, value: object) -> object:
         raise ValueError(f"{name} must be {' or '.join(t.__name__ for t in types)}")
     if isinstance(value, bool):
         return value
+    if isinstance(value, str) and name == "hang_methods":
+        return _methods(value)
     if isinstance(value, str):
         try:
             re.compile(value)
@@ -75,6 +90,27 @@ def _checked(name: str, value: object) -> object:
     if (low is not None and number < low) or (high is not None and number > high):
         raise ValueError(f"{name} must be between {low} and {high}")
     return float(value) if float in types else value
+
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _methods(value: str) -> str:
+    """'post, get' -> 'POST,GET'; ValueError on an empty list or an unknown method."""
+    names = [m.strip().upper() for m in value.split(",") if m.strip()]
+    if not names:
+        raise ValueError("hang_methods must name at least one HTTP method (null: every method)")
+    if unknown := [m for m in names if m not in HTTP_METHODS]:
+        raise ValueError(f"hang_methods: unknown HTTP method(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(HTTP_METHODS))}")
+    return ",".join(names)
+
+
+def _hangs(cfg: FaultConfig, path: str, method: str) -> bool:
+    """Whether this request is one the hang faults may hold (the draw comes after)."""
+    if cfg.hang_paths is not None and not re.search(cfg.hang_paths, path):
+        return False
+    return cfg.hang_methods is None or method.upper() in cfg.hang_methods.split(",")
 
 
 @dataclass(frozen=True)
@@ -111,13 +147,14 @@ class FaultInjector:
                 self._rng = random.Random(self._config.seed)
             return replace(self._config)
 
-    def decide(self, path: str = "/") -> Verdict:
+    def decide(self, path: str = "/", method: str = "GET") -> Verdict:
         with self._lock:
             cfg = self._config
             sleep_s = cfg.latency_ms / 1000
             if cfg.maintenance:
                 return Verdict(sleep_s, "maintenance")
-            if cfg.hang_rate > 0 and self._rng.random() < cfg.hang_rate:
+            if (cfg.hang_rate > 0 and _hangs(cfg, path, method)
+                    and self._rng.random() < cfg.hang_rate):
                 sleep_s += cfg.hang_seconds
             if cfg.error_rate > 0 and (cfg.error_paths is None or re.search(
                     cfg.error_paths, path)) and self._rng.random() < cfg.error_rate:
@@ -148,7 +185,7 @@ def install_faults(app: Flask, injector: FaultInjector) -> None:
     def _inject() -> Response | None:
         if is_exempt(request.path):
             return None
-        verdict = injector.decide(request.path)
+        verdict = injector.decide(request.path, request.method)
         if verdict.sleep_s:
             time.sleep(verdict.sleep_s)
         if verdict.failure == "maintenance":

@@ -30,13 +30,15 @@ from bots.sandbox.faults import FaultConfig
 from bots.sandbox.orders_app import DEFAULT_ORDERS_USERS, create_orders_app
 from bots.sandbox.payments_app import DEFAULT_PAYMENTS_USERS, create_payments_app
 
-__all__ = ["DEFAULT_ORDERS_USERS", "DEFAULT_PAYMENTS_USERS", "SandboxError", "SandboxProcess",
+__all__ = ["DEFAULT_ORDERS_USERS", "DEFAULT_PAYMENTS_USERS", "SKINS", "SandboxError",
+           "SandboxProcess",
            "prepare_data", "serve", "users_from_env"]
 
 ORDERS_DB = "orders.sqlite"
 PAYMENTS_DB = "payments.sqlite"
 READY_PREFIX = "SANDBOX READY "
 STARTUP_TIMEOUT_S = 30.0
+SKINS = ("default", "oldschool")  # same data and rules, other UI (see bots/sandbox/oldschool.py)
 
 
 class SandboxError(RuntimeError):
@@ -65,14 +67,22 @@ def _url(server: BaseWSGIServer, host: str) -> str:
 def serve(data_dir: Path, orders_port: int = 8101, payments_port: int = 8102,
           host: str = "127.0.0.1", seed: int = 7, reset: bool = False,
           faults: FaultConfig | None = None,
-          ready: Callable[[str, str], None] | None = None, today: date | None = None) -> None:
+          ready: Callable[[str, str], None] | None = None, today: date | None = None,
+          skin: str = "default") -> None:
     """Serve both apps until SIGTERM/SIGINT. Port 0 picks a free port (see the READY line)."""
     orders_db, payments_db = prepare_data(data_dir, seed, today, reset)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     base = faults or FaultConfig()  # each app gets its own copy: a test can break just one
-    orders = create_orders_app(orders_db, replace(base), users_from_env(
+    make_orders, make_payments = create_orders_app, create_payments_app
+    if skin == "oldschool":
+        from bots.sandbox import oldschool
+
+        make_orders, make_payments = oldschool.create_orders_app, oldschool.create_payments_app
+    elif skin != "default":
+        raise SandboxError(f"unknown skin {skin!r} (one of {', '.join(SKINS)})")
+    orders = make_orders(orders_db, replace(base), users_from_env(
         DEFAULT_ORDERS_USERS, "SANDBOX_ORDERS_USER", "SANDBOX_ORDERS_PASSWORD"))
-    payments = create_payments_app(payments_db, replace(base), users_from_env(
+    payments = make_payments(payments_db, replace(base), users_from_env(
         DEFAULT_PAYMENTS_USERS, "SANDBOX_PAYMENTS_USER", "SANDBOX_PAYMENTS_PASSWORD"))
     servers = [make_server(host, orders_port, orders, threaded=True),
                make_server(host, payments_port, payments, threaded=True)]
@@ -118,8 +128,9 @@ class SandboxProcess:
 
     def __init__(self, data_dir: Path, seed: int = 7, today: date | None = None,
                  faults: FaultConfig | None = None, reset: bool = True,
-                 startup_timeout: float = STARTUP_TIMEOUT_S) -> None:
+                 startup_timeout: float = STARTUP_TIMEOUT_S, skin: str = "default") -> None:
         self.data_dir = Path(data_dir)
+        self.skin = skin
         self.seed, self.today, self.faults, self.reset = seed, today, faults, reset
         self.startup_timeout = startup_timeout
         self.orders_url = self.payments_url = ""
@@ -145,6 +156,8 @@ class SandboxProcess:
             cmd.append("--reset")
         if self.today:
             cmd += ["--today", self.today.isoformat()]
+        if self.skin != "default":
+            cmd += ["--skin", self.skin]
         return cmd + _fault_args(self.faults)
 
     def start(self) -> SandboxProcess:
@@ -229,8 +242,9 @@ def _fault_args(faults: FaultConfig | None) -> list[str]:
         return []
     default, args = FaultConfig(), []
     flags = {"latency_ms": "--latency-ms", "error_rate": "--error-rate",
-             "hang_rate": "--hang-rate", "hang_seconds": "--hang-seconds",
-             "session_max_age_s": "--session-max-age",
+             "error_paths": "--error-paths", "hang_rate": "--hang-rate",
+             "hang_seconds": "--hang-seconds", "hang_paths": "--hang-paths",
+             "hang_methods": "--hang-methods", "session_max_age_s": "--session-max-age",
              "session_max_requests": "--session-max-requests", "seed": "--fault-seed"}
     for name, flag in flags.items():
         value = getattr(faults, name)

@@ -14,7 +14,7 @@ import re
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,16 +38,37 @@ CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*na
 class ProcessBench:
     cases: int
     pages_per_case: float
-    bot_seconds_per_case: list[float]
+    bot_seconds_per_case: list[float]  # the current page objects
     http_seconds_per_case: list[float]
+    before_seconds_per_case: list[float] = field(default_factory=list)  # fast switched off
+    before_pages_per_case: float = 0.0
 
     @property
     def ratio(self) -> float:
         return (statistics.median(self.bot_seconds_per_case)
                 / statistics.median(self.http_seconds_per_case))
 
+    @property
+    def before_ratio(self) -> float:
+        return (statistics.median(self.before_seconds_per_case)
+                / statistics.median(self.http_seconds_per_case))
+
+
+@dataclass
+class SubmitBench:
+    """Real runs (refund form, confirmation, order note): seconds per paying case."""
+
+    cases: int
+    paid: int
+    after: list[float]  # median seconds per paying case, one per pass
+    before: list[float]
+    after_all: list[float]  # seconds per case over every case of the pass
+    before_all: list[float]
+
 
 def bench_process(repeat: int = 3, workers: int = 1) -> ProcessBench:
+    """Dry runs: the page objects as they are ("after") and with `fast` off ("before"),
+    alternately in one sandbox, and raw HTTP fetching the pages the bot loaded."""
     from bots.sandbox.data import build_dataset
     from bots.sandbox.server import SandboxProcess
 
@@ -57,27 +78,89 @@ def bench_process(repeat: int = 3, workers: int = 1) -> ProcessBench:
             SandboxProcess(data_dir=Path(tmp) / "sandbox", seed=DEMO_SEED, today=today) as sb:
         folder = Path(tmp)
         prepare_inputs(folder, build_dataset(seed=DEMO_SEED, today=today), today)
-        settings = load_settings(None, runs_dir=str(folder / "runs"),
-                                 processing__workers=workers,
-                                 browser__trace_failures=False,
-                                 **demo_overrides(folder, sb.orders_url, sb.payments_url))
+        settings = _settings(folder, sb.orders_url, sb.payments_url, workers)
         queue = Queue(settings.queue_url)
         run_intake(settings, queue, RunFolder.create(settings.runs_dir))
-        bot, http, pages, cases = [], [], [], 0
+        bot: list[float] = []
+        before: list[float] = []
+        http: list[float] = []
+        pages: list[str] = []
+        old_pages: list[str] = []
+        cases = 0
         for _ in range(repeat):
-            log, seconds, cases = asyncio.run(_bot_pass(settings, queue, today))
+            old_pages, seconds, cases = asyncio.run(_bot_pass(settings, queue, today, fast=False))
+            before.append(seconds / cases)
+            pages, seconds, cases = asyncio.run(_bot_pass(settings, queue, today, fast=True))
             bot.append(seconds / cases)
-            pages = log
-            http.append(_http_pass(settings, log) / cases)
-    return ProcessBench(cases, len(pages) / max(cases, 1), bot, http)
+            http.append(_http_pass(settings, pages) / cases)
+    return ProcessBench(cases, len(pages) / max(cases, 1), bot, http, before,
+                        len(old_pages) / max(cases, 1))
 
 
-async def _bot_pass(settings: Settings, queue: Queue, today: date) -> tuple[list[str], float, int]:
+def bench_submit(repeat: int = 3, workers: int = 1) -> SubmitBench:
+    """Real runs against a fresh sandbox each pass, `fast` off and on alternately."""
+    from bots.sandbox.data import build_dataset
+    from bots.sandbox.server import SandboxProcess
+
+    use_sandbox_credentials()
+    today = date.today()
+    result = SubmitBench(0, 0, [], [], [], [])
+    for _ in range(repeat):
+        for fast in (False, True):
+            with tempfile.TemporaryDirectory() as tmp, \
+                    SandboxProcess(data_dir=Path(tmp) / "sandbox", seed=DEMO_SEED,
+                                   today=today) as sb:
+                folder = Path(tmp)
+                prepare_inputs(folder, build_dataset(seed=DEMO_SEED, today=today), today)
+                settings = _settings(folder, sb.orders_url, sb.payments_url, workers)
+                queue = Queue(settings.queue_url)
+                run_intake(settings, queue, RunFolder.create(settings.runs_dir))
+                paid, every = asyncio.run(_submit_pass(settings, queue, today, fast))
+            (result.after if fast else result.before).append(statistics.median(paid))
+            (result.after_all if fast else result.before_all).append(statistics.mean(every))
+            result.cases, result.paid = len(every), len(paid)
+    return result
+
+
+def _settings(folder: Path, orders_url: str, payments_url: str, workers: int) -> Settings:
+    return load_settings(None, runs_dir=str(folder / "runs"), processing__workers=workers,
+                         browser__trace_failures=False,
+                         **demo_overrides(folder, orders_url, payments_url))
+
+
+async def _submit_pass(settings: Settings, queue: Queue, today: date, fast: bool
+                       ) -> tuple[list[float], list[float]]:
+    """Seconds of each case (from the previous case's end), the paying ones apart."""
+    run = RunFolder.create(settings.runs_dir)
+    ends: list[tuple[float, str]] = []
+    loop = asyncio.get_running_loop()
+    processor = Processor(settings, queue, load_policy(settings.policy), run,
+                          signals=load_signals(settings.signals) if settings.signals else None,
+                          today=today, on_case=lambda c, o: ends.append((loop.time(), o)))
+    async with BotSession(settings) as session:
+        session.fast = fast
+        started = loop.time()
+        await processor.process(session)
+    run.close()
+    times: list[float] = []
+    paid: list[float] = []
+    last = started
+    for at, outcome in ends:
+        times.append(at - last)
+        if outcome in ("refunded", "partial"):
+            paid.append(at - last)
+        last = at
+    return paid, times
+
+
+async def _bot_pass(settings: Settings, queue: Queue, today: date, fast: bool = True
+                    ) -> tuple[list[str], float, int]:
     run = RunFolder.create(settings.runs_dir)
     processor = Processor(settings, queue, load_policy(settings.policy), run,
                           signals=load_signals(settings.signals) if settings.signals else None,
                           today=today, dry_run=True)
     async with BotSession(settings) as session:
+        session.fast = fast
         session.page_log = []
         stats = await processor.process(session)
     run.close()

@@ -24,6 +24,7 @@ from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
 from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
 from bots.legacy.browser import BrowserNotFound
+from bots.legacy.health import preflight
 from bots.legacy.session import BotSession
 from bots.models import Quarantined, RefundRequest
 from bots.notify import Notifier
@@ -133,7 +134,28 @@ async def run_processing(settings: Settings, queue: Queue, run: RunFolder, sessi
     # No global lock: cases are leased one by one, so runners in other processes and on
     # other machines share the queue. A crashed runner's cases come back when their lease
     # runs out (at once when the holder provably died on this machine).
-    return await processor.process(session)
+    stats = await processor.process(session)
+    if notifier is not None:  # what earlier runs could not deliver, now due again
+        for result in await asyncio.to_thread(notifier.send_due):
+            stats.notifications[result.state.value] += 1
+    return stats
+
+
+def send_notifications(settings: Settings, console: Console) -> int:
+    """Send every pending or failed customer message that is due (the outbox sweep)."""
+    if settings.notify is None or not settings.notify.enabled:
+        console.print("Notifications are off in the settings: nothing to send.")
+        return EXIT_OK
+    try:
+        queue = Queue(settings.queue_url)
+    except ConfigError as exc:
+        console.print(f"[red]cannot run:[/] {exc}")
+        return EXIT_ERROR
+    results = Notifier(settings.notify, queue.engine).send_due()
+    counts = Counter(r.state.value for r in results)
+    console.print("Customer notifications: " + (", ".join(
+        f"{n} {s}" for s, n in sorted(counts.items())) or "nothing due") + ".")
+    return EXIT_PROBLEMS if counts.get("gave_up") else EXIT_OK
 
 
 # -- report stage (issue 15: reconciliation of every portal refund, break register) ------
@@ -314,6 +336,12 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
         loop.add_signal_handler(sig, on_signal)
     try:
         async with BotSession(settings) as session:
+            # selector health once per run, before the first case (bots/legacy/health.py)
+            first = next((c.order_number for c in queue.cases([CaseState.QUEUED])
+                          if c.order_number), None)
+            if total and settings.health.before_process and not await preflight(
+                    session, settings.health.order_number or first, console.print):
+                return EXIT_ERROR
             with _progress(total) as progress:
                 task = progress.add_task("processing", total=total)
 
@@ -347,6 +375,10 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
     if result.notifications:
         sent = ", ".join(f"{n} {s}" for s, n in sorted(result.notifications.items()))
         console.print(f"Customer notifications: {sent}.")
+    if gave_up := result.notifications.get("gave_up"):
+        console.print(f"[red]{gave_up} customer message(s) could not be delivered after "
+                      f"{settings.notify.max_tries if settings.notify else '?'} tries: see the "
+                      f"log; they stay in the queue's notifications table.[/]")
     if (waiting := len(queue.cases(["escalated"]))) and not dry_run:
         console.print(f"Escalated, waiting for a human: {waiting} "
                       f"(decide in {folder.path / 'escalations.xlsx'}, then "
@@ -356,7 +388,7 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
         console.print("[red]Stopped by the circuit breaker: the legacy apps kept failing. "
                       f"{queue.pending_count()} case(s) stay queued.[/]")
         return EXIT_CIRCUIT
-    if result.outcomes.get("failed") or problems:
+    if result.outcomes.get("failed") or problems or result.notifications.get("gave_up"):
         return EXIT_PROBLEMS
     return EXIT_OK
 

@@ -22,8 +22,10 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from playwright.async_api import Error as PlaywrightError
+from sqlalchemy.orm import Session
 
 from bots.config import Settings
 from bots.decide import snapshot
@@ -41,11 +43,14 @@ from bots.errors import (
     AmbiguousOutcome,
     AppUnavailable,
     BusinessException,
+    NoAnswer,
     RefundRefused,
     SelectorMissing,
     SessionExpired,
     SubmitInFlight,
     SystemException,
+    UnknownPage,
+    UnreadableValue,
 )
 from bots.legacy.artifacts import scrub_zip
 from bots.legacy.session import BotSession, Worker
@@ -231,35 +236,47 @@ class Processor:
             return
         self.queue.finish(lease, state=result.state, outcome=result.outcome,
                           reason=result.reason, actor=lease.owner, run_id=self.run.run_id,
-                          approved_amount=result.approved, refund_number=result.refund_number)
+                          approved_amount=result.approved, refund_number=result.refund_number,
+                          outbox=self._outbox(case, result))
         log.info("{}: {}", result.outcome, result.reason)
-        await self._notify(case, result)
+        await self._send(case)
         self._count(case, result.outcome)
 
-    async def _notify(self, case: Case, result: Finished) -> None:
-        """Answer every contact of the case on its channel (once, however often we run)."""
-        if self.notifier is None:
-            return
+    def _outbox(self, case: Case, result: Finished) -> Callable[[Session, Case], object] | None:
+        """What to tell every contact, recorded in the transaction that finishes the case."""
+        notifier = self.notifier
+        if notifier is None:
+            return None
         kind = result.outcome
         if kind in ("refunded", "partial") and case.human_decision in ("approve", "partial"):
             kind = "approved"
         card = self._cards.pop(case.id, "")
         currency = self._currencies.pop(case.id, None) or case.currency
         last4 = "".join(ch for ch in card if ch.isdigit())[-4:] or None
+
+        def record(s: Session, held: Case) -> object:
+            return notifier.record(s, held, outcome=kind, amount=result.approved,
+                                   currency=currency, refund_number=result.refund_number,
+                                   reason=result.reason, card_last4=last4,
+                                   run_id=self.run.run_id)
+
+        return record
+
+    async def _send(self, case: Case) -> None:
+        """Send what the case's contacts are owed now; what fails is retried by later runs."""
+        if self.notifier is None:
+            return
         try:
-            results = await asyncio.to_thread(
-                self.notifier.notify_case, case, outcome=kind, amount=result.approved,
-                currency=currency, refund_number=result.refund_number,
-                reason=result.reason, card_last4=last4, run_id=self.run.run_id)
-        except Exception as exc:  # noqa: BLE001 - a broken template must not undo a refund
+            results = await asyncio.to_thread(self.notifier.send_due, case_id=case.id)
+        except Exception as exc:  # noqa: BLE001 - a sending problem must not undo a refund
             self.run.log.bind(case=case.ref).error("notification failed: {}", exc)
             self.stats.notifications["failed"] += 1
             return
         for r in results:
             self.stats.notifications[r.state.value] += 1
-            if r.state.value == "failed":
-                self.run.log.bind(case=case.ref).warning("notify {} {} failed: {}", r.channel,
-                                                         r.to, r.error)
+            if r.state.value in ("failed", "gave_up"):
+                self.run.log.bind(case=case.ref).warning("notify {} {} {}: {}", r.channel,
+                                                         r.to, r.state.value, r.error)
 
     def _count(self, case: Case, outcome: str) -> None:
         self.stats.processed += 1
@@ -281,7 +298,7 @@ class Processor:
             paid = next((i for i in self.queue.intents(case.id)
                          if i.state == IntentState.CONFIRMED), None)
             reason = f"gave up after {case.attempts} attempts: {error}"
-            extra = {}
+            extra: dict[str, Any] = {}  # a human's approved amount is kept for a retry
             if paid is not None:  # the money went out; only the follow-up steps failed
                 reason = (f"Refund {paid.refund_number} of {paid.amount} was issued, but the "
                           f"follow-up failed: {reason}")
@@ -524,10 +541,13 @@ class Processor:
                 number = await worker.payments.submit_refund(
                     charge.transaction_id, decision.amount, reason, intent.key,
                     before_click=before_click)
-            except (AppUnavailable, RefundRefused, SelectorMissing):
-                # The portal answered the submit (not a timeout): the request is over and
-                # the next attempt reads a final history instead of waiting out the grace.
-                if clicked:
+            except (AppUnavailable, RefundRefused, SelectorMissing, UnknownPage,
+                    UnreadableValue) as exc:
+                # The portal answered the submit (an error page, a refusal, a page we do not
+                # know): the request is over, so the next attempt reads a final history
+                # instead of waiting out the grace. A submit that did not answer in time
+                # (NoAnswer) may still be running there: it gets the grace.
+                if clicked and not isinstance(exc, NoAnswer):
                     self.queue.submit_answered(lease, intent.id)
                 raise
             except SessionExpired:

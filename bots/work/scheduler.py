@@ -17,13 +17,13 @@ import schedule as sched
 from rich.console import Console
 
 from bots.config import Settings, load_settings
-from bots.queue import Queue, runner_id
-from bots.work.exit_codes import EXIT_LOCKED
-from bots.work.pipeline import execute
+from bots.queue import Queue, QueueError, runner_id
+from bots.work.exit_codes import EXIT_ERROR, EXIT_LOCKED
+from bots.work.pipeline import execute, send_notifications
 from bots.work.stopping import STOP, request_stop
 
 RUN_LOCK = "run"
-LOCKED_JOBS = ("run", "intake", "report")  # single on a queue; `process` scales out
+LOCKED_JOBS = ("run", "intake", "report")  # single on a queue; `process`, `notify` scale
 class Scheduler:
     def __init__(self, settings: Settings, config: Path | None, console: Console) -> None:
         self.settings, self.config, self.console = settings, config, console
@@ -40,7 +40,12 @@ class Scheduler:
         return list(self.runner.jobs)
 
     def run_job(self, command: str) -> int:
-        queue = Queue(self.settings.queue_url)
+        try:
+            queue = Queue(self.settings.queue_url)
+        except QueueError as exc:  # the database is down: say so, try again next time
+            self.console.print(f"[red]{command}: queue: {exc}[/]")
+            self.last_codes.append(EXIT_ERROR)
+            return EXIT_ERROR
         ttl = self.settings.processing.lease_seconds * 4
         single = command in LOCKED_JOBS
         if single and not queue.acquire_lock(RUN_LOCK, self.owner, ttl):
@@ -51,8 +56,11 @@ class Scheduler:
         renewing = _Renewal(queue, self.owner, ttl) if single else None
         try:
             settings = load_settings(self.config)  # pick up edited settings between runs
-            code = execute(settings, command, intake=command in ("run", "intake"),
-                           process=command in ("run", "process"), console=self.console)
+            if command == "notify":
+                code = send_notifications(settings, self.console)
+            else:
+                code = execute(settings, command, intake=command in ("run", "intake"),
+                               process=command in ("run", "process"), console=self.console)
         finally:
             if renewing is not None:
                 renewing.stop()

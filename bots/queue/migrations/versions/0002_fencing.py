@@ -4,7 +4,8 @@
 - cases.priority (angry/urgent first), cases.follows (a follow-up on a finished case);
 - refund_intents.submit_started_at / remaining_before / customer_email: the in-flight
   grace, the ambiguous-balance check and the per-customer limit over pending intents;
-- requests.doubts / language; runs.owner; notifications.next_attempt_at;
+- requests.doubts / language; runs.owner; notifications.next_attempt_at / facts (the
+  transactional outbox);
 - indexes for the claim, lease and outbox queries; longer runner identities.
 
 SQLite does not enforce VARCHAR lengths and cannot add a foreign key to an existing table
@@ -55,6 +56,7 @@ def upgrade() -> None:
 
     op.add_column("notifications", sa.Column("next_attempt_at", sa.String(length=32),
                                              nullable=True))
+    op.add_column("notifications", sa.Column("facts", sa.Text(), nullable=True))
     op.create_index("ix_notifications_due", "notifications", ["state", "next_attempt_at"])
 
     if not sqlite:
@@ -68,6 +70,7 @@ def downgrade() -> None:
     if not sqlite:
         op.drop_constraint("fk_cases_follows", "cases", type_="foreignkey")
     op.drop_index("ix_notifications_due", "notifications")
+    op.drop_column("notifications", "facts")
     op.drop_column("notifications", "next_attempt_at")
     op.drop_column("runs", "owner")
     op.drop_index("ix_intents_state_resolved", "refund_intents")

@@ -1,0 +1,106 @@
+"""Fresh PostgreSQL databases for the chaos and scale tools: on a given server or a throwaway one.
+
+Several runners share one PostgreSQL queue in production; the proofs (`chaos --runners N`,
+`bench scale`) must run on the same. Each round needs an empty queue, so the tools make a
+new database per round: on the server a `--queue-url` names (its user needs CREATEDB), or
+on a cluster of their own in a temporary folder (`--postgres`: Debian's `postgresql`
+server binaries, run as the `postgres` system user because `initdb` refuses root), stopped
+and removed on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+
+class PostgresUnavailable(RuntimeError):
+    """No server to use: the message says what is missing and how to get it."""
+
+
+def database_factory(server_url: str) -> Callable[[], str]:
+    """A function that creates a new empty database on `server_url`'s server; its URL."""
+    url = make_url(server_url)
+    if not url.drivername.startswith("postgresql"):
+        raise PostgresUnavailable(f"{url.drivername}: --queue-url must be a PostgreSQL URL "
+                                  "(postgresql+psycopg://user@host:port/db)")
+
+    def create() -> str:
+        name = f"chaos_{uuid.uuid4().hex[:12]}"
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except SQLAlchemyError as exc:
+            raise PostgresUnavailable(f"cannot create a database on {url.host}:{url.port}: "
+                                      f"{str(exc).splitlines()[0]}") from None
+        finally:
+            engine.dispose()
+        return url.set(database=name).render_as_string(hide_password=False)
+
+    return create
+
+
+def _bin_dir() -> Path:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    raise PostgresUnavailable("PostgreSQL server binaries not found: apt-get install postgresql "
+                              "(or give --queue-url of a server)")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_postgres(*args: str) -> None:
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    done = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise PostgresUnavailable(f"{Path(args[0]).name} failed: "
+                                  f"{(done.stderr or done.stdout).strip()[-500:]}")
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A PostgreSQL server of our own on a free loopback port; yields its server URL."""
+    bin_dir = _bin_dir()
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise PostgresUnavailable("the postgres system user is missing "
+                                      "(apt-get install postgresql creates it)") from None
+    base = Path(tempfile.mkdtemp(prefix="refund-bots-pg-"))
+    data = base / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(data, "postgres")
+    port = _free_port()
+    try:
+        _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                     "postgres", "--no-sync")
+        _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o",
+                     f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off "
+                     f"-c max_connections=300", "-l", str(data / "server.log"), "-w", "start")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run((["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else [])
+                       + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
