@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from bots.cli import app
 from bots.models import RefundRequest
 from bots.queue import Queue
+from bots.queue.audit import audit
 
 
 def req(source_id: str, order: str = "ORD-100001") -> RefundRequest:
@@ -107,13 +108,17 @@ def test_a_rewritten_tail_is_caught_against_the_head_an_old_report_saw(
     assert not report.ok and report.first_bad_id == head.last_id
 
 
-def test_records_chain_correctly_with_several_writers(tmp_path: Path) -> None:
-    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+def test_records_chain_correctly_with_several_writers(queue_url: str) -> None:
+    """SQLite serialises writers; PostgreSQL takes the chain's advisory lock."""
+    queue = Queue(queue_url)
 
     def writer(n: int) -> None:
         other = Queue(queue.url)
         for i in range(10):
             other.store_requests([req(f"w{n}-{i}", f"ORD-2{n}{i:04d}")], f"run-{n}")
+            cid = other.find_cases_by_order(f"ORD-2{n}{i:04d}")[0].id
+            with other.session() as session:  # a single audit() record between bulk ones
+                audit(session, cid, None, f"w{n}", None, None, "note", f"note {i}")
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
     for t in threads:
@@ -121,7 +126,7 @@ def test_records_chain_correctly_with_several_writers(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     report = queue.verify_chain()
-    assert report.ok and report.records == 30
+    assert report.ok and report.records == 60, report.problem
 
 
 def test_audit_verify_command_exits_3_and_names_the_record(db: tuple[Queue, Path]) -> None:
