@@ -219,8 +219,12 @@ def _unique(portal: Iterable[PortalRefund]) -> list[PortalRefund]:
     When two listed rows share an id but differ, the same one is kept whatever the order
     the portal listed them in.
     """
+    items = portal if isinstance(portal, list) else list(portal)
+    fast = {p.refund_id: p for p in items}
+    if len(fast) == len(items):  # the usual case: no id listed twice
+        return list(fast.values())
     seen: dict[str, PortalRefund] = {}
-    for p in portal:
+    for p in items:
         had = seen.get(p.refund_id)
         if had is None or (had != p and _refund_key(p) < _refund_key(had)):
             seen[p.refund_id] = p
@@ -238,6 +242,9 @@ def _ledger_key(entry: LedgerEntry) -> tuple[str, str, str, str]:
 def _index(values: Sequence[str], entries: Sequence[LedgerEntry]) -> dict[str, int]:
     """value -> index of the entry holding it; two entries with one value: the first by
     (order, case, reference, number), so the result never depends on the input order."""
+    fast = {v: i for i, v in enumerate(values) if v}
+    if len(fast) == sum(1 for v in values if v):  # the usual case: no value held twice
+        return fast
     out: dict[str, int] = {}
     ties: set[str] = set()
     for i, v in enumerate(values):
