@@ -186,20 +186,22 @@ def report(run_id: Annotated[str | None, typer.Argument(help="Run to report on "
     folder = RunFolder.create(settings.runs_dir, row.run_id)
     folder.started_at = row.started_at
 
-    async def go() -> Path:
+    async def go() -> tuple[Path, int]:
         async with BotSession(settings) as session:
             rep = await write_run_report(settings, queue, folder, session,
                                          row.finished_at or datetime.now(UTC))
-            return rep.path
+            return rep.path, rep.problems
 
     try:
-        path = asyncio.run(go())
+        path, problems = asyncio.run(go())
     except (SystemException, ConfigError) as exc:
         console.print(f"[red]report failed:[/] {exc}")
         raise typer.Exit(EXIT_ERROR) from None
     finally:
         folder.close()
+    console.print(f"Reconciliation: {'OK' if not problems else f'{problems} open break(s)'}.")
     console.print(f"Report: {path}")
+    raise typer.Exit(EXIT_PROBLEMS if problems else EXIT_OK)  # issue 15: 3 when not matched
 
 
 # -- sandbox and demo ---------------------------------------------------------------------
@@ -393,6 +395,15 @@ def doctor(config: ConfigOpt = None, live: Annotated[bool, typer.Option(
                 checks.append((f"{app_name} login", why is None, why or "accepted"))
         except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
             checks.append(("login", False, f"{type(exc).__name__}: {exc}"))
+    from bots.transport import insecure_transports  # issue 15: encryption in transit
+
+    clear = insecure_transports(settings)
+    if clear:
+        checks.append(("transport security", settings.allow_insecure_transport,
+                       ("WARNING allow_insecure_transport is on: " if
+                        settings.allow_insecure_transport else "refused: ") + "; ".join(clear)))
+    else:
+        checks.append(("transport security", True, "TLS for every remote connection"))
     table = Table("check", "", "detail")
     for name, ok, detail in checks:
         table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
@@ -986,6 +997,215 @@ def service_write(folder: Annotated[Path, typer.Argument(help="Where to write th
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+# == issue 15: breaks, audit, customers, bench reconcile/report ===========================
+# (one block: re-apply as a whole; the logic lives in bots/queue/breaks.py,
+#  bots/queue/audit.py, bots/reports/audit_export.py, bots/tools/bench_reconcile.py)
+
+breaks_app = typer.Typer(help="The open-break register: reconciliation breaks until someone "
+                              "resolves them.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident (hash-chained) audit trail.",
+                        no_args_is_help=True)
+customers_app = typer.Typer(help="Personal data of customers (erasure).", no_args_is_help=True)
+app.add_typer(breaks_app, name="breaks")
+app.add_typer(audit_app, name="audit")
+app.add_typer(customers_app, name="customers")
+BreakArg = Annotated[str, typer.Argument(help="Break reference (B-000003) or id.")]
+ReasonOpt = Annotated[str, typer.Option("--comment", "-m", help="Why, in words (required).")]
+
+
+@breaks_app.command("list")
+def breaks_list(all_states: Annotated[bool, typer.Option(
+        "--all", help="Resolved and written-off breaks too.")] = False,
+        config: ConfigOpt = None) -> None:
+    """List open breaks (oldest first) with their age, owner and amount."""
+    from bots.queue import BreakState
+
+    queue = Queue(_settings(config).queue_url)
+    rows = queue.breaks(None if all_states else BreakState.LIVE)
+    table = Table("break", "state", "age (d)", "owner", "kind", "case", "order", "refund",
+                  "amount", "note")
+    for b in rows:
+        amount = f"{b.amount} {b.currency or ''}" if b.amount is not None else ""
+        table.add_row(b.ref, b.state, str(b.age_days()), b.owner or "", b.kind,
+                      b.case_ref or "", b.order_number or "", b.refund_id or "", amount,
+                      b.note[:80])
+    console.print(table)
+    live = sum(1 for b in rows if b.is_live)
+    console.print(f"{live} open break(s)." if live else "No open break.")
+
+
+@breaks_app.command("show")
+def breaks_show(ref: BreakArg, config: ConfigOpt = None) -> None:
+    """Show one break: what it is, who owns it, and its audit trail."""
+    queue = Queue(_settings(config).queue_url)
+    try:
+        b = queue.get_break(ref)
+    except ValueError:
+        b = None
+    if b is None:
+        console.print(f"[red]no break {ref}[/]")
+        raise typer.Exit(EXIT_ERROR)
+    seen = f"{b.first_seen_at:%Y-%m-%d %H:%M}"
+    console.print(f"[bold]{b.ref}[/] {b.state} ({b.kind}), first seen {seen} in run "
+                  f"{b.first_seen_run}, {b.age_days()} day(s) old, last seen in run "
+                  f"{b.last_seen_run}; owner {b.owner or '-'}")
+    console.print(f"  case {b.case_ref or '-'}, order {b.order_number or '-'}, refund "
+                  f"{b.refund_id or '-'}, amount {b.amount} {b.currency or ''}")
+    console.print(f"  {b.note}")
+    if b.resolution:
+        console.print(f"  resolution by {b.resolved_by}: {b.resolution}")
+    table = Table("at", "actor", "event", "state", "detail")
+    for a in queue.subject_trail(f"break:{b.ref}"):
+        table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.actor, a.event,
+                      f"{a.from_state or ''}→{a.to_state or ''}", a.detail)
+    console.print(table)
+
+
+@breaks_app.command("assign")
+def breaks_assign(ref: BreakArg, to: Annotated[str, typer.Option(help="Who investigates it.")],
+                  agent: AgentOpt, comment: ReasonOpt = "", config: ConfigOpt = None) -> None:
+    """Give an open break an owner (it is then being investigated)."""
+    from bots.queue import BreakError
+
+    try:
+        b = Queue(_settings(config).queue_url).assign_break(ref, owner=to, agent=agent,
+                                                             comment=comment)
+    except BreakError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    console.print(f"{b.ref} assigned to {b.owner} ({b.state}).")
+
+
+@breaks_app.command("resolve")
+def breaks_resolve(ref: BreakArg, agent: AgentOpt, comment: ReasonOpt = "",
+                   write_off: Annotated[bool, typer.Option(
+                       "--write-off", help="The money is lost: write it off.")] = False,
+                   config: ConfigOpt = None) -> None:
+    """Settle an open break (resolved, or written off); reports stop carrying it."""
+    from bots.queue import BreakError
+
+    try:
+        b = Queue(_settings(config).queue_url).resolve_break(ref, agent=agent, comment=comment,
+                                                             write_off=write_off)
+    except BreakError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    console.print(f"{b.ref} {b.state} by {b.resolved_by}.")
+
+
+@audit_app.command("verify")
+def audit_verify(head: Annotated[str | None, typer.Option(
+        help="The chain head a report carries (ID:HASH): also proves nothing after it "
+             "was rewritten or deleted.")] = None, config: ConfigOpt = None) -> None:
+    """Walk the hash chain; name the first record edited, deleted or inserted (exit 3)."""
+    expect = None
+    if head:
+        last_id, _, digest = head.partition(":")
+        if not last_id.isdigit() or len(digest) != 64:
+            console.print("[red]--head must look like 1234:<64 hex digits>[/]")
+            raise typer.Exit(EXIT_ERROR)
+        expect = (int(last_id), digest.lower())
+    report = Queue(_settings(config).queue_url).verify_chain(expect)
+    if report.ok:
+        console.print(f"Audit trail intact: {report.records} record(s), head {report.head}.")
+        raise typer.Exit(EXIT_OK)
+    console.print(f"[red]Audit trail broken at record {report.first_bad_id}:[/] {report.problem}")
+    raise typer.Exit(EXIT_PROBLEMS)
+
+
+@audit_app.command("export")
+def audit_export(
+    start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), UTC.")],
+    end: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD), UTC.")],
+    out: Annotated[Path | None, typer.Option(help="Workbook (default runs/audit-FROM-TO.xlsx).")]
+    = None, config: ConfigOpt = None,
+) -> None:
+    """A compliance workbook: every decision, approval, refund and break of a period."""
+    from datetime import timedelta
+
+    from bots.reports.audit_export import write_audit_export
+
+    settings = _settings(config)
+    try:
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError:
+        console.print("[red]--from and --to are dates: YYYY-MM-DD[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    queue = Queue(settings.queue_url)
+    since = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    until = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    out = out or settings.runs_dir / f"audit-{first}-{last}.xlsx"
+    path = write_audit_export(out, queue, since, until)
+    console.print(f"Audit export {first} to {last}: {path}")
+
+
+@customers_app.command("forget")
+def customers_forget(email: Annotated[str, typer.Argument(help="The customer's email.")],
+                     agent: AgentOpt, comment: ReasonOpt = "",
+                     config: ConfigOpt = None) -> None:
+    """Erase a customer's personal data; amounts, refunds, decisions and the chain stay."""
+    from bots.queue.erasure import ErasureError, forget_customer
+
+    queue = Queue(_settings(config).queue_url)
+    try:
+        done = forget_customer(queue, email, agent=agent, comment=comment)
+    except ErasureError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    console.print(f"Forgot {email}: {done.cases} case(s), {done.requests} contact(s), "
+                  f"{done.notifications} message(s), {done.audit} audit text(s) erased. "
+                  f"The audit chain still verifies.")
+
+
+@customers_app.command("purge")
+def customers_purge(older_than: Annotated[int, typer.Option(
+        "--older-than", min=1, help="Retention period in days: customers whose every case "
+                                    "ended longer ago are forgotten.")],
+        agent: AgentOpt, comment: ReasonOpt = "", config: ConfigOpt = None) -> None:
+    """Apply the retention period: forget every customer whose cases all ended long ago."""
+    from bots.queue.erasure import ErasureError, expired_customers, forget_customer
+
+    queue = Queue(_settings(config).queue_url)
+    due = expired_customers(queue, older_than)
+    try:
+        for mail in due:
+            forget_customer(queue, mail, agent=agent,
+                            comment=comment or f"retention period of {older_than} days")
+    except ErasureError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    console.print(f"Forgot {len(due)} customer(s) whose cases ended over {older_than} days ago.")
+
+
+@bench_app.command("reconcile")
+def bench_reconcile_cmd(n: Annotated[int, typer.Option(help="Ledger entries (and as many "
+                                                       "portal refunds).")] = 1_000_000,
+                        repeat: Annotated[int, typer.Option(help="Timed passes.")] = 3) -> None:
+    """Reconcile N ledger entries against N portal refunds (generated); median seconds."""
+    from bots.tools.bench_reconcile import bench_reconcile
+
+    configure_console(False)
+    r = bench_reconcile(n, repeat)
+    console.print(f"reconcile {n:,} ledger entries x {n:,} portal refunds: median "
+                  f"{r.median:.2f} s wall, {r.cpu_median:.2f} s CPU "
+                  f"{[round(x, 2) for x in r.seconds]}; {r.problems:,} break(s) found")
+
+
+@bench_app.command("report")
+def bench_report_cmd(n: Annotated[int, typer.Option(help="Cases in the workbook.")] = 100_000,
+                     repeat: Annotated[int, typer.Option(help="Timed passes.")] = 1) -> None:
+    """Write the reconciliation workbook for N generated cases; seconds and peak memory."""
+    from bots.tools.bench_reconcile import bench_report
+
+    configure_console(False)
+    r = bench_report(n, repeat)
+    console.print(f"workbook for {n:,} cases: median {r.median:.2f} s wall, {r.cpu_median:.2f} s "
+                  f"CPU {[round(x, 2) for x in r.seconds]}, peak Python memory "
+                  f"{r.peak_mb:.0f} MB (extra traced pass), file {r.size_mb:.1f} MB")
+
+# == end of issue 15 block ==================================================================
 
 
 @bench_app.command("process")

@@ -103,6 +103,9 @@ class Settings(_Model):
     schedule: ScheduleSettings = ScheduleSettings()
     notify: NotifySettings | None = None  # null: customers are not notified by the bots
     health: HealthSettings = HealthSettings()
+    # issue 15: clear-text connections to other machines are refused unless this says so
+    # (bots/transport.py); `doctor` warns while it is on.
+    allow_insecure_transport: bool = False
 
     @field_validator("runs_dir")
     @classmethod

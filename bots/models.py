@@ -122,6 +122,7 @@ class PortalRefund:
     created_at: datetime
     order_number: str = ""
     currency: str = ""
+    transaction_id: str = ""  # the charge it refunds, when the listing shows it
 
 
 @dataclass(frozen=True)

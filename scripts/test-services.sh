@@ -4,6 +4,8 @@
 # prints what to install and exits 0: the tests that need a server then skip locally, and
 # fail under CI (CI=true), so a CI image without them cannot pass by skipping.
 #   - Dovecot (IMAP/IMAPS) + openssl for its throwaway certificate: tests/test_imap.py
+#   - LibreOffice Calc + poppler-utils: every workbook converts to PDF, the Summary prints
+#     on one page (tests/test_workbooks_render.py)
 #   - PostgreSQL (a throwaway cluster per test session, as the postgres user, on a free
 #     port): the queue on PostgreSQL and several runners on one queue, tests/postgres.py
 #   - espeak-ng: speaks known texts into WAV voicemails for tests/test_voice.py (and the demo)
@@ -15,6 +17,8 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 declare -A NEEDS=(
   [dovecot-imapd]=/usr/sbin/dovecot
   [openssl]=/usr/bin/openssl
+  [libreoffice-calc]=/usr/bin/soffice
+  [poppler-utils]=/usr/bin/pdfinfo
   [postgresql]=/usr/lib/postgresql
   [espeak-ng]=/usr/bin/espeak-ng
 )

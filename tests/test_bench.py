@@ -44,3 +44,14 @@ def test_bench_process_runs_both_ways_and_submits(monkeypatch) -> None:  # noqa:
     real = CliRunner().invoke(cli, ["bench", "process", "--repeat", "1", "--submit"])
     assert real.exit_code == 0, real.output
     assert "paid: refund form + confirmation + note" in real.output
+
+
+def test_bench_reconcile_and_report_run_small() -> None:
+    """The benches themselves work (their speed is measured by running them, not here)."""
+    from bots.tools.bench_reconcile import bench_reconcile, bench_report, generate
+
+    ledger, portal = generate(3000)
+    r = bench_reconcile(3000, repeat=1)
+    assert r.problems > 0 and len(ledger) == len(portal) == 3000 and r.cpu
+    w = bench_report(50, repeat=1)
+    assert w.size_mb > 0 and w.peak_mb > 0 and len(w.seconds) == 1

@@ -73,7 +73,8 @@ def test_pipeline_refunds_exactly_the_eligible_orders_once(sandbox, settings_for
 
     run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
     book = read_report(run_dir / "reconciliation.xlsx")
-    assert list(book) == ["Summary", "Cases", "Reconciliation", "Quarantine"]
+    assert list(book) == ["Summary", "Cases", "Reconciliation", "Breaks", "Quarantine"]
+    assert book["Breaks"] == []
     assert len(book["Cases"]) == len({r.order_number for r in reqs})
     assert len(book["Reconciliation"]) == len(new)
     assert {str(r["Status"]) for r in book["Reconciliation"]} == {"matched"}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from openpyxl import Workbook, load_workbook
+from openpyxl.utils import get_column_letter
 
 from bots.decide import snapshot
 from bots.decide.policy import Claim
@@ -116,12 +117,16 @@ def test_round_trip_write_fill_read_apply(queue: Queue, tmp_path: Path) -> None:
     assert all(sheet[0][h] is None for h in ("Decision", "Amount", "Agent", "Comment"))
     ws = load_workbook(path)["Escalations"]
     assert ws.freeze_panes == "B2"
-    assert ws.cell(row=2, column=COL["Bot's proposed amount"]).number_format == MONEY_FORMAT
+    assert ws.cell(row=2, column=COL["Bot's proposed amount"]).number_format == \
+        MONEY_FORMAT + ' "EUR"'  # the row's currency
+    assert isinstance(sheet[0]["Age (days)"], int) and sheet[0]["SLA"]
+    assert ws.row_dimensions[2].height and ws.row_dimensions[2].height > 15  # evidence reads
+    assert ws.print_title_rows == "$1:$1" and ws.page_setup.orientation == "landscape"
     assert ws.cell(row=2, column=COL["Customer"]).data_type == "s"
     lists = [dv for dv in ws.data_validations.dataValidation if dv.type == "list"]
     assert lists[0].formula1 == '"approve,reject,partial"'
-    assert "N2" in lists[0].sqref
-    assert ws.column_dimensions["L"].width == 60
+    assert f"{get_column_letter(COL['Decision'])}2" in lists[0].sqref
+    assert ws.column_dimensions["J"].width == 60
 
     fill(path, {2: {"Decision": "Approve ", "Agent": "Ann", "Comment": "ok"},
                 3: {"Decision": "partial", "Amount": 12.5, "Agent": "Ann"},

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from bots.models import PortalRefund
-from bots.reports.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, summarise
+from bots.reports.reconcile import (
+    Approval,
+    ChargeBalance,
+    LedgerEntry,
+    ReconRow,
+    ReconStatus,
+    reconcile,
+    summarise,
+    totals_by_currency,
+)
 
 S = ReconStatus
 
@@ -74,13 +83,14 @@ def test_portal_reference_contained_in_ledger_reference_does_not_match() -> None
     assert {r.status for r in rows} == {S.MISSING_IN_PORTAL, S.NOT_IN_LEDGER}
 
 
-def test_exact_reference_wins_over_a_contained_one() -> None:
+def test_exact_reference_wins_over_a_contained_one_and_the_other_is_a_duplicate() -> None:
     exact = ptl("R-2", ref="C000001-8f3a1c2b")
     prefixed = ptl("R-1", ref="x C000001-8f3a1c2b")
     rows = reconcile([led(1, status="pending", number=None)], [prefixed, exact])
-    paired = next(r for r in rows if r.case_ref)
+    paired = next(r for r in rows if r.status is not S.DUPLICATE)
     assert paired.portal_refund_id == "R-2"
-    assert next(r for r in rows if not r.case_ref).portal_refund_id == "R-1"
+    dup = next(r for r in rows if r.status is S.DUPLICATE)
+    assert dup.portal_refund_id == "R-1" and dup.case_ref == "C-000001"
 
 
 def test_empty_reference_never_matches_by_containment() -> None:
@@ -223,7 +233,8 @@ def test_summarise_counts_every_status_including_zero() -> None:
     counts = summarise(rows)
     assert list(counts) == list(ReconStatus)
     assert counts == {S.MATCHED: 1, S.MISSING_IN_PORTAL: 1, S.NOT_IN_LEDGER: 1,
-                      S.AMOUNT_MISMATCH: 0, S.UNCONFIRMED: 0, S.UNVERIFIED: 0}
+                      S.AMOUNT_MISMATCH: 0, S.DUPLICATE: 0, S.OVER_REFUNDED: 0,
+                      S.UNCONFIRMED: 0, S.UNVERIFIED: 0}
 
 
 def test_unverified_rows_when_the_portal_cannot_be_read() -> None:
@@ -232,3 +243,91 @@ def test_unverified_rows_when_the_portal_cannot_be_read() -> None:
     rows = unverified([led(1), led(2)], "portal down")
     assert [r.status for r in rows] == [S.UNVERIFIED, S.UNVERIFIED] and rows[0].is_problem
     assert unverified([], "portal down")[0].note == "portal down"
+
+
+# -- duplicates, over-refunds, currencies, partial listings ----------------------------------
+
+def _at(day: int, hour: int = 10) -> datetime:
+    return datetime(2026, 11, day, hour, 0, tzinfo=UTC)
+
+
+def test_two_refunds_for_one_intent_is_a_duplicate_whatever_the_run_or_window() -> None:
+    first = ptl("R-1")
+    again = PortalRefund(refund_id="R-2", amount=Decimal("10.00"), reason="damaged",
+                         reference="C000001-8f3a1c2b", operator="jsmith", created_at=_at(30),
+                         order_number="ORD-100001", currency="EUR")
+    rows = reconcile([led(1)], [again, first])
+    assert sorted(r.status for r in rows) == sorted([S.MATCHED, S.DUPLICATE])
+    dup = next(r for r in rows if r.status is S.DUPLICATE)
+    assert dup.portal_refund_id == "R-2" and "R-1" in dup.note and "jsmith" in dup.note
+    assert dup.break_key == "refund:R-2" and dup.day == date(2026, 11, 30)
+
+
+def test_a_refund_nobody_recorded_past_the_cases_approval_is_a_duplicate() -> None:
+    by_hand = PortalRefund(refund_id="R-9", amount=Decimal("10.00"), reason="other",
+                           reference="goodwill", operator="jsmith", created_at=_at(30),
+                           order_number="ORD-100001", currency="EUR")
+    approvals = [Approval("C-000001", "ORD-100001", Decimal("10.00"), "EUR", since=_at(28))]
+    rows = reconcile([led(1)], [ptl(), by_hand], approvals=approvals)
+    dup = next(r for r in rows if r.status is S.DUPLICATE)
+    assert dup.case_ref == "C-000001" and "20.00 EUR" in dup.note and "jsmith" in dup.note
+
+
+def test_a_manual_refund_before_the_case_began_is_not_the_cases() -> None:
+    earlier = PortalRefund(refund_id="R-0", amount=Decimal("5.00"), reason="other",
+                           reference="goodwill", operator="jsmith", created_at=_at(2),
+                           order_number="ORD-100001", currency="EUR")
+    approvals = [Approval("C-000001", "ORD-100001", Decimal("10.00"), "EUR", since=_at(28))]
+    rows = reconcile([led(1)], [ptl(), earlier], approvals=approvals)
+    assert sorted(r.status for r in rows) == sorted([S.MATCHED, S.NOT_IN_LEDGER])
+
+
+def test_within_the_approval_a_second_partial_refund_is_not_a_duplicate() -> None:
+    other = PortalRefund(refund_id="R-5", amount=Decimal("5.00"), reason="other",
+                         reference="rest", operator="jsmith", created_at=_at(30),
+                         order_number="ORD-100001", currency="EUR")
+    approvals = [Approval("C-000001", "ORD-100001", Decimal("15.00"), "EUR", since=_at(28))]
+    rows = reconcile([led(1)], [ptl(), other], approvals=approvals)
+    assert S.DUPLICATE not in {r.status for r in rows}
+
+
+def test_a_charge_refunded_more_than_it_paid_is_over_refunded() -> None:
+    rows = reconcile([], [], charges=[ChargeBalance("TX-1", "ORD-1", Decimal("50.00"),
+                                                    Decimal("60.00"), "GBP"),
+                                      ChargeBalance("TX-2", "ORD-2", Decimal("50.00"),
+                                                    Decimal("50.00"), "GBP")])
+    row = only(rows)
+    assert row.status is S.OVER_REFUNDED and row.currency == "GBP" and "10.00" in row.note
+
+
+def test_another_currency_is_an_amount_mismatch() -> None:
+    entry = LedgerEntry("C-000001", "ORD-100001", "C000001-8f3a1c2b", Decimal("10.00"),
+                        "confirmed", "R-1", currency="EUR")
+    row = only(reconcile([entry], [ptl()]))  # ptl: currency GBP below
+    assert row.status is S.MATCHED or row.currency  # same amount, portal without currency
+    gbp = PortalRefund(refund_id="R-1", amount=Decimal("10.00"), reason="", currency="GBP",
+                       reference="C000001-8f3a1c2b", operator="bot", created_at=_at(29))
+    row = only(reconcile([entry], [gbp]))
+    assert row.status is S.AMOUNT_MISMATCH and "currency" in row.note
+
+
+def test_only_entries_a_failed_listing_day_could_hide_are_unverified() -> None:
+    old = LedgerEntry("C-000001", "ORD-1", "C000001-aaaaaaaa", Decimal("1.00"), "confirmed",
+                      "R-1", created_at=_at(27))
+    new = LedgerEntry("C-000002", "ORD-2", "C000002-bbbbbbbb", Decimal("1.00"), "confirmed",
+                      "R-2", created_at=_at(29))
+    found = LedgerEntry("C-000003", "ORD-3", "C000003-cccccccc", Decimal("1.00"), "confirmed",
+                        "R-3", created_at=_at(27))
+    portal = [PortalRefund("R-3", Decimal("1.00"), "", "C000003-cccccccc", "bot", _at(27))]
+    rows = reconcile([old, new, found], portal, unread_days=[date(2026, 11, 28)])
+    status = {r.case_ref: r.status for r in rows}
+    assert status == {"C-000001": S.UNVERIFIED, "C-000002": S.MISSING_IN_PORTAL,
+                      "C-000003": S.MATCHED}
+
+
+def test_totals_are_per_currency() -> None:
+    eur = PortalRefund("R-1", Decimal("10.00"), "", "a", "x", _at(29), currency="EUR")
+    gbp = PortalRefund("R-2", Decimal("7.00"), "", "b", "x", _at(29), currency="GBP")
+    totals = totals_by_currency(reconcile([], [eur, gbp]))
+    assert totals == {(S.NOT_IN_LEDGER, "EUR"): Decimal("10.00"),
+                      (S.NOT_IN_LEDGER, "GBP"): Decimal("7.00")}

@@ -168,12 +168,12 @@ def test_text_longer_than_excel_allows_is_cut_and_says_so() -> None:
 
 def test_sheets_in_order(report: Path) -> None:
     assert load_workbook(report, read_only=True).sheetnames == list(SHEETS) == [
-        "Summary", "Cases", "Reconciliation", "Quarantine"]
+        "Summary", "Cases", "Reconciliation", "Breaks", "Quarantine"]
 
 
 def test_no_formula_anywhere_in_the_sheet_xml(report: Path) -> None:
     xml = sheet_xml(report)
-    assert len(xml) == 4
+    assert len(xml) == 5
     for name, body in xml.items():
         assert not re.search(r"<f[ >/]", body), name
 
@@ -247,6 +247,7 @@ def test_summary_counts(report: Path) -> None:
     recon_counts = {k[1]: v for k, v in s.items() if k[0] == "Reconciliation"}
     assert recon_counts == {str(S.MATCHED): 2, str(S.MISSING_IN_PORTAL): 1,
                             str(S.NOT_IN_LEDGER): 1, str(S.AMOUNT_MISMATCH): 0,
+                            str(S.DUPLICATE): 0, str(S.OVER_REFUNDED): 0,
                             str(S.UNCONFIRMED): 0, str(S.UNVERIFIED): 0}
     assert s[("Quarantine", "Quarantined inputs")] == 2
     assert s[("Result", "Reconciliation")] == (

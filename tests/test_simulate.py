@@ -48,3 +48,21 @@ def test_policy_simulate_command(tmp_path: Path, monkeypatch) -> None:  # noqa: 
     result = CliRunner().invoke(app, ["policy", "simulate", str(new), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Replayed 2 decision(s): 1 would change" in result.output and out.exists()
+
+
+def test_a_human_decision_is_never_counted_as_a_policy_change(tmp_path: Path) -> None:
+    queue = _queue_with_decisions(tmp_path)
+    [first, _] = queue.cases()
+    with queue.session() as s:  # a person approved it after the policy escalated it
+        case = s.get(type(first), first.id)
+        assert case is not None
+        case.human_decision, case.human_agent = "approve", "ana"
+    strict = Policy(auto_approve_limit=Decimal("1.00"))  # the policy escalates both now
+    rows = {r.case_ref: r for r in replay(queue, strict)}
+    human = rows[first.ref]
+    assert human.decided_by == "human" and human.new_outcome == "escalate"
+    assert not human.changed  # the policy still hands it to a person: no policy change
+    assert "ana" in human.old_outcome
+    book = read_report(write_comparison(tmp_path / "cmp.xlsx", list(rows.values()),
+                                        Path("p.yaml")))
+    assert {"Difference", "Decided by"} <= set(book["Cases"][0])

@@ -14,12 +14,18 @@ from decimal import Decimal
 from pathlib import Path
 
 from openpyxl import Workbook
-from openpyxl.styles import Font
 
 from bots.decide import snapshot
 from bots.decide.policy import Policy, decide
 from bots.queue import Queue
-from bots.reports.excel_safe import MONEY_FORMAT, write_cell
+from bots.reports.report import (
+    Column,
+    SummaryLine,
+    _save_atomically,
+    _write_summary,
+    _write_table,
+    money_format,
+)
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,21 @@ class Replay:
     new_outcome: str
     new_amount: Decimal
     new_reasons: str
+    currency: str = ""
+    decided_by: str = "policy"  # "policy", or "human" when a person decided the case
 
     @property
     def changed(self) -> bool:
+        """Would the *policy* decide differently? A human's decision is not the policy's:
+        for a case a person decided, the policy's own answer was "escalate", so it changes
+        only if the new policy would no longer hand the case to a person."""
+        if self.decided_by == "human":
+            return self.new_outcome != "escalate"
         return (self.old_outcome, self.old_amount) != (self.new_outcome, self.new_amount)
+
+    @property
+    def difference(self) -> Decimal:
+        return self.new_amount - self.old_amount
 
 
 def replay(queue: Queue, policy: Policy) -> list[Replay]:
@@ -45,49 +62,59 @@ def replay(queue: Queue, policy: Policy) -> list[Replay]:
             continue
         order, charge, claim, old, today = snapshot.load(case.decision)
         new = decide(policy, claim, order, charge, today)
-        out.append(Replay(case.ref, order.order_number, old.outcome.value, old.amount,
-                          new.outcome.value, new.amount, " ".join(new.reasons)))
+        human = case.human_decision in ("approve", "partial", "reject")
+        old_outcome = (f"escalate, then {case.human_decision} by {case.human_agent}" if human
+                       else old.outcome.value)
+        out.append(Replay(case.ref, order.order_number, old_outcome, old.amount,
+                          new.outcome.value, new.amount, " ".join(new.reasons),
+                          (order.currency or "").upper(), "human" if human else "policy"))
     return out
 
 
+COLUMNS = (
+    Column("Case", "case_ref", width=11),
+    Column("Order", "order_number", width=14),
+    Column("Decided by", "decided_by", width=10),
+    Column("Old outcome", "old_outcome", width=22, wrap=True),
+    Column("Currency", "currency", width=9),
+    Column("Old amount", "old_amount", "money", width=15),
+    Column("New outcome", "new_outcome", width=12),
+    Column("New amount", "new_amount", "money", width=15),
+    Column("Difference", "difference", "money", width=15),
+    Column("Changed", lambda r: "yes" if r.changed else "", width=9),
+    Column("Why (new policy)", "new_reasons", width=60, wrap=True),
+)
+
+
 def write_comparison(path: Path, rows: list[Replay], policy_file: Path) -> Path:
-    wb = Workbook()
-    summary = wb.active
-    if summary is None:  # a new workbook always has one sheet
-        raise RuntimeError("openpyxl made a workbook without a sheet")
-    summary.title = "Summary"
     changed = [r for r in rows if r.changed]
-    lines: list[tuple[str, object]] = [
-        ("Policy simulated", str(policy_file)),
-        ("Cases replayed", len(rows)),
-        ("Decisions that change", len(changed)),
-        ("Refunded under the old decisions", sum((r.old_amount for r in rows
-                                                  if r.old_outcome in ("refund", "partial")),
-                                                 Decimal("0"))),
-        ("Refunded under the new policy", sum((r.new_amount for r in rows
-                                               if r.new_outcome in ("refund", "partial")),
-                                              Decimal("0"))),
+    lines = [
+        SummaryLine("Simulation", "Policy simulated", str(policy_file)),
+        SummaryLine("Simulation", "Cases replayed", len(rows), number_format="0"),
+        SummaryLine("Simulation", "Decisions that change", len(changed),
+                    "a human's decision is never counted as a policy change", "0"),
+        SummaryLine("Simulation", "Decided by people (kept apart)",
+                    sum(1 for r in rows if r.decided_by == "human"), number_format="0"),
     ]
+    for cur in sorted({r.currency for r in rows}):
+        mine = [r for r in rows if r.currency == cur]
+        old = sum((r.old_amount for r in mine if r.old_outcome in ("refund", "partial")
+                   or r.decided_by == "human"), Decimal("0"))
+        new = sum((r.new_amount for r in mine if r.new_outcome in ("refund", "partial")),
+                  Decimal("0"))
+        fmt = money_format(cur)
+        lines += [SummaryLine("Money", f"Refunded under the old decisions {cur}".strip(), old,
+                              number_format=fmt),
+                  SummaryLine("Money", f"Refunded under the new policy {cur}".strip(), new,
+                              number_format=fmt),
+                  SummaryLine("Money", f"Difference {cur}".strip(), new - old,
+                              number_format=fmt)]
     moves = Counter(f"{r.old_outcome} -> {r.new_outcome}" for r in changed)
-    lines += [(f"Changed {move}", n) for move, n in sorted(moves.items())]
-    for i, (label, value) in enumerate(lines, start=1):
-        write_cell(summary, i, 1, label).font = Font(bold=True)
-        write_cell(summary, i, 2, value,
-                   MONEY_FORMAT if isinstance(value, Decimal) else None)
-    sheet = wb.create_sheet("Cases")
-    headers = ["Case", "Order", "Old outcome", "Old amount", "New outcome", "New amount",
-               "Changed", "Why (new policy)"]
-    for col, title in enumerate(headers, start=1):
-        write_cell(sheet, 1, col, title).font = Font(bold=True)
-    for i, r in enumerate(sorted(rows, key=lambda r: (not r.changed, r.case_ref)), start=2):
-        values = [r.case_ref, r.order_number, r.old_outcome, r.old_amount, r.new_outcome,
-                  r.new_amount, "yes" if r.changed else "", r.new_reasons]
-        for col, value in enumerate(values, start=1):
-            write_cell(sheet, i, col, value, MONEY_FORMAT if isinstance(value, Decimal) else None)
-    sheet.freeze_panes = "A2"
-    sheet.auto_filter.ref = sheet.dimensions
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.xlsx")
-    wb.save(tmp)
-    tmp.replace(path)
-    return path
+    lines += [SummaryLine("Changes", move, n, number_format="0")
+              for move, n in sorted(moves.items())]
+    wb = Workbook(write_only=True)
+    _write_summary(wb, lines, failing=False)
+    _write_table(wb, "Cases", COLUMNS, sorted(rows, key=lambda r: (not r.changed, r.case_ref)),
+                 {}, status=("Changed", ("yes",), ""))
+    wb.properties.creator = "refund-bots"
+    return _save_atomically(wb, path)

@@ -146,7 +146,8 @@ class PaymentsApp(LegacyApp):
             reference=r.text("refund_reference", empty_ok=True),
             operator=r.text("refund_operator", empty_ok=True),
             created_at=r.datetime("refund_created", self.fmt.datetime).replace(tzinfo=UTC),
-            order_number=order_number, currency=currency) for r in page.rows)
+            order_number=order_number, currency=currency,
+            transaction_id=txn_id) for r in page.rows)
         if sum((r.amount for r in refunds), Decimal("0.00")) != refunded:
             raise UnreadableValue(f"{self.app_name}: the refund history ({len(refunds)} row(s)) "
                                   f"does not add up to refunded {refunded} ({frame.url}): "
@@ -275,5 +276,5 @@ class PaymentsApp(LegacyApp):
             refund_id=col("refund_id"), amount=amount, reason=col("reason"),
             reference=col("reference"), operator=col("operator"),
             created_at=created.replace(tzinfo=UTC), order_number=col("order_number"),
-            currency=col("currency"),
+            currency=col("currency"), transaction_id=col("transaction_id"),
         )

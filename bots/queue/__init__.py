@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bots.queue.audit import AuditTrail
 from bots.queue.base import rowcount
+from bots.queue.breaks import BreakError, BreakRow, Breaks, BreakState, Sighting
 from bots.queue.decisions import Decisions
 from bots.queue.engine import QueueError, safe_url
 from bots.queue.identity import holder_is_dead, runner_id
@@ -45,12 +46,13 @@ from bots.queue.schema import (
 from bots.queue.views import CaseFilter, Views
 
 
-class Queue(IntakeStore, Leases, Intents, Decisions, AuditTrail, Locks, Views):
+class Queue(IntakeStore, Leases, Intents, Decisions, AuditTrail, Breaks, Locks, Views):
     """Producer/consumer API over the queue database (see the modules for each concern)."""
 
 
 __all__ = [
-    "INSERT_BATCH", "AuditRow", "Base", "Case", "CaseFilter", "CaseState", "CustomerLimit",
+    "INSERT_BATCH", "AuditRow", "Base", "BreakError", "BreakRow", "BreakState", "Breaks",
+    "Sighting", "Case", "CaseFilter", "CaseState", "CustomerLimit",
     "CustomerLimitReached", "IntentState", "Lease", "LeaseLost", "LockHeld", "LockRow", "Money",
     "NotificationRow", "NotificationState", "QuarantineRow", "Queue", "QueueError",
     "RefundIntent", "RequestRow", "RunRow", "Stored", "UTCDateTime", "case_key_for", "case_ref",

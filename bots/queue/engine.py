@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from sqlalchemy.orm import Session
 
 from bots.errors import ConfigError
+from bots.transport import secure_postgres_url
 
 MIGRATION_LOCK_ID = 7_316_846_513  # pg_advisory_lock key: "refund-bots schema migration"
 
@@ -53,6 +54,7 @@ def make_engine(url: str) -> Engine:
         raise QueueError(f"queue_url is not a database URL: {exc}") from None
     if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    parsed = secure_postgres_url(parsed)  # issue 15: remote PostgreSQL over TLS by default
     try:
         engine = create_engine(parsed, future=True, pool_pre_ping=True)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bots.models import Quarantined, RefundRequest
-from bots.queue.audit import audit, masked
+from bots.queue.audit import audit, chain_rows, masked
 from bots.queue.base import Store
 from bots.queue.schema import (
     AuditRow,
@@ -291,6 +291,7 @@ def _insert_contacts(s: Session, added: list[tuple[RefundRequest, _CaseLike, str
                            from_state=case.state if before else None, to_state=case.state,
                            event=event_name, detail=detail, at=now))
         rows.append({**request_values(req, case.id, run_id), "created_at": now})
+    chain_rows(s, audits)  # issue 15: hash-chained, in this order (bots/queue/audit.py)
     conn = s.connection()
     conn.execute(insert(_table(AuditRow)), audits)
     conn.execute(insert(_table(RequestRow)), rows)

@@ -217,12 +217,13 @@ class QuarantineRow(Base):
 
 
 class AuditRow(Base):
-    """Append-only: rows are inserted, never updated or deleted."""
+    """Append-only: rows are inserted, never updated or deleted (hash-chained: audit.py)."""
 
     __tablename__ = "audit"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    # None for records about something else than a case (a break: see `subject`).
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     run_id: Mapped[str | None] = mapped_column(String(64), index=True)
     actor: Mapped[str] = mapped_column(String(200))
@@ -230,6 +231,13 @@ class AuditRow(Base):
     to_state: Mapped[str | None] = mapped_column(String(20))
     event: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
+    # issue 15 (migration 0003_breaks): what else the record is about ("break:B-000003"),
+    # and the hash chain: detail enters it only as a salted hash, so erasure keeps it whole.
+    subject: Mapped[str | None] = mapped_column(String(60), index=True)
+    salt: Mapped[str | None] = mapped_column(String(32))
+    detail_hash: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class IntentState:

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -29,6 +29,7 @@ from openpyxl.cell.cell import Cell, MergedCell
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
+from openpyxl.worksheet.properties import PageSetupProperties
 from openpyxl.worksheet.worksheet import Worksheet
 
 from bots.decide import snapshot
@@ -37,7 +38,7 @@ from bots.models import CENT, money
 from bots.queue import Case, CaseState, Queue
 from bots.queue.staff import Staff
 from bots.reports.excel_safe import DATETIME_FORMAT, GUARD, MONEY_FORMAT, needs_guard, write_cell
-from bots.reports.report import _save_atomically
+from bots.reports.report import _save_atomically, money_format
 
 SHEET = "Escalations"
 DECISIONS = ("approve", "reject", "partial")
@@ -70,6 +71,9 @@ COLUMNS = (
     Column("Why escalated", 45, wrap=True),
     Column("Evidence", 60, wrap=True),
     Column("Escalated (UTC)", 19, DATETIME_FORMAT),
+    Column("Age (days)", 9, "0"),
+    Column("SLA", 16, wrap=True),
+    Column("Assignee", 14),
     Column("Decision", 11),
     Column("Amount", 12, MONEY_FORMAT),
     Column("Agent", 16),
@@ -141,14 +145,20 @@ def write_escalations(path: Path, cases: Sequence[Case], run_id: str) -> Path:
     escalated = sorted((c for c in cases if c.state == CaseState.ESCALATED),
                        key=lambda c: (-(c.priority or 0), c.id))
     _write_header(ws)
+    now = datetime.now(UTC)
     for r, case in enumerate(escalated, start=2):
-        for c, value in enumerate(_case_values(case), start=1):
+        values = _case_values(case, now)
+        currency = values[HEADERS.index("Currency")]
+        for c, value in enumerate(values, start=1):
             col = COLUMNS[c - 1]
-            cell = write_cell(ws, r, c, value, col.number_format)
+            fmt = money_format(str(currency or "")) if col.number_format == MONEY_FORMAT \
+                else col.number_format
+            cell = write_cell(ws, r, c, value, fmt)
             if col.wrap:
                 cell.alignment = Alignment(wrap_text=True, vertical="top")
             else:
                 cell.alignment = Alignment(vertical="top")
+        ws.row_dimensions[r].height = _row_height(values)
     _add_validation(ws, max(len(escalated) + 1, DECISION_ROWS_MIN))
     _finish(ws, len(escalated))
     _write_instructions(wb.create_sheet("How to"), run_id)
@@ -157,9 +167,47 @@ def write_escalations(path: Path, cases: Sequence[Case], run_id: str) -> Path:
     return _save_atomically(wb, Path(path))
 
 
-def _case_values(case: Case) -> list[object]:
+SLA_HOURS = 48  # a human decides an escalated case within two days of the first contact
+
+
+def _row_height(values: Sequence[object]) -> float:
+    """Tall enough to read the wrapped evidence and reasons (capped at 12 lines)."""
+    lines = 1
+    for col, value in zip(COLUMNS, values, strict=True):
+        if col.wrap and isinstance(value, str):
+            per_line = max(int(col.width * 1.1), 1)
+            count = sum(max(-(-len(part) // per_line), 1) for part in value.split("\n"))
+            lines = max(lines, min(count, 12))
+    return 15.0 * lines
+
+
+def _sla(received: datetime | None, now: datetime) -> str:
+    if received is None:
+        return ""
+    due = received + timedelta(hours=SLA_HOURS)
+    if now > due:
+        return f"OVERDUE by {(now - due).days} d {(now - due).seconds // 3600} h"
+    return f"due {due:%Y-%m-%d %H:%M} UTC"
+
+
+def _currency(case: Case) -> str | None:
+    """The case's currency, else the order's (from the facts the bot decided on)."""
+    if case.currency:
+        return case.currency.upper()
+    if not case.decision:
+        return None
+    try:
+        order = snapshot.load(case.decision)[0]
+    except Exception:  # noqa: BLE001 - an older snapshot layout: no currency, never fail
+        return None
+    return (order.currency or "").upper() or None
+
+
+def _case_values(case: Case, now: datetime | None = None) -> list[object]:
     """The row for one case, in COLUMNS order (human columns empty)."""
+    now = now or datetime.now(UTC)
     reqs = case.requests
+    received = min((r.received_at for r in reqs), default=None)
     return [
         case.ref,
         case.order_number,
@@ -170,10 +218,13 @@ def _case_values(case: Case) -> list[object]:
         priority_evidence(case),
         money(case.requested_amount) if case.requested_amount is not None else None,
         money(case.approved_amount) if case.approved_amount is not None else None,
-        case.currency,
+        _currency(case),
         case.reason,
         evidence_text(case.decision),
         case.updated_at,
+        max((now - received).days, 0) if received else None,
+        _sla(received, now),
+        case.assigned_to,
         None, None, None, None,
     ]
 
@@ -263,6 +314,11 @@ def _add_validation(ws: Worksheet, last_row: int) -> None:
 
 
 def _finish(ws: Worksheet, rows: int) -> None:
+    ws.print_title_rows = "1:1"
+    ws.page_setup.orientation = "landscape"
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
+    ws.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
     ws.freeze_panes = "B2"
     ws.auto_filter.ref = f"A1:{get_column_letter(len(COLUMNS))}{rows + 1}"
     for c, col in enumerate(COLUMNS, start=1):

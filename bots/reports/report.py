@@ -1,45 +1,63 @@
 """The Excel workbook written for every run: what happened, and whether the money agrees.
 
-Four sheets, always in this order: Summary, Cases, Reconciliation, Quarantine. Every
-cell goes through :mod:`bots.reports.excel_safe` (customer text never becomes a formula),
-money is written as numbers with a money format so staff can sum and filter it, and
-times as real Excel dates (UTC). The file is written atomically: a crash mid-write
-leaves the previous report (or none), never half a workbook.
+Five sheets, always in this order: Summary, Cases, Reconciliation, Breaks, Quarantine.
+It is a finance report: every amount is a number in its row's currency format (EUR is
+never added to GBP: totals are per currency), dates are dates, headers are frozen and
+filtered, long text wraps with its row tall enough, breaks and outcomes are coloured by
+conditional formatting, the Summary has a chart and prints on one landscape page.
+
+Every text cell goes through :mod:`bots.reports.excel_safe` (customer text never becomes
+a formula). The workbook is streamed (openpyxl's write-only mode: memory stays flat at
+100,000 cases) and written atomically: a crash mid-write leaves the previous report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from openpyxl import Workbook, load_workbook
-from openpyxl.styles import Font
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ERROR_CODES
+from openpyxl.chart import BarChart, Reference
+from openpyxl.formatting.formatting import ConditionalFormattingList
+from openpyxl.formatting.rule import CellIsRule
+from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.worksheet import Worksheet
+from openpyxl.worksheet.properties import PageSetupProperties, WorksheetProperties
 
 from bots.models import Quarantined, money
 from bots.reports.excel_safe import (
+    DATE_FORMAT,
     DATETIME_FORMAT,
     MONEY_FORMAT,
     neutralise,
-    write_cell,
 )
+from bots.reports.excel_safe import _fit as fit_text
 from bots.reports.reconcile import ReconRow, ReconStatus, summarise
 
-SHEETS = ("Summary", "Cases", "Reconciliation", "Quarantine")
+SHEETS = ("Summary", "Cases", "Reconciliation", "Breaks", "Quarantine")
 OUTCOMES = ("refunded", "partial", "rejected", "escalated", "failed", "queued")
 MAX_WIDTH = 60
 MIN_WIDTH = 8
+MAX_LINES = 8  # a wrapped cell shows at most this many lines; the rest is in the cell
+LINE_HEIGHT = 15.0
 CHANNEL_NOTE = ("A case with several channels counts once per channel, so these counts can "
                 "add up to more than the number of cases.")
+RED, GREEN, AMBER = "F8CBAD", "C6EFCE", "FFEB9C"
+BOLD = Font(bold=True)
+HEADER_FILL = PatternFill("solid", fgColor="D9E1F2")
+WRAP = Alignment(wrap_text=True, vertical="top")
+TOP = Alignment(vertical="top")
 
 
 @dataclass(frozen=True)
@@ -52,12 +70,24 @@ class CaseRow:
     customer_email: str
     order_number: str
     requested: Decimal | None
-    approved: Decimal | None
+    approved: Decimal | None  # what policy or a human approved; never a mere proposal
     refund_number: str | None
     outcome: str  # refunded | partial | rejected | escalated | failed | queued
     reason: str  # the rules that fired, joined by "; "
     attempts: int
     sources: int  # customer contacts merged into the case
+    currency: str = ""
+    received_at: datetime | None = None
+    decided_at: datetime | None = None
+    reason_category: str = ""
+    proposal: Decimal | None = None  # escalated: the bot's proposal, awaiting a human
+    decided_by: str = ""  # "policy" | "human" | ""
+
+    def age_days(self, now: datetime) -> int | None:
+        if self.received_at is None:
+            return None
+        end = self.decided_at or now
+        return max((end - self.received_at).days, 0)
 
 
 @dataclass(frozen=True)
@@ -71,45 +101,110 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class BreakLine:
+    """One break of the register, as the report carries it forward."""
+
+    ref: str
+    state: str
+    kind: str
+    first_seen: datetime
+    age_days: int
+    owner: str
+    business_day: str
+    case_ref: str
+    order_number: str
+    refund_id: str
+    currency: str
+    amount: Decimal | None
+    note: str
+    resolution: str = ""
+
+
+@dataclass(frozen=True)
+class Books:
+    """The reconciliation's context: period, break balances, audit chain head."""
+
+    first_day: date | None = None
+    last_day: date | None = None
+    opening: Sequence[BreakLine] = ()  # live breaks before this reconciliation
+    closing: Sequence[BreakLine] = ()  # live breaks after it (all runs)
+    new_breaks: int = 0
+    settled: Mapping[str, str] = field(default_factory=dict)  # break key -> who settled, why
+    break_refs: Mapping[str, str] = field(default_factory=dict)  # break key -> B-000003
+    unread_days: Sequence[date] = ()
+    listing_size: int = 0
+    chain_head: str = ""
+
+
+@dataclass(frozen=True)
 class Column:
-    """A sheet column: its header, how to get the value from a record, its format."""
+    """A sheet column: header, value getter, format, width, whether it wraps."""
 
     header: str
-    get: str  # attribute name on the record
-    number_format: str | None = None
+    get: str | Callable[[Any], Any]  # attribute name on the record, or a function
+    number_format: str | None = None  # "money": the row's currency format
+    width: float | None = None
+    wrap: bool = False
+    currency: str = "currency"  # attribute holding the row's currency (money columns)
 
 
 CASE_COLUMNS = (
-    Column("Case", "case_ref"),
-    Column("Channels", "channels"),
-    Column("Customer", "customer"),
-    Column("Customer email", "customer_email"),
-    Column("Order number", "order_number"),
-    Column("Requested", "requested", MONEY_FORMAT),
-    Column("Approved", "approved", MONEY_FORMAT),
-    Column("Refund number", "refund_number"),
-    Column("Outcome", "outcome"),
-    Column("Reason", "reason"),
-    Column("Attempts", "attempts", "0"),
-    Column("Contacts merged", "sources", "0"),
+    Column("Case", "case_ref", width=11),
+    Column("Channels", "channels", width=16, wrap=True),
+    Column("Customer", "customer", width=20, wrap=True),
+    Column("Customer email", "customer_email", width=26),
+    Column("Order number", "order_number", width=14),
+    Column("Reason category", "reason_category", width=14),
+    Column("Received", "received_at", DATETIME_FORMAT, width=17),
+    Column("Decided", "decided_at", DATETIME_FORMAT, width=17),
+    Column("Age (days)", "age", "0", width=9),
+    Column("Currency", "currency", width=9),
+    Column("Requested", "requested", "money", width=15),
+    Column("Approved", "approved", "money", width=15),
+    Column("Proposal (awaiting a human)", "proposal", "money", width=16),
+    Column("Decided by", "decided_by", width=10),
+    Column("Refund number", "refund_number", width=14),
+    Column("Outcome", "outcome", width=12),
+    Column("Reason", "reason", width=60, wrap=True),
+    Column("Attempts", "attempts", "0", width=9),
+    Column("Contacts merged", "sources", "0", width=9),
 )
 RECON_COLUMNS = (
-    Column("Status", "status"),
-    Column("Case", "case_ref"),
-    Column("Order number", "order_number"),
-    Column("Reference", "reference"),
-    Column("Ledger amount", "ledger_amount", MONEY_FORMAT),
-    Column("Portal amount", "portal_amount", MONEY_FORMAT),
-    Column("Ledger refund number", "ledger_refund_number"),
-    Column("Portal refund id", "portal_refund_id"),
-    Column("Note", "note"),
+    Column("Status", "status", width=22, wrap=True),
+    Column("Business day", "day", DATE_FORMAT, width=12),
+    Column("Case", "case_ref", width=11),
+    Column("Order number", "order_number", width=14),
+    Column("Reference", "reference", width=22, wrap=True),
+    Column("Currency", "currency", width=9),
+    Column("Ledger amount", "ledger_amount", "money", width=15),
+    Column("Portal amount", "portal_amount", "money", width=15),
+    Column("Ledger refund number", "ledger_refund_number", width=14),
+    Column("Portal refund id", "portal_refund_id", width=14),
+    Column("Operator", "operator", width=12),
+    Column("Break", "break", width=26, wrap=True),
+    Column("Note", "note", width=60, wrap=True),
+)
+BREAK_COLUMNS = (
+    Column("Break", "ref", width=10),
+    Column("State", "state", width=13),
+    Column("Kind", "kind", width=22, wrap=True),
+    Column("First seen", "first_seen", DATETIME_FORMAT, width=17),
+    Column("Age (days)", "age_days", "0", width=9),
+    Column("Owner", "owner", width=12),
+    Column("Business day", "business_day", width=12),
+    Column("Case", "case_ref", width=11),
+    Column("Order number", "order_number", width=14),
+    Column("Portal refund id", "refund_id", width=14),
+    Column("Currency", "currency", width=9),
+    Column("Amount", "amount", "money", width=15),
+    Column("Note", "note", width=60, wrap=True),
 )
 QUARANTINE_COLUMNS = (
-    Column("Channel", "channel"),
-    Column("Source id", "source_id"),
-    Column("Source", "source_ref"),
-    Column("Reason", "reason"),
-    Column("Excerpt", "excerpt"),
+    Column("Channel", "channel", width=12),
+    Column("Source id", "source_id", width=30, wrap=True),
+    Column("Source", "source_ref", width=24, wrap=True),
+    Column("Reason", "reason", width=40, wrap=True),
+    Column("Excerpt", "excerpt", width=60, wrap=True),
 )
 SUMMARY_HEADERS = ("Section", "Item", "Value", "Note")
 
@@ -124,40 +219,62 @@ class SummaryLine:
 
 
 def write_report(path: Path, run: RunInfo, cases: Sequence[CaseRow], recon: Sequence[ReconRow],
-                 quarantined: Sequence[Quarantined]) -> Path:
+                 quarantined: Sequence[Quarantined], books: Books | None = None) -> Path:
     """Write the run's workbook to `path` (atomically) and return the path."""
-    wb = Workbook()
-    summary = wb.active
-    assert summary is not None
-    summary.title = "Summary"
-    _write_summary(summary, summary_lines(run, cases, recon, quarantined))
-    _write_table(wb.create_sheet("Cases"), CASE_COLUMNS, cases)
-    _write_table(wb.create_sheet("Reconciliation"), RECON_COLUMNS, recon)
-    _write_table(wb.create_sheet("Quarantine"), QUARANTINE_COLUMNS, quarantined)
+    books = books or Books()
+    wb = Workbook(write_only=True)
+    lines = summary_lines(run, cases, recon, quarantined, books)
+    _write_summary(wb, lines, failing=problem_count(recon, books) > 0)
+    now = run.finished_at
+    _write_table(wb, "Cases", CASE_COLUMNS, cases, {"age": lambda c: c.age_days(now)},
+                 status=("Outcome", ("rejected", "escalated", "failed", "queued"), "refunded"))
+    _write_table(wb, "Reconciliation", RECON_COLUMNS, recon,
+                 {"break": lambda r: _break_label(r, books),
+                  "status": lambda r: str(r.status)},
+                 status=("Status", tuple(str(s) for s in ReconStatus
+                                          if s is not ReconStatus.MATCHED), "matched"))
+    _write_table(wb, "Breaks", BREAK_COLUMNS, books.closing, {},
+                 status=("State", ("open",), "resolved"))
+    _write_table(wb, "Quarantine", QUARANTINE_COLUMNS, quarantined, {})
     wb.properties.creator = "refund-bots"
     wb.properties.title = str(neutralise(f"Refund run {run.run_id}"))
     return _save_atomically(wb, Path(path))
 
 
-def reconciliation_line(recon: Sequence[ReconRow]) -> str:
+def problem_count(recon: Sequence[ReconRow], books: Books) -> int:
+    """What is not matched: this run's unsettled rows, or any break still open."""
+    mine = sum(1 for r in recon if r.is_problem and r.break_key not in books.settled)
+    return max(mine, len(books.closing))
+
+
+def reconciliation_line(recon: Sequence[ReconRow], books: Books | None = None) -> str:
     """The one line an ops agent reads first."""
-    problems = sum(1 for r in recon if r.status is not ReconStatus.MATCHED)
-    if not problems:
+    books = books or Books()
+    mine = sum(1 for r in recon if r.is_problem and r.break_key not in books.settled)
+    if not mine and not books.closing:
         return "Reconciliation: OK"
-    return f"Reconciliation: {problems} problem(s) — see Reconciliation sheet"
+    if not books.closing and not books.break_refs:
+        return f"Reconciliation: {mine} problem(s) — see Reconciliation sheet"
+    carried = len(books.closing) - books.new_breaks
+    return (f"Reconciliation: {len(books.closing)} open break(s) ({books.new_breaks} new, "
+            f"{max(carried, 0)} carried forward) — see the Reconciliation and Breaks sheets")
 
 
 def summary_lines(run: RunInfo, cases: Sequence[CaseRow], recon: Sequence[ReconRow],
-                  quarantined: Sequence[Quarantined]) -> list[SummaryLine]:
+                  quarantined: Sequence[Quarantined],
+                  books: Books | None = None) -> list[SummaryLine]:
     """Everything on the Summary sheet, as data (so it can be tested without a file)."""
+    books = books or Books()
     return [
-        SummaryLine("Result", "Reconciliation", reconciliation_line(recon)),
-        *_run_lines(run),
+        SummaryLine("Result", "Reconciliation", reconciliation_line(recon, books)),
+        *_run_lines(run, books),
         *_outcome_lines(cases),
         *_channel_lines(cases),
         *_money_lines(cases, recon),
+        *_bridge_lines(cases, recon),
         *[SummaryLine("Reconciliation", str(status), n, number_format="0")
           for status, n in summarise(recon).items()],
+        *_break_lines(books),
         SummaryLine("Quarantine", "Quarantined inputs", len(quarantined),
                     "inputs that could not become a request; listed on the Quarantine sheet",
                     "0"),
@@ -177,13 +294,21 @@ def read_report(path: Path) -> dict[str, list[dict[str, Any]]]:
         wb.close()
 
 
+def money_format(currency: str | None) -> str:
+    """The number format of an amount in this currency: `1,234.50 EUR`."""
+    cur = (currency or "").strip().upper()
+    if len(cur) == 3 and cur.isalpha():
+        return f'#,##0.00 "{cur}"'
+    return MONEY_FORMAT
+
+
 # -- summary -----------------------------------------------------------------------------
 
 
-def _run_lines(run: RunInfo) -> list[SummaryLine]:
+def _run_lines(run: RunInfo, books: Books) -> list[SummaryLine]:
     mode = ("dry run: nothing was submitted in the portal" if run.dry_run
             else "live")
-    return [
+    lines = [
         SummaryLine("Run", "Run id", run.run_id),
         SummaryLine("Run", "Started (UTC)", run.started_at, number_format=DATETIME_FORMAT),
         SummaryLine("Run", "Finished (UTC)", run.finished_at, number_format=DATETIME_FORMAT),
@@ -191,6 +316,18 @@ def _run_lines(run: RunInfo) -> list[SummaryLine]:
         SummaryLine("Run", "Orders system URL", run.orders_url),
         SummaryLine("Run", "Payment portal URL", run.payments_url),
     ]
+    if books.first_day is not None:
+        unread = ", ".join(str(d) for d in books.unread_days)
+        lines.append(SummaryLine(
+            "Run", "Portal refunds reconciled",
+            f"{books.first_day} to {books.last_day} (business days, UTC)",
+            f"{books.listing_size} refund(s) listed" +
+            (f"; NOT READ (retried): {unread}" if unread else "")))
+    if books.chain_head:
+        lines.append(SummaryLine("Run", "Audit chain head", books.chain_head,
+                                 "check later with: refund-bots audit verify --head "
+                                 f"{books.chain_head.split(':')[0]}:<hash>"))
+    return lines
 
 
 def _outcome_lines(cases: Sequence[CaseRow]) -> list[SummaryLine]:
@@ -218,77 +355,286 @@ def _channels(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
+def _currencies(cases: Sequence[CaseRow], recon: Sequence[ReconRow]) -> list[str]:
+    found = {c.currency.upper() for c in cases} | {r.currency.upper() for r in recon}
+    return sorted(found) or [""]
+
+
+def _label(item: str, cur: str) -> str:
+    return f"{item} ({cur})" if cur else item
+
+
 def _money_lines(cases: Sequence[CaseRow], recon: Sequence[ReconRow]) -> list[SummaryLine]:
-    no_claim = sum(1 for c in cases if c.requested is None)
-    matched = [r for r in recon if r.status is ReconStatus.MATCHED]
-    return [
-        SummaryLine("Money", "Requested", _total(c.requested for c in cases),
-                    f"{no_claim} case(s) did not state an amount" if no_claim else "",
-                    MONEY_FORMAT),
-        SummaryLine("Money", "Approved", _total(c.approved for c in cases),
-                    number_format=MONEY_FORMAT),
-        SummaryLine("Money", "Refunded in portal", _total(r.portal_amount for r in matched),
-                    "sum of portal amounts of matched reconciliation rows", MONEY_FORMAT),
-    ]
+    out = []
+    for cur in _currencies(cases, recon):
+        mine = [c for c in cases if c.currency.upper() == cur]
+        matched = [r for r in recon if r.status is ReconStatus.MATCHED
+                   and r.currency.upper() == cur]
+        no_claim = sum(1 for c in mine if c.requested is None)
+        fmt = money_format(cur)
+        out += [
+            SummaryLine("Money", _label("Requested", cur), _total(c.requested for c in mine),
+                        f"{no_claim} case(s) did not state an amount" if no_claim else "", fmt),
+            SummaryLine("Money", _label("Approved", cur), _total(c.approved for c in mine),
+                        "by policy or by a person; proposals awaiting a human are not "
+                        "approved", fmt),
+            SummaryLine("Money", _label("Refunded in portal", cur),
+                        _total(r.portal_amount for r in matched),
+                        "sum of portal amounts of matched reconciliation rows", fmt),
+        ]
+    return out
+
+
+def _bridge_lines(cases: Sequence[CaseRow], recon: Sequence[ReconRow]) -> list[SummaryLine]:
+    """Requested -> approved (policy, humans) -> refunded, with what explains each step."""
+    out = []
+    for cur in _currencies(cases, recon):
+        if not cur:
+            continue
+        mine = [c for c in cases if c.currency.upper() == cur]
+        fmt = money_format(cur)
+
+        def asked(c: CaseRow) -> Decimal:
+            return c.requested if c.requested is not None else (c.approved or Decimal(0))
+
+        def total(values: Iterable[Decimal | None]) -> Decimal:
+            return _total(values)
+
+        requested = total(asked(c) for c in mine)
+        rejected = total(asked(c) for c in mine if c.outcome == "rejected")
+        waiting = total(asked(c) for c in mine if c.outcome == "escalated")
+        failed = total(asked(c) for c in mine if c.outcome in ("failed", "queued"))
+        by_policy = total(c.approved for c in mine if c.decided_by != "human")
+        by_human = total(c.approved for c in mine if c.decided_by == "human")
+        reduced = requested - rejected - waiting - failed - by_policy - by_human
+        refunded = total(r.portal_amount for r in recon if r.status is ReconStatus.MATCHED
+                         and r.currency.upper() == cur and r.case_ref in
+                         {c.case_ref for c in mine})
+        breaks = total(r.portal_amount if r.portal_amount is not None else r.ledger_amount
+                       for r in recon if r.is_problem and r.currency.upper() == cur)
+        section = f"Bridge {cur}"
+        out += [
+            SummaryLine(section, "Requested by customers", requested,
+                        "a case without a stated amount counts at what was approved", fmt),
+            SummaryLine(section, "less: rejected", -rejected, "", fmt),
+            SummaryLine(section, "less: awaiting a human decision", -waiting, "", fmt),
+            SummaryLine(section, "less: failed or still queued", -failed, "", fmt),
+            SummaryLine(section, "less: reduced by policy or a person", -reduced,
+                        "partial refunds: lines, fees, caps, human amounts", fmt),
+            SummaryLine(section, "approved by policy", by_policy, "", fmt),
+            SummaryLine(section, "plus: approved by humans", by_human, "", fmt),
+            SummaryLine(section, "less: approved, not (yet) matched in the portal",
+                        -(by_policy + by_human - refunded),
+                        "dry runs, pending refunds and breaks", fmt),
+            SummaryLine(section, "refunded in the portal (matched)", refunded, "", fmt),
+            SummaryLine(section, "breaks in this currency (amounts involved)", breaks,
+                        "see the Reconciliation sheet", fmt),
+        ]
+    return out
+
+
+def _break_lines(books: Books) -> list[SummaryLine]:
+    if not books.break_refs and not books.closing and not books.opening:
+        return []
+    lines = [SummaryLine("Open breaks", "Opening (before this reconciliation)",
+                         len(books.opening), number_format="0"),
+             SummaryLine("Open breaks", "New", books.new_breaks, number_format="0"),
+             SummaryLine("Open breaks", "Settled since",
+                         len(books.opening) + books.new_breaks - len(books.closing),
+                         number_format="0"),
+             SummaryLine("Open breaks", "Closing (all runs, listed on the Breaks sheet)",
+                         len(books.closing), number_format="0")]
+    for label, group in (("Opening", books.opening), ("Closing", books.closing)):
+        amounts: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
+        for b in group:
+            if b.amount is not None:
+                amounts[b.currency or ""] += b.amount
+        lines += [SummaryLine("Open breaks", _label(f"{label} balance", cur), money(total),
+                              number_format=money_format(cur))
+                  for cur, total in sorted(amounts.items())]
+    if books.closing:
+        oldest = max(b.age_days for b in books.closing)
+        lines.append(SummaryLine("Open breaks", "Oldest open break (days)", oldest,
+                                 number_format="0"))
+    return lines
 
 
 def _total(amounts: Iterable[Decimal | None]) -> Decimal:
     return money(sum((a for a in amounts if a is not None), Decimal(0)))
 
 
-def _write_summary(ws: Worksheet, lines: Sequence[SummaryLine]) -> None:
-    _write_header(ws, SUMMARY_HEADERS)
+def _write_summary(wb: Workbook, lines: Sequence[SummaryLine], *, failing: bool) -> None:
+    ws = wb.create_sheet("Summary")
+    _sheet_setup(ws, [16, 42, 40, 60], fit_height=True)
+    ws.sheet_properties.tabColor = "C00000" if failing else "00B050"
+    ws.freeze_panes = "A2"
+    ws.append([_header_cell(ws, h) for h in SUMMARY_HEADERS])
+    result_fill = PatternFill("solid", fgColor=RED if failing else GREEN)
+    outcome_rows = []
     for r, line in enumerate(lines, start=2):
-        write_cell(ws, r, 1, line.section)
-        write_cell(ws, r, 2, line.item)
-        write_cell(ws, r, 3, line.value, line.number_format)
-        write_cell(ws, r, 4, line.note)
-    ws["C2"].font = Font(bold=True)  # the reconciliation line
-    _finish_sheet(ws, len(SUMMARY_HEADERS))
+        value = _cell(ws, line.value, line.number_format, bold=r == 2)
+        note = _cell(ws, line.note, wrap=True)
+        cells = [_cell(ws, line.section), _cell(ws, line.item), value, note]
+        if r == 2:
+            for c in cells:
+                c.fill = result_fill
+                c.font = BOLD
+        ws.row_dimensions[r].height = _height([(line.note, 60), (str(line.value), 40)])
+        ws.append(cells)
+        if line.section == "Cases by outcome":
+            outcome_rows.append(r)
+    ws.auto_filter.ref = f"A1:D{len(lines) + 1}"
+    if outcome_rows:
+        _outcome_chart(ws, outcome_rows[0], outcome_rows[-1])
+
+
+def _outcome_chart(ws: Any, first: int, last: int) -> None:
+    chart = BarChart()
+    chart.type = "bar"
+    chart.title = "Cases by outcome"
+    chart.legend = None
+    chart.add_data(Reference(ws, min_col=3, min_row=first, max_row=last), titles_from_data=False)
+    chart.set_categories(Reference(ws, min_col=2, min_row=first, max_row=last))
+    chart.height, chart.width = 7, 12
+    ws.add_chart(chart, "F2")
 
 
 # -- tables ------------------------------------------------------------------------------
 
 
-def _write_table(ws: Worksheet, columns: Sequence[Column], records: Iterable[object]) -> None:
-    _write_header(ws, [c.header for c in columns])
-    for r, record in enumerate(records, start=2):
-        for c, col in enumerate(columns, start=1):
-            value = getattr(record, col.get)
-            if col.number_format == MONEY_FORMAT and value is not None:
-                value = money(value)
-            write_cell(ws, r, c, value, col.number_format)
-    _finish_sheet(ws, len(columns))
-
-
-def _write_header(ws: Worksheet, headers: Sequence[str]) -> None:
-    bold = Font(bold=True)
-    for c, header in enumerate(headers, start=1):
-        write_cell(ws, 1, c, header).font = bold
-
-
-def _finish_sheet(ws: Worksheet, ncols: int) -> None:
-    """Frozen bold header, autofilter over the data, widths from content (capped)."""
-    last = get_column_letter(ncols)
+def _write_table(wb: Workbook, title: str, columns: Sequence[Column], records: Iterable[Any],
+                 extra: Mapping[str, Callable[[Any], Any]],
+                 status: tuple[str, tuple[str, ...], str] | None = None) -> None:
+    ws = wb.create_sheet(title)
+    widths = [c.width or 14 for c in columns]
+    _sheet_setup(ws, widths)
     ws.freeze_panes = "A2"
-    ws.auto_filter.ref = f"A1:{last}{max(ws.max_row, 1)}"
-    for c in range(1, ncols + 1):
-        width = max((_display_len(cell.value, cell.number_format)
-                     for (cell,) in ws.iter_rows(min_col=c, max_col=c)), default=0)
-        ws.column_dimensions[get_column_letter(c)].width = min(max(width + 2, MIN_WIDTH),
-                                                               MAX_WIDTH)
+    ws.print_title_rows = "1:1"
+    ws.append([_header_cell(ws, c.header) for c in columns])
+    getters = [_getter(c, extra) for c in columns]
+    wrapped = [(i, min(c.width or 14, MAX_WIDTH)) for i, c in enumerate(columns) if c.wrap]
+    n = 1
+    for record in records:
+        n += 1
+        values = [get(record) for get in getters]
+        cells = []
+        for col, value in zip(columns, values, strict=True):
+            fmt = col.number_format
+            if fmt == "money":
+                fmt = money_format(getattr(record, col.currency, ""))
+            cells.append(_cell(ws, value, fmt, wrap=col.wrap))
+        height = _height([(values[i], w) for i, w in wrapped])
+        if height > LINE_HEIGHT:
+            ws.row_dimensions[n].height = height
+        ws.append(cells)
+    last = get_column_letter(len(columns))
+    ws.auto_filter.ref = f"A1:{last}{n}"
+    if status is not None:
+        _status_colours(ws, columns, status, n)
 
 
-def _display_len(value: object, number_format: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, datetime):
-        return 19
-    if isinstance(value, Decimal | float | int) and number_format == MONEY_FORMAT:
-        return len(f"{value:,.2f}")
-    text = str(value)
-    # Only the first MAX_WIDTH characters of each line matter once the width is capped.
-    return max(len(line) for line in text[: MAX_WIDTH * 4].split("\n"))
+def _status_colours(ws: Any, columns: Sequence[Column],
+                    status: tuple[str, tuple[str, ...], str], last_row: int) -> None:
+    """Conditional colours: red for breaks/bad outcomes, green for matched/done."""
+    header, bad, good = status
+    index = next((i for i, c in enumerate(columns) if c.header == header), None)
+    if index is None or last_row < 2:
+        return
+    letter = get_column_letter(index + 1)
+    area = f"{letter}2:{letter}{last_row}"
+    red, green = PatternFill("solid", bgColor=RED), PatternFill("solid", bgColor=GREEN)
+    for value in bad:
+        ws.conditional_formatting.add(area, CellIsRule(operator="equal",
+                                                       formula=[f'"{value}"'], fill=red))
+    ws.conditional_formatting.add(area, CellIsRule(operator="equal", formula=[f'"{good}"'],
+                                                   fill=green))
+    if good == "refunded":
+        ws.conditional_formatting.add(area, CellIsRule(
+            operator="equal", formula=['"partial"'], fill=PatternFill("solid", bgColor=AMBER)))
+
+
+def _getter(col: Column, extra: Mapping[str, Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    if callable(col.get):
+        return col.get
+    if col.get in extra:
+        return extra[col.get]
+    name = col.get
+    return lambda record: getattr(record, name)
+
+
+def _sheet_setup(ws: Any, widths: Sequence[float], *, fit_height: bool = False) -> None:
+    """Widths, print setup (landscape, fit to width, repeated header), conditional list."""
+    ws.conditional_formatting = ConditionalFormattingList()
+    for i, width in enumerate(widths, start=1):
+        ws.column_dimensions[get_column_letter(i)].width = min(max(width, MIN_WIDTH), MAX_WIDTH)
+    ws.sheet_properties = WorksheetProperties(pageSetUpPr=PageSetupProperties(fitToPage=True))
+    ws.page_setup.orientation = "landscape"
+    ws.page_setup.paperSize = "9"  # A4
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 1 if fit_height else 0
+    ws.print_options.gridLines = False
+    ws.page_margins.left = ws.page_margins.right = 0.4
+
+
+def _header_cell(ws: Any, text: str) -> Any:
+    cell = WriteOnlyCell(ws, text)
+    cell.font = BOLD
+    cell.fill = HEADER_FILL
+    cell.alignment = WRAP
+    return cell
+
+
+def _cell(ws: Any, value: object, number_format: str | None = None, *, wrap: bool = False,
+          bold: bool = False) -> Any:
+    """A safe cell: text neutralised and typed as text; money, dates and counts as numbers."""
+    safe = neutralise(value)
+    if isinstance(safe, str):
+        safe = fit_text(safe)
+        cell = WriteOnlyCell(ws)
+        cell.value = safe
+        cell.data_type = "s"  # never a formula or an error value, whatever it looks like
+        if wrap:
+            cell.alignment = WRAP
+        return cell
+    if isinstance(safe, datetime) and safe.tzinfo is not None:
+        safe = safe.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(safe, Decimal) and number_format not in (None, "0"):
+        safe = money(safe)
+    cell = WriteOnlyCell(ws)
+    cell.value = safe
+    if number_format and safe is not None:
+        cell.number_format = number_format
+    elif isinstance(safe, datetime):
+        cell.number_format = DATETIME_FORMAT
+    elif isinstance(safe, date):
+        cell.number_format = DATE_FORMAT
+    cell.alignment = TOP
+    if bold:
+        cell.font = BOLD
+    return cell
+
+
+def _height(texts: Iterable[tuple[object, float]]) -> float:
+    """Row height for wrapped text: enough lines for the longest cell (capped)."""
+    lines = 1
+    for value, width in texts:
+        if not isinstance(value, str) or not value:
+            continue
+        per_line = max(int(width * 1.1), 1)
+        count = sum(max(math.ceil(len(part) / per_line), 1)
+                    for part in value[: per_line * MAX_LINES].split("\n"))
+        lines = max(lines, min(count, MAX_LINES))
+    return lines * LINE_HEIGHT
+
+
+def _break_label(row: ReconRow, books: Books) -> str:
+    if row.status is ReconStatus.MATCHED:
+        return ""
+    ref = books.break_refs.get(row.break_key, "")
+    settled = books.settled.get(row.break_key)
+    if settled:
+        return f"{ref} {settled}".strip()
+    return f"{ref} open".strip() if ref else ""
 
 
 # -- files -------------------------------------------------------------------------------
@@ -329,7 +675,12 @@ def _read_sheet(ws: Any) -> list[dict[str, Any]]:
 
 def _read_value(cell: Any) -> Any:
     value = getattr(cell, "value", None)
+    fmt = getattr(cell, "number_format", None) or ""
     if (isinstance(value, int | float) and not isinstance(value, bool)
-            and getattr(cell, "number_format", None) == MONEY_FORMAT):
+            and fmt.startswith(MONEY_FORMAT)):
         return money(value)
     return value
+
+
+__all__ = ["BOLD", "ERROR_CODES", "SHEETS", "BreakLine", "Books", "CaseRow", "Column",
+           "RunInfo", "SummaryLine", "money_format", "read_report", "write_report"]

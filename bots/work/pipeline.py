@@ -13,10 +13,10 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
-from playwright.async_api import Error as PlaywrightError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
@@ -24,31 +24,32 @@ from sqlalchemy import select
 from bots.config import ConfigError, Settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
-from bots.errors import LoginRefused, SystemException
 from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
 from bots.intake.triage import triage_all
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.health import preflight
 from bots.legacy.session import BotSession
-from bots.models import PortalRefund, Quarantined, RefundRequest
+from bots.models import Quarantined, RefundRequest
 from bots.notify import Notifier
 from bots.queue import (
     INSERT_BATCH,
+    BreakRow,
     Case,
     CaseState,
     QuarantineRow,
     Queue,
-    RefundIntent,
     runner_id,
 )
 from bots.queue.schema import RequestRow
 from bots.reports.escalations import write_escalations
-from bots.reports.reconcile import LedgerEntry, ReconRow, ReconStatus, reconcile, unverified
-from bots.reports.report import CaseRow, RunInfo, write_report
+from bots.reports.reconcile import ReconRow
+from bots.reports.report import Books, BreakLine, CaseRow, RunInfo, problem_count, write_report
 from bots.runs import STDERR, RunFolder
+from bots.transport import insecure_transports
 from bots.work.alerts import after_run
 from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS
 from bots.work.processing import Finished, Processor, ProcessStats
+from bots.work.reconciling import Reconciliation, reconcile_run
 from bots.work.stopping import request_stop
 
 
@@ -188,94 +189,103 @@ def send_notifications(settings: Settings, console: Console) -> int:
     return EXIT_PROBLEMS if counts.get("gave_up") else EXIT_OK
 
 
+# -- report stage (issue 15: reconciliation of every portal refund, break register) ------
+
 @dataclass(frozen=True)
 class RunReport:
     path: Path
     recon: list[ReconRow]
+    open_breaks: int = 0  # breaks still open after this report (this run's and earlier ones)
 
     @property
     def problems(self) -> int:
-        return sum(1 for r in self.recon if r.status is not ReconStatus.MATCHED)
+        """Anything not matched: this run's unsettled rows, or any break still open."""
+        return self.open_breaks
 
 
 async def write_run_report(settings: Settings, queue: Queue, run: RunFolder,
                            session: BotSession, finished_at: datetime | None = None,
                            proposals: dict[int, Finished] | None = None) -> RunReport:
-    """Reconcile what the bot recorded in this run against the portal, and write the workbook."""
+    """Reconcile the portal's refunds of the run's business days against everything the
+    queue knows, update the break register, and write the workbook."""
     finished_at = finished_at or datetime.now(UTC)
-    intents = queue.intents_for_run(run.run_id)
-    ledger = [_ledger_entry(i) for i in intents]
-    try:
-        portal = await _portal_refunds(session, queue, run.started_at, finished_at, intents)
-        recon = reconcile(ledger, portal)
-    except (SystemException, PlaywrightError, LoginRefused) as exc:
-        run.log.error("reconciliation: the payment portal's refund listing failed: {}", exc)
-        recon = unverified(ledger, f"the portal's refund listing could not be read: {exc}")
+    rec = await reconcile_run(queue, run, session, finished_at)
+    for note in rec.notes:
+        run.log.error("reconciliation: {}", note)
     info = RunInfo(run_id=run.run_id, started_at=run.started_at, finished_at=finished_at,
                    orders_url=settings.orders.url, payments_url=settings.payments.url,
                    dry_run=proposals is not None)
-    cases = [case_row(c, (proposals or {}).get(c.id))
+    cases = [case_row(c, (proposals or {}).get(c.id), now=finished_at)
              for c in queue.cases_touched(run.run_id)]
     quarantined = [_quarantined(q) for q in queue.quarantined(run.run_id)]
-    path = write_report(run.report_path, info, cases, recon, quarantined)
-    run.log.info("report written: {}", path)
+    head = queue.chain_head()
+    books = books_for(rec, str(head) if head else "")
+    path = write_report(run.report_path, info, cases, rec.rows, quarantined, books)
+    run.log.info("report written: {} ({} open break(s))", path, len(rec.live))
     if proposals is None and (waiting := queue.cases([CaseState.ESCALATED])):
         write_escalations(run.path / "escalations.xlsx", waiting, run.run_id)
         run.log.info("{} escalated case(s) wait for a decision: {}", len(waiting),
                      run.path / "escalations.xlsx")
-    return RunReport(path, recon)
+    return RunReport(path, rec.rows, problem_count(rec.rows, books))
 
 
-async def _portal_refunds(session: BotSession, queue: Queue, start: datetime, end: datetime,
-                          intents: list[RefundIntent]) -> list[PortalRefund]:
-    """Portal refunds made during the run, plus any that match this run's ledger.
+def books_for(rec: Reconciliation, chain_head: str) -> Books:
+    now = datetime.now(UTC)
+    settled = {}
+    for row in rec.rows:
+        closed = rec.settled(row)
+        if closed is not None:
+            settled[row.break_key] = (f"{closed.state} by {closed.resolved_by}: "
+                                      f"{closed.resolution}")
+    return Books(first_day=rec.first_day, last_day=rec.last_day,
+                 opening=[break_line(b, now) for b in rec.update.opening],
+                 closing=[break_line(b, now) for b in rec.live],
+                 new_breaks=len(rec.update.new), settled=settled,
+                 break_refs={k: b.ref for k, b in rec.update.states.items()},
+                 unread_days=rec.unread_days, listing_size=rec.listing_size,
+                 chain_head=chain_head)
 
-    The listing is read from the earliest intent's day so that a refund submitted
-    by a crashed earlier run and confirmed in this one is found, not "missing".
+
+def break_line(b: BreakRow, now: datetime) -> BreakLine:
+    return BreakLine(ref=b.ref, state=b.state, kind=b.kind, first_seen=b.first_seen_at,
+                     age_days=b.age_days(now), owner=b.owner or "",
+                     business_day=b.business_day or "", case_ref=b.case_ref or "",
+                     order_number=b.order_number or "", refund_id=b.refund_id or "",
+                     currency=b.currency or "", amount=b.amount, note=b.note,
+                     resolution=b.resolution or "")
+
+
+def case_row(case: Case, proposal: Finished | None = None,
+             now: datetime | None = None) -> CaseRow:
+    """One line of the Cases sheet; in a dry run, what the bot *would* have done.
+
+    An escalated case's amount is a proposal awaiting a human, never "approved".
     """
-    earliest = min([start, *(i.created_at for i in intents)])
-    worker = await session.worker("report")
-    try:
-        await worker.payments.login()
-        listing = await worker.payments.list_refunds(earliest.date(),
-                                                     end.date() + timedelta(days=1))
-    finally:
-        await worker.context.close()
-    ours = {i.key for i in intents}
-    others = queue.intent_keys() - ours  # the bot's refunds of other runs: in *a* ledger
-    window_start = start.replace(microsecond=0)  # the portal stores whole seconds
-    window_end = end + timedelta(seconds=1)
-
-    def mentions(keys: set[str], ref: str) -> bool:
-        return any(k in ref for k in keys)
-
-    return [r for r in listing
-            if mentions(ours, r.reference)
-            or (window_start <= r.created_at <= window_end and not mentions(others, r.reference))]
-
-
-def _ledger_entry(intent: RefundIntent) -> LedgerEntry:
-    return LedgerEntry(case_ref=f"C-{intent.case_id:06d}", order_number=intent.order_number,
-                       reference=intent.key, amount=intent.amount, status=intent.state,
-                       refund_number=intent.refund_number)
-
-
-def case_row(case: Case, proposal: Finished | None = None) -> CaseRow:
-    """One line of the Cases sheet; in a dry run, what the bot *would* have done."""
     reqs = case.requests
+    awaiting: Decimal | None = None
     if proposal is not None:
         outcome, approved, reason = (f"would be {proposal.outcome}", proposal.approved,
                                      proposal.reason)
     else:
         outcome, approved = case.outcome or case.state, case.approved_amount
         reason = case.reason or case.last_error or ""
+        if case.state == CaseState.ESCALATED:
+            awaiting, approved = case.approved_amount, None
+    human = case.human_decision in ("approve", "partial")
+    decided = case.updated_at if case.state in (CaseState.DONE, CaseState.ESCALATED,
+                                                CaseState.FAILED) else None
     return CaseRow(
         case_ref=case.ref, channels=", ".join(case.channels),
         customer=case.customer_name or "", customer_email=case.customer_email or "",
         order_number=case.order_number or "", requested=case.requested_amount,
         approved=approved, refund_number=case.refund_number, outcome=outcome, reason=reason,
-        attempts=case.attempts, sources=len(reqs),
+        attempts=case.attempts, sources=len(reqs), currency=(case.currency or "").upper(),
+        received_at=min((r.received_at for r in reqs), default=None), decided_at=decided,
+        reason_category=reqs[0].reason_category if reqs else "", proposal=awaiting,
+        decided_by="human" if human else ("policy" if approved is not None else ""),
     )
+
+# -- end of the report stage (issue 15) ----------------------------------------------------
 
 
 def _quarantined(row: QuarantineRow) -> Quarantined:
@@ -293,6 +303,11 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
     The summary lines go to `console`; the CLI, the scheduler and the demo pass their own.
     """
     console = console or Console()
+    # issue 15: no clear-text connection to another machine unless the settings say so
+    if (clear := insecure_transports(settings)) and not settings.allow_insecure_transport:
+        console.print("[red]cannot run: connections in clear text to other machines:[/] "
+                      + "; ".join(clear) + " (use TLS, or set allow_insecure_transport: true)")
+        return EXIT_ERROR
     try:
         queue = Queue(settings.queue_url)
         killed = queue.mark_killed_runs()
@@ -391,7 +406,8 @@ async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolde
                   f"case(s): {outcomes}.")
     console.print(f"Seconds per case: {result.seconds_per_case:.2f} "
                   f"({result.seconds:.1f} s, {settings.processing.workers} worker(s)).")
-    console.print(f"Reconciliation: {'OK' if not problems else f'{problems} problem(s)'}.")
+    console.print(f"Reconciliation: {'OK' if not problems else f'{problems} open break(s)'}"
+                  f"{'' if not problems else ' (refund-bots breaks list)'}.")
     if result.notifications:
         sent = ", ".join(f"{n} {s}" for s, n in sorted(result.notifications.items()))
         console.print(f"Customer notifications: {sent}.")

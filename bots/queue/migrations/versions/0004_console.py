@@ -5,7 +5,7 @@
 - alerts: one row per alert condition and period, so that a condition alerts once.
 
 Revision ID: 0003_console
-Revises: 0002
+Revises: 0003_breaks
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_console"
-down_revision = "0002"
+down_revision = "0003_breaks"
 branch_labels = None
 depends_on = None
 

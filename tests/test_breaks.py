@@ -1,0 +1,85 @@
+"""The open-break register: breaks are carried forward, with their age, until a person
+resolves them; every change is audited; agent and comment are required."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bots.cli import app
+from bots.queue import BreakError, BreakState, Queue, Sighting
+
+
+def sighting(key: str = "refund:RF-000009", kind: str = "duplicate") -> Sighting:
+    return Sighting(key=key, kind=kind, case_ref="C-000001", order_number="ORD-100001",
+                    reference="C000001-8f3a1c2b", refund_id="RF-000009", transaction_id="TX-1",
+                    currency="EUR", ledger_amount=Decimal("10.00"),
+                    portal_amount=Decimal("10.00"), day=date(2026, 12, 1),
+                    note="second refund for key C000001-8f3a1c2b")
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Queue:
+    return Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+
+
+def test_a_break_is_carried_forward_until_resolved(queue: Queue) -> None:
+    first = queue.record_breaks("run-1", [sighting()], [])
+    assert len(first.new) == 1 and first.opening == []
+    ref = first.new[0].ref
+    second = queue.record_breaks("run-2", [], [])  # run 2 does not see it: still open
+    assert [b.ref for b in second.opening] == [ref] and not second.new
+    assert [b.ref for b in queue.live_breaks()] == [ref]
+    again = queue.record_breaks("run-3", [sighting()], [])
+    assert not again.new and again.states["refund:RF-000009"].first_seen_run == "run-1"
+    queue.resolve_break(ref, agent="ana", comment="customer repaid the second refund")
+    assert queue.live_breaks() == []
+    later = queue.record_breaks("run-4", [sighting()], [])  # seen again: stays resolved
+    assert not later.new and later.states["refund:RF-000009"].state == BreakState.RESOLVED
+    events = [a.event for a in queue.subject_trail(f"break:{ref}")]
+    assert events == ["break_opened", "break_resolved"]
+    assert queue.verify_chain().ok
+
+
+def test_a_break_that_later_matches_is_closed_by_the_reconciliation(queue: Queue) -> None:
+    key = "intent:C000001-8f3a1c2b"
+    ref = queue.record_breaks("run-1", [sighting(key, "missing in portal")], []).new[0].ref
+    update = queue.record_breaks("run-2", [], [key])
+    assert [b.ref for b in update.closed_by_match] == [ref]
+    assert queue.get_break(ref).resolved_by == "reconciliation"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("agent", "comment"), [("", "why"), ("ana", ""), ("  ", " ")])
+def test_settling_needs_an_agent_and_a_reason(queue: Queue, agent: str, comment: str) -> None:
+    ref = queue.record_breaks("run-1", [sighting()], []).new[0].ref
+    with pytest.raises(BreakError):
+        queue.resolve_break(ref, agent=agent, comment=comment)
+    assert queue.live_breaks()[0].ref == ref
+
+
+def test_breaks_commands(queue: Queue) -> None:
+    ref = queue.record_breaks("run-1", [sighting()], []).new[0].ref
+    env = {"REFUND_BOTS_QUEUE_URL": queue.url, "COLUMNS": "250"}
+    cli = CliRunner()
+    listed = cli.invoke(app, ["breaks", "list"], env=env)
+    assert listed.exit_code == 0 and ref in listed.output and "1 open break" in listed.output
+    assigned = cli.invoke(app, ["breaks", "assign", ref, "--to", "bo", "--agent", "ana", "-m",
+                                "bo knows the PSP"], env=env)
+    assert assigned.exit_code == 0 and "investigating" in assigned.output
+    no_reason = cli.invoke(app, ["breaks", "resolve", ref, "--agent", "bo"], env=env)
+    assert no_reason.exit_code == 1 and "why" in no_reason.output
+    done = cli.invoke(app, ["breaks", "resolve", ref, "--agent", "bo", "--write-off", "-m",
+                            "PSP will not claw back"], env=env)
+    assert done.exit_code == 0 and "written off" in done.output
+    twice = cli.invoke(app, ["breaks", "resolve", ref, "--agent", "bo", "-m", "again"], env=env)
+    assert twice.exit_code == 1 and "already" in twice.output
+    shown = cli.invoke(app, ["breaks", "show", ref], env=env)
+    assert shown.exit_code == 0 and "break_assigned" in shown.output
+    assert "PSP will not claw back" in shown.output
+    unknown = cli.invoke(app, ["breaks", "resolve", "B-999999", "--agent", "bo", "-m", "x"],
+                         env=env)
+    assert unknown.exit_code == 1 and "no break" in unknown.output
