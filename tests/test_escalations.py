@@ -126,7 +126,7 @@ def test_round_trip_write_fill_read_apply(queue: Queue, tmp_path: Path) -> None:
     lists = [dv for dv in ws.data_validations.dataValidation if dv.type == "list"]
     assert lists[0].formula1 == '"approve,reject,partial"'
     assert f"{get_column_letter(COL['Decision'])}2" in lists[0].sqref
-    assert ws.column_dimensions["J"].width == 60
+    assert ws.column_dimensions[get_column_letter(COL["Evidence"])].width == 60
 
     fill(path, {2: {"Decision": "Approve ", "Agent": "Ann", "Comment": "ok"},
                 3: {"Decision": "partial", "Amount": 12.5, "Agent": "Ann"},
