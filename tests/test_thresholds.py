@@ -290,3 +290,18 @@ def test_signal_settings_outside_their_range_are_refused(field: str, value: obje
 
 
 SETTINGS_ORDER = base().order
+
+
+@pytest.mark.parametrize("asked", ["-5.00", "0.00", "-0.01"])
+def test_an_amount_asked_that_is_not_positive_escalates(asked: str) -> None:
+    o = order(item("40.00"), shipping="0.00")
+    d = decide(POLICY, claim(asked), o, charge(o), TODAY)
+    assert (d.outcome, d.amount) == (Outcome.ESCALATE, D("40.00"))
+    assert d.reasons[-1] == f"The customer asks for {asked}, not a positive amount: a human " \
+                            f"decides."
+
+
+def test_one_cent_asked_is_paid() -> None:
+    o = order(item("40.00"), shipping="0.00")
+    d = decide(POLICY, claim("0.01"), o, charge(o), TODAY)
+    assert (d.outcome, d.amount) == (Outcome.PARTIAL, CENT)

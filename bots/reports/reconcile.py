@@ -104,7 +104,7 @@ def _unique(portal: Iterable[PortalRefund]) -> list[PortalRefund]:
 
     Sorting makes the pairing independent of the order the portal listed rows in.
     """
-    return sorted(dict.fromkeys(portal), key=lambda p: (p.refund_id, p.reference, p.amount))
+    return sorted(dict.fromkeys(portal), key=_portal_key)
 
 
 def _match(entries: Sequence[LedgerEntry],
@@ -244,11 +244,27 @@ def _row(status: ReconStatus, entry: LedgerEntry, refund: PortalRefund | None,
 # -- ordering ----------------------------------------------------------------------------
 
 
-def _ledger_key(entry: LedgerEntry) -> tuple[str, str, str, str]:
-    return (entry.order_number, entry.case_ref, entry.reference, entry.refund_number or "")
+# Every key below is total (it compares every field): with ties left to the input order,
+# two ledger entries alike but for their amount took the same portal refund in turns, so
+# the report depended on the order the ledger and the listing were read in.
 
 
-def _row_key(row: ReconRow) -> tuple[bool, str, str, str, str]:
-    """Problems first, then matched; within each, by order number (ties broken stably)."""
+def _portal_key(p: PortalRefund) -> tuple[str, str, Decimal, str, str, str, str, str]:
+    return (p.refund_id, p.reference, p.amount, p.order_number, p.currency, p.operator,
+            p.reason, p.created_at.isoformat())
+
+
+def _ledger_key(entry: LedgerEntry) -> tuple[str, str, str, str, str, Decimal]:
+    return (entry.order_number, entry.case_ref, entry.reference, entry.refund_number or "",
+            entry.status, entry.amount)
+
+
+def _row_key(row: ReconRow) -> tuple[bool, str, str, str, str, str, str, str, str, str]:
+    """Problems first, then matched; within each, by order number, then every field."""
     return (not row.is_problem, row.order_number, row.case_ref or "", row.reference,
-            row.portal_refund_id or "")
+            row.portal_refund_id or "", row.status.value, _amount_key(row.ledger_amount),
+            _amount_key(row.portal_amount), row.ledger_refund_number or "", row.note)
+
+
+def _amount_key(amount: Decimal | None) -> str:
+    return "" if amount is None else f"{money(amount):020.2f}"
