@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -305,3 +306,51 @@ def test_one_cent_asked_is_paid() -> None:
     o = order(item("40.00"), shipping="0.00")
     d = decide(POLICY, claim("0.01"), o, charge(o), TODAY)
     assert (d.outcome, d.amount) == (Outcome.PARTIAL, CENT)
+
+
+# -- the policy file and the merged claim --------------------------------------------------------
+
+
+def test_policy_file_errors_name_the_file_and_every_field(tmp_path: Path) -> None:
+    from bots.decide.policy import PolicyError, load_policy
+
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(PolicyError, match=r"^policy file not found: .*nope\.yaml$"):
+        load_policy(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("refund_window_days: [30\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"broken\.yaml: not valid YAML: "):
+        load_policy(broken)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("category_window_days: {electronics: soon}\nauto_approve_limit: -1\n"
+                   "# Kommentar: Rückerstattung\n", encoding="utf-8")
+    with pytest.raises(PolicyError) as err:
+        load_policy(bad)
+    assert str(err.value).startswith(f"{bad}: invalid policy:\n  ")
+    lines = str(err.value).split("\n  ")[1:]
+    assert [line.split(":")[0] for line in lines] == ["category_window_days.electronics",
+                                                      "auto_approve_limit"]
+
+
+def test_a_claim_merges_what_the_contacts_said() -> None:
+    from bots.decide.policy import claim_from
+
+    ask = (ItemAsk("SKU-1", 2, "two lamps"),)
+    merged = claim_from([None, D("5.00"), D("7.00")], [None, "EUR", "USD"],
+                        ["other", "", "damaged", "wrong_item"], ask)
+    assert merged == Claim((D("5.00"), D("7.00")), "EUR", "damaged", ask)
+    assert claim_from([None], [None], ["other", ""]) == Claim((), None, "other", ())
+
+
+def test_the_reasons_an_agent_reads_name_the_lines_and_the_status() -> None:
+    o = order(item("18.50", 3, sku="HO-3004"), item("10.00", sku="HO-3005"), shipping="0.00")
+    one = Claim((), None, "damaged", (ItemAsk("HO-3004", 1, "a candle"),))
+    two = Claim((), None, "damaged", (ItemAsk("HO-3004", None, "the candles"),
+                                      ItemAsk("HO-3005", None, "the mug")))
+    assert "The request names 'a candle': that line of the order only." in \
+        decide(POLICY, one, o, charge(o), TODAY).reasons
+    assert "The request names 'the candles', 'the mug': those lines of the order only." in \
+        decide(POLICY, two, o, charge(o), TODAY).reasons
+    held = order(item("40.00"), status="on hold")
+    assert decide(POLICY, claim(), held, charge(held), TODAY).reasons == (
+        "Order status is 'on hold': refunds need one of delivered, shipped.",)
