@@ -197,8 +197,8 @@ class FakeOrdersApp:
             raise exc
         return self.system.orders.get(order_number)
 
-    async def search_orders(self, field: str, query: str) -> list[OrderHit]:
-        attr = {"email": "email", "phone": "phone"}[field]
+    async def search_orders(self, kind: str, query: str) -> list[OrderHit]:
+        attr = {"email": "email", "phone": "phone"}[kind]
         found = [o for o in self.system.orders.values()
                  if getattr(o, attr).lower() == query.lower()]
         return [OrderHit(o.order_number, o.total) for o in found]

@@ -117,7 +117,10 @@ def test_parse_amount(text: str, expected: tuple[Decimal, str | None] | None) ->
     ("refund within 14 days please", None),  # days, not money
     ("try 12 times", None),  # "try" is not Turkish lira
     ("please refund 2,000,000 EUR", None),  # absurd
-    ("please refund -5 EUR", (D("5.00"), "EUR")),  # the sign is not part of the money match
+    # A minus sign is not an amount the bot may read as positive: it must escalate (issue
+    # #12). Strict: when amount extraction stops reading 5.00 here, drop the marker.
+    pytest.param("please refund -5 EUR", None, marks=pytest.mark.xfail(
+        strict=True, reason="known defect: '-5 EUR' is read as 5.00 (issue #12)")),
     ("no numbers at all", None),
 ])
 def test_find_amount(text: str, expected: tuple[Decimal, str | None] | None) -> None:

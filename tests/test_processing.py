@@ -55,14 +55,19 @@ EMAIL = "ada@example.com"
 
 @dataclass
 class FakeNotifier:
-    """Records what the processor asks to send; can fail like a broken template."""
+    """The notifier's outbox: what the processor records when it finishes a case, and what
+    sending then reports (or how it fails, like an SMTP server that is down)."""
 
     fail: Exception | None = None
     results: list[NotificationResult] = field(default_factory=list)
-    calls: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # what record() was given
 
-    def notify_case(self, case: Case, **kwargs: Any) -> list[NotificationResult]:
+    def record(self, s: object, case: Case, **kwargs: Any) -> list[object]:
         self.calls.append({"case": case.id, **kwargs})
+        return []
+
+    def send_due(self, *, case_id: int | None = None,
+                 force: bool = False) -> list[NotificationResult]:
         if self.fail is not None:
             raise self.fail
         return self.results
@@ -443,13 +448,13 @@ def test_a_submit_still_in_flight_waits_without_paying_or_spending_an_attempt(
     cid = bots.ask()
     bots.processing["submit_grace_seconds"] = 60
     bots.processing["backoff_max_seconds"] = 10  # the wait is longer: the run ends
-    bots.crashed_attempt(cid, clicked=True, seconds_ago=50)
+    bots.crashed_attempt(cid, clicked=True, seconds_ago=30)
     stats = bots.run()
     case = bots.case(cid)
     assert case.state == CaseState.QUEUED and case.attempts == 1  # the crashed one only
     assert case.next_attempt_at is not None
     wait = (case.next_attempt_at - utcnow()).total_seconds()
-    assert 5 < wait <= 11  # the rest of the grace, plus a second
+    assert 15 < wait <= 31  # the rest of the grace, plus a second
     assert paid(bots) == [] and bots.portal.submits == []
     assert [i.state for i in bots.intents(cid)] == [IntentState.PENDING]
     assert stats.processed == 0 and "deferred" in bots.events(cid)
