@@ -232,3 +232,43 @@ def test_unverified_rows_when_the_portal_cannot_be_read() -> None:
     rows = unverified([led(1), led(2)], "portal down")
     assert [r.status for r in rows] == [S.UNVERIFIED, S.UNVERIFIED] and rows[0].is_problem
     assert unverified([], "portal down")[0].note == "portal down"
+
+
+# -- every field of every row, exactly (what an ops agent reads) ------------------------------
+
+
+def test_unverified_rows_carry_every_ledger_field() -> None:
+    from bots.reports.reconcile import unverified
+
+    [row] = unverified([led(1)], "portal down")
+    assert row == ReconRow(S.UNVERIFIED, "C-000001", "ORD-100001", "C000001-8f3a1c2b",
+                           Decimal("10.00"), None, "R-1", None, "portal down")
+    assert unverified([], "portal down") == [
+        ReconRow(S.UNVERIFIED, None, "", "", None, None, None, None, "portal down")]
+
+
+def test_summarise_counts_several_rows_of_a_status() -> None:
+    rows = reconcile([led(1, number=None), led(2, number=None)], [])
+    assert summarise(rows)[S.MISSING_IN_PORTAL] == 2
+
+
+def test_missing_rows_say_what_the_ledger_believed() -> None:
+    rows = reconcile([led(1, number=None), led(2, status="pending", number=None),
+                      led(3, status="weird", number=None)], [])
+    assert [r.note for r in rows] == [
+        "ledger records refund (no number), but the portal shows no such refund",
+        "outcome unknown: submitted, but not found in the portal",
+        "outcome unknown: ledger status 'weird', not found in the portal"]
+
+
+def test_a_portal_only_row_shows_its_amount_and_who_made_it() -> None:
+    row = only(reconcile([], [ptl(operator="  ", reason="")]))
+    assert (row.portal_amount, row.note) == (Decimal("10.00"), "made by unknown operator")
+
+
+def test_a_paired_row_joins_its_notes() -> None:
+    row = only(reconcile([led(1, "10.00", status="absent", number=None)],
+                         [ptl(amount="12.00", ref="x C000001-8f3a1c2b")]))
+    assert row.note == ("ledger says verified absent, but the portal has refund R-1: risk of "
+                        "paying twice, check before any resubmission; ledger 10.00 vs portal "
+                        "12.00 (difference +2.00); portal reference 'x C000001-8f3a1c2b'")

@@ -354,3 +354,22 @@ def test_the_reasons_an_agent_reads_name_the_lines_and_the_status() -> None:
     held = order(item("40.00"), status="on hold")
     assert decide(POLICY, claim(), held, charge(held), TODAY).reasons == (
         "Order status is 'on hold': refunds need one of delivered, shipped.",)
+
+
+@pytest.mark.parametrize(("shipping", "refunded"), [("0.00", False), ("0.50", True),
+                                                    ("4.90", True)])
+def test_shipping_is_refunded_only_when_there_is_some(shipping: str, refunded: bool) -> None:
+    o = order(item("40.00"), shipping=shipping)
+    d = decide(POLICY, claim(reason="damaged"), o, charge(o), TODAY)
+    assert d.amount == D("40.00") + D(shipping)
+    assert any(r.startswith("Shipping fee") for r in d.reasons) is refunded
+
+
+def test_a_count_several_lines_match_escalates_with_the_proposal_and_the_lines() -> None:
+    o = order(item("10.00", 2, sku="MUG-B"), item("12.00", 2, sku="MUG-R"), shipping="0.00")
+    c = Claim((), None, "damaged", (ItemAsk("MUG-B", 2, "2 mugs", unsure=True),
+                                    ItemAsk("MUG-R", 2, "two mugs", unsure=True)))
+    d = decide(POLICY, c, o, charge(o), TODAY)
+    assert (d.outcome, d.amount) == (Outcome.ESCALATE, D("44.00"))
+    assert d.reasons[-1] == ("The customer gives a count for '2 mugs', which several order "
+                             "lines match (MUG-B, MUG-R): a human decides which and how many.")
