@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from paths import ROOT, SELECTORS
 from postgres import Postgres, running_postgres
 
@@ -17,6 +18,12 @@ from bots.tools.demo import DEMO_SEED, demo_overrides, use_sandbox_credentials
 # never released, a server that never answers): it fails instead of stalling the suite.
 # End-to-end tests drive a browser through whole runs and get this much instead.
 E2E_TIMEOUT_S = 600
+
+# Hypothesis: 200 examples per property in the test command; `--hypothesis-profile
+# mutation` (scripts/mutation.sh) runs 30, since every mutant reruns the properties.
+hypothesis_settings.register_profile("default", max_examples=200, deadline=None)
+hypothesis_settings.register_profile("mutation", max_examples=30, deadline=None)
+hypothesis_settings.load_profile("default")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -128,6 +128,12 @@ def decide(policy: Policy, claim: Claim, order: OrderFacts, charge: ChargeFacts,
             *reasons, f"The customer gives a count for '{unsure[0].said}', which several order "
             f"lines match ({', '.join(a.sku for a in unsure)}): a human decides which and how "
             f"many."))
+    if not_positive := sorted(a for a in set(claim.amounts) if a <= 0):
+        # A sign or a zero the bot cannot have read right: never a negative refund, never
+        # "approved 0.00". (Intake escalates a minus sign it sees; this is the last belt.)
+        return Decision(Outcome.ESCALATE, money(min(refundable, charge.remaining)), (
+            *reasons, f"The customer asks for {not_positive[0]}, not a positive amount: a "
+                      f"human decides."))
     if len(set(claim.amounts)) > 1:
         asked_all = ", ".join(str(a) for a in sorted(set(claim.amounts)))
         return Decision(Outcome.ESCALATE, money(min(refundable, charge.remaining)),

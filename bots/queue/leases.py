@@ -191,7 +191,9 @@ class Leases(Store):
             case = hold(s, lease)
             case.state = CaseState.QUEUED
             case.attempts = max(0, case.attempts - 1)
-            case.locked_by = case.locked_until = None
+            # Due at once, and not a waiting retry: a past retry time left here kept a dry
+            # run (which excludes the cases it released) waiting for it forever.
+            case.locked_by = case.locked_until = case.next_attempt_at = None
             audit(s, case.id, run_id, actor, CaseState.PROCESSING, CaseState.QUEUED,
                   "released", why)
 

@@ -1,0 +1,384 @@
+"""Leases, fencing and refund intents: what keeps two runners from paying one case twice.
+
+Lease expiry and dead-holder takeover (the replacement for orphan recovery), release,
+the poison count, every fenced write refused with a stale token (and changing nothing),
+the per-customer refunds the limit counts, and claim loops that always end. Each test
+runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from bots.models import RefundRequest
+from bots.queue import (
+    Case,
+    CaseState,
+    CustomerLimit,
+    CustomerLimitReached,
+    IntentState,
+    Lease,
+    LeaseLost,
+    Queue,
+    RefundIntent,
+    runner_id,
+    utcnow,
+)
+
+D = Decimal
+
+
+@pytest.fixture
+def queue(queue_url: str) -> Queue:
+    return Queue(queue_url)
+
+
+def add(queue: Queue, n: int = 1, *, email: str = "ada@example.com", priority: int = 0) -> int:
+    req = RefundRequest(channel="email", source_id=f"m{n}-{email}",
+                        received_at=datetime(2026, 11, 28, tzinfo=UTC), reason_text="refund",
+                        customer_email=email, order_number=f"ORD-{100000 + n}",
+                        priority=priority)
+    return queue.add_request(req)[0]
+
+
+def set_lease_end(queue: Queue, case_id: int, seconds_from_now: float) -> None:
+    with queue.session() as s:
+        row = s.get(Case, case_id)
+        assert row is not None
+        row.locked_until = utcnow() + timedelta(seconds=seconds_from_now)
+
+
+def intent(queue: Queue, lease: Lease, amount: str = "10.00",
+           email: str | None = "ada@example.com", **kw: Any) -> RefundIntent:
+    return queue.open_intent(lease, order_number="ORD-1", transaction_id="TX-1",
+                             amount=D(amount), run_id="r", customer_email=email, **kw)
+
+
+@pytest.fixture
+def dead_owner() -> Iterator[str]:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    yield runner_id("w1", pid=child.pid)
+
+
+# -- expiry and takeover ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seconds_left", "claimable"), [(5, False), (-1, True)])
+def test_a_lease_is_claimable_only_once_it_ran_out(queue: Queue, seconds_left: float,
+                                                   claimable: bool) -> None:
+    cid = add(queue)
+    first = queue.claim("a", 60)
+    assert first is not None
+    set_lease_end(queue, cid, seconds_left)
+    again = queue.claim("b", 60)
+    assert (again is not None) is claimable
+    if again is not None:
+        assert again.attempts == 2 and again.lease_token == first.lease_token + 1
+        trail = queue.audit_trail(cid)
+        assert "taken over from a" in trail[-1].detail
+
+
+def test_a_dead_holders_case_is_taken_over_before_its_lease_ends(queue: Queue,
+                                                                 dead_owner: str) -> None:
+    cid = add(queue)
+    assert queue.claim(dead_owner, 3600) is not None
+    taken = queue.claim("b", 60)
+    assert taken is not None and taken.id == cid and taken.locked_by == "b"
+
+
+def test_a_live_holders_case_is_not_taken_over(queue: Queue) -> None:
+    add(queue)
+    assert queue.claim(runner_id("alive"), 3600) is not None  # this very process
+    assert queue.claim("b", 60) is None
+    assert queue.claim("c", 60) is None
+
+
+@pytest.mark.parametrize(("attempts_before", "poisoned"), [(1, False), (2, True)])
+def test_a_case_that_killed_its_runner_max_attempts_times_is_set_aside(
+        queue: Queue, attempts_before: int, poisoned: bool) -> None:
+    cid = add(queue)
+    for n in range(attempts_before):
+        assert queue.claim(f"dies-{n}", 60) is not None
+        set_lease_end(queue, cid, -1)
+    taken = queue.claim("b", 60, max_attempts=2)
+    case = queue.get_case(cid)
+    assert case is not None
+    if poisoned:
+        assert taken is None and case.state == CaseState.FAILED
+        assert case.reason is not None and case.reason.startswith("set aside")
+        assert "poison" in [a.event for a in queue.audit_trail(cid)]
+    else:
+        assert taken is not None and case.attempts == 2
+
+
+def test_a_claim_loop_over_poisoned_cases_ends(queue: Queue) -> None:
+    ids = [add(queue, n) for n in range(3)]
+    for _ in ids:
+        assert queue.claim("dies", 60) is not None
+    for cid in ids:
+        set_lease_end(queue, cid, -1)
+    fresh = add(queue, 9)
+    taken = queue.claim("b", 60, max_attempts=1)
+    assert taken is not None and taken.id == fresh  # past the three set aside
+    assert queue.claim("b", 60, max_attempts=1) is None
+    assert [c.state for c in queue.cases()] == [CaseState.FAILED] * 3 + [CaseState.PROCESSING]
+
+
+def test_a_claim_loop_takes_each_case_once_then_stops(queue: Queue) -> None:
+    ids = {add(queue, n) for n in range(5)}
+    taken = []
+    for _ in range(len(ids) + 1):  # bounded: one more than there is
+        case = queue.claim("w", 60)
+        if case is None:
+            break
+        taken.append(case.id)
+    assert sorted(taken) == sorted(ids) and queue.claim("w", 60) is None
+
+
+def test_claims_take_the_highest_priority_first_then_the_oldest(queue: Queue) -> None:
+    low, high, high2 = add(queue, 1), add(queue, 2, priority=5), add(queue, 3, priority=5)
+    order = [c.id for c in iter(lambda: queue.claim("w", 60), None)]
+    assert order == [high, high2, low]
+
+
+def test_excluded_cases_are_not_claimed(queue: Queue) -> None:
+    a, b = add(queue, 1), add(queue, 2)
+    taken = queue.claim("w", 60, exclude=[a])
+    assert taken is not None and taken.id == b and queue.claim("w", 60, exclude=[a]) is None
+
+
+# -- release, renew, defer ---------------------------------------------------------------------
+
+
+def test_release_gives_the_case_back_due_at_once(queue: Queue) -> None:
+    cid = add(queue)
+    held = queue.claim("w", 60)
+    assert held is not None
+    queue.retry_later(held.lease, delay=0, error="x", actor="w", run_id="r")
+    held = queue.claim("w", 60)
+    assert held is not None and held.attempts == 2
+    queue.release(held.lease, actor="w", run_id="r", why="dry run")
+    case = queue.get_case(cid)
+    assert case is not None
+    assert (case.state, case.attempts, case.locked_by, case.locked_until,
+            case.next_attempt_at) == (CaseState.QUEUED, 1, None, None, None)
+    assert queue.next_due_at() is None
+    with pytest.raises(LeaseLost):  # released: the old lease writes nothing more
+        queue.note(held.lease, event="x", detail="y", actor="w", run_id="r")
+    again = queue.claim("w2", 60)
+    assert again is not None and again.id == cid
+
+
+def test_renew_extends_our_lease_and_marks_a_lost_one(queue: Queue) -> None:
+    cid = add(queue)
+    held = queue.claim("a", 60)
+    assert held is not None
+    set_lease_end(queue, cid, 1)
+    assert queue.renew(held.lease, 120) and not held.lease.lost.is_set()
+    case = queue.get_case(cid)
+    assert case is not None and case.locked_until is not None
+    assert case.locked_until > utcnow() + timedelta(seconds=100)
+    set_lease_end(queue, cid, -1)
+    assert queue.claim("b", 60) is not None
+    lease = held.lease  # (each `case.lease` is a new Lease: keep the one you hold)
+    assert not queue.renew(lease, 120) and lease.lost.is_set()
+
+
+def test_defer_spends_no_attempt(queue: Queue) -> None:
+    cid = add(queue)
+    held = queue.claim("w", 60)
+    assert held is not None
+    queue.defer(held.lease, delay=30, why="in flight", actor="w", run_id="r")
+    case = queue.get_case(cid)
+    assert case is not None and (case.state, case.attempts) == (CaseState.QUEUED, 0)
+    assert queue.claim("w", 60) is None  # not before the delay
+    due = queue.next_due_at()
+    assert due is not None and 25 < (due - utcnow()).total_seconds() <= 30
+
+
+# -- fencing: a stale token writes nothing -----------------------------------------------------
+
+
+def _state(queue: Queue, cid: int) -> tuple[object, ...]:
+    case = queue.get_case(cid)
+    assert case is not None
+    return ((case.state, case.outcome, case.reason, case.attempts, case.locked_by,
+             case.locked_until, case.next_attempt_at, case.order_number, case.decision,
+             case.lease_token, case.merged_into, case.approved_amount),
+            [(i.id, i.state, i.refund_number, i.submit_started_at, i.submit_answered_at)
+             for i in queue.intents(cid)],
+            len(queue.audit_trail(cid)))
+
+
+WRITES: dict[str, Callable[[Queue, Lease, int], object]] = {
+    "finish": lambda q, lease, i: q.finish(lease, state=CaseState.DONE, outcome="refunded",
+                                           reason="r", actor="a", run_id="r"),
+    "retry_later": lambda q, lease, i: q.retry_later(lease, delay=0, error="e", actor="a",
+                                                     run_id="r"),
+    "defer": lambda q, lease, i: q.defer(lease, delay=0, why="w", actor="a", run_id="r"),
+    "release": lambda q, lease, i: q.release(lease, actor="a", run_id="r", why="w"),
+    "note": lambda q, lease, i: q.note(lease, event="e", detail="d", actor="a", run_id="r"),
+    "merge": lambda q, lease, i: q.merge(lease, "order:ORD-100002", actor="a", run_id="r"),
+    "set_order": lambda q, lease, i: q.set_order(lease, "ORD-999999"),
+    "record_decision": lambda q, lease, i: q.record_decision(lease, "{}"),
+    "open_intent": lambda q, lease, i: intent(q, lease),
+    "begin_submit": lambda q, lease, i: q.begin_submit(lease, i, lease_seconds=300,
+                                                       needed_seconds=10),
+    "submit_answered": lambda q, lease, i: q.submit_answered(lease, i),
+    "resolve_intent": lambda q, lease, i: q.resolve_intent(
+        lease, i, state=IntentState.CONFIRMED, refund_number="RF-1", run_id="r"),
+}
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+def test_a_write_with_a_stale_token_raises_and_changes_nothing(queue: Queue,
+                                                               write: str) -> None:
+    cid = add(queue)
+    add(queue, 2)  # a merge target
+    old = queue.claim("a", 60)
+    assert old is not None and old.id == cid
+    pending = intent(queue, old.lease)
+    set_lease_end(queue, cid, -1)
+    new = queue.claim("b", 60)
+    assert new is not None and new.id == cid
+    before = _state(queue, cid)
+    stale = old.lease
+    with pytest.raises(LeaseLost):
+        WRITES[write](queue, stale, pending.id)
+    assert stale.lost.is_set()
+    assert _state(queue, cid) == before
+    WRITES[write](queue, new.lease, pending.id)  # the holder's own write goes through
+
+
+def test_a_finished_case_takes_no_more_writes(queue: Queue) -> None:
+    add(queue)
+    held = queue.claim("a", 60)
+    assert held is not None
+    queue.finish(held.lease, state=CaseState.DONE, outcome="rejected", reason="r", actor="a",
+                 run_id="r")
+    with pytest.raises(LeaseLost):
+        intent(queue, held.lease)
+
+
+# -- intents ---------------------------------------------------------------------------------
+
+
+def test_begin_submit_needs_time_to_spare_and_a_pending_intent(queue: Queue) -> None:
+    add(queue)
+    held = queue.claim("a", 60)
+    assert held is not None
+    i = intent(queue, held.lease)
+    with pytest.raises(LeaseLost, match="shorter than the longest submit"):
+        queue.begin_submit(held.lease, i.id, lease_seconds=59, needed_seconds=60)
+    assert queue.intents(held.id)[0].submit_started_at is None
+    started = queue.begin_submit(held.lease, i.id, lease_seconds=60, needed_seconds=60)
+    assert queue.intents(held.id)[0].submit_started_at == started
+    assert queue.resolve_intent(held.lease, i.id, state=IntentState.ABSENT, refund_number=None,
+                                run_id="r")
+    with pytest.raises(LeaseLost, match="no longer pending"):
+        queue.begin_submit(held.lease, i.id, lease_seconds=60, needed_seconds=60)
+
+
+def test_an_intent_is_resolved_once_only_from_pending(queue: Queue) -> None:
+    add(queue)
+    held = queue.claim("a", 60)
+    assert held is not None
+    i = intent(queue, held.lease)
+    assert queue.resolve_intent(held.lease, i.id, state=IntentState.CONFIRMED,
+                                refund_number="RF-1", run_id="r")
+    assert not queue.resolve_intent(held.lease, i.id, state=IntentState.ABSENT,
+                                    refund_number=None, run_id="r")
+    queue.submit_answered(held.lease, i.id)  # no longer pending: nothing stamped
+    [stored] = queue.intents(held.id)
+    assert (stored.state, stored.refund_number, stored.submit_answered_at) == \
+        (IntentState.CONFIRMED, "RF-1", None)
+
+
+# -- per-customer refunds --------------------------------------------------------------------
+
+
+def _paid_case(queue: Queue, n: int, amount: str, *, state: str | None,
+               email: str = "ada@example.com", intent_email: str | None = "ada@example.com"
+               ) -> int:
+    cid = add(queue, n, email=email)
+    held = queue.claim(f"w{n}", 60, exclude=[c.id for c in queue.cases() if c.id != cid])
+    assert held is not None and held.id == cid
+    i = intent(queue, held.lease, amount, email=intent_email)
+    if state is not None:
+        queue.resolve_intent(held.lease, i.id, state=state,
+                             refund_number=f"RF-{n}" if state == IntentState.CONFIRMED
+                             else None, run_id="r")
+    return cid
+
+
+def test_customer_refunds_count_confirmed_and_pending_if_asked(queue: Queue) -> None:
+    _paid_case(queue, 1, "10.00", state=IntentState.CONFIRMED)
+    _paid_case(queue, 2, "20.00", state=None)  # pending: in flight
+    _paid_case(queue, 3, "40.00", state=IntentState.ABSENT)
+    _paid_case(queue, 4, "80.00", state=IntentState.CONFIRMED, email="bob@example.com",
+               intent_email="bob@example.com")
+    this = add(queue, 5)
+
+    def amounts(**kw: Any) -> list[Decimal]:
+        return sorted(a for _, a in queue.customer_refunds("ADA@example.com",
+                                                           exclude_case=this, **kw))
+    assert amounts() == [D("10.00")]
+    assert amounts(include_pending=True) == [D("10.00"), D("20.00")]
+
+
+def test_customer_refunds_leave_out_this_case(queue: Queue) -> None:
+    cid = _paid_case(queue, 1, "10.00", state=IntentState.CONFIRMED)
+    assert queue.customer_refunds("ada@example.com", exclude_case=cid) == []
+
+
+def test_an_intent_without_an_email_counts_for_its_cases_customer(queue: Queue) -> None:
+    _paid_case(queue, 1, "10.00", state=IntentState.CONFIRMED, intent_email=None)
+    this = add(queue, 2)
+    assert [a for _, a in queue.customer_refunds("ada@example.com", exclude_case=this)] == \
+        [D("10.00")]
+
+
+@pytest.mark.parametrize(("amount", "refused"), [("60.00", False), ("60.01", True)])
+def test_the_customer_limit_on_an_intent_counts_pending_ones(queue: Queue, amount: str,
+                                                             refused: bool) -> None:
+    _paid_case(queue, 1, "15.00", state=IntentState.CONFIRMED)
+    _paid_case(queue, 2, "25.00", state=None)  # pending
+    _paid_case(queue, 3, "500.00", state=IntentState.ABSENT)  # never paid: does not count
+    cid = add(queue, 4)
+    held = queue.claim("w", 60)
+    assert held is not None and held.id == cid
+    limit = CustomerLimit("Ada@Example.com", D("100.00"), utcnow() - timedelta(days=30))
+    if refused:
+        with pytest.raises(CustomerLimitReached, match=r"to 100\.01 \(confirmed and in flight"):
+            intent(queue, held.lease, amount, customer_limit=limit)
+        assert queue.intents(cid) == []
+    else:
+        assert intent(queue, held.lease, amount, customer_limit=limit).amount == D(amount)
+
+
+def test_the_customer_limit_counts_only_its_period(queue: Queue) -> None:
+    _paid_case(queue, 1, "90.00", state=IntentState.CONFIRMED)
+    cid = add(queue, 2)
+    held = queue.claim("w", 60)
+    assert held is not None and held.id == cid
+    later = CustomerLimit("ada@example.com", D("100.00"), utcnow() + timedelta(seconds=5))
+    assert intent(queue, held.lease, "50.00", customer_limit=later) is not None
+    earlier = CustomerLimit("ada@example.com", D("100.00"), utcnow() - timedelta(days=1))
+    with pytest.raises(CustomerLimitReached):
+        intent(queue, held.lease, "50.00", customer_limit=earlier)
+
+
+def test_refunds_since_counts_confirmed_ones_store_wide(queue: Queue) -> None:
+    start = utcnow() - timedelta(seconds=1)
+    _paid_case(queue, 1, "10.00", state=IntentState.CONFIRMED)
+    _paid_case(queue, 2, "10.00", state=None)
+    _paid_case(queue, 3, "10.00", state=IntentState.CONFIRMED, email="bob@example.com")
+    assert queue.refunds_since(start) == 2
+    assert queue.refunds_since(utcnow() + timedelta(seconds=5)) == 0
