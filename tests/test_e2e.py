@@ -181,10 +181,15 @@ def test_an_unrecognised_interstitial_fails_cases_and_tells_no_customer(
     assert execute(settings, "run", intake=True, process=True, today=today) == EXIT_PROBLEMS
 
     assert not [r for r in sandbox.refunds() if r["operator"] == "refund.bot"]
-    cases = [c for c in Queue(settings.queue_url).cases() if c.state != "merged"]
+    every = [c for c in Queue(settings.queue_url).cases() if c.state != "merged"]
+    # A voicemail intake could not read for sure escalates before any page is opened;
+    # every case that needed a page failed on the unknown one.
+    unsure = {c.ref for c in every if c.doubts and c.state == "escalated"}
+    cases = [c for c in every if c.ref not in unsure]
     assert cases and all(c.state == "failed" and c.outcome == "failed" for c in cases)
     assert all("UnknownPage" in (c.last_error or "") for c in cases), [c.last_error for c in cases]
     outbox = tmp_path / "outbox"
-    assert not [line for f in outbox.glob("*.jsonl") for line in f.read_text().splitlines()]
+    told = [json.loads(line) for f in outbox.glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert not [m for m in told if m["case_ref"] not in unsure]
     run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
     assert list((run_dir / "screenshots").glob("*.png"))

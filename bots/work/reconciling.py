@@ -105,6 +105,13 @@ async def _read_listing(session: BotSession, run: RunFolder, first: date, last: 
     unread: list[date] = []
     notes: list[str] = []
     try:
+        # Logged in first: an export fetched without a session answers the login page,
+        # which some portals serve with HTTP 200 under their own address.
+        try:
+            await worker.payments.login()
+        except (SystemException, PlaywrightError) as exc:
+            run.log.error("reconciliation: the payment portal's login failed: {}", exc)
+            return [], days, [f"the payment portal could not be logged into: {exc}"]
         for day in days:
             got = await _with_retries(lambda d=day: worker.payments.list_refunds(d, d))  # type: ignore[misc]
             if isinstance(got, str):
@@ -151,6 +158,11 @@ async def _charges_to_check(session: BotSession, run: RunFolder,
         run.log.error("reconciliation: charges not checked for over-refunds: {}", exc)
         return []
     try:
+        try:
+            await worker.payments.login()
+        except (SystemException, PlaywrightError) as exc:
+            run.log.error("reconciliation: charges not checked for over-refunds: {}", exc)
+            return []
         for txn in wanted:
             try:
                 facts: ChargeFacts = await worker.payments.read_charge(txn)
