@@ -407,9 +407,9 @@ def _bridge_lines(cases: Sequence[CaseRow], recon: Sequence[ReconRow]) -> list[S
         by_policy = total(c.approved for c in mine if c.decided_by != "human")
         by_human = total(c.approved for c in mine if c.decided_by == "human")
         reduced = requested - rejected - waiting - failed - by_policy - by_human
+        refs = {c.case_ref for c in mine}  # once: this runs for every reconciliation row
         refunded = total(r.portal_amount for r in recon if r.status is ReconStatus.MATCHED
-                         and r.currency.upper() == cur and r.case_ref in
-                         {c.case_ref for c in mine})
+                         and r.currency.upper() == cur and r.case_ref in refs)
         breaks = total(r.portal_amount if r.portal_amount is not None else r.ledger_amount
                        for r in recon if r.is_problem and r.currency.upper() == cur)
         section = f"Bridge {cur}"
@@ -472,13 +472,15 @@ def _write_summary(wb: Workbook, lines: Sequence[SummaryLine], *, failing: bool)
     result_fill = PatternFill("solid", fgColor=RED if failing else GREEN)
     outcome_rows = []
     for r, line in enumerate(lines, start=2):
-        value = _cell(ws, line.value, line.number_format, bold=r == 2)
-        note = _cell(ws, line.note, wrap=True)
-        cells = [_cell(ws, line.section), _cell(ws, line.item), value, note]
-        if r == 2:
+        first = r == 2  # the result line: bold, red or green
+        value = _cell(ws, line.value, line.number_format, bold=first)
+        note = _cell(ws, line.note, wrap=True, bold=first)
+        cells = [_cell(ws, line.section, bold=first), _cell(ws, line.item, bold=first), value,
+                 note]
+        if first:
             for c in cells:
-                c.fill = result_fill
-                c.font = BOLD
+                if c is not None and not isinstance(c, str):
+                    c.fill = result_fill
         ws.row_dimensions[r].height = _height([(line.note, 60), (str(line.value), 40)])
         ws.append(cells)
         if line.section == "Cases by outcome":
@@ -586,29 +588,44 @@ def _header_cell(ws: Any, text: str) -> Any:
 
 def _cell(ws: Any, value: object, number_format: str | None = None, *, wrap: bool = False,
           bold: bool = False) -> Any:
-    """A safe cell: text neutralised and typed as text; money, dates and counts as numbers."""
+    """A safe cell: text neutralised and typed as text; money, dates and counts as numbers.
+
+    Values that need no style go out as plain values (openpyxl's streaming writer reuses
+    one cell for them): a neutralised string can never start with "=", and an error-like
+    text ("#N/A") is forced to text. Only money, wrapped and bold cells get a cell object.
+    """
     safe = neutralise(value)
+    if safe is None:
+        return None
     if isinstance(safe, str):
         safe = fit_text(safe)
+        if not wrap and not bold and safe not in ERROR_CODES:
+            return safe
         cell = WriteOnlyCell(ws)
         cell.value = safe
         cell.data_type = "s"  # never a formula or an error value, whatever it looks like
         if wrap:
             cell.alignment = WRAP
+        if bold:
+            cell.font = BOLD
         return cell
     if isinstance(safe, datetime) and safe.tzinfo is not None:
         safe = safe.astimezone(UTC).replace(tzinfo=None)
     if isinstance(safe, Decimal) and number_format not in (None, "0"):
         safe = money(safe)
+    plain_format = number_format in (None, "0", DATETIME_FORMAT, DATE_FORMAT)
+    if plain_format and not bold and not isinstance(safe, Decimal) and (
+            number_format != DATE_FORMAT or not isinstance(safe, date)
+            or isinstance(safe, datetime)):
+        return safe  # ints, datetimes (openpyxl gives them a date format), floats
     cell = WriteOnlyCell(ws)
     cell.value = safe
-    if number_format and safe is not None:
+    if number_format:
         cell.number_format = number_format
     elif isinstance(safe, datetime):
         cell.number_format = DATETIME_FORMAT
     elif isinstance(safe, date):
         cell.number_format = DATE_FORMAT
-    cell.alignment = TOP
     if bold:
         cell.font = BOLD
     return cell
