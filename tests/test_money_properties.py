@@ -189,7 +189,9 @@ filler = st.lists(st.sampled_from([*"abc XYZ:/#.,\n", "card ", "nr ", "ORD-", "1
 @PROPERTY
 @given(st.lists(st.tuples(filler, card_numbers()), min_size=1, max_size=4), filler)
 def test_masking_leaves_no_card_number(parts: list[tuple[str, str]], tail: str) -> None:
-    text = "".join(f"{before} {card} " for before, card in parts) + tail
+    # Cards two spaces apart are left out here: a known leak, pinned by the strict xfail
+    # test_masking_two_cards_two_spaces_apart below (drop the `or "x"` when it is fixed).
+    text = "".join(f"{before or 'x'} {card} " for before, card in parts) + tail
     masked = mask_secrets(text)
     assert card_runs_left(masked) == [], (text, masked)
 
@@ -200,9 +202,16 @@ def test_masking_digit_soup_leaves_no_card_shaped_run(text: str) -> None:
     assert card_runs_left(mask_secrets(text)) == []
 
 
+@pytest.mark.xfail(strict=True, reason="regression since 8d68cfe ('cards masked across any "
+                   "separator'): the second card is left whole; reported to the lead")
+def test_masking_two_cards_two_spaces_apart() -> None:
+    masked = mask_secrets(" 3000000000007  4226 0000 00007 ")
+    assert card_runs_left(masked) == [], masked  # today: ' **** **** **** 4226 0000 00007 '
+
+
 @pytest.mark.xfail(strict=True, reason="known: the last four digits a masked card keeps "
                    "can form a new Luhn-valid run with the digit groups written after it "
-                   "(reported to the lead; bots/intake/extract.py is being reworked)")
+                   "(reported to the lead)")
 def test_masking_a_card_followed_by_digit_groups() -> None:
     masked = mask_secrets("card 4111 1111 1111 1111 000 000 004")
     assert card_runs_left(masked) == [], masked
@@ -247,8 +256,10 @@ def test_reconciliation_pairs_each_portal_refund_once_whatever_the_order(
     # every portal refund is in exactly one row: paired with one ledger entry, or alone
     shown = sorted(r.portal_refund_id for r in rows if r.portal_refund_id is not None)
     assert shown == sorted({p.refund_id for p in portal})
-    # every ledger entry is in at most one row
-    assert len([r for r in rows if r.case_ref is not None]) <= len(ledger)
+    # every ledger entry is in at most one row, besides the rows of refunds that pay its
+    # case a second time (those name the entry they duplicate)
+    assert len([r for r in rows if r.ledger_amount is not None
+                and r.status is not ReconStatus.DUPLICATE]) <= len(ledger)
     for row in rows:
         if row.status is ReconStatus.MATCHED:
             assert row.ledger_amount == row.portal_amount

@@ -373,3 +373,13 @@ def test_a_count_several_lines_match_escalates_with_the_proposal_and_the_lines()
     assert (d.outcome, d.amount) == (Outcome.ESCALATE, D("44.00"))
     assert d.reasons[-1] == ("The customer gives a count for '2 mugs', which several order "
                              "lines match (MUG-B, MUG-R): a human decides which and how many.")
+
+
+def test_the_last_reason_says_what_was_decided() -> None:
+    o = order(item("40.00"), shipping="0.00")
+    assert decide(POLICY, claim(), o, charge(o), TODAY).reasons[-1] == \
+        "Approved full refund of 40.00 EUR."
+    assert decide(POLICY, claim("15.00"), o, charge(o), TODAY).reasons[-1] == \
+        "Approved partial refund of 15.00 EUR."
+    assert decide(POLICY, claim("20.00", "10.00", "20.00"), o, charge(o), TODAY).reasons == (
+        "The customer's contacts ask for different amounts (10.00, 20.00).",)

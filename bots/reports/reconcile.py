@@ -235,8 +235,12 @@ def _refund_key(p: PortalRefund) -> tuple[str, str, str]:
     return (p.reference, str(p.amount), p.created_at.isoformat())
 
 
-def _ledger_key(entry: LedgerEntry) -> tuple[str, str, str, str]:
-    return (entry.order_number, entry.case_ref, entry.reference, entry.refund_number or "")
+def _ledger_key(entry: LedgerEntry) -> tuple[str, str, str, str, str, Decimal]:
+    # Total (every field that tells entries apart): with ties left to the input order, two
+    # entries alike but for their status or amount took a refund in turns, and the report
+    # depended on the order the ledger was read in (tests/test_money_properties.py).
+    return (entry.order_number, entry.case_ref, entry.reference, entry.refund_number or "",
+            entry.status, entry.amount)
 
 
 def _index(values: Sequence[str], entries: Sequence[LedgerEntry]) -> dict[str, int]:
@@ -380,12 +384,19 @@ def _sorted(rows: list[ReconRow]) -> list[ReconRow]:
     problems = [r for r in rows if r.status is not ReconStatus.MATCHED]
     matched = [r for r in rows if r.status is ReconStatus.MATCHED]
     problems.sort(key=lambda r: (r.order_number, r.case_ref or "", r.reference,
-                                 r.portal_refund_id or ""))
+                                 r.portal_refund_id or "", r.status.value,
+                                 _amount_key(r.ledger_amount), _amount_key(r.portal_amount),
+                                 r.ledger_refund_number or "", r.note))
     if len(matched) > 1:
         keys = np.array([f"{r.order_number}\x01{r.reference}\x01{r.portal_refund_id}"
                          for r in matched])
         matched = [matched[i] for i in np.argsort(keys, kind="stable")]
     return problems + matched
+
+
+def _amount_key(amount: Decimal | None) -> str:
+    """A tie-breaker that sorts like the amount (None first)."""
+    return "" if amount is None else f"{money(amount):020.2f}"
 
 
 def _missing_row(entry: LedgerEntry, last_unread: date | None) -> ReconRow | None:
