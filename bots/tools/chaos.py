@@ -53,6 +53,7 @@ from bots.tools.chaos_data import (
 )
 from bots.tools.chaos_verify import portal_refunds, verify_round
 from bots.tools.demo import DEMO_SEED, demo_overrides, prepare_inputs
+from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_OK, EXIT_PROBLEMS
 
 __all__ = ["ChaosPlan", "ChaosResult", "RoundResult", "SmallRefund", "expected_refunds",
            "run_chaos", "small_refund_requests", "write_portal_forms"]
@@ -284,6 +285,7 @@ class _Shaker:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.slots: list[_Runner | None] = [None] * plan.runners
         self.started = time.monotonic()
+        self.intake_done = False  # a run ended by itself, so it read every source first
 
     def _say(self, r: _Runner, what: str) -> None:
         """One line per launch, strike, wake-up and exit, in the round's chaos.log."""
@@ -335,16 +337,22 @@ class _Shaker:
     def shake(self, budget: int) -> None:
         """Run and strike until `budget` strikes landed on work (or the work ran out)."""
         launches_left = budget * 8
+        refills = max(1, len(self.slots) - 1)  # once the budget is spent: clean runners
         while True:
             for i, runner in enumerate(self.slots):
                 if runner is not None and self._tend(runner):
                     self.slots[i] = runner = None
-                if runner is None and self.res.events < budget and launches_left > 0:
-                    if self.res.runs and self.queue.pending_count() == 0 and self.queue.cases():
-                        continue  # the work is done: nothing left to strike at this round
+                if runner is not None or launches_left <= 0:
+                    continue
+                if self.res.runs and self.queue.pending_count() == 0 and self.queue.cases():
+                    continue  # the work is done: nothing left to strike at this round
+                if self.res.events < budget:
                     launches_left -= 1
                     opening = self.plan.opening[self.res.runs:self.res.runs + 1]
                     self.slots[i] = self._launch(opening[0] if opening else self._fate())
+                elif refills > 0:  # a stalled runner sleeps on: the others work on
+                    refills -= 1
+                    self.slots[i] = self._launch("clean")
             if all(s is None for s in self.slots):
                 return
             time.sleep(0.1)
@@ -355,6 +363,7 @@ class _Shaker:
         if code is not None:
             _kill_group(r.proc.pid, signal.SIGKILL)  # a browser it left behind
             self._say(r, f"exited with {code}")
+            self.intake_done |= code in (EXIT_OK, EXIT_PROBLEMS, EXIT_CIRCUIT)
             if r.fate == "crash point" and code == -signal.SIGKILL:
                 self._landed(r, "kills", "crash point")
             return True
@@ -406,10 +415,10 @@ class _Shaker:
         self._say(r, f"{what} while it held no case: not counted")
 
     def drain(self) -> None:
-        """Clean runs (all runners at once) until no case is open; at least one, so that
-        an intake a kill cut short is completed."""
-        for n in range(6):
-            if n and not self._open_cases():
+        """Clean runs (all runners at once) until no case is open; at least one when no run
+        ended by itself, so that an intake a kill cut short is completed."""
+        for _ in range(6):
+            if self.intake_done and not self._open_cases():
                 return
             procs = []
             for _ in range(self.plan.runners):
@@ -418,6 +427,7 @@ class _Shaker:
             for p in procs:
                 p.wait(timeout=900)
                 _kill_group(p.pid, signal.SIGKILL)
+            self.intake_done = True
 
     def _open_cases(self) -> bool:
         return bool(self.queue.cases(list(CaseState.OPEN)))
