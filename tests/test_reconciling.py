@@ -22,6 +22,10 @@ from bots.runs import RunFolder
 class FakePayments:
     def __init__(self, listing: dict[date, list[PortalRefund]], failures: dict[date, int]):
         self.listing, self.failures, self.calls = listing, failures, []
+        self.logins = 0
+
+    async def login(self) -> None:  # the reconciliation logs in before it reads the listing
+        self.logins += 1
 
     async def list_refunds(self, start: date, end: date) -> list[PortalRefund]:
         assert start == end, "one business day per export"
