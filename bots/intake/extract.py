@@ -1150,7 +1150,13 @@ def mask_secrets(text: str) -> str:
     if digits >= 2:
         text = _IBAN_CANDIDATE.sub(_mask_iban, text)
     if digits >= 13:
-        text = _DIGIT_RUN.sub(_mask_card_run, text)
+        # Again until nothing changes: a window that took the head of the next card, or the
+        # four digits a mask keeps, can leave (or form) a new Luhn-valid run beside it.
+        for _ in range(4):
+            masked = _DIGIT_RUN.sub(_mask_card_run, text)
+            if masked == text:
+                break
+            text = masked
     folded = _fold(text) if GATES else ""
     for i, (rx, (need_digits, words)) in enumerate(zip(_CREDENTIALS, _CREDENTIAL_GATES,
                                                          strict=True)):
