@@ -16,6 +16,7 @@ from bots.cli import app
 from bots.decide.policy import load_policy
 from bots.legacy.artifacts import zip_contains
 from bots.queue import CaseState, IntentState, Queue
+from bots.queue.staff import Staff
 from bots.sandbox.data import build_dataset
 from bots.sandbox.server import DEFAULT_ORDERS_USERS, DEFAULT_PAYMENTS_USERS
 from bots.tools.chaos import expected_refunds
@@ -99,6 +100,7 @@ def test_twenty_percent_failures_and_expiry_complete_every_case_without_duplicat
     # The faults go away; ops queue again what the bot gave up on (6 attempts at a 20 %
     # error rate can all fail), and the next run finishes everything, paying no one twice.
     sandbox.set_faults(error_rate=0.0, session_max_requests=None)
+    Staff.on(Queue(settings.queue_url)).add_user("ana.ops", "agent", "a long enough password")
     retried = CliRunner().invoke(app, ["cases", "retry", "--all-failed", "--agent", "ana.ops",
                                        "-m", "portal outage over"],
                                  env={"REFUND_BOTS_QUEUE_URL": settings.queue_url})
