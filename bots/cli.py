@@ -408,7 +408,8 @@ def doctor(config: ConfigOpt = None, live: Annotated[bool, typer.Option(
     for name, ok, detail in checks:
         table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
     console.print(table)
-    refused = any(name.endswith(" login") and not ok for name, ok, _ in checks)
+    refused = any(name.endswith(" login") and not ok and "refused" in detail
+                  for name, ok, detail in checks)
     # --live logs in again: never after a refusal (a password is typed once, accounts lock)
     healthy = (not refused and _doctor_live(settings)) if live else True
     raise typer.Exit(EXIT_OK if healthy and all(ok for _, ok, _ in checks) else EXIT_ERROR)
