@@ -282,7 +282,8 @@ def contacts_for(case: Case, customer: OrderCustomer) -> list[tuple[Contact, boo
         to = customer.answer_to(last) if owner else stranger_recipient(last)
         name = safe_name(next((r.customer_name for r in reversed(reqs) if r.customer_name),
                               None)) if owner else None
-        out.append((Contact(channel, to, name, tuple(reqs)), owner))
+        language = next((r.language for r in reversed(reqs) if r.language), None)
+        out.append((Contact(channel, to, name, tuple(reqs), language), owner))
     return out
 
 
