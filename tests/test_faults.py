@@ -67,9 +67,11 @@ def test_twenty_percent_failures_and_expiry_complete_every_case_without_duplicat
         sandbox, settings_for, tmp_path: Path) -> None:
     ds, reqs, today = _inputs(tmp_path)
     sandbox.set_faults(error_rate=0.2, session_max_requests=15, seed=5)
+    # No hung requests here: a submit that got no answer (a 500 mid-navigation) waits a
+    # short grace, within the run's 2 s retry horizon, before its history counts as final.
     settings = settings_for(sandbox, processing={
         "max_attempts": 6, "backoff_seconds": 0.2, "backoff_max_seconds": 2,
-        "circuit_breaker": 100})
+        "circuit_breaker": 100, "submit_grace_seconds": 1})
     execute(settings, "run", intake=True, process=True, today=today)
 
     ours = [r for r in sandbox.refunds() if r["operator"] == "refund.bot"]
