@@ -55,21 +55,8 @@ class Decisions(Store):
                         return "needs a second agent"
                     return "same agent"
                 comment = f"{comment} (second agent; first: {first.actor})".strip()
-            case.human_decision, case.human_agent, case.human_comment = decision, agent, comment
-            detail = f"{decision} by {agent}" + (f" ({amount})" if amount is not None else "")
-            detail += f": {comment}" if comment else ""
-            if decision == "reject":
-                case.state, case.outcome = CaseState.DONE, "rejected"
-                case.reason = f"Rejected by {agent}: {comment}" if comment else \
-                    f"Rejected by {agent}."
-                case.approved_amount = Decimal("0.00")
-            else:
-                case.state, case.next_attempt_at, case.attempts = CaseState.QUEUED, None, 0
-                if amount is not None:
-                    case.approved_amount = amount
-            audit(s, case.id, run_id, agent, CaseState.ESCALATED, case.state, "human_decision",
-                  detail)
-            return "applied"
+            return apply_human_decision(s, case, decision=decision, amount=amount, agent=agent,
+                                        comment=comment, run_id=run_id)
 
     def assign(self, case_id: int, *, agent: str, by: str, comment: str,
                run_id: str | None) -> bool:
@@ -116,6 +103,7 @@ def apply_human_decision(s: Session, case: Case | None, *, decision: str,
         return "already applied"
     if case.state != CaseState.ESCALATED:
         return "not escalated"
+    comment = masked(comment)  # an agent may paste the customer's card or CVV, on any route
     case.human_decision, case.human_agent, case.human_comment = decision, agent, comment
     detail = f"{decision} by {agent}" + (f" ({amount})" if amount is not None else "")
     detail += f": {comment}" if comment else ""
