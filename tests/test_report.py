@@ -5,6 +5,7 @@ import zipfile
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openpyxl import Workbook, load_workbook
@@ -224,7 +225,8 @@ def test_every_sheet_has_bold_frozen_filtered_header_and_capped_widths(report: P
         assert ws.auto_filter.ref and ws.auto_filter.ref.startswith("A1:")
         assert all(c.font.bold for c in ws[1])
         widths = [d.width for d in ws.column_dimensions.values()]
-        assert widths and max(widths) <= 60
+        # Stored widths carry Excel's cell padding (XlsxWriter: 60 characters -> 60.71).
+        assert widths and max(widths) <= 60.72
 
 
 def test_summary_run_facts_are_real_dates_and_text(report: Path) -> None:
@@ -284,11 +286,32 @@ def test_write_is_atomic_and_leaves_no_temp_file(tmp_path: Path,
     write_report(path, RUN, [case(1)], [], [])
     before = path.read_bytes()
 
-    def boom(self: object, filename: object) -> None:
+    def boom(self: Any) -> None:  # half a file written, then the disk goes
+        Path(self.filename).write_bytes(b"PK\x03\x04 half")
         raise RuntimeError("disk gone")
 
-    monkeypatch.setattr("openpyxl.workbook.workbook.Workbook.save", boom)
+    monkeypatch.setattr("xlsxwriter.Workbook.close", boom)
     with pytest.raises(RuntimeError):
         write_report(path, RUN, CASES, RECON, QUARANTINE)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.xlsx"]
+
+
+def test_the_printable_fast_path_guards_exactly_like_the_full_cleaning() -> None:
+    """neutralise() skips its regexes for printable text: same answer on every string."""
+    import random
+    import string
+
+    from bots.reports import excel_safe as xs
+
+    def full(text: str) -> str:
+        cleaned = xs._UNENCODABLE_RE.sub("\ufffd", xs._CONTROL_RE.sub("", text))
+        guard = xs.needs_guard(cleaned)
+        cleaned = cleaned.replace("\r\n", "\n").replace("\r", "\n")
+        return xs.GUARD + cleaned if guard else cleaned
+
+    alphabet = string.printable + "\u3000\xa0\uff1d\uff0b\uff0d\uff20\x85\x9f\u2028\ud800\ufffe é"
+    rng = random.Random(15)
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        assert neutralise(text) == full(text), repr(text)

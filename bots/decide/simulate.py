@@ -13,19 +13,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from openpyxl import Workbook
-
 from bots.decide import snapshot
 from bots.decide.policy import Policy, decide
 from bots.queue import Queue
 from bots.reports.report import (
     Column,
     SummaryLine,
-    _save_atomically,
     _write_summary,
     _write_table,
     money_format,
 )
+from bots.reports.xlsx import Book
 
 
 @dataclass(frozen=True)
@@ -112,9 +110,8 @@ def write_comparison(path: Path, rows: list[Replay], policy_file: Path) -> Path:
     moves = Counter(f"{r.old_outcome} -> {r.new_outcome}" for r in changed)
     lines += [SummaryLine("Changes", move, n, number_format="0")
               for move, n in sorted(moves.items())]
-    wb = Workbook(write_only=True)
-    _write_summary(wb, lines, failing=False)
-    _write_table(wb, "Cases", COLUMNS, sorted(rows, key=lambda r: (not r.changed, r.case_ref)),
-                 {}, status=("Changed", ("yes",), ""))
-    wb.properties.creator = "refund-bots"
-    return _save_atomically(wb, path)
+    with Book(path) as wb:
+        _write_summary(wb, lines, failing=False)
+        _write_table(wb, "Cases", COLUMNS, sorted(rows, key=lambda r: (not r.changed, r.case_ref)),
+                     {}, status=("Changed", ("yes",), ""))
+        return wb.save()

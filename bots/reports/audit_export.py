@@ -12,7 +12,6 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from openpyxl import Workbook
 from sqlalchemy import or_, select
 
 from bots.queue import BreakRow, Queue, RefundIntent
@@ -21,10 +20,10 @@ from bots.reports.report import (
     DATETIME_FORMAT,
     Column,
     SummaryLine,
-    _save_atomically,
     _write_summary,
     _write_table,
 )
+from bots.reports.xlsx import Book
 
 
 @dataclass(frozen=True)
@@ -107,13 +106,12 @@ def write_audit_export(path: Path, queue: Queue, since: datetime, until: datetim
         SummaryLine("Counts", "Refunds opened or settled", len(refunds), number_format="0"),
         SummaryLine("Counts", "Breaks seen or settled", len(breaks), number_format="0"),
     ]
-    wb = Workbook(write_only=True)
-    _write_summary(wb, lines, failing=not chain.ok)
-    _write_table(wb, "Audit trail", AUDIT_COLUMNS, records, {})
-    _write_table(wb, "Refunds", REFUND_COLUMNS, refunds, {})
-    _write_table(wb, "Breaks", BREAK_COLUMNS, breaks, {})
-    wb.properties.creator = "refund-bots"
-    return _save_atomically(wb, path)
+    with Book(path) as wb:
+        _write_summary(wb, lines, failing=not chain.ok)
+        _write_table(wb, "Audit trail", AUDIT_COLUMNS, records, {})
+        _write_table(wb, "Refunds", REFUND_COLUMNS, refunds, {})
+        _write_table(wb, "Breaks", BREAK_COLUMNS, breaks, {})
+        return wb.save()
 
 
 def _refunds(queue: Queue, since: datetime, until: datetime) -> list[RefundLine]:

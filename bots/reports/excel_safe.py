@@ -59,6 +59,10 @@ def neutralise(value: object) -> CellValue:
     """
     if value is None or isinstance(value, bool | int | float | Decimal | date | time):
         return value
+    if value.__class__ is str and value.isprintable():
+        # The common case, without the regexes: a printable string holds no control
+        # character, surrogate or non-character, and only a space can precede a trigger.
+        return GUARD + value if value.lstrip(" ")[:1] in _TRIGGERS else value
     text = _UNENCODABLE_RE.sub("\ufffd", _CONTROL_RE.sub("", str(value)))
     guard = needs_guard(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")

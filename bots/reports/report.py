@@ -7,8 +7,9 @@ filtered, long text wraps with its row tall enough, breaks and outcomes are colo
 conditional formatting, the Summary has a chart and prints on one landscape page.
 
 Every text cell goes through :mod:`bots.reports.excel_safe` (customer text never becomes
-a formula). The workbook is streamed (openpyxl's write-only mode: memory stays flat at
-100,000 cases) and written atomically: a crash mid-write leaves the previous report.
+a formula). The workbook is streamed (XlsxWriter's constant-memory mode, through
+:mod:`bots.reports.xlsx`: memory stays flat at 100,000 cases) and written atomically: a
+crash mid-write leaves the previous report.
 """
 
 from __future__ import annotations
@@ -16,24 +17,17 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import secrets
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from openpyxl import Workbook, load_workbook
-from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES
-from openpyxl.chart import BarChart, Reference
-from openpyxl.formatting.formatting import ConditionalFormattingList
-from openpyxl.formatting.rule import CellIsRule
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.properties import PageSetupProperties, WorksheetProperties
+from xlsxwriter.worksheet import Worksheet
 
 from bots.models import Quarantined, money
 from bots.reports.excel_safe import (
@@ -44,6 +38,7 @@ from bots.reports.excel_safe import (
 )
 from bots.reports.excel_safe import _fit as fit_text
 from bots.reports.reconcile import ReconRow, ReconStatus, summarise
+from bots.reports.xlsx import FLUSH_EVERY, Book, forget_flushed_rows, temp_path, write_value
 
 SHEETS = ("Summary", "Cases", "Reconciliation", "Breaks", "Quarantine")
 OUTCOMES = ("refunded", "partial", "rejected", "escalated", "failed", "queued")
@@ -54,10 +49,7 @@ LINE_HEIGHT = 15.0
 CHANNEL_NOTE = ("A case with several channels counts once per channel, so these counts can "
                 "add up to more than the number of cases.")
 RED, GREEN, AMBER = "F8CBAD", "C6EFCE", "FFEB9C"
-BOLD = Font(bold=True)
-HEADER_FILL = PatternFill("solid", fgColor="D9E1F2")
-WRAP = Alignment(wrap_text=True, vertical="top")
-TOP = Alignment(vertical="top")
+HEADER_FILL = "D9E1F2"
 
 
 @dataclass(frozen=True)
@@ -222,23 +214,27 @@ def write_report(path: Path, run: RunInfo, cases: Sequence[CaseRow], recon: Sequ
                  quarantined: Sequence[Quarantined], books: Books | None = None) -> Path:
     """Write the run's workbook to `path` (atomically) and return the path."""
     books = books or Books()
-    wb = Workbook(write_only=True)
+    with Book(Path(path), title=f"Refund run {run.run_id}") as book:
+        _write_workbook(book, run, cases, recon, quarantined, books)
+        return book.save()
+
+
+def _write_workbook(book: Book, run: RunInfo, cases: Sequence[CaseRow],
+                    recon: Sequence[ReconRow], quarantined: Sequence[Quarantined],
+                    books: Books) -> None:
     lines = summary_lines(run, cases, recon, quarantined, books)
-    _write_summary(wb, lines, failing=problem_count(recon, books) > 0)
+    _write_summary(book, lines, failing=problem_count(recon, books) > 0)
     now = run.finished_at
-    _write_table(wb, "Cases", CASE_COLUMNS, cases, {"age": lambda c: c.age_days(now)},
+    _write_table(book, "Cases", CASE_COLUMNS, cases, {"age": lambda c: c.age_days(now)},
                  status=("Outcome", ("rejected", "escalated", "failed", "queued"), "refunded"))
-    _write_table(wb, "Reconciliation", RECON_COLUMNS, recon,
+    _write_table(book, "Reconciliation", RECON_COLUMNS, recon,
                  {"break": lambda r: _break_label(r, books),
                   "status": lambda r: str(r.status)},
                  status=("Status", tuple(str(s) for s in ReconStatus
                                           if s is not ReconStatus.MATCHED), "matched"))
-    _write_table(wb, "Breaks", BREAK_COLUMNS, books.closing, {},
+    _write_table(book, "Breaks", BREAK_COLUMNS, books.closing, {},
                  status=("State", ("open",), "resolved"))
-    _write_table(wb, "Quarantine", QUARANTINE_COLUMNS, quarantined, {})
-    wb.properties.creator = "refund-bots"
-    wb.properties.title = str(neutralise(f"Refund run {run.run_id}"))
-    return _save_atomically(wb, Path(path))
+    _write_table(book, "Quarantine", QUARANTINE_COLUMNS, quarantined, {})
 
 
 def problem_count(recon: Sequence[ReconRow], books: Books) -> int:
@@ -463,96 +459,114 @@ def _total(amounts: Iterable[Decimal | None]) -> Decimal:
     return money(sum((a for a in amounts if a is not None), Decimal(0)))
 
 
-def _write_summary(wb: Workbook, lines: Sequence[SummaryLine], *, failing: bool) -> None:
-    ws = wb.create_sheet("Summary")
+def _write_summary(book: Book, lines: Sequence[SummaryLine], *, failing: bool) -> None:
+    ws = book.sheet("Summary")
     _sheet_setup(ws, [16, 42, 40, 60], fit_height=True)
-    ws.sheet_properties.tabColor = "C00000" if failing else "00B050"
-    ws.freeze_panes = "A2"
-    ws.append([_header_cell(ws, h) for h in SUMMARY_HEADERS])
-    result_fill = PatternFill("solid", fgColor=RED if failing else GREEN)
+    ws.set_tab_color("#C00000" if failing else "#00B050")
+    ws.freeze_panes(1, 0)
+    _write_header(book, ws, SUMMARY_HEADERS)
+    result_fill = RED if failing else GREEN
     outcome_rows = []
-    for r, line in enumerate(lines, start=2):
-        first = r == 2  # the result line: bold, red or green
-        value = _cell(ws, line.value, line.number_format, bold=first)
-        note = _cell(ws, line.note, wrap=True, bold=first)
-        cells = [_cell(ws, line.section, bold=first), _cell(ws, line.item, bold=first), value,
-                 note]
-        if first:
-            for c in cells:
-                if c is not None and not isinstance(c, str):
-                    c.fill = result_fill
-        ws.row_dimensions[r].height = _height([(line.note, 60), (str(line.value), 40)])
-        ws.append(cells)
+    for r, line in enumerate(lines, start=1):
+        first = r == 1  # the result line: bold, red or green
+        fill = result_fill if first else None
+        ws.set_row(r, _height([(line.note, 60), (str(line.value), 40)]))
+        write_value(book, ws, r, 0, line.section, bold=first, fill=fill)
+        write_value(book, ws, r, 1, line.item, bold=first, fill=fill)
+        write_value(book, ws, r, 2, line.value, line.number_format, bold=first, fill=fill)
+        write_value(book, ws, r, 3, line.note, wrap=True, bold=first, fill=fill)
         if line.section == "Cases by outcome":
             outcome_rows.append(r)
-    ws.auto_filter.ref = f"A1:D{len(lines) + 1}"
+    ws.autofilter(0, 0, len(lines), len(SUMMARY_HEADERS) - 1)
     if outcome_rows:
-        _outcome_chart(ws, outcome_rows[0], outcome_rows[-1])
+        _outcome_chart(book, ws, outcome_rows[0], outcome_rows[-1])
 
 
-def _outcome_chart(ws: Any, first: int, last: int) -> None:
-    chart = BarChart()
-    chart.type = "bar"
-    chart.title = "Cases by outcome"
-    chart.legend = None
-    chart.add_data(Reference(ws, min_col=3, min_row=first, max_row=last), titles_from_data=False)
-    chart.set_categories(Reference(ws, min_col=2, min_row=first, max_row=last))
-    chart.height, chart.width = 7, 12
-    ws.add_chart(chart, "F2")
+def _outcome_chart(book: Book, ws: Worksheet, first: int, last: int) -> None:
+    chart = book.wb.add_chart({"type": "bar"})
+    if chart is None:
+        return
+    name = ws.get_name()
+    chart.add_series({"categories": [name, first, 1, last, 1],
+                      "values": [name, first, 2, last, 2], "name": "Cases"})
+    chart.set_title({"name": "Cases by outcome"})
+    chart.set_legend({"none": True})
+    chart.set_size({"width": 454, "height": 265})  # 12 x 7 cm
+    ws.insert_chart(1, 5, chart)
 
 
 # -- tables ------------------------------------------------------------------------------
 
 
-def _write_table(wb: Workbook, title: str, columns: Sequence[Column], records: Iterable[Any],
+def _write_table(book: Book, title: str, columns: Sequence[Column], records: Iterable[Any],
                  extra: Mapping[str, Callable[[Any], Any]],
                  status: tuple[str, tuple[str, ...], str] | None = None) -> None:
-    ws = wb.create_sheet(title)
-    widths = [c.width or 14 for c in columns]
-    _sheet_setup(ws, widths)
-    ws.freeze_panes = "A2"
-    ws.print_title_rows = "1:1"
-    ws.append([_header_cell(ws, c.header) for c in columns])
+    ws = book.sheet(title)
+    _sheet_setup(ws, [c.width or 14 for c in columns])
+    ws.freeze_panes(1, 0)
+    ws.repeat_rows(0)
+    _write_header(book, ws, [c.header for c in columns])
     getters = [_getter(c, extra) for c in columns]
     wrapped = [(i, min(c.width or 14, MAX_WIDTH)) for i, c in enumerate(columns) if c.wrap]
-    n = 1
+    plan = [(i, c.number_format, c.currency, c.wrap, book.fmt(c.number_format, wrap=c.wrap),
+             book.fmt(wrap=True) if c.wrap else None) for i, c in enumerate(columns)]
+    money_formats: dict[str, Any] = {}
+    neutral, fit, number = neutralise, fit_text, _NUMBER
+    # XlsxWriter's undecorated writers (the public ones only add A1-notation parsing).
+    write_string = getattr(ws, "_write_string", ws.write_string)
+    write_number = getattr(ws, "_write_number", ws.write_number)
+    r = 0
     for record in records:
-        n += 1
+        r += 1
         values = [get(record) for get in getters]
-        cells = []
-        for col, value in zip(columns, values, strict=True):
-            fmt = col.number_format
-            if fmt == "money":
-                fmt = money_format(getattr(record, col.currency, ""))
-            cells.append(_cell(ws, value, fmt, wrap=col.wrap))
         height = _height([(values[i], w) for i, w in wrapped])
         if height > LINE_HEIGHT:
-            ws.row_dimensions[n].height = height
-        ws.append(cells)
-    last = get_column_letter(len(columns))
-    ws.auto_filter.ref = f"A1:{last}{n}"
+            ws.set_row(r, height)
+        for (i, fmt, cur_attr, wrap, cell_fmt, text_fmt), value in zip(plan, values,
+                                                                        strict=True):
+            if value is None:
+                continue
+            if fmt == "money":  # the row's currency format
+                cur = getattr(record, cur_attr, "") or ""
+                cell_fmt = money_formats.get(cur)
+                if cell_fmt is None:
+                    cell_fmt = money_formats[cur] = book.fmt(money_format(cur))
+            cls = value.__class__
+            if cls is str:
+                write_string(r, i, fit(str(neutral(value))), text_fmt)
+            elif cls in number:
+                write_number(r, i, float(value) if cls is Decimal else value, cell_fmt)
+            else:  # dates, enums, anything else: the general (slower) path
+                shown = money_format(getattr(record, cur_attr, "")) if fmt == "money" else fmt
+                write_value(book, ws, r, i, value, shown, wrap=wrap)
+        if r % FLUSH_EVERY == 0:
+            forget_flushed_rows(ws, r - 1)
+    ws.autofilter(0, 0, r, len(columns) - 1)
     if status is not None:
-        _status_colours(ws, columns, status, n)
+        _status_colours(book, ws, columns, status, r)
 
 
-def _status_colours(ws: Any, columns: Sequence[Column],
+_NUMBER = frozenset({int, float, Decimal})
+
+
+def _status_colours(book: Book, ws: Worksheet, columns: Sequence[Column],
                     status: tuple[str, tuple[str, ...], str], last_row: int) -> None:
     """Conditional colours: red for breaks/bad outcomes, green for matched/done."""
     header, bad, good = status
     index = next((i for i, c in enumerate(columns) if c.header == header), None)
-    if index is None or last_row < 2:
+    if index is None or last_row < 1:
         return
-    letter = get_column_letter(index + 1)
-    area = f"{letter}2:{letter}{last_row}"
-    red, green = PatternFill("solid", bgColor=RED), PatternFill("solid", bgColor=GREEN)
+    red, green = book.conditional_fill(RED), book.conditional_fill(GREEN)
+
+    def rule(value: str, fill: Any) -> None:
+        ws.conditional_format(1, index, last_row, index, {
+            "type": "cell", "criteria": "equal to", "value": f'"{value}"', "format": fill})
+
     for value in bad:
-        ws.conditional_formatting.add(area, CellIsRule(operator="equal",
-                                                       formula=[f'"{value}"'], fill=red))
-    ws.conditional_formatting.add(area, CellIsRule(operator="equal", formula=[f'"{good}"'],
-                                                   fill=green))
+        rule(value, red)
+    rule(good, green)
     if good == "refunded":
-        ws.conditional_formatting.add(area, CellIsRule(
-            operator="equal", formula=['"partial"'], fill=PatternFill("solid", bgColor=AMBER)))
+        rule("partial", book.conditional_fill(AMBER))
 
 
 def _getter(col: Column, extra: Mapping[str, Callable[[Any], Any]]) -> Callable[[Any], Any]:
@@ -564,71 +578,20 @@ def _getter(col: Column, extra: Mapping[str, Callable[[Any], Any]]) -> Callable[
     return lambda record: getattr(record, name)
 
 
-def _sheet_setup(ws: Any, widths: Sequence[float], *, fit_height: bool = False) -> None:
-    """Widths, print setup (landscape, fit to width, repeated header), conditional list."""
-    ws.conditional_formatting = ConditionalFormattingList()
-    for i, width in enumerate(widths, start=1):
-        ws.column_dimensions[get_column_letter(i)].width = min(max(width, MIN_WIDTH), MAX_WIDTH)
-    ws.sheet_properties = WorksheetProperties(pageSetUpPr=PageSetupProperties(fitToPage=True))
-    ws.page_setup.orientation = "landscape"
-    ws.page_setup.paperSize = "9"  # A4
-    ws.page_setup.fitToWidth = 1
-    ws.page_setup.fitToHeight = 1 if fit_height else 0
-    ws.print_options.gridLines = False
-    ws.page_margins.left = ws.page_margins.right = 0.4
+def _sheet_setup(ws: Worksheet, widths: Sequence[float], *, fit_height: bool = False) -> None:
+    """Widths, print setup (landscape, A4, fit to width, repeated header)."""
+    for i, width in enumerate(widths):
+        ws.set_column(i, i, min(max(width, MIN_WIDTH), MAX_WIDTH))
+    ws.set_landscape()
+    ws.set_paper(9)  # A4
+    ws.fit_to_pages(1, 1 if fit_height else 0)
+    ws.set_margins(left=0.4, right=0.4)
 
 
-def _header_cell(ws: Any, text: str) -> Any:
-    cell = WriteOnlyCell(ws, text)
-    cell.font = BOLD
-    cell.fill = HEADER_FILL
-    cell.alignment = WRAP
-    return cell
-
-
-def _cell(ws: Any, value: object, number_format: str | None = None, *, wrap: bool = False,
-          bold: bool = False) -> Any:
-    """A safe cell: text neutralised and typed as text; money, dates and counts as numbers.
-
-    Values that need no style go out as plain values (openpyxl's streaming writer reuses
-    one cell for them): a neutralised string can never start with "=", and an error-like
-    text ("#N/A") is forced to text. Only money, wrapped and bold cells get a cell object.
-    """
-    safe = neutralise(value)
-    if safe is None:
-        return None
-    if isinstance(safe, str):
-        safe = fit_text(safe)
-        if not wrap and not bold and safe not in ERROR_CODES:
-            return safe
-        cell = WriteOnlyCell(ws)
-        cell.value = safe
-        cell.data_type = "s"  # never a formula or an error value, whatever it looks like
-        if wrap:
-            cell.alignment = WRAP
-        if bold:
-            cell.font = BOLD
-        return cell
-    if isinstance(safe, datetime) and safe.tzinfo is not None:
-        safe = safe.astimezone(UTC).replace(tzinfo=None)
-    if isinstance(safe, Decimal) and number_format not in (None, "0"):
-        safe = money(safe)
-    plain_format = number_format in (None, "0", DATETIME_FORMAT, DATE_FORMAT)
-    if plain_format and not bold and not isinstance(safe, Decimal) and (
-            number_format != DATE_FORMAT or not isinstance(safe, date)
-            or isinstance(safe, datetime)):
-        return safe  # ints, datetimes (openpyxl gives them a date format), floats
-    cell = WriteOnlyCell(ws)
-    cell.value = safe
-    if number_format:
-        cell.number_format = number_format
-    elif isinstance(safe, datetime):
-        cell.number_format = DATETIME_FORMAT
-    elif isinstance(safe, date):
-        cell.number_format = DATE_FORMAT
-    if bold:
-        cell.font = BOLD
-    return cell
+def _write_header(book: Book, ws: Worksheet, headers: Sequence[str]) -> None:
+    fmt = book.fmt(wrap=True, bold=True, fill=HEADER_FILL)
+    for i, text in enumerate(headers):
+        ws.write_string(0, i, fit_text(str(neutralise(text))), fmt)
 
 
 def _height(texts: Iterable[tuple[object, float]]) -> float:
@@ -638,11 +601,12 @@ def _height(texts: Iterable[tuple[object, float]]) -> float:
         if not isinstance(value, str) or not value:
             continue
         per_line = max(int(width * 1.1), 1)
+        if len(value) <= per_line and "\n" not in value:
+            continue
         count = sum(max(math.ceil(len(part) / per_line), 1)
                     for part in value[: per_line * MAX_LINES].split("\n"))
         lines = max(lines, min(count, MAX_LINES))
     return lines * LINE_HEIGHT
-
 
 def _break_label(row: ReconRow, books: Books) -> str:
     if row.status is ReconStatus.MATCHED:
@@ -658,10 +622,10 @@ def _break_label(row: ReconRow, books: Books) -> str:
 
 
 def _save_atomically(wb: Workbook, path: Path) -> Path:
-    """Save next to `path`, flush to disk, then rename over it: all or nothing."""
+    """Save an openpyxl workbook (escalations.xlsx) next to `path`, flush it to disk, then
+    rename it over `path`: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would survive the rename and hide the report from ops.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "xb") as fh:
             wb.save(fh)
@@ -699,5 +663,5 @@ def _read_value(cell: Any) -> Any:
     return value
 
 
-__all__ = ["BOLD", "ERROR_CODES", "SHEETS", "BreakLine", "Books", "CaseRow", "Column",
+__all__ = ["ERROR_CODES", "SHEETS", "BreakLine", "Books", "CaseRow", "Column",
            "RunInfo", "SummaryLine", "money_format", "read_report", "write_report"]
