@@ -1196,11 +1196,33 @@ def bench_reconcile_cmd(n: Annotated[int, typer.Option(help="Ledger entries (and
 
 @bench_app.command("report")
 def bench_report_cmd(n: Annotated[int, typer.Option(help="Cases in the workbook.")] = 100_000,
-                     repeat: Annotated[int, typer.Option(help="Timed passes.")] = 1) -> None:
+                     repeat: Annotated[int, typer.Option(help="Timed passes.")] = 1,
+                     against: Annotated[str | None, typer.Option(
+                         help="A git revision (e.g. main): write the same workbook with its "
+                              "code too, alternately, each pass in a fresh process.")] = None,
+                     ) -> None:
     """Write the reconciliation workbook for N generated cases; seconds and peak memory."""
-    from bots.tools.bench_reconcile import bench_report
+    from bots.tools.bench_reconcile import bench_report, bench_report_against
 
     configure_console(False)
+    if against:
+        import statistics
+        import subprocess
+
+        try:
+            sides = bench_report_against(n, against, repeat)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            console.print(f"[red]bench failed:[/] {exc}")
+            raise typer.Exit(EXIT_ERROR) from None
+        console.print(f"workbook for {n:,} cases, {repeat} pass(es) each, alternately:")
+        for s in sides:
+            rss = s.rss_growth_mb or [0.0]
+            console.print(f"  {s.label}: median {statistics.median(s.cpu):.2f} s CPU, "
+                          f"{statistics.median(s.wall):.2f} s wall "
+                          f"{[round(x, 2) for x in s.wall]}; peak Python memory "
+                          f"{s.peak_mb:.0f} MB, peak RSS growth {statistics.median(rss):.0f} "
+                          f"MB; file {s.size_mb:.1f} MB")
+        return
     r = bench_report(n, repeat)
     console.print(f"workbook for {n:,} cases: median {r.median:.2f} s wall, {r.cpu_median:.2f} s "
                   f"CPU {[round(x, 2) for x in r.seconds]}, peak Python memory "

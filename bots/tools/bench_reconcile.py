@@ -9,8 +9,12 @@ are measured on generated data: the generation is not timed, the work is, median
 from __future__ import annotations
 
 import gc
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -155,3 +159,72 @@ def bench_report(n: int, repeat: int = 3) -> ReportBench:
                 cpu.append(used)
             size = path.stat().st_size / 1e6
     return ReportBench(n, seconds, cpu, peak, size)
+
+
+# -- before/after, side by side --------------------------------------------------------------
+
+_CHILD = """
+import gc, json, resource, sys, tempfile, time, tracemalloc
+from datetime import UTC, datetime
+from pathlib import Path
+from bots.reports.report import RunInfo, write_report
+from bots.tools.bench_reconcile import generate_cases
+n, traced = int(sys.argv[1]), sys.argv[2] == "1"
+cases, recon = generate_cases(n)
+info = RunInfo("bench", datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 1, 1, tzinfo=UTC),
+               "http://orders", "http://payments")
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
+    gc.collect()
+    if traced:
+        tracemalloc.start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    write_report(Path(tmp) / "r.xlsx", info, cases, recon, [])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = tracemalloc.get_traced_memory()[1] / 1e6 if traced else 0.0
+    size = (Path(tmp) / "r.xlsx").stat().st_size / 1e6
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"wall": wall, "cpu": cpu, "peak_mb": peak, "size_mb": size,
+                  "rss_growth_mb": max(rss - base, 0) / 1024}))
+"""
+
+
+@dataclass
+class SideBySide:
+    label: str
+    wall: list[float]
+    cpu: list[float]
+    peak_mb: float = 0.0  # Python allocations while writing (tracemalloc, its own pass)
+    rss_growth_mb: list[float] | None = None  # the process's peak RSS growth while writing
+    size_mb: float = 0.0
+
+
+def bench_report_against(n: int, before: str, repeat: int = 3) -> list[SideBySide]:
+    """The workbook for n cases written by git revision `before` and by this code, each pass
+    in a fresh process, alternately (before, after, before, after...): medians that a
+    shared machine's load distorts alike. Memory is measured in one extra traced pass each.
+    """
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory(prefix="bench-before-") as tmp:
+        archive = subprocess.run(["git", "-C", str(root), "archive", before, "bots"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        sides = [SideBySide(f"before ({before})", [], [], rss_growth_mb=[]),
+                 SideBySide("after (this code)", [], [], rss_growth_mb=[])]
+        paths = [tmp, str(root)]
+        for i in range(repeat + 1):
+            for side, path in zip(sides, paths, strict=True):
+                env = {**os.environ, "PYTHONPATH": path}
+                out = subprocess.run([sys.executable, "-c", _CHILD, str(n), "1" if i == 0 else "0"],
+                                     check=True, capture_output=True, text=True, env=env,
+                                     cwd=path).stdout
+                got = json.loads(out.strip().splitlines()[-1])
+                side.size_mb = got["size_mb"]
+                if i == 0:
+                    side.peak_mb = got["peak_mb"]
+                    continue
+                side.wall.append(got["wall"])
+                side.cpu.append(got["cpu"])
+                assert side.rss_growth_mb is not None
+                side.rss_growth_mb.append(got["rss_growth_mb"])
+    return sides
