@@ -20,6 +20,7 @@ from bots.credentials import ENV_PREFIX, secret
 from bots.errors import ConfigError
 from bots.intake.sources import AnySource
 from bots.notify import NotifySettings
+from bots.reports.threeway import ReconcileSettings
 
 DEFAULT_SETTINGS = Path("config/settings.yaml")
 __all__ = ["ConfigError", "Settings", "load_settings", "secret"]
@@ -106,6 +107,8 @@ class Settings(_Model):
     # issue 15: clear-text connections to other machines are refused unless this says so
     # (bots/transport.py); `doctor` warns while it is on.
     allow_insecure_transport: bool = False
+    # issue 15: the report's three-way check against the order notes (bots/reports/threeway.py)
+    reconcile: ReconcileSettings = ReconcileSettings()
 
     @field_validator("runs_dir")
     @classmethod

@@ -234,7 +234,8 @@ def test_summarise_counts_every_status_including_zero() -> None:
     assert list(counts) == list(ReconStatus)
     assert counts == {S.MATCHED: 1, S.MISSING_IN_PORTAL: 1, S.NOT_IN_LEDGER: 1,
                       S.AMOUNT_MISMATCH: 0, S.DUPLICATE: 0, S.OVER_REFUNDED: 0,
-                      S.UNCONFIRMED: 0, S.UNVERIFIED: 0}
+                      S.UNCONFIRMED: 0, S.UNVERIFIED: 0, S.NOTE_MISSING: 0, S.ORPHAN_NOTE: 0,
+                      S.NOTES_UNVERIFIED: 0}
 
 
 def test_unverified_rows_when_the_portal_cannot_be_read() -> None:

@@ -7,15 +7,17 @@ import asyncio
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import bots.work.reconciling as reconciling
-from bots.errors import AppUnavailable
+from bots.errors import AppUnavailable, UnknownPage
 from bots.models import PortalRefund
 from bots.queue import Queue
 from bots.reports.reconcile import ReconStatus
+from bots.reports.threeway import OrderNotesSettings, ReconcileSettings
 from bots.runs import RunFolder
 
 
@@ -41,12 +43,30 @@ class FakeContext:
         return None
 
 
+class FakeOrders:
+    """Order pages: notes per order, or the error reading that order's page raises."""
+
+    def __init__(self, pages: dict[str, list[str] | Exception | None]) -> None:
+        self.pages, self.read = pages, []
+
+    async def read_notes(self, order_number: str) -> list[str] | None:
+        self.read.append(order_number)
+        page = self.pages.get(order_number, [])
+        if isinstance(page, Exception):
+            raise page
+        return page
+
+
 class FakeSession:
-    def __init__(self, payments: FakePayments) -> None:
-        self.payments = payments
+    def __init__(self, payments: FakePayments, orders: FakeOrders | None = None,
+                 notes: OrderNotesSettings | None = None) -> None:
+        self.payments, self.orders = payments, orders or FakeOrders({})
+        self.settings = SimpleNamespace(reconcile=ReconcileSettings(
+            order_notes=notes or OrderNotesSettings(enabled=False)))
 
     async def worker(self, name: str) -> Any:
-        return type("W", (), {"payments": self.payments, "context": FakeContext()})()
+        return type("W", (), {"payments": self.payments, "orders": self.orders,
+                              "context": FakeContext()})()
 
 
 @pytest.fixture(autouse=True)
@@ -89,3 +109,67 @@ def test_a_flaky_day_is_retried_and_a_dead_day_leaves_only_its_entries_unverifie
         run2.close()
     assert [b.business_day for b in rec2.update.closed_by_match] == [yesterday.isoformat()]
     assert [b.refund_id for b in rec2.live] == ["RF-000077"]
+
+
+def test_order_notes_an_unreadable_order_page_leaves_its_refunds_unverified(
+        tmp_path: Path) -> None:
+    """The three-way step: a refund with its note agrees, one without is a break, a note
+    naming a refund the portal does not list is a break, and an order page that cannot be
+    recognised makes its refund "not verified" with the reason (never matched)."""
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    now = datetime.now(UTC)
+    run = RunFolder.create(tmp_path / "runs")
+
+    def refund(rid: str, order: str) -> PortalRefund:
+        return PortalRefund(rid, Decimal("5.00"), "other", "goodwill", "jsmith", now, order,
+                            "EUR", f"TX-{order}")
+
+    listing = [refund("RF-1", "ORD-1"), refund("RF-2", "ORD-2"), refund("RF-3", "ORD-3"),
+               refund("RF-4", "ORD-4")]
+    orders = FakeOrders({
+        "ORD-1": ["goodwill (RF-1), agreed by phone"],
+        "ORD-2": ["customer called"],
+        "ORD-3": UnknownPage("order system: the page is not recognised"),
+        "ORD-4": ["Refund RF-4 of 5.00 EUR issued by refund-bots for case C-000004.",
+                  "Refund RF-404 of 5.00 EUR issued by refund-bots for case C-000004."],
+    })
+    session = FakeSession(FakePayments({now.date(): listing}, {}), orders,
+                          OrderNotesSettings(max_orders=10))
+    try:
+        rec = asyncio.run(reconciling.reconcile_run(queue, run, session, now))
+    finally:
+        run.close()
+    notes = {(str(r.status), r.order_number): r.note for r in rec.rows
+             if r.break_key.startswith("note:")}
+    assert set(notes) == {("refund without its order note", "ORD-2"),
+                          ("not verified: order notes unread", "ORD-3"),
+                          ("order note without its refund", "ORD-4")}
+    assert "not recognised" in notes[("not verified: order notes unread", "ORD-3")]
+    assert "RF-404" in notes[("order note without its refund", "ORD-4")]
+    assert sorted(orders.read) == ["ORD-1", "ORD-2", "ORD-3", "ORD-4"]
+    live = {b.kind for b in rec.live}
+    assert {"refund without its order note", "order note without its refund",
+            "not verified: order notes unread"} <= live
+
+
+def test_order_notes_over_the_cap_are_unverified_and_the_step_can_be_turned_off(
+        tmp_path: Path) -> None:
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    now = datetime.now(UTC)
+    listing = [PortalRefund(f"RF-{i}", Decimal("5.00"), "other", "x", "jsmith", now,
+                            f"ORD-{i}", "EUR", f"TX-{i}") for i in range(3)]
+    orders = FakeOrders({f"ORD-{i}": [f"refund RF-{i}"] for i in range(3)})
+    run = RunFolder.create(tmp_path / "runs")
+    try:
+        capped = asyncio.run(reconciling.reconcile_run(
+            queue, run, FakeSession(FakePayments({now.date(): listing}, {}), orders,
+                                    OrderNotesSettings(max_orders=2)), now))
+        off_orders = FakeOrders({})
+        off = asyncio.run(reconciling.reconcile_run(
+            queue, run, FakeSession(FakePayments({now.date(): listing}, {}), off_orders,
+                                    OrderNotesSettings(enabled=False)), now))
+    finally:
+        run.close()
+    [over] = [r for r in capped.rows if r.status is ReconStatus.NOTES_UNVERIFIED]
+    assert over.order_number == "ORD-2" and "max_orders" in over.note
+    assert off_orders.read == [] and not any(r.break_key.startswith("note:") for r in off.rows)

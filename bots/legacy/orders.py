@@ -58,7 +58,27 @@ class OrdersApp(LegacyApp):
         """
         return await self.logged_in(lambda: self._add_note(order_number, text, marker))
 
+    async def read_notes(self, order_number: str) -> list[str] | None:
+        """The texts of every note on the order (the reconciliation's third way).
+
+        None only on the app's own "not found" page; [] when the order shows no note. A
+        page that is not recognised, or shows another order, raises (UnknownPage).
+        """
+        return await self.logged_in(lambda: self._read_notes(order_number))
+
     # -- steps -------------------------------------------------------------------------
+
+    async def _read_notes(self, order_number: str) -> list[str] | None:
+        which, frame = await self._open_order(order_number)
+        if which == "not_found":
+            return None
+        o = self.sel.order
+        page = await self.read_page(frame, "order", {"order_number": o.order_number})
+        shown = page.fields.text("order_number")
+        if shown.lower() != order_number.lower():
+            raise UnknownPage(f"{self.app_name}: asked for the notes of order {order_number}, "
+                              f"the page shows {shown!r} ({frame.url})")
+        return [" ".join(t.split()) for t in await self.texts(frame, o.notes)]
 
     async def _open_order(self, order_number: str) -> tuple[str, Frame]:
         o = self.sel.order

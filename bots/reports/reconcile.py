@@ -84,6 +84,10 @@ class ReconStatus(StrEnum):
     OVER_REFUNDED = "over-refunded charge"
     UNCONFIRMED = "found in portal, not confirmed in ledger"
     UNVERIFIED = "not verified: portal unreachable"
+    # The three-way check against the order system's notes (bots/reports/threeway.py).
+    NOTE_MISSING = "refund without its order note"
+    ORPHAN_NOTE = "order note without its refund"
+    NOTES_UNVERIFIED = "not verified: order notes unread"
 
 
 class ReconRow(NamedTuple):
@@ -110,6 +114,10 @@ class ReconRow(NamedTuple):
     @property
     def break_key(self) -> str:
         """What a break is *about*, stable across runs (its status may change)."""
+        if self.status in (ReconStatus.NOTE_MISSING, ReconStatus.ORPHAN_NOTE,
+                           ReconStatus.NOTES_UNVERIFIED):
+            return (f"note:{self.order_number.strip().upper()}:"
+                    f"{(self.portal_refund_id or '').strip()}")
         if self.status is ReconStatus.OVER_REFUNDED:
             return f"charge:{self.transaction_id or self.order_number}"
         if self.status in (ReconStatus.DUPLICATE, ReconStatus.NOT_IN_LEDGER) \

@@ -12,6 +12,7 @@ is still seen when the run's report is written again.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,14 @@ from bots.reports.reconcile import (
     reconcile,
     reference_words,
     unread_day,
+)
+from bots.reports.threeway import (
+    OrderNotes,
+    OrderNotesSettings,
+    ThreeWay,
+    check_notes,
+    orders_to_read,
+    refunds_to_check,
 )
 from bots.runs import RunFolder
 
@@ -80,8 +89,16 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
     rows = reconcile([_entry(f) for f in ledger], listing, approvals=_approvals(ledger),
                      charges=charges, unread_days=unread)
     rows = [unread_day(d, "retried") for d in unread] + rows  # never "OK" over a blind spot
+    notes_agreed: list[str] = []
+    wanted = session.settings.reconcile.order_notes
+    if wanted.enabled:
+        three = await _three_way(queue, session, run, rows, ledger, first, wanted)
+        rows += three.rows
+        notes_agreed = three.agreed
+        run.log.info("reconciliation: order notes of {} order(s) read, {} not read",
+                     three.orders_read, three.orders_unread)
     sightings = [_sighting(r) for r in rows if r.status is not ReconStatus.MATCHED]
-    matched = [r.break_key for r in rows if r.status is ReconStatus.MATCHED]
+    matched = [r.break_key for r in rows if r.status is ReconStatus.MATCHED] + notes_agreed
     problems = {x.key for x in sightings}
     # An intent with no problem row agrees with the portal (matched, or verified absent):
     # a break an earlier report opened about it is over.
@@ -124,6 +141,59 @@ async def _read_listing(session: BotSession, run: RunFolder, first: date, last: 
     finally:
         await worker.context.close()
     return listing, unread, notes
+
+
+async def _three_way(queue: Queue, session: BotSession, run: RunFolder, rows: list[ReconRow],
+                     ledger: list[LedgerFacts], first: date, wanted: OrderNotesSettings
+                     ) -> ThreeWay:
+    """Read the notes of the period's orders and compare them with the portal's refunds."""
+    refunds = refunds_to_check(rows)
+    to_read, over = orders_to_read(refunds, (f.intent.order_number for f in ledger),
+                                   wanted.max_orders)
+    notes = OrderNotes(unread={o: f"over reconcile.order_notes.max_orders "
+                                  f"({wanted.max_orders}) order pages for one report"
+                               for o in over})
+    if to_read:
+        await _read_notes(session, run, to_read, notes)
+    named = {m.group("value").strip().rstrip(".") for texts in notes.read.values()
+             for t in texts for m in re.finditer(wanted.bot_note_pattern, t)}
+    listed = {r.refund_id for r in refunds}
+    start = datetime.combine(first, time(), UTC)
+    known_before = {f.intent.refund_number: f.case.ref for f in queue.reconciliation_ledger(
+        since=datetime.max.replace(tzinfo=UTC), run_id="", keys=(),
+        refund_numbers=sorted(named - listed))
+        if f.intent.refund_number and _aware(f.intent.created_at) < start}
+    return check_notes(refunds, notes, known_before, pattern=wanted.bot_note_pattern)
+
+
+async def _read_notes(session: BotSession, run: RunFolder, orders: list[str],
+                      notes: OrderNotes) -> None:
+    """Each order's notes, through the order page object; what cannot be read says why."""
+    try:
+        worker = await session.worker("report-notes")
+    except (SystemException, PlaywrightError) as exc:
+        run.log.error("reconciliation: no browser context for the order system: {}", exc)
+        notes.unread.update(dict.fromkeys(orders, f"the order system could not be opened: {exc}"))
+        return
+    try:
+        for order in orders:
+            try:
+                got = await worker.orders.read_notes(order)
+            except (SystemException, PlaywrightError) as exc:
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                run.log.error("reconciliation: notes of order {} not read: {}", order, why)
+                notes.unread[order] = f"its page could not be read ({why})"
+                continue
+            if got is None:
+                notes.unread[order] = "the order system does not find the order"
+            else:
+                notes.read[order] = got
+    finally:
+        await worker.context.close()
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _days(first: date, last: date) -> list[date]:
