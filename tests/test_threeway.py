@@ -132,3 +132,9 @@ def test_the_note_pattern_setting_needs_its_value_group() -> None:
     got = check_notes([], OrderNotes(read={"O": ["Erstattung RF-7 durch refund-bots"]}), {},
                       pattern=custom.bot_note_pattern)
     assert statuses(got.rows) == [(str(S.ORPHAN_NOTE), "O", "RF-7")]
+
+
+def test_a_refund_whose_case_a_runner_is_still_working_is_left_to_its_own_report() -> None:
+    got = check_notes([refund("RF-000012", "ORD-12")], OrderNotes(read={"ORD-12": []}), {},
+                      in_progress={"C-000001"})
+    assert got.rows == [] and got.agreed == []  # neither a break nor agreed: not yet due

@@ -19,7 +19,7 @@ refunds "not verified", with the reason: never matched, never a silent pass.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -120,12 +120,14 @@ def orders_to_read(refunds: Sequence[ListedRefund], ledger_orders: Iterable[str]
 
 
 def check_notes(refunds: Sequence[ListedRefund], notes: OrderNotes,
-                known_before: Mapping[str, str], *, pattern: str = BOT_NOTE_PATTERN
-                ) -> ThreeWay:
+                known_before: Mapping[str, str], *, pattern: str = BOT_NOTE_PATTERN,
+                in_progress: Collection[str] = ()) -> ThreeWay:
     """Compare the portal's refunds with the notes on their orders.
 
     `known_before`: refund numbers the queue recorded before the period (refund -> case
     ref): a note naming one of them is about an earlier period, not a break now.
+    `in_progress`: cases a runner is working on right now (its note is the step after the
+    refund): their refunds are checked by the report written after they finish, not here.
     """
     rx = re.compile(pattern)
     listed = {r.refund_id.strip() for r in refunds}
@@ -133,6 +135,8 @@ def check_notes(refunds: Sequence[ListedRefund], notes: OrderNotes,
     rows: list[ReconRow] = []
     agreed: list[str] = []
     for r in refunds:
+        if r.case_ref is not None and r.case_ref in in_progress:
+            continue
         order = r.order_number.strip()
         key_row = _refund_row(r, order)
         if not order:

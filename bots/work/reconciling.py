@@ -23,7 +23,7 @@ from playwright.async_api import Error as PlaywrightError
 from bots.errors import SystemException
 from bots.legacy.session import BotSession
 from bots.models import ChargeFacts, PortalRefund
-from bots.queue import BreakRow, Queue, Sighting, utcnow
+from bots.queue import BreakRow, CaseState, Queue, Sighting, utcnow
 from bots.queue.breaks import BreakUpdate, LedgerFacts
 from bots.reports.reconcile import (
     Approval,
@@ -163,7 +163,9 @@ async def _three_way(queue: Queue, session: BotSession, run: RunFolder, rows: li
         since=datetime.max.replace(tzinfo=UTC), run_id="", keys=(),
         refund_numbers=sorted(named - listed))
         if f.intent.refund_number and _aware(f.intent.created_at) < start}
-    return check_notes(refunds, notes, known_before, pattern=wanted.bot_note_pattern)
+    working = {f.case.ref for f in ledger if f.case.state == CaseState.PROCESSING}
+    return check_notes(refunds, notes, known_before, pattern=wanted.bot_note_pattern,
+                       in_progress=working)
 
 
 async def _read_notes(session: BotSession, run: RunFolder, orders: list[str],
