@@ -1228,6 +1228,25 @@ def bench_report_cmd(n: Annotated[int, typer.Option(help="Cases in the workbook.
                   f"CPU {[round(x, 2) for x in r.seconds]}, peak Python memory "
                   f"{r.peak_mb:.0f} MB (extra traced pass), file {r.size_mb:.1f} MB")
 
+@bench_app.command("listing")
+def bench_listing_cmd(refunds: Annotated[int, typer.Option(
+        help="Refunds keyed into the sandbox portal for today.")] = 20_000) -> None:
+    """A busy day: N refunds in the sandbox portal, a report with the default settings;
+    seconds, and how many rows were left unverified."""
+    from bots.tools.bench_listing import bench_listing
+
+    configure_console(False)
+    r = bench_listing(refunds)
+    console.print(f"{refunds:,} refunds in one day: the day's export read in "
+                  f"{r.listing_seconds:.2f} s ({r.listed:,} listed); the whole report "
+                  f"(listing, ledger, order notes, breaks, workbook) {r.seconds:.1f} s")
+    for status, n in r.statuses.items():
+        if n:
+            console.print(f"  {status}: {n:,}")
+    console.print(f"rows not verified: {r.unverified:,}")
+    if r.unverified:
+        raise typer.Exit(EXIT_PROBLEMS)
+
 # == end of issue 15 block ==================================================================
 
 
