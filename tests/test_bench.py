@@ -55,3 +55,24 @@ def test_bench_reconcile_and_report_run_small() -> None:
     assert r.problems > 0 and len(ledger) == len(portal) == 3000 and r.cpu
     w = bench_report(50, repeat=1)
     assert w.size_mb > 0 and w.peak_mb > 0 and len(w.seconds) == 1
+
+
+@pytest.mark.e2e
+def test_a_busy_day_reconciles_with_the_default_settings(monkeypatch) -> None:  # noqa: ANN001
+    """The short version of `refund-bots bench listing --refunds 20000`: a day of refunds in
+    the sandbox portal, read with the default settings, leaves no row unverified."""
+    from bots.cli import app as cli
+
+    monkeypatch.chdir(ROOT)
+    out = CliRunner().invoke(cli, ["bench", "listing", "--refunds", "1500"])
+    assert out.exit_code == 0, out.output
+    assert "(1,500 listed)" in out.output and "rows not verified: 0" in out.output
+
+
+def test_bench_report_against_another_revision_runs_both(tmp_path) -> None:  # noqa: ANN001
+    """`bench report --against REV`: the revision's code and this code, side by side."""
+    from bots.tools.bench_reconcile import bench_report_against
+
+    before, after = bench_report_against(30, "HEAD", repeat=1)
+    assert before.label == "before (HEAD)" and after.label.startswith("after")
+    assert len(before.cpu) == len(after.cpu) == 1 and before.size_mb > 0 < after.size_mb
