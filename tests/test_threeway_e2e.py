@@ -79,6 +79,18 @@ def test_refunds_and_notes_agree_and_each_disagreement_is_a_break(
     assert summary[("Reconciliation", ORPHAN_NOTE)] == 1
     assert "open break" in str(summary[("Result", "Reconciliation")])
 
+    # The unsure path: the order's page answers only errors. Its refund is "not verified"
+    # with the reason, never matched; the break about its stray note stays open.
+    sandbox.set_faults(error_rate=1.0, error_paths=f"^/orders/{paid['order_number']}$")
+    result = CliRunner().invoke(app, ["report", run1])
+    assert result.exit_code == EXIT_PROBLEMS, result.output
+    data = book(settings, run1)
+    [unread] = [r for r in data["Reconciliation"]
+                if r["Status"] == "not verified: order notes unread"]
+    assert unread["Portal refund id"] == paid["refund_id"]
+    assert "could not be read" in str(unread["Note"])
+    assert ORPHAN_NOTE in {b["Kind"] for b in data["Breaks"]}
+
 
 @pytest.mark.parametrize("sandbox", ["default", "oldschool"], indirect=True)
 def test_the_order_page_object_reads_notes_in_both_skins(sandbox, settings_for) -> None:  # noqa: ANN001
