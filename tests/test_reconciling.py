@@ -173,3 +173,5 @@ def test_order_notes_over_the_cap_are_unverified_and_the_step_can_be_turned_off(
     [over] = [r for r in capped.rows if r.status is ReconStatus.NOTES_UNVERIFIED]
     assert over.order_number == "ORD-2" and "max_orders" in over.note
     assert off_orders.read == [] and not any(r.break_key.startswith("note:") for r in off.rows)
+    assert "enabled is false" in off.order_notes  # the Summary says the step did not run
+    assert capped.order_notes.startswith("2 order(s) read, 1 not read")

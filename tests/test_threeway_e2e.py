@@ -50,6 +50,8 @@ def test_refunds_and_notes_agree_and_each_disagreement_is_a_break(
     assert not [r for r in first["Reconciliation"]
                 if r["Status"] in (NOTE_MISSING, ORPHAN_NOTE) or "notes" in str(r["Status"])]
     assert any(r["Status"] == "matched" for r in first["Reconciliation"])
+    said = {(r["Section"], r["Item"]): r["Value"] for r in first["Summary"]}
+    assert " 0 not read" in str(said[("Run", "Order notes (three-way)")])
 
     # A refund keyed straight into the portal, with no note on its order...
     ours = {str(r["order_number"]) for r in sandbox.refunds()}

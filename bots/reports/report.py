@@ -126,6 +126,7 @@ class Books:
     unread_days: Sequence[date] = ()
     listing_size: int = 0
     chain_head: str = ""
+    order_notes: str = ""  # the three-way step against the order notes, in words
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,9 @@ def _run_lines(run: RunInfo, books: Books) -> list[SummaryLine]:
             f"{books.first_day} to {books.last_day} (business days, UTC)",
             f"{books.listing_size} refund(s) listed" +
             (f"; NOT READ (retried): {unread}" if unread else "")))
+    if books.order_notes:
+        lines.append(SummaryLine("Run", "Order notes (three-way)", books.order_notes,
+                                 "each refund's note on its order, each note's refund"))
     if books.chain_head:
         lines.append(SummaryLine("Run", "Audit chain head", books.chain_head,
                                  "check later with: refund-bots audit verify --head "

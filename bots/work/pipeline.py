@@ -243,7 +243,7 @@ def books_for(rec: Reconciliation, chain_head: str) -> Books:
                  new_breaks=len(rec.update.new), settled=settled,
                  break_refs={k: b.ref for k, b in rec.update.states.items()},
                  unread_days=rec.unread_days, listing_size=rec.listing_size,
-                 chain_head=chain_head)
+                 chain_head=chain_head, order_notes=rec.order_notes)
 
 
 def break_line(b: BreakRow, now: datetime) -> BreakLine:

@@ -60,6 +60,7 @@ class Reconciliation:
     live: list[BreakRow]  # every open / investigating break after this reconciliation
     listing_size: int = 0
     notes: list[str] = field(default_factory=list)
+    order_notes: str = ""  # what the three-way step read, in words (the Summary says it)
 
     def settled(self, row: ReconRow) -> BreakRow | None:
         """The closed break a problem row belongs to (a person settled it), else None."""
@@ -91,10 +92,13 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
     rows = [unread_day(d, "retried") for d in unread] + rows  # never "OK" over a blind spot
     notes_agreed: list[str] = []
     wanted = session.settings.reconcile.order_notes
+    said = "not checked: reconcile.order_notes.enabled is false"
     if wanted.enabled:
         three = await _three_way(queue, session, run, rows, ledger, first, wanted)
         rows += three.rows
         notes_agreed = three.agreed
+        said = (f"{three.orders_read} order(s) read, {three.orders_unread} not read "
+                "(their refunds: not verified)")
         run.log.info("reconciliation: order notes of {} order(s) read, {} not read",
                      three.orders_read, three.orders_unread)
     sightings = [_sighting(r) for r in rows if r.status is not ReconStatus.MATCHED]
@@ -107,7 +111,7 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
     matched += [unread_day(d, "").break_key for d in read]  # a day read now closes its break
     update = queue.record_breaks(run.run_id, sightings, matched)
     return Reconciliation(rows, first, last, unread, update, queue.live_breaks(),
-                          len(listing), notes)
+                          len(listing), notes, said)
 
 
 async def _read_listing(session: BotSession, run: RunFolder, first: date, last: date
