@@ -138,3 +138,13 @@ def test_a_refund_whose_case_a_runner_is_still_working_is_left_to_its_own_report
     got = check_notes([refund("RF-000012", "ORD-12")], OrderNotes(read={"ORD-12": []}), {},
                       in_progress={"C-000001"})
     assert got.rows == [] and got.agreed == []  # neither a break nor agreed: not yet due
+
+
+def test_a_note_whose_refund_may_be_on_a_day_not_read_is_unverified_not_a_break() -> None:
+    """The portal's listing of a day failed: a note naming a refund the listing lacks is
+    not known to be wrong. Not verified, with the day, never "order note without refund"."""
+    got = check_notes([], OrderNotes(read={"ORD-13": [bot_note("RF-000013")]}), {},
+                      unread_days=[date(2026, 11, 30)])
+    [row] = got.rows
+    assert row.status is S.NOTES_UNVERIFIED and "2026-11-30" in row.note
+    assert row.break_key == note_key("ORD-13", "RF-000013")

@@ -121,13 +121,16 @@ def orders_to_read(refunds: Sequence[ListedRefund], ledger_orders: Iterable[str]
 
 def check_notes(refunds: Sequence[ListedRefund], notes: OrderNotes,
                 known_before: Mapping[str, str], *, pattern: str = BOT_NOTE_PATTERN,
-                in_progress: Collection[str] = ()) -> ThreeWay:
+                in_progress: Collection[str] = (), unread_days: Sequence[date] = ()
+                ) -> ThreeWay:
     """Compare the portal's refunds with the notes on their orders.
 
     `known_before`: refund numbers the queue recorded before the period (refund -> case
     ref): a note naming one of them is about an earlier period, not a break now.
     `in_progress`: cases a runner is working on right now (its note is the step after the
     refund): their refunds are checked by the report written after they finish, not here.
+    `unread_days`: days whose listing could not be read: a note naming a refund the listing
+    lacks is then "not verified" (the refund may be on an unread day), never a break.
     """
     rx = re.compile(pattern)
     listed = {r.refund_id.strip() for r in refunds}
@@ -163,6 +166,14 @@ def check_notes(refunds: Sequence[ListedRefund], notes: OrderNotes,
                 if not number or number in listed or number in known_before:
                     if number in listed:
                         agreed.append(note_key(order, number))
+                    continue
+                if unread_days:
+                    days = ", ".join(str(d) for d in unread_days)
+                    rows.append(ReconRow(
+                        ReconStatus.NOTES_UNVERIFIED, None, order, "", None, None, None,
+                        number, f"a note of the bot on order {order} names refund {number}, "
+                        f"which the listing read lacks, but the portal's refunds of {days} "
+                        f"could not be read: {_excerpt(text)!r}"))
                     continue
                 rows.append(ReconRow(
                     ReconStatus.ORPHAN_NOTE, None, order, "", None, None, None, number,

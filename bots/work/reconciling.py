@@ -94,7 +94,7 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
     wanted = session.settings.reconcile.order_notes
     said = "not checked: reconcile.order_notes.enabled is false"
     if wanted.enabled:
-        three = await _three_way(queue, session, run, rows, ledger, first, wanted)
+        three = await _three_way(queue, session, run, rows, ledger, first, wanted, unread)
         rows += three.rows
         notes_agreed = three.agreed
         said = (f"{three.orders_read} order(s) read, {three.orders_unread} not read "
@@ -148,8 +148,8 @@ async def _read_listing(session: BotSession, run: RunFolder, first: date, last: 
 
 
 async def _three_way(queue: Queue, session: BotSession, run: RunFolder, rows: list[ReconRow],
-                     ledger: list[LedgerFacts], first: date, wanted: OrderNotesSettings
-                     ) -> ThreeWay:
+                     ledger: list[LedgerFacts], first: date, wanted: OrderNotesSettings,
+                     unread_days: list[date]) -> ThreeWay:
     """Read the notes of the period's orders and compare them with the portal's refunds."""
     refunds = refunds_to_check(rows)
     to_read, over = orders_to_read(refunds, (f.intent.order_number for f in ledger),
@@ -169,7 +169,7 @@ async def _three_way(queue: Queue, session: BotSession, run: RunFolder, rows: li
         if f.intent.refund_number and _aware(f.intent.created_at) < start}
     working = {f.case.ref for f in ledger if f.case.state == CaseState.PROCESSING}
     return check_notes(refunds, notes, known_before, pattern=wanted.bot_note_pattern,
-                       in_progress=working)
+                       in_progress=working, unread_days=unread_days)
 
 
 async def _read_notes(session: BotSession, run: RunFolder, orders: list[str],
