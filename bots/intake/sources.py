@@ -133,7 +133,8 @@ class ExportSourceConfig(_Source):
     others keep them. `records_key` is the dotted path of the list of records in a
     JSON document (found by itself for the usual names). `customer_roles` (chat)
     are the author roles whose messages are the customer's; `platform` (social)
-    names the network when the export does not say.
+    names the network when the export does not say; `own_handles` (social) are the
+    business's own accounts, whose messages in the export are our answers, not requests.
     """
 
     kind: ExportKind
@@ -141,6 +142,7 @@ class ExportSourceConfig(_Source):
     records_key: str | None = None
     customer_roles: list[str] | None = None
     platform: str | None = None
+    own_handles: list[str] | None = None
     max_bytes: int = Field(EXPORT_MAX_BYTES, ge=1)
 
     @model_validator(mode="after")
@@ -157,6 +159,8 @@ class ExportSourceConfig(_Source):
             raise ValueError("customer_roles is for chat sources only")
         if self.platform is not None and self.kind != "social":
             raise ValueError("platform is for social sources only")
+        if self.own_handles is not None and self.kind != "social":
+            raise ValueError("own_handles is for social sources only")
         if self.records_key is not None and self.kind == "phone":
             raise ValueError("records_key is for JSON exports; phone call logs are CSV")
         return self
@@ -289,7 +293,8 @@ def read_export_file(cfg: ExportSourceConfig, file: Path) -> Iterator[IntakeItem
             customer_roles=cfg.customer_roles or chat.CUSTOMER_ROLES, **common)
     elif cfg.kind == "social":
         yield from social.read_social_export(file, records_key=cfg.records_key,
-                                             platform=cfg.platform, **common)
+                                             platform=cfg.platform,
+                                             own_handles=cfg.own_handles or (), **common)
     elif cfg.kind == "phone":
         yield from phone.read_call_log(file, **common)
     else:

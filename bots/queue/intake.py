@@ -10,7 +10,7 @@ loses a race to the other intake's insert is planned again against what is store
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -27,6 +27,7 @@ from bots.queue.schema import (
     Base,
     Case,
     CaseState,
+    NotificationRow,
     QuarantineRow,
     RequestRow,
     case_ref,
@@ -94,6 +95,18 @@ class IntakeStore(Store):
                 if attempt == _RACE_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def sent_texts(self, case_ids: Iterable[int]) -> dict[int, list[str]]:
+        """The texts of every message the bot wrote to customers about these cases."""
+        ids = sorted(set(case_ids))
+        found: dict[int, list[str]] = {}
+        with self.session() as s:
+            for chunk in (ids[i:i + _IN_CHUNK] for i in range(0, len(ids), _IN_CHUNK)):
+                for case_id, body in s.execute(
+                        select(NotificationRow.case_id, NotificationRow.body)
+                        .where(NotificationRow.case_id.in_(chunk))):
+                    found.setdefault(case_id, []).append(body)
+        return found
 
     def add_quarantined(self, item: Quarantined, run_id: str | None = None) -> bool:
         try:

@@ -11,7 +11,7 @@ import hashlib
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from bots.config import ConfigError, Settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
 from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
+from bots.intake.echo import case_ids_named, echoed
 from bots.intake.triage import triage_all
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.health import preflight
@@ -40,7 +41,7 @@ from bots.queue import (
     Queue,
     runner_id,
 )
-from bots.queue.schema import RequestRow
+from bots.queue.schema import RequestRow, case_ref
 from bots.reports.escalations import write_escalations
 from bots.reports.reconcile import ReconRow
 from bots.reports.report import Books, BreakLine, CaseRow, RunInfo, problem_count, write_report
@@ -110,6 +111,9 @@ def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeSt
 def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
              stats: IntakeStats) -> None:
     """Store the pending requests and count what storing them did; empties the list."""
+    for echo in _our_echoes(queue, pending):
+        pending.remove(echo[0])
+        _quarantine(queue, run, echo[1], stats)
     for req, stored in zip(pending, queue.store_requests(pending, run.run_id), strict=True):
         if not stored.new:
             if conflict := _reused_id(queue, req):  # issue #12: never silently "already seen"
@@ -124,6 +128,31 @@ def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
         else:
             stats.linked += 1
     pending.clear()
+
+
+def _our_echoes(queue: Queue, pending: Sequence[RefundRequest]
+                ) -> list[tuple[RefundRequest, Quarantined]]:
+    """Requests that are a message the bot itself sent, echoed back in an export.
+
+    Email has its own header for this (X-Refund-Case, see `mail_reading`); other
+    channels are checked by text, only for requests that quote a case reference.
+    """
+    named = {id(req): case_ids_named(req.reason_text) for req in pending
+             if req.channel != "email" and req.reason_text}
+    wanted = set().union(*named.values()) if named else set()
+    if not wanted:
+        return []
+    sent = queue.sent_texts(wanted)
+    echoes: list[tuple[RefundRequest, Quarantined]] = []
+    for req in pending:
+        ours = [body for case_id in named.get(id(req), ()) for body in sent.get(case_id, ())]
+        if ours and echoed(req.reason_text, ours):
+            refs = ", ".join(sorted(case_ref(c) for c in named[id(req)]))
+            echoes.append((req, Quarantined(
+                req.channel, req.source_id,
+                f"our own message about {refs} echoed back in the {req.channel} export, "
+                f"not a request", req.reason_text[:200], req.source_ref)))
+    return echoes
 
 
 def _reused_id(queue: Queue, req: RefundRequest) -> Quarantined | None:
