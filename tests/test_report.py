@@ -248,7 +248,8 @@ def test_summary_counts(report: Path) -> None:
     assert recon_counts == {str(S.MATCHED): 2, str(S.MISSING_IN_PORTAL): 1,
                             str(S.NOT_IN_LEDGER): 1, str(S.AMOUNT_MISMATCH): 0,
                             str(S.DUPLICATE): 0, str(S.OVER_REFUNDED): 0,
-                            str(S.UNCONFIRMED): 0, str(S.UNVERIFIED): 0}
+                            str(S.UNCONFIRMED): 0, str(S.UNVERIFIED): 0,
+                            str(S.IN_FLIGHT): 0}
     assert s[("Quarantine", "Quarantined inputs")] == 2
     assert s[("Result", "Reconciliation")] == (
         "Reconciliation: 2 problem(s) — see Reconciliation sheet")
