@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from bots.config import IntakeSettings
 from bots.intake import eml, imap
 from bots.intake.eml import MAX_HEADER_BYTES, parse_eml_bytes, read_eml_folder
 from bots.intake.imap import MailboxConfig
@@ -260,7 +260,7 @@ def test_no_requests_is_no_transaction(tmp_path: Path) -> None:
 
 
 def _settings(*sources: Any) -> Any:
-    return SimpleNamespace(intake=SimpleNamespace(sources=list(sources)))
+    return IntakeSettings(sources=list(sources))
 
 
 def _old_stats(queue: Queue, items: list[IntakeItem]) -> pipeline.IntakeStats:

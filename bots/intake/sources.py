@@ -14,6 +14,7 @@ file or a folder of files, with a `fields:` map for a tool's own export format.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, TypedDict
 
@@ -193,26 +194,73 @@ def read_source(cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSo
     A mailbox that cannot be reached raises `MailboxError`: that is an outage, not bad
     input, and the pipeline reports it as a failed source.
     """
+    for part in source_parts(cfg):
+        yield from read_part(part)
+
+
+@dataclass(frozen=True)
+class SourcePart:
+    """What one reader reads on its own: a file of a folder source, or a whole source.
+
+    Spreadsheet and export folders are read file by file, so several processes can read
+    one folder (`bots.intake.parallel`); mailboxes, mail folders and voice folders are one
+    part. `problem` is input refused before reading (a missing source, a FIFO in the
+    folder, an unsupported file type): it is quarantined, never read. `size` (bytes, 0
+    when unknown) is what decides whether reading in parallel is worth it.
+    """
+
+    cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSourceConfig
+    file: Path | None = None
+    problem: Quarantined | None = None
+    size: int = 0
+
+    @property
+    def splittable(self) -> bool:
+        """Readable in another process: a file of a spreadsheet or export source."""
+        return self.file is not None and self.problem is None
+
+
+def source_parts(cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSourceConfig
+                 ) -> list[SourcePart]:
+    """The parts of a source, in the order they are read."""
     if isinstance(cfg, MailboxConfig):
-        yield from read_mailbox(cfg)
-        return
+        return [SourcePart(cfg)]
     channel = _CHANNELS[cfg.kind]
     path = Path(cfg.path)
     if not path.exists():
-        yield _problem(cfg, channel, "missing",
-                       f"source '{cfg.label}' is missing: {path} does not exist")
-        return
-    if isinstance(cfg, VoiceSourceConfig):
-        yield from voice.read_voice_folder(path, default_region=cfg.default_region,
+        return [SourcePart(cfg, problem=_problem(
+            cfg, channel, "missing", f"source '{cfg.label}' is missing: {path} does not exist"))]
+    if isinstance(cfg, ExportSourceConfig):
+        return _export_parts(cfg, path)
+    if isinstance(cfg, SourceConfig) and cfg.kind == "spreadsheet":
+        return _spreadsheet_parts(cfg, channel, path)
+    return [SourcePart(cfg)]
+
+
+def read_part(part: SourcePart) -> Iterator[IntakeItem]:
+    """Every item of one part of a source (see `source_parts`)."""
+    cfg = part.cfg
+    if part.problem is not None:
+        yield part.problem
+    elif isinstance(cfg, MailboxConfig):
+        yield from read_mailbox(cfg)
+    elif isinstance(cfg, VoiceSourceConfig):
+        yield from voice.read_voice_folder(Path(cfg.path), default_region=cfg.default_region,
                                            min_confidence=cfg.min_confidence)
     elif isinstance(cfg, ExportSourceConfig):
-        yield from _exports(cfg, path)
+        if part.file is not None:
+            yield from read_export_file(cfg, part.file)
     elif cfg.kind == "eml_folder":
-        yield from _eml_folder(cfg, channel, path)
+        yield from _eml_folder(cfg, _CHANNELS[cfg.kind], Path(cfg.path))
     elif cfg.kind == "maildir":
-        yield from _maildir(cfg, channel, path)
-    else:
-        yield from _spreadsheets(cfg, channel, path)
+        yield from _maildir(cfg, _CHANNELS[cfg.kind], Path(cfg.path))
+    elif part.file is not None:
+        yield from read_spreadsheet(part.file, columns=cfg.merged_columns,
+                                    order_patterns=cfg.patterns,
+                                    default_currency=cfg.default_currency,
+                                    date_dayfirst=cfg.date_dayfirst,
+                                    default_region=cfg.default_region,
+                                    trust_formula_results=cfg.trust_formula_results)
 
 
 def _eml_folder(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem]:
@@ -233,41 +281,43 @@ def _maildir(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem
     yield from read_maildir(path, order_patterns=cfg.patterns, max_bytes=cfg.max_bytes)
 
 
-def _spreadsheets(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem]:
+def _file_part(cfg: SourceConfig | ExportSourceConfig, file: Path | Quarantined) -> SourcePart:
+    if isinstance(file, Quarantined):
+        return SourcePart(cfg, problem=file)
+    try:
+        size = file.stat().st_size
+    except OSError:
+        size = 0
+    return SourcePart(cfg, file, size=size)
+
+
+def _spreadsheet_parts(cfg: SourceConfig, channel: str, path: Path) -> list[SourcePart]:
     if path.is_dir():
         files = list(folder_files(path, lambda p: p.suffix.lower() in FOLDER_SUFFIXES
                                   and not p.name.startswith(("~$", ".")),  # Excel locks, hidden
                                   channel))
     else:
         files = [path]  # an unsupported type is quarantined by read_spreadsheet, with the reason
-    for file in files:
-        if isinstance(file, Quarantined):
-            yield file
-            continue
-        yield from read_spreadsheet(file, columns=cfg.merged_columns, order_patterns=cfg.patterns,
-                                    default_currency=cfg.default_currency,
-                                    date_dayfirst=cfg.date_dayfirst,
-                                    default_region=cfg.default_region,
-                                    trust_formula_results=cfg.trust_formula_results)
+    return [_file_part(cfg, file) for file in files]
 
 
-def _exports(cfg: ExportSourceConfig, path: Path) -> Iterator[IntakeItem]:
+def _export_parts(cfg: ExportSourceConfig, path: Path) -> list[SourcePart]:
     suffixes = EXPORT_SUFFIXES[cfg.kind]
     if path.is_dir():
         files = list(folder_files(path, lambda p: p.suffix.lower() in suffixes
                                   and not p.name.startswith(("~$", ".")), cfg.channel))
     else:
         files = [path]
+    parts = []
     for file in files:
-        if isinstance(file, Quarantined):
-            yield file
+        if not isinstance(file, Quarantined) and file.suffix.lower() not in suffixes:
+            parts.append(SourcePart(cfg, problem=_problem(
+                cfg, cfg.channel, "unsupported",
+                f"source '{cfg.label}': unsupported file type '{file.suffix}' for a "
+                f"{cfg.kind} export (expected {', '.join(suffixes)})")))
             continue
-        if file.suffix.lower() not in suffixes:
-            yield _problem(cfg, cfg.channel, "unsupported",
-                           f"source '{cfg.label}': unsupported file type '{file.suffix}' for a "
-                           f"{cfg.kind} export (expected {', '.join(suffixes)})")
-            continue
-        yield from read_export_file(cfg, file)
+        parts.append(_file_part(cfg, file))
+    return parts
 
 
 class _ExportOptions(TypedDict):

@@ -11,7 +11,7 @@ import hashlib
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -21,16 +21,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
-from bots.config import ConfigError, Settings
+from bots.config import ConfigError, IntakeSettings, Settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
-from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
+from bots.intake import MailboxConfig, MailboxError, read_source
 from bots.intake.echo import case_ids_named, echoed
+from bots.intake.parallel import auto_workers, read_in_parallel
+from bots.intake.sources import read_part, source_parts
 from bots.intake.triage import triage_all
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.health import preflight
 from bots.legacy.session import BotSession
-from bots.models import Quarantined, RefundRequest
+from bots.models import IntakeItem, Quarantined, RefundRequest
 from bots.notify import Notifier
 from bots.queue import (
     INSERT_BATCH,
@@ -65,34 +67,62 @@ class IntakeStats:
     by_channel: Counter[str] = field(default_factory=Counter)
 
 
-def run_intake(settings: Settings, queue: Queue, run: RunFolder) -> IntakeStats:
-    """Read every configured source into the queue. Idempotent: re-reading adds nothing."""
+def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeStats:
+    """Read every configured source into the queue. Idempotent: re-reading adds nothing.
+
+    Mailboxes are read here, one message at a time. Spreadsheet and export files are
+    read by worker processes when they are big enough to repay starting them (see
+    `bots.intake.parallel`, setting `intake.workers`), while this process stores.
+    """
     stats = IntakeStats()
-    for source in settings.intake.sources:
-        try:
-            _read_into(queue, run, source, stats)
-        except MailboxError as exc:  # an outage, not bad input: report it, read the others
-            stats.failed_sources += 1
-            run.log.error("source {} failed: {}", source.label, exc)
-            queue.add_quarantined(Quarantined(
-                "email", f"source-failed:{source.label}:{run.run_id}",
-                f"source '{source.label}' could not be read: {exc}", source_ref=source.label,
-            ), run.run_id)
+    sources = intake.sources
+    parts = {id(s): source_parts(s) for s in sources if not isinstance(s, MailboxConfig)}
+    files = [p for s in sources for p in parts.get(id(s), [])]
+    workers = auto_workers(files, intake.workers)
+    ahead = read_in_parallel(files, workers) if workers else None
+    if workers:
+        run.log.info("intake: {} file(s), {:.1f} MB, read by {} worker processes", len(files),
+                     sum(p.size for p in files) / 1e6, workers)
+    try:
+        for source in sources:
+            if isinstance(source, MailboxConfig):
+                _read_mailbox_into(queue, run, source, stats)
+                continue
+            for part in parts[id(source)]:
+                items = next(ahead) if ahead is not None else triage_all(read_part(part))
+                _store_items(queue, run, items, stats, INSERT_BATCH)
+    finally:
+        if ahead is not None:
+            ahead.close()
     run.log.info("intake: {}", stats)
     return stats
 
 
-def _read_into(queue: Queue, run: RunFolder, source: AnySource, stats: IntakeStats) -> None:
-    """One source into the queue, INSERT_BATCH requests to a transaction.
+def _read_mailbox_into(queue: Queue, run: RunFolder, source: MailboxConfig,
+                       stats: IntakeStats) -> None:
+    """A mailbox files each message away when the next one is asked for, so by then the
+    message must be stored: mail is queued one at a time (nothing is left pending when a
+    mailbox fails). An outage is reported as a failed source; the others are still read."""
+    try:
+        _store_items(queue, run, triage_all(read_source(source)), stats, 1)
+    except MailboxError as exc:  # an outage, not bad input: report it, read the others
+        stats.failed_sources += 1
+        run.log.error("source {} failed: {}", source.label, exc)
+        queue.add_quarantined(Quarantined(
+            "email", f"source-failed:{source.label}:{run.run_id}",
+            f"source '{source.label}' could not be read: {exc}", source_ref=source.label,
+        ), run.run_id)
 
-    A mailbox files each message away when the next one is asked for, so by then
-    the message must be stored: mail is queued one at a time (and nothing is left
-    pending when a mailbox fails). Files stay where they are: a crash mid-batch only
-    means that their rows are read again next run, and stored then.
+
+def _store_items(queue: Queue, run: RunFolder, items: Iterable[IntakeItem], stats: IntakeStats,
+                 size: int) -> None:
+    """Items into the queue, `size` requests to a transaction (language and priority set).
+
+    Files stay where they are: a crash mid-batch only means that their rows are read
+    again next run, and stored then.
     """
-    size = 1 if isinstance(source, MailboxConfig) else INSERT_BATCH
     pending: list[RefundRequest] = []
-    for item in triage_all(read_source(source)):  # language + priority (issue 17)
+    for item in items:
         if isinstance(item, Quarantined):
             _quarantine(queue, run, item, stats)
             continue
@@ -352,7 +382,7 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
     code = EXIT_OK
     try:
         if intake:
-            i = run_intake(settings, queue, folder)
+            i = run_intake(settings.intake, queue, folder)
             stats["intake"] = i.__dict__
             console.print(f"Intake: {i.new_requests} new request(s) in {i.new_cases} new case(s), "
                           f"{i.linked} linked to an existing case, {i.already_seen} already seen, "
