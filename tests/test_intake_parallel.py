@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import select
 
 from bots.config import IntakeSettings
-from bots.intake.parallel import AUTO_MIN_BYTES, auto_workers
 from bots.intake.sources import SourcePart, source_parts
 from bots.queue import AuditRow, Queue, RequestRow
 from bots.queue.schema import Case
 from bots.runs import RunFolder
 from bots.tools.bench import generate
 from bots.work import pipeline
+from bots.work.reading import AUTO_MIN_BYTES, auto_workers
 
 
 def _intake(tmp_path: Path, name: str, sources: list[Any], workers: int) -> Queue:
@@ -88,3 +88,53 @@ def test_a_refused_or_missing_part_is_never_sent_to_a_worker(tmp_path: Path) -> 
     assert parts[1].problem is not None and "FIFO" in parts[1].problem.reason
     missing = source_parts(ExportSourceConfig(kind="chat", path=tmp_path / "nowhere"))
     assert [p.splittable for p in missing] == [False] and missing[0].problem is not None
+
+
+def test_reading_a_file_again_triages_only_its_new_rows(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export that grows is read every run: the rows stored before cost parsing only."""
+    import bots.intake.triage as triage_module
+    from bots.intake.sources import SourceConfig
+
+    sheet = tmp_path / "requests.csv"
+    rows = ["Order #,E-mail,Amount,Reason"] + [
+        f"ORD-1000{i:02d},c{i}@example.org,,broken mug {i}" for i in range(5)]
+    sheet.write_text("\n".join(rows) + "\n")
+    settings = IntakeSettings(sources=[SourceConfig(kind="spreadsheet", path=sheet)], workers=0)
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    triaged: list[str] = []
+    real = triage_module.triage
+    monkeypatch.setattr(triage_module, "triage",
+                        lambda req: (triaged.append(req.source_id), real(req))[1])
+
+    def intake() -> pipeline.IntakeStats:
+        run = RunFolder.create(tmp_path / "runs")
+        try:
+            return pipeline.run_intake(settings, queue, run)
+        finally:
+            run.close()
+
+    assert intake().new_requests == 5 and len(triaged) == 5
+    triaged.clear()
+    assert intake().already_seen == 5 and triaged == []
+    sheet.write_text("\n".join([*rows, "ORD-100099,new@example.org,,URGENT broken"]) + "\n")
+    stats = intake()
+    assert (stats.new_requests, stats.already_seen, len(triaged)) == (1, 5, 1)
+    with queue.session() as s:  # the new row still got its priority
+        assert s.scalar(select(Case.priority).where(Case.order_number == "ORD-100099")) >= 1
+
+
+def test_a_worker_triages_only_what_the_queue_does_not_hold(tmp_path: Path) -> None:
+    from bots.intake.sources import SourceConfig
+    from bots.work.reading import read_triaged
+
+    sheet = tmp_path / "requests.csv"
+    sheet.write_text("Order #,E-mail,Reason\nORD-100001,a@example.org,URGENT lawyer\n"
+                     "ORD-100002,b@example.org,URGENT lawyer\n")
+    [part] = source_parts(SourceConfig(kind="spreadsheet", path=sheet))
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    first = read_triaged(part)  # no queue named: everything is triaged
+    assert [r.priority for r in first] == [3, 3]  # type: ignore[union-attr]
+    queue.add_requests([first[0]], "r1")  # type: ignore[list-item]
+    again = read_triaged(part, queue.url)
+    assert [r.priority for r in again] == [0, 3]  # type: ignore[union-attr]

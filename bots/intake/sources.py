@@ -203,7 +203,7 @@ class SourcePart:
     """What one reader reads on its own: a file of a folder source, or a whole source.
 
     Spreadsheet and export folders are read file by file, so several processes can read
-    one folder (`bots.intake.parallel`); mailboxes, mail folders and voice folders are one
+    one folder (`bots.work.reading`); mailboxes, mail folders and voice folders are one
     part. `problem` is input refused before reading (a missing source, a FIFO in the
     folder, an unsupported file type): it is quarantined, never read. `size` (bytes, 0
     when unknown) is what decides whether reading in parallel is worth it.

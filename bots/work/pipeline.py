@@ -26,9 +26,8 @@ from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
 from bots.intake import MailboxConfig, MailboxError, read_source
 from bots.intake.echo import case_ids_named, echoed
-from bots.intake.parallel import auto_workers, read_in_parallel
 from bots.intake.sources import read_part, source_parts
-from bots.intake.triage import triage_all
+from bots.intake.triage import triage_new
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.health import preflight
 from bots.legacy.session import BotSession
@@ -52,6 +51,7 @@ from bots.transport import insecure_transports
 from bots.work.alerts import after_run
 from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS
 from bots.work.processing import Finished, Processor, ProcessStats
+from bots.work.reading import auto_workers, read_in_parallel
 from bots.work.reconciling import Reconciliation, reconcile_run
 from bots.work.stopping import request_stop
 
@@ -72,14 +72,14 @@ def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeSt
 
     Mailboxes are read here, one message at a time. Spreadsheet and export files are
     read by worker processes when they are big enough to repay starting them (see
-    `bots.intake.parallel`, setting `intake.workers`), while this process stores.
+    `bots.work.reading`, setting `intake.workers`), while this process stores.
     """
     stats = IntakeStats()
     sources = intake.sources
     parts = {id(s): source_parts(s) for s in sources if not isinstance(s, MailboxConfig)}
     files = [p for s in sources for p in parts.get(id(s), [])]
     workers = auto_workers(files, intake.workers)
-    ahead = read_in_parallel(files, workers) if workers else None
+    ahead = read_in_parallel(files, workers, queue.url) if workers else None
     if workers:
         run.log.info("intake: {} file(s), {:.1f} MB, read by {} worker processes", len(files),
                      sum(p.size for p in files) / 1e6, workers)
@@ -89,8 +89,10 @@ def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeSt
                 _read_mailbox_into(queue, run, source, stats)
                 continue
             for part in parts[id(source)]:
-                items = next(ahead) if ahead is not None else triage_all(read_part(part))
-                _store_items(queue, run, items, stats, INSERT_BATCH)
+                if ahead is not None:  # the workers triaged what is new
+                    _store_items(queue, run, next(ahead), stats, INSERT_BATCH, triaged=True)
+                else:
+                    _store_items(queue, run, read_part(part), stats, INSERT_BATCH)
     finally:
         if ahead is not None:
             ahead.close()
@@ -104,7 +106,7 @@ def _read_mailbox_into(queue: Queue, run: RunFolder, source: MailboxConfig,
     message must be stored: mail is queued one at a time (nothing is left pending when a
     mailbox fails). An outage is reported as a failed source; the others are still read."""
     try:
-        _store_items(queue, run, triage_all(read_source(source)), stats, 1)
+        _store_items(queue, run, read_source(source), stats, 1)
     except MailboxError as exc:  # an outage, not bad input: report it, read the others
         stats.failed_sources += 1
         run.log.error("source {} failed: {}", source.label, exc)
@@ -115,8 +117,9 @@ def _read_mailbox_into(queue: Queue, run: RunFolder, source: MailboxConfig,
 
 
 def _store_items(queue: Queue, run: RunFolder, items: Iterable[IntakeItem], stats: IntakeStats,
-                 size: int) -> None:
-    """Items into the queue, `size` requests to a transaction (language and priority set).
+                 size: int, *, triaged: bool = False) -> None:
+    """Items into the queue, `size` requests to a transaction; the new ones are triaged
+    first (language and priority), unless `triaged` already.
 
     Files stay where they are: a crash mid-batch only means that their rows are read
     again next run, and stored then.
@@ -128,8 +131,8 @@ def _store_items(queue: Queue, run: RunFolder, items: Iterable[IntakeItem], stat
             continue
         pending.append(item)
         if len(pending) >= size:
-            _enqueue(queue, run, pending, stats)
-    _enqueue(queue, run, pending, stats)
+            _enqueue(queue, run, pending, stats, triaged)
+    _enqueue(queue, run, pending, stats, triaged)
 
 
 def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeStats) -> None:
@@ -139,8 +142,10 @@ def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeSt
 
 
 def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
-             stats: IntakeStats) -> None:
+             stats: IntakeStats, triaged: bool = False) -> None:
     """Store the pending requests and count what storing them did; empties the list."""
+    if not triaged and pending:
+        pending[:] = triage_new(pending, queue.known(pending))
     for echo in _our_echoes(queue, pending):
         pending.remove(echo[0])
         _quarantine(queue, run, echo[1], stats)

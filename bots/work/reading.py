@@ -21,9 +21,13 @@ import os
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from sqlalchemy import Engine
+
 from bots.intake.sources import SourcePart, read_part
-from bots.intake.triage import triage_all
-from bots.models import IntakeItem
+from bots.intake.triage import triage_new
+from bots.models import IntakeItem, RefundRequest
+from bots.queue.engine import make_engine
+from bots.queue.intake import known_sources
 
 AUTO_MIN_BYTES = 16_000_000  # below this, starting workers costs more than it saves
 AHEAD = 2  # files read ahead per worker: bounds what waits in memory to be stored
@@ -43,14 +47,30 @@ def auto_workers(parts: Sequence[SourcePart], configured: int | None) -> int:
     return min(os.cpu_count() or 1, 4, len(files))
 
 
-def read_triaged(part: SourcePart) -> list[IntakeItem]:
-    """One part's items, requests triaged: what a worker sends back."""
-    return list(triage_all(read_part(part)))
+_engines: dict[str, Engine] = {}  # a worker's own connection to the queue, for reading
 
 
-def read_in_parallel(parts: Sequence[SourcePart], workers: int
+def read_triaged(part: SourcePart, queue_url: str | None = None) -> list[IntakeItem]:
+    """One part's items, its new requests triaged: what a worker sends back.
+
+    With `queue_url`, requests the queue already holds are not triaged (they will not be
+    stored again): re-reading a file that grows costs its parsing only.
+    """
+    items = list(read_part(part))
+    reqs = [i for i in items if isinstance(i, RefundRequest)]
+    known: set[tuple[str, str]] = set()
+    if queue_url is not None and reqs:
+        if queue_url not in _engines:
+            _engines[queue_url] = make_engine(queue_url)
+        known = known_sources(_engines[queue_url], reqs)
+    triaged = iter(triage_new(reqs, known))
+    return [next(triaged) if isinstance(i, RefundRequest) else i for i in items]
+
+
+def read_in_parallel(parts: Sequence[SourcePart], workers: int, queue_url: str | None = None
                      ) -> Generator[list[IntakeItem], None, None]:
-    """Each part's triaged items, in the order of `parts`, read by `workers` processes.
+    """Each part's items (new requests triaged), in the order of `parts`, read by `workers`
+    processes.
 
     Parts that cannot be split off (a mailbox, a refused file) are read here, in turn.
     At most AHEAD x workers files are read ahead of the one being stored.
@@ -65,12 +85,12 @@ def read_in_parallel(parts: Sequence[SourcePart], workers: int
                 part = next(queue, None)
                 if part is None:
                     return
-                pending.append((part, pool.submit(read_triaged, part) if part.splittable
-                                else None))
+                pending.append((part, pool.submit(read_triaged, part, queue_url)
+                                if part.splittable else None))
 
         top_up()
         while pending:
             part, future = pending.pop(0)
-            items = future.result() if future is not None else read_triaged(part)
+            items = future.result() if future is not None else read_triaged(part, queue_url)
             top_up()
             yield items
