@@ -111,6 +111,21 @@ def runner_a(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
         p.wait(timeout=30)
 
 
+def start_stalling_runner(settings: Settings, tmp_path: Path, point: str,
+                          runner_a: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Runner A: `refund-bots process` in a process that freezes itself (SIGSTOP) at `point`."""
+    log = (tmp_path / "runner-a.log").open("wb")
+    a = subprocess.Popen(
+        [sys.executable, "-m", "bots", "process", "--config",
+         str(write_settings(settings, tmp_path / "settings.yaml"))],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "REFUND_BOTS_STALL_POINTS": f"{point}:1"})
+    runner_a.append(a)
+    wait_for(f"runner A to stall at {point}", lambda: process_state(a.pid) in ("T", ""))
+    assert a.poll() is None, (tmp_path / "runner-a.log").read_text()
+    return a
+
+
 def test_a_runner_stalled_past_its_lease_does_not_pay_after_another_took_over(
         sandbox, settings_for, tmp_path: Path, queue_url: str,
         runner_a: list[subprocess.Popen[bytes]]) -> None:
@@ -126,15 +141,7 @@ def test_a_runner_stalled_past_its_lease_does_not_pay_after_another_took_over(
     [case] = queue.cases()
 
     # Runner A freezes itself (SIGSTOP) right before the submit, its intent recorded.
-    log = (tmp_path / "runner-a.log").open("wb")
-    a = subprocess.Popen(
-        [sys.executable, "-m", "bots", "process", "--config",
-         str(write_settings(settings, tmp_path / "settings.yaml"))],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "REFUND_BOTS_STALL_POINTS": "before_submit:1"})
-    runner_a.append(a)
-    wait_for("runner A to stall before the submit", lambda: process_state(a.pid) in ("T", ""))
-    assert a.poll() is None, (tmp_path / "runner-a.log").read_text()
+    a = start_stalling_runner(settings, tmp_path, "before_submit", runner_a)
     assert [i.state for i in queue.intents(case.id)] == ["pending"]
 
     # A's lease runs out while it is frozen; runner B takes the case over and pays.
@@ -176,15 +183,7 @@ def test_a_runner_paused_between_its_last_check_and_the_click_never_clicks_late(
     queue = Queue(settings.queue_url)
     [case] = queue.cases()
 
-    log = (tmp_path / "runner-a.log").open("wb")
-    a = subprocess.Popen(
-        [sys.executable, "-m", "bots", "process", "--config",
-         str(write_settings(settings, tmp_path / "settings.yaml"))],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "REFUND_BOTS_STALL_POINTS": "after_last_check:1"})
-    runner_a.append(a)
-    wait_for("runner A to stall after its last check", lambda: process_state(a.pid) in ("T", ""))
-    assert a.poll() is None, (tmp_path / "runner-a.log").read_text()
+    a = start_stalling_runner(settings, tmp_path, "after_last_check", runner_a)
     [intent] = queue.intents(case.id)
     assert intent.state == "pending" and intent.submit_started_at is not None  # stamped
 

@@ -263,6 +263,17 @@ def _settings(*sources: Any) -> Any:
     return IntakeSettings(sources=list(sources))
 
 
+def _intake_twice(source: Any, queue: Queue, tmp_path: Path
+                  ) -> tuple[pipeline.IntakeStats, pipeline.IntakeStats]:
+    """The intake of one source, then the same again (which must add nothing)."""
+    run = RunFolder.create(tmp_path / "runs")
+    try:
+        return (pipeline.run_intake(_settings(source), queue, run),
+                pipeline.run_intake(_settings(source), queue, run))
+    finally:
+        run.close()
+
+
 def _old_stats(queue: Queue, items: list[IntakeItem]) -> pipeline.IntakeStats:
     """What run_intake counted when it stored one request per transaction."""
     stats, before = pipeline.IntakeStats(), {c.id for c in queue.cases()}
@@ -291,12 +302,7 @@ def test_run_intake_counts_as_before_across_batches(tmp_path: Path,
     items = list(read_source(source))
     expected = _old_stats(Queue(f"sqlite:///{tmp_path / 'old.sqlite'}"), items)
     queue = Queue(f"sqlite:///{tmp_path / 'new.sqlite'}")
-    run = RunFolder.create(tmp_path / "runs")
-    try:
-        stats = pipeline.run_intake(_settings(source), queue, run)
-        again = pipeline.run_intake(_settings(source), queue, run)
-    finally:
-        run.close()
+    stats, again = _intake_twice(source, queue, tmp_path)
     assert stats == expected and stats.new_requests == 20 and stats.quarantined == 1
     assert (again.new_requests, again.already_seen) == (0, 21)
 
@@ -413,12 +419,7 @@ def test_our_own_answer_echoed_in_a_chat_export_is_quarantined_not_a_case(
     export = tmp_path / "chat.json"
     export.write_text(json.dumps(conversations))
     source = ExportSourceConfig(kind="chat", path=export)
-    run = RunFolder.create(tmp_path / "runs")
-    try:
-        stats = pipeline.run_intake(_settings(source), queue, run)
-        again = pipeline.run_intake(_settings(source), queue, run)
-    finally:
-        run.close()
+    stats, again = _intake_twice(source, queue, tmp_path)
     assert (stats.quarantined, stats.new_requests) == (2, 1)
     assert (again.quarantined, again.new_requests) == (0, 0)  # nothing twice
     reasons = {q.source_id: q.reason for q in queue.quarantined()}
