@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import chain
 from pathlib import Path
 
 from rich.console import Console
@@ -88,11 +89,14 @@ def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeSt
             if isinstance(source, MailboxConfig):
                 _read_mailbox_into(queue, run, source, stats)
                 continue
-            for part in parts[id(source)]:
-                if ahead is not None:  # the workers triaged what is new
-                    _store_items(queue, run, next(ahead), stats, INSERT_BATCH, triaged=True)
-                else:
-                    _store_items(queue, run, read_part(part), stats, INSERT_BATCH)
+            mine = parts[id(source)]
+            if ahead is not None:  # the workers triaged what is new
+                read = chain.from_iterable(next(ahead) for _ in mine)
+                _store_items(queue, run, read, stats, INSERT_BATCH, triaged=True)
+            else:  # a source's files share batches: a folder of small files is not
+                # a transaction per file
+                _store_items(queue, run, chain.from_iterable(map(read_part, mine)), stats,
+                             INSERT_BATCH)
     finally:
         if ahead is not None:
             ahead.close()
