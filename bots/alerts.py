@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import smtplib
-import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -33,7 +32,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bots.credentials import secret
 from bots.errors import ConfigError
-from bots.notify import SmtpSettings
+from bots.notify import SmtpSettings, send_smtp
 from bots.queue.base import Store
 from bots.queue.schema import Base, UTCDateTime, utcnow
 
@@ -157,21 +156,7 @@ class Alerter(Store):
         msg["Auto-Submitted"] = "auto-generated"
         msg["X-Refund-Bots-Alert"] = alert.condition
         msg.set_content(f"{alert.body}\n\nOpen the console: {alert.link}\n")
-        context = ssl.create_default_context() if smtp.security != "none" else None
-        conn: smtplib.SMTP
-        if smtp.security == "ssl":
-            conn = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds,
-                                    context=context)
-        else:
-            conn = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
-        with conn:
-            if smtp.security == "starttls":
-                conn.starttls(context=context)
-            if smtp.username:
-                if not smtp.password_secret:
-                    raise ConfigError("alerts.smtp.username is set but password_secret is not")
-                conn.login(smtp.username, secret(smtp.password_secret))
-            conn.send_message(msg)
+        send_smtp(smtp, msg, "alerts.smtp")
 
     def _webhook(self, alert: Alert) -> None:
         hook = self.settings.webhook

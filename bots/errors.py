@@ -53,6 +53,15 @@ class UnreadableValue(SystemException):
     """An element is there but its value is empty or not in the app's format."""
 
 
+class TooLateToSubmit(SystemException):
+    """The runner's last check before the click is older than its lease allows.
+
+    It was paused between that check and the click (a VM pause, a stopped process, a
+    blocked loop) for so long that another runner may have taken the case over and paid:
+    nothing is submitted (the confirmation is declined), and the case is tried again.
+    """
+
+
 class RefundRefused(SystemException):
     """The portal refused the refund form (e.g. above the remaining balance).
 

@@ -726,31 +726,9 @@ class Notifier:
         return msg
 
     def _send_smtp(self, msg: EmailMessage) -> None:
-        """Stdlib smtplib, one connection per message.
-
-        Chosen over rpaframework's ImapSmtp: its `send_message` needs `authorize_smtp`
-        (a login) first, which an unauthenticated relay does not take, and it builds
-        its own message, so the threading headers and our Message-ID would have to be
-        forced through it; smtplib sends the exact EmailMessage built here.
-        """
         smtp = self.settings.smtp
         assert smtp is not None
-        # Loading the CA bundle costs tens of ms: only when TLS is used.
-        context = ssl.create_default_context() if smtp.security != "none" else None
-        conn: smtplib.SMTP
-        if smtp.security == "ssl":
-            conn = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds,
-                                    context=context)
-        else:
-            conn = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
-        with conn:
-            if smtp.security == "starttls":
-                conn.starttls(context=context)
-            if smtp.username:
-                if not smtp.password_secret:
-                    raise ConfigError("smtp.username is set but smtp.password_secret is not")
-                conn.login(smtp.username, secret(smtp.password_secret))
-            conn.send_message(msg)
+        send_smtp(smtp, msg, "smtp")
 
     # -- outbox --------------------------------------------------------------------------------
 
@@ -805,6 +783,34 @@ class Notifier:
         return NotificationResult(contact.channel, contact.to, state, kind, contact.request_ids,
                                   row.notification_id if row is not None else None, error,
                                   detail)
+
+
+def send_smtp(smtp: SmtpSettings, msg: EmailMessage, where: str) -> None:
+    """Send `msg` as it is, over one connection of its own (customer answers and alerts).
+
+    Stdlib smtplib, chosen over rpaframework's ImapSmtp: its `send_message` needs
+    `authorize_smtp` (a login) first, which an unauthenticated relay does not take, and it
+    builds its own message, so the threading headers and our Message-ID would have to be
+    forced through it; smtplib sends the exact EmailMessage built here. `where` names the
+    settings block in errors ("smtp", "alerts.smtp").
+    """
+    # Loading the CA bundle costs tens of ms: only when TLS is used.
+    context = ssl.create_default_context() if smtp.security != "none" else None
+    conn: smtplib.SMTP
+    if smtp.security == "ssl":
+        conn = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds,
+                                context=context)
+    else:
+        conn = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
+    with conn:
+        if smtp.security == "starttls":
+            conn.starttls(context=context)
+        if smtp.username:
+            if not smtp.password_secret:
+                raise ConfigError(f"{where}.username is set but {where}.password_secret is "
+                                  "not")
+            conn.login(smtp.username, secret(smtp.password_secret))
+        conn.send_message(msg)
 
 
 def _existing(s: Session, contact: Contact, kind: str) -> NotificationRow | None:

@@ -25,6 +25,7 @@ milliseconds of SQLite, not seconds of Chromium.
 
 from __future__ import annotations
 
+import time
 import zipfile
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,7 +37,13 @@ from pathlib import Path
 
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from bots.errors import AppUnavailable, RefundRefused, SessionExpired, SystemException
+from bots.errors import (
+    AppUnavailable,
+    RefundRefused,
+    SessionExpired,
+    SystemException,
+    TooLateToSubmit,
+)
 from bots.legacy.orders import OrderHit
 from bots.models import ChargeFacts, OrderFacts, PortalRefund, money
 
@@ -251,7 +258,8 @@ class FakePaymentsApp:
 
     async def submit_refund(self, transaction_id: str, amount: Decimal, reason: str,
                             reference: str,
-                            before_click: Callable[[], Awaitable[None]] | None = None) -> str:
+                            before_click: Callable[[], Awaitable[float | None]] | None = None
+                            ) -> str:
         portal = self.portal
         fault = portal.on_submit.popleft() if portal.on_submit else None
         if self._expired() or fault is SubmitFault.EXPIRED_BEFORE_CLICK:
@@ -260,11 +268,12 @@ class FakePaymentsApp:
         hooks, portal.on_form = portal.on_form, []
         for hook in hooks:
             hook()
-        if before_click is not None:
-            await before_click()
+        deadline = await before_click() if before_click is not None else None
         hooks, portal.at_click = portal.at_click, []
         for hook in hooks:
             hook()
+        if deadline is not None and time.monotonic() > deadline:  # as the page object does
+            raise TooLateToSubmit("payment portal: the submit click declined: past its deadline")
         submit = Submit(transaction_id, amount, reason, reference, None)
         portal.submits.append(submit)
         if fault is SubmitFault.EXPIRED_AT_CLICK:

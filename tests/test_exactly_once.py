@@ -111,6 +111,21 @@ def runner_a(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
         p.wait(timeout=30)
 
 
+def start_stalling_runner(settings: Settings, tmp_path: Path, point: str,
+                          runner_a: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Runner A: `refund-bots process` in a process that freezes itself (SIGSTOP) at `point`."""
+    log = (tmp_path / "runner-a.log").open("wb")
+    a = subprocess.Popen(
+        [sys.executable, "-m", "bots", "process", "--config",
+         str(write_settings(settings, tmp_path / "settings.yaml"))],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "REFUND_BOTS_STALL_POINTS": f"{point}:1"})
+    runner_a.append(a)
+    wait_for(f"runner A to stall at {point}", lambda: process_state(a.pid) in ("T", ""))
+    assert a.poll() is None, (tmp_path / "runner-a.log").read_text()
+    return a
+
+
 def test_a_runner_stalled_past_its_lease_does_not_pay_after_another_took_over(
         sandbox, settings_for, tmp_path: Path, queue_url: str,
         runner_a: list[subprocess.Popen[bytes]]) -> None:
@@ -126,15 +141,7 @@ def test_a_runner_stalled_past_its_lease_does_not_pay_after_another_took_over(
     [case] = queue.cases()
 
     # Runner A freezes itself (SIGSTOP) right before the submit, its intent recorded.
-    log = (tmp_path / "runner-a.log").open("wb")
-    a = subprocess.Popen(
-        [sys.executable, "-m", "bots", "process", "--config",
-         str(write_settings(settings, tmp_path / "settings.yaml"))],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "REFUND_BOTS_STALL_POINTS": "before_submit:1"})
-    runner_a.append(a)
-    wait_for("runner A to stall before the submit", lambda: process_state(a.pid) in ("T", ""))
-    assert a.poll() is None, (tmp_path / "runner-a.log").read_text()
+    a = start_stalling_runner(settings, tmp_path, "before_submit", runner_a)
     assert [i.state for i in queue.intents(case.id)] == ["pending"]
 
     # A's lease runs out while it is frozen; runner B takes the case over and pays.
@@ -158,3 +165,43 @@ def test_a_runner_stalled_past_its_lease_does_not_pay_after_another_took_over(
                                       if r["order_number"] == req.order_number)
     runs = sorted((tmp_path / "runs").glob("*/run.log"))
     assert any("abandoned" in p.read_text(errors="replace") for p in runs), output
+
+
+def test_a_runner_paused_between_its_last_check_and_the_click_never_clicks_late(
+        sandbox, settings_for, tmp_path: Path, queue_url: str,
+        runner_a: list[subprocess.Popen[bytes]]) -> None:
+    """The window the lease alone cannot close: A checked its lease and stamped the intent,
+    then froze before the click, longer than its lease and the in-flight grace. B declares
+    the submit absent and pays. A wakes up with the click still to do: it must decline it."""
+    req = one_small_request(tmp_path / "forms", seed=13)
+    settings = settings_for(
+        sandbox, queue_url=queue_url,
+        intake__sources=[{"kind": "portal", "path": str(tmp_path / "forms")}],
+        browser__timeout_ms=2000, processing__step_retries=1, processing__lease_seconds=20,
+        processing__submit_grace_seconds=20, processing__backoff_seconds=0.2)
+    assert execute(settings, "intake", intake=True, process=False) == EXIT_OK
+    queue = Queue(settings.queue_url)
+    [case] = queue.cases()
+
+    a = start_stalling_runner(settings, tmp_path, "after_last_check", runner_a)
+    [intent] = queue.intents(case.id)
+    assert intent.state == "pending" and intent.submit_started_at is not None  # stamped
+
+    def b_may_declare_it_absent() -> bool:  # A's lease and the grace since its stamp are over
+        held = queue.get_case(case.id)
+        stamp = intent.submit_started_at.replace(tzinfo=UTC)  # type: ignore[union-attr]
+        return held is not None and held.locked_until is not None and \
+            held.locked_until.replace(tzinfo=UTC) < datetime.now(UTC) and \
+            (datetime.now(UTC) - stamp).total_seconds() > 21
+
+    wait_for("runner A's lease and grace to run out", b_may_declare_it_absent)
+    assert execute(settings, "process", intake=False, process=True) == EXIT_OK
+    assert paid_for(sandbox, req.order_number) == [Decimal(str(req.amount))]
+
+    os.killpg(a.pid, signal.SIGCONT)  # A wakes up right before its click
+    a.wait(timeout=WAIT_S)
+    output = (tmp_path / "runner-a.log").read_text(errors="replace")
+    assert paid_for(sandbox, req.order_number) == [Decimal(str(req.amount))], output
+    assert "declined" in output, output
+    done = queue.get_case(case.id)
+    assert done is not None and done.state == CaseState.DONE

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from bots.config import IntakeSettings
 from bots.intake import eml, imap
 from bots.intake.eml import MAX_HEADER_BYTES, parse_eml_bytes, read_eml_folder
 from bots.intake.imap import MailboxConfig
@@ -260,7 +260,18 @@ def test_no_requests_is_no_transaction(tmp_path: Path) -> None:
 
 
 def _settings(*sources: Any) -> Any:
-    return SimpleNamespace(intake=SimpleNamespace(sources=list(sources)))
+    return IntakeSettings(sources=list(sources))
+
+
+def _intake_twice(source: Any, queue: Queue, tmp_path: Path
+                  ) -> tuple[pipeline.IntakeStats, pipeline.IntakeStats]:
+    """The intake of one source, then the same again (which must add nothing)."""
+    run = RunFolder.create(tmp_path / "runs")
+    try:
+        return (pipeline.run_intake(_settings(source), queue, run),
+                pipeline.run_intake(_settings(source), queue, run))
+    finally:
+        run.close()
 
 
 def _old_stats(queue: Queue, items: list[IntakeItem]) -> pipeline.IntakeStats:
@@ -291,12 +302,7 @@ def test_run_intake_counts_as_before_across_batches(tmp_path: Path,
     items = list(read_source(source))
     expected = _old_stats(Queue(f"sqlite:///{tmp_path / 'old.sqlite'}"), items)
     queue = Queue(f"sqlite:///{tmp_path / 'new.sqlite'}")
-    run = RunFolder.create(tmp_path / "runs")
-    try:
-        stats = pipeline.run_intake(_settings(source), queue, run)
-        again = pipeline.run_intake(_settings(source), queue, run)
-    finally:
-        run.close()
+    stats, again = _intake_twice(source, queue, tmp_path)
     assert stats == expected and stats.new_requests == 20 and stats.quarantined == 1
     assert (again.new_requests, again.already_seen) == (0, 21)
 
@@ -377,3 +383,60 @@ def test_a_ragged_call_log_with_a_huge_cell_keeps_its_other_rows(tmp_path: Path)
     items = list(read_source(ExportSourceConfig(kind="phone", path=log)))
     assert [i.order_number for i in items if isinstance(i, RefundRequest)] == [
         "ORD-100001", "ORD-100002", "ORD-100003"]
+
+
+# -- our own answers echoed back in an export (issue #12) ----------------------------------
+
+OUR_ANSWER = ("Hi Ada, we have refunded 20.00 EUR for order ORD-100001 (refund RF-000007). "
+              "It can take 5-10 working days to show. Ref. {ref}")
+
+
+def test_our_own_answer_echoed_in_a_chat_export_is_quarantined_not_a_case(
+        tmp_path: Path) -> None:
+    """A chat tool that marks nothing: our answer comes back as if the customer wrote it."""
+    import json
+
+    from bots.intake.sources import ExportSourceConfig
+    from bots.queue.schema import NotificationRow, case_ref
+
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    case_id, _ = queue.add_request(req("mail-1"), "run-0")
+    body = OUR_ANSWER.format(ref=case_ref(case_id))
+    with queue.session() as s:
+        request_id = s.scalar(select(RequestRow.id))
+        s.add(NotificationRow(notification_id="n-1", case_id=case_id, request_id=request_id,
+                              kind="refunded", channel="chat", recipient="ada@example.org",
+                              subject="Your refund", body=body, state="sent"))
+    conversations = [
+        {"id": "chat-echo", "customer": {"email": "ada@example.org"},
+         "messages": [{"text": body.replace(" It can", "\nIt can")}]},  # re-flowed by the tool
+        {"id": "chat-cut", "customer": {"email": "ada@example.org"},
+         "messages": [{"text": body[30:]}]},  # the tool dropped the greeting
+        {"id": "chat-followup", "customer": {"email": "ada@example.org"},
+         "messages": [{"text": f"About {case_ref(case_id)}: the refund never arrived, "
+                               "please check ORD-100001 again"}]},
+    ]
+    export = tmp_path / "chat.json"
+    export.write_text(json.dumps(conversations))
+    source = ExportSourceConfig(kind="chat", path=export)
+    stats, again = _intake_twice(source, queue, tmp_path)
+    assert (stats.quarantined, stats.new_requests) == (2, 1)
+    assert (again.quarantined, again.new_requests) == (0, 0)  # nothing twice
+    reasons = {q.source_id: q.reason for q in queue.quarantined()}
+    assert set(reasons) == {"chat-echo", "chat-cut"}
+    assert all(f"our own message about {case_ref(case_id)} echoed back" in r
+               for r in reasons.values())
+    with queue.session() as s:
+        assert s.scalar(select(RequestRow.id).where(
+            RequestRow.source_id == "chat-followup")) is not None
+
+
+def test_echo_needs_the_whole_message_or_a_long_part_of_it() -> None:
+    from bots.intake.echo import case_ids_named, echoed
+
+    sent = [OUR_ANSWER.format(ref="C-000042")]
+    assert case_ids_named("see C-000042 and C-000043, not C-42") == {42, 43}
+    assert echoed(sent[0].upper(), sent)
+    assert echoed(sent[0][:40], sent) and not echoed(sent[0][:39], sent)
+    assert not echoed("Hi Ada,", sent) and not echoed("", sent)
+    assert not echoed(sent[0] + " But it never arrived!", sent)  # quoted, then a new ask

@@ -633,6 +633,42 @@ def test_lease_lost_before_the_click_submits_and_writes_nothing(any_bots: Bots) 
     assert bots.notifier.calls == [] and ORDER not in bots.orders.notes  # type: ignore
 
 
+def test_a_runner_paused_after_its_last_check_declines_the_click(
+        any_bots: Bots, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paused between the last check and the click past the deadline: nothing submitted;
+    the submit counts as answered (so no grace to wait out) and the retry pays once."""
+    bots = any_bots
+    bots.sell()
+    cid = bots.ask()
+    deadlines: list[float] = []
+
+    def deadline(self: Processor, checked: float) -> float:
+        deadlines.append(checked)
+        return checked - 1 if len(deadlines) == 1 else checked + 600
+
+    monkeypatch.setattr(Processor, "_click_deadline", deadline)
+    stats = bots.run()
+    assert stats.system_errors == 1 and paid(bots) == [(ORDER, D("40.00"))]
+    assert [s.made is not None for s in bots.portal.submits] == [True]
+    first, second = bots.intents(cid)
+    assert first.state == IntentState.ABSENT and first.submit_answered_at is not None
+    assert second.state == IntentState.CONFIRMED and len(deadlines) == 2
+
+
+@pytest.mark.parametrize(("lease", "grace"), [(300, 60), (60, 300), (100, 100)])
+def test_the_click_deadline_is_what_another_runner_must_wait_less_a_submit(
+        bots: Bots, lease: int, grace: int) -> None:
+    bots.processing.update(lease_seconds=lease, submit_grace_seconds=grace)
+    run = RunFolder.create(bots.tmp_path / "runs")
+    try:
+        processor = Processor(bots.settings(), bots.queue, bots.policy, run, today=TODAY)
+    finally:
+        run.close()
+    assert processor.grace_seconds == grace
+    assert processor._click_deadline(1000.0) == 1000.0 + max(lease, grace) - \
+        processor.submit_seconds
+
+
 def test_lease_lost_seen_by_the_heartbeat_stops_the_click(bots: Bots) -> None:
     bots.sell()
     cid = bots.ask()

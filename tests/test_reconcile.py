@@ -234,8 +234,8 @@ def test_summarise_counts_every_status_including_zero() -> None:
     assert list(counts) == list(ReconStatus)
     assert counts == {S.MATCHED: 1, S.MISSING_IN_PORTAL: 1, S.NOT_IN_LEDGER: 1,
                       S.AMOUNT_MISMATCH: 0, S.DUPLICATE: 0, S.OVER_REFUNDED: 0,
-                      S.UNCONFIRMED: 0, S.UNVERIFIED: 0, S.NOTE_MISSING: 0, S.ORPHAN_NOTE: 0,
-                      S.NOTES_UNVERIFIED: 0}
+                      S.UNCONFIRMED: 0, S.UNVERIFIED: 0, S.IN_FLIGHT: 0, S.NOTE_MISSING: 0,
+                      S.ORPHAN_NOTE: 0, S.NOTES_UNVERIFIED: 0}
 
 
 def test_unverified_rows_when_the_portal_cannot_be_read() -> None:
@@ -332,3 +332,37 @@ def test_totals_are_per_currency() -> None:
     totals = totals_by_currency(reconcile([], [eur, gbp]))
     assert totals == {(S.NOT_IN_LEDGER, "EUR"): Decimal("10.00"),
                       (S.NOT_IN_LEDGER, "GBP"): Decimal("7.00")}
+
+
+# -- in flight: another runner holds the case and is submitting ----------------------------
+
+
+def _flying(**over: str) -> LedgerEntry:
+    import dataclasses
+
+    return dataclasses.replace(led(1, status="pending", number=None, **over),
+                               in_flight="host-b|runner-b, lease until 10:05:00 UTC")
+
+
+def test_a_pending_refund_a_live_runner_holds_is_in_flight_not_a_problem() -> None:
+    paired = only(reconcile([_flying()], [ptl()]))
+    assert paired.status is S.IN_FLIGHT and not paired.is_problem
+    assert "R-1" in paired.note and "host-b|runner-b" in paired.note
+    missing = only(reconcile([_flying()], []))
+    assert missing.status is S.IN_FLIGHT and not missing.is_problem
+
+
+def test_in_flight_never_hides_money_or_a_settled_intent() -> None:
+    assert only(reconcile([_flying()], [ptl(amount="10.01")])).status is S.AMOUNT_MISMATCH
+    import dataclasses
+
+    absent = dataclasses.replace(_flying(), status="absent")
+    assert only(reconcile([absent], [ptl()])).status is S.UNCONFIRMED
+    confirmed = dataclasses.replace(_flying(), status="confirmed", refund_number="R-1")
+    assert only(reconcile([confirmed], [ptl()])).status is S.MATCHED
+    assert only(reconcile([confirmed], [])).status is S.MISSING_IN_PORTAL
+    assert only(reconcile([_flying(order="ORD-999999")], [ptl(order="ORD-100001")])
+                ).status is S.UNCONFIRMED  # another order's refund carries the key
+    nobody = dataclasses.replace(_flying(), in_flight="")
+    assert only(reconcile([nobody], [ptl()])).status is S.UNCONFIRMED
+    assert only(reconcile([nobody], [])).status is S.MISSING_IN_PORTAL

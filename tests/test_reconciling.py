@@ -4,6 +4,7 @@ read makes only the entries it could hide "unverified" (never "missing", never "
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -109,6 +110,70 @@ def test_a_flaky_day_is_retried_and_a_dead_day_leaves_only_its_entries_unverifie
         run2.close()
     assert [b.business_day for b in rec2.update.closed_by_match] == [yesterday.isoformat()]
     assert [b.refund_id for b in rec2.live] == ["RF-000077"]
+
+
+# -- several runners: a refund another runner is submitting right now ----------------------
+
+
+def _submitting(queue: Queue, tmp_path: Path) -> tuple[Any, PortalRefund]:
+    """Runner B holds a case and has clicked submit; the portal already lists the refund."""
+    from bots.models import RefundRequest
+
+    queue.add_request(RefundRequest(channel="email", source_id="m-1",
+                                    received_at=datetime.now(UTC), reason_text="broken",
+                                    customer_email="ada@example.org",
+                                    order_number="ORD-100001"), "intake")
+    case = queue.claim("host-b|runner-b", lease_seconds=300, run_id="run-b")
+    assert case is not None
+    intent = queue.open_intent(case.lease, order_number="ORD-100001", transaction_id="TX-9",
+                               amount=Decimal("20.00"), run_id="run-b")
+    queue.begin_submit(case.lease, intent.id, lease_seconds=300, needed_seconds=60)
+    refund = PortalRefund("RF-000009", Decimal("20.00"), "refund", intent.key, "refund-bot",
+                          datetime.now(UTC), "ORD-100001", "EUR", "TX-9")
+    return case, refund
+
+
+def _report(queue: Queue, tmp_path: Path, listing: list[PortalRefund]) -> Any:
+    run = RunFolder.create(tmp_path / "runs")
+    payments = FakePayments({datetime.now(UTC).date(): listing}, {})
+    try:
+        return asyncio.run(reconciling.reconcile_run(queue, run, FakeSession(payments),
+                                                     datetime.now(UTC)))
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["in the portal", "not there yet"])
+def test_a_refund_another_runner_is_submitting_is_in_flight_not_a_break(
+        tmp_path: Path, listed: bool) -> None:
+    """Runner A's report must not cry wolf (exit 3, a break) over runner B's live submit,
+    and must never call it matched: once B's lease runs out unsettled, it is a break."""
+    from sqlalchemy import update
+
+    from bots.queue.schema import Case
+
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    case, refund = _submitting(queue, tmp_path)
+    rec = _report(queue, tmp_path, [refund] if listed else [])
+    assert [r.status for r in rec.rows] == [ReconStatus.IN_FLIGHT]
+    assert "host-b|runner-b" in rec.rows[0].note and not rec.rows[0].is_problem
+    assert rec.problems == 0 and rec.live == []
+
+    with queue.session() as s:  # B stalls or dies: its lease runs out, the intent unsettled
+        s.execute(update(Case).where(Case.id == case.id).values(
+            locked_until=datetime.now(UTC) - timedelta(seconds=1)))
+    rec = _report(queue, tmp_path, [refund] if listed else [])
+    expected = ReconStatus.UNCONFIRMED if listed else ReconStatus.MISSING_IN_PORTAL
+    assert [r.status for r in rec.rows] == [expected] and rec.rows[0].is_problem
+    assert rec.problems == 1
+
+
+def test_an_in_flight_refund_of_the_wrong_amount_is_a_break_at_once(tmp_path: Path) -> None:
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    _, refund = _submitting(queue, tmp_path)
+    rec = _report(queue, tmp_path, [dataclasses.replace(refund, amount=Decimal("200.00"))])
+    assert [r.status for r in rec.rows] == [ReconStatus.AMOUNT_MISMATCH]
+    assert rec.problems == 1
 
 
 def test_order_notes_an_unreadable_order_page_leaves_its_refunds_unverified(

@@ -251,8 +251,8 @@ def test_summary_counts(report: Path) -> None:
                             str(S.NOT_IN_LEDGER): 1, str(S.AMOUNT_MISMATCH): 0,
                             str(S.DUPLICATE): 0, str(S.OVER_REFUNDED): 0,
                             str(S.UNCONFIRMED): 0, str(S.UNVERIFIED): 0,
-                            str(S.NOTE_MISSING): 0, str(S.ORPHAN_NOTE): 0,
-                            str(S.NOTES_UNVERIFIED): 0}
+                            str(S.IN_FLIGHT): 0, str(S.NOTE_MISSING): 0,
+                            str(S.ORPHAN_NOTE): 0, str(S.NOTES_UNVERIFIED): 0}
     assert s[("Quarantine", "Quarantined inputs")] == 2
     assert s[("Result", "Reconciliation")] == (
         "Reconciliation: 2 problem(s) — see Reconciliation sheet")

@@ -21,6 +21,7 @@ from bots.intake.exports import (
     first_text,
     json_records,
     merge_fields,
+    outbound_mark,
     read_export,
     text_of,
 )
@@ -153,7 +154,10 @@ def _conversation(record: dict[str, Any], messages: list[Any], conversations: Pi
             else:
                 continue
         plan = pick.plan(message)
-        said.append(((first_text(message, plan["message_role"]) or "").lower(), message, plan))
+        role = (first_text(message, plan["message_role"]) or "").lower()
+        if outbound_mark(message):  # our own answer echoed in the export: an agent's words
+            role = "agent"
+        said.append((role, message, plan))
     customer = [(m, plan) for role, m, plan in said if role in roles]
     if not customer:  # no role says "customer": every message not plainly an agent's
         customer = [(m, plan) for role, m, plan in said if role not in AGENT_ROLES]

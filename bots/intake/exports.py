@@ -396,9 +396,40 @@ def read_export(path: Path, opts: Options, *, max_bytes: int,
     yield from build_items(rows, opts)
 
 
+# How export tools mark a message the business sent (our own answer, echoed back in the
+# export): a direction field, or a flag (Messenger's `is_echo`, WhatsApp's `from_me`).
+_DIRECTION_KEYS = ("direction", "message_direction", "msg_direction", "flow")
+_OUTBOUND_VALUES = frozenset({"outbound", "outgoing", "out", "sent", "echo", "mt",
+                              "from_business", "business"})
+_OUTBOUND_FLAGS = ("is_echo", "from_me", "fromMe", "is_outgoing", "outgoing", "is_outbound",
+                   "from_page", "is_from_business", "sent_by_business")
+
+
+def outbound_mark(record: dict[str, Any]) -> str | None:
+    """Why `record` is a message the business sent, or None when nothing says so.
+
+    Such a message is never a customer's request: exports of shared chat and social
+    inboxes carry our own answers next to the customers' messages.
+    """
+    for key in _DIRECTION_KEYS:
+        value = record.get(key)
+        if isinstance(value, str) and value.strip().lower() in _OUTBOUND_VALUES:
+            return f"{key} '{value.strip()}'"
+    for key in _OUTBOUND_FLAGS:
+        value = record.get(key)
+        if value is True or (isinstance(value, str) and value.strip().lower() == "true"):
+            return f"{key} true"
+    return None
+
+
 def json_rows(path: Path, data: bytes, fields: FieldMap, *, records_key: str | None,
-              to_cells: Callable[[dict[str, Any]], dict[str, Any]]) -> Rows:
-    """Rows from a JSON / JSON Lines export, one per record, cells picked by `to_cells`."""
+              to_cells: Callable[[dict[str, Any]], dict[str, Any]],
+              problem_of: Callable[[dict[str, Any], dict[str, Any]], str] | None = None
+              ) -> Rows:
+    """Rows from a JSON / JSON Lines export, one per record, cells picked by `to_cells`.
+
+    `problem_of(record, cells)` says why a record is not a request ("" when it is).
+    """
     rows = Rows(path)
     markers = [p for name in ("source_id", "reason_text", "messages", "order_number",
                               "customer_email") for p in fields.get(name, ())]
@@ -411,7 +442,8 @@ def json_rows(path: Path, data: bytes, fields: FieldMap, *, records_key: str | N
         if problem:
             rows.add(ref, {"reason_text": record if isinstance(record, str) else ""}, problem)
         else:
-            rows.add(ref, to_cells(record))
+            cells = to_cells(record)
+            rows.add(ref, cells, problem_of(record, cells) if problem_of else "")
     return rows
 
 

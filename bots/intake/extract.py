@@ -740,12 +740,28 @@ _CODE_NEAR_NUMBER = re.compile(
     rf"(?<![\w.,])(?:(?P<n1>{_NUM})\s?(?P<c1>[A-Z]{{3}})|(?P<c2>[A-Z]{{3}})\s?(?P<n2>{_NUM}))"
     r"(?![A-Za-z])")
 
+# Two amounts joined as a range or an alternative ("10-20 EUR", "between €10 and €20",
+# "10 or 20 euros", "zwischen 10 und 20 €"): the customer has not said which one. At least
+# one currency token inside the match makes it money, not a count or a reference.
+_RANGE_JOIN = r"\s*(?:-|to|or|bis|oder|à|a|ou|o|und|and|et|y)\s*"
+_ONE = rf"(?:(?:{_CUR_IN_TEXT})\s?)?(?:{_NUM}){_NUM_TAIL}(?:\s?(?:{_CUR_IN_TEXT}))?"
+_AMOUNT_RANGE = re.compile(
+    rf"(?<![\w.,])(?:between|zwischen|entre|tra|from|von|de)?\s*(?P<a>{_ONE}){_RANGE_JOIN}"
+    rf"(?P<b>{_ONE})(?![\w.,]*\d)",
+    re.IGNORECASE,
+)
+_RANGE_CONNECTIVE = re.compile(r"(?i)^(?:between|zwischen|entre|tra|from|von|de)\b")
+_CUR_TOKEN = re.compile(rf"(?:{_CUR_IN_TEXT})", re.IGNORECASE)
+_ASK_BEFORE = re.compile(
+    r"(?i)\b(?:refund|amount|betrag|montant|importe|reembolso|erstattung|remboursement)\b"
+    r"(?:\s+(?:of|me|for|von|de|du))?\s*[:=]?\s*$")
+
 
 # A necessary condition for any doubt above (see GATES): a minus sign before a number or
 # after a currency or keyword; three decimals; a currency token or money word; an upper-case
 # code touching a number.
 _DOUBT_GATE = re.compile(
-    rf"[{_MINUS}]\S{{0,4}}\d|\d[.,]\d{{3}}|(?-i:[A-Z]{{3}})\s?\d|\d\s?(?-i:[A-Z]{{3}})|"
+    rf"[{_MINUS}]\S{{0,4}}\d|\d\s[{_MINUS}]\s\d|\d[.,]\d{{3}}|(?-i:[A-Z]{{3}})\s?\d|\d\s?(?-i:[A-Z]{{3}})|"
     rf"(?:{_CUR_IN_TEXT})|\d\s?(?i:{'|'.join(re.escape(w) for w in UNMAPPED_CURRENCY_WORDS)})"
     rf"(?![A-Za-z])",
     re.IGNORECASE,
@@ -816,6 +832,10 @@ def amount_doubts(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTE
         value = _number_to_decimal(m["n"])
         if value is not None and value.is_finite() and value > 0 and value != money(value):
             add(f"the amount '{_around(work, m.start(), m.end())}' is finer than a cent")
+    for m in _AMOUNT_RANGE.finditer(work):
+        if _is_range(m):
+            add(f"'{_around(work, m.start(), m.end())}' names two amounts and the bot cannot "
+                f"tell which one is asked for")
     for m in _UNMAPPED_WORD.finditer(work):
         add(f"'{_around(work, m.start(), m.end())}' names no currency the bot can map")
     if any(ch.isupper() for ch in work):
@@ -839,6 +859,25 @@ _SUM_WITH = re.compile(
     r"livraison|env[íi]o|gastos de env[íi]o)\b|"
     r"\b(?:still (?:owed|owe|owing|outstanding|due|open)|the (?:difference|rest|remainder|"
     r"balance)|noch offen|restbetrag|reste d[ûu]|lo que (?:queda|falta))\b")
+
+
+def _is_range(m: re.Match[str]) -> bool:
+    """A range of money, not "order 2 and 20 EUR" nor "10 - 20" with no money in sight.
+
+    "and"/"und"/"et"/"y" join a range only after "between"/"zwischen"/"entre"; a bare
+    "-" or "to" needs a currency token on either side or a refund word right before
+    ("refund 10-20"). Two numbers that are the same
+    amount ("20 EUR or 20 EUR") are not a doubt.
+    """
+    joined = m.group(0)[m.end("a") - m.start():m.start("b") - m.start()].strip().lower()
+    if joined in {"and", "und", "et", "y"} and not _RANGE_CONNECTIVE.match(m.group(0).strip()):
+        return False
+    asked = _ASK_BEFORE.search(m.string[max(0, m.start() - 40):m.start()])
+    if not (_CUR_TOKEN.search(m["a"]) or _CUR_TOKEN.search(m["b"]) or asked):
+        return False
+    first = _number_to_decimal(_CUR_TOKEN.sub("", m["a"]).strip().rstrip(".,-"))
+    second = _number_to_decimal(_CUR_TOKEN.sub("", m["b"]).strip().rstrip(".,-"))
+    return first is not None and second is not None and first != second
 
 
 def relative_amount_doubts(text: str, has_amount: bool) -> list[str]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from bots.intake.exports import (
     Picker,
     json_rows,
     merge_fields,
+    outbound_mark,
     pick_cells,
     read_export,
 )
@@ -53,17 +55,39 @@ FIELDS = tuple(DEFAULT_FIELDS)
 def read_social_export(path: Path, *, fields: FieldOverrides | None = None,
                        order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS,
                        platform: str | None = None, records_key: str | None = None,
+                       own_handles: Sequence[str] = (),
                        default_currency: str | None = None,
                        default_region: str | None = None, date_dayfirst: bool = True,
                        max_bytes: int = 256_000_000) -> Iterator[IntakeItem]:
-    """One item per message. `platform` names the network when the export does not."""
+    """One item per message. `platform` names the network when the export does not.
+
+    A message the business sent (marked outbound by the export, or written by one of
+    `own_handles`, the business's own accounts) is our answer echoed back, never a
+    request: it is quarantined with that reason.
+    """
     field_map = merge_fields(DEFAULT_FIELDS, fields)
+    ours = frozenset(_handle_key(h) for h in own_handles if _handle_key(h))
+
+    def problem_of(record: dict[str, Any], cells: dict[str, Any]) -> str:
+        if mark := outbound_mark(record):
+            return f"our own outbound message echoed back in the export ({mark}), not a request"
+        handle = cells.get("customer_handle")
+        if ours and isinstance(handle, str) and _handle_key(handle) in ours:
+            return (f"our own outbound message echoed back in the export (written by our "
+                    f"account {handle.strip()}), not a request")
+        return ""
     picker = Picker(field_map)
     opts = Options(CHANNEL, order_patterns, default_currency, date_dayfirst, default_region,
                    platform.lower() if platform else None)
 
     def load(p: Path, data: bytes) -> Rows:
         return json_rows(p, data, field_map, records_key=records_key,
-                         to_cells=lambda record: pick_cells(record, picker))
+                         to_cells=lambda record: pick_cells(record, picker),
+                         problem_of=problem_of)
 
     yield from read_export(path, opts, max_bytes=max_bytes, load=load)
+
+
+def _handle_key(handle: str) -> str:
+    """A handle as platforms compare them: no "@", no case ("@Shop_Support" = "shop_support")."""
+    return handle.strip().lstrip("@").casefold()

@@ -14,6 +14,7 @@ file or a folder of files, with a `fields:` map for a tool's own export format.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, TypedDict
 
@@ -133,7 +134,8 @@ class ExportSourceConfig(_Source):
     others keep them. `records_key` is the dotted path of the list of records in a
     JSON document (found by itself for the usual names). `customer_roles` (chat)
     are the author roles whose messages are the customer's; `platform` (social)
-    names the network when the export does not say.
+    names the network when the export does not say; `own_handles` (social) are the
+    business's own accounts, whose messages in the export are our answers, not requests.
     """
 
     kind: ExportKind
@@ -141,6 +143,7 @@ class ExportSourceConfig(_Source):
     records_key: str | None = None
     customer_roles: list[str] | None = None
     platform: str | None = None
+    own_handles: list[str] | None = None
     max_bytes: int = Field(EXPORT_MAX_BYTES, ge=1)
 
     @model_validator(mode="after")
@@ -157,6 +160,8 @@ class ExportSourceConfig(_Source):
             raise ValueError("customer_roles is for chat sources only")
         if self.platform is not None and self.kind != "social":
             raise ValueError("platform is for social sources only")
+        if self.own_handles is not None and self.kind != "social":
+            raise ValueError("own_handles is for social sources only")
         if self.records_key is not None and self.kind == "phone":
             raise ValueError("records_key is for JSON exports; phone call logs are CSV")
         return self
@@ -189,26 +194,73 @@ def read_source(cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSo
     A mailbox that cannot be reached raises `MailboxError`: that is an outage, not bad
     input, and the pipeline reports it as a failed source.
     """
+    for part in source_parts(cfg):
+        yield from read_part(part)
+
+
+@dataclass(frozen=True)
+class SourcePart:
+    """What one reader reads on its own: a file of a folder source, or a whole source.
+
+    Spreadsheet and export folders are read file by file, so several processes can read
+    one folder (`bots.work.reading`); mailboxes, mail folders and voice folders are one
+    part. `problem` is input refused before reading (a missing source, a FIFO in the
+    folder, an unsupported file type): it is quarantined, never read. `size` (bytes, 0
+    when unknown) is what decides whether reading in parallel is worth it.
+    """
+
+    cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSourceConfig
+    file: Path | None = None
+    problem: Quarantined | None = None
+    size: int = 0
+
+    @property
+    def splittable(self) -> bool:
+        """Readable in another process: a file of a spreadsheet or export source."""
+        return self.file is not None and self.problem is None
+
+
+def source_parts(cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSourceConfig
+                 ) -> list[SourcePart]:
+    """The parts of a source, in the order they are read."""
     if isinstance(cfg, MailboxConfig):
-        yield from read_mailbox(cfg)
-        return
+        return [SourcePart(cfg)]
     channel = _CHANNELS[cfg.kind]
     path = Path(cfg.path)
     if not path.exists():
-        yield _problem(cfg, channel, "missing",
-                       f"source '{cfg.label}' is missing: {path} does not exist")
-        return
-    if isinstance(cfg, VoiceSourceConfig):
-        yield from voice.read_voice_folder(path, default_region=cfg.default_region,
+        return [SourcePart(cfg, problem=_problem(
+            cfg, channel, "missing", f"source '{cfg.label}' is missing: {path} does not exist"))]
+    if isinstance(cfg, ExportSourceConfig):
+        return _export_parts(cfg, path)
+    if isinstance(cfg, SourceConfig) and cfg.kind == "spreadsheet":
+        return _spreadsheet_parts(cfg, channel, path)
+    return [SourcePart(cfg)]
+
+
+def read_part(part: SourcePart) -> Iterator[IntakeItem]:
+    """Every item of one part of a source (see `source_parts`)."""
+    cfg = part.cfg
+    if part.problem is not None:
+        yield part.problem
+    elif isinstance(cfg, MailboxConfig):
+        yield from read_mailbox(cfg)
+    elif isinstance(cfg, VoiceSourceConfig):
+        yield from voice.read_voice_folder(Path(cfg.path), default_region=cfg.default_region,
                                            min_confidence=cfg.min_confidence)
     elif isinstance(cfg, ExportSourceConfig):
-        yield from _exports(cfg, path)
+        if part.file is not None:
+            yield from read_export_file(cfg, part.file)
     elif cfg.kind == "eml_folder":
-        yield from _eml_folder(cfg, channel, path)
+        yield from _eml_folder(cfg, _CHANNELS[cfg.kind], Path(cfg.path))
     elif cfg.kind == "maildir":
-        yield from _maildir(cfg, channel, path)
-    else:
-        yield from _spreadsheets(cfg, channel, path)
+        yield from _maildir(cfg, _CHANNELS[cfg.kind], Path(cfg.path))
+    elif part.file is not None:
+        yield from read_spreadsheet(part.file, columns=cfg.merged_columns,
+                                    order_patterns=cfg.patterns,
+                                    default_currency=cfg.default_currency,
+                                    date_dayfirst=cfg.date_dayfirst,
+                                    default_region=cfg.default_region,
+                                    trust_formula_results=cfg.trust_formula_results)
 
 
 def _eml_folder(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem]:
@@ -229,41 +281,43 @@ def _maildir(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem
     yield from read_maildir(path, order_patterns=cfg.patterns, max_bytes=cfg.max_bytes)
 
 
-def _spreadsheets(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem]:
+def _file_part(cfg: SourceConfig | ExportSourceConfig, file: Path | Quarantined) -> SourcePart:
+    if isinstance(file, Quarantined):
+        return SourcePart(cfg, problem=file)
+    try:
+        size = file.stat().st_size
+    except OSError:
+        size = 0
+    return SourcePart(cfg, file, size=size)
+
+
+def _spreadsheet_parts(cfg: SourceConfig, channel: str, path: Path) -> list[SourcePart]:
     if path.is_dir():
         files = list(folder_files(path, lambda p: p.suffix.lower() in FOLDER_SUFFIXES
                                   and not p.name.startswith(("~$", ".")),  # Excel locks, hidden
                                   channel))
     else:
         files = [path]  # an unsupported type is quarantined by read_spreadsheet, with the reason
-    for file in files:
-        if isinstance(file, Quarantined):
-            yield file
-            continue
-        yield from read_spreadsheet(file, columns=cfg.merged_columns, order_patterns=cfg.patterns,
-                                    default_currency=cfg.default_currency,
-                                    date_dayfirst=cfg.date_dayfirst,
-                                    default_region=cfg.default_region,
-                                    trust_formula_results=cfg.trust_formula_results)
+    return [_file_part(cfg, file) for file in files]
 
 
-def _exports(cfg: ExportSourceConfig, path: Path) -> Iterator[IntakeItem]:
+def _export_parts(cfg: ExportSourceConfig, path: Path) -> list[SourcePart]:
     suffixes = EXPORT_SUFFIXES[cfg.kind]
     if path.is_dir():
         files = list(folder_files(path, lambda p: p.suffix.lower() in suffixes
                                   and not p.name.startswith(("~$", ".")), cfg.channel))
     else:
         files = [path]
+    parts = []
     for file in files:
-        if isinstance(file, Quarantined):
-            yield file
+        if not isinstance(file, Quarantined) and file.suffix.lower() not in suffixes:
+            parts.append(SourcePart(cfg, problem=_problem(
+                cfg, cfg.channel, "unsupported",
+                f"source '{cfg.label}': unsupported file type '{file.suffix}' for a "
+                f"{cfg.kind} export (expected {', '.join(suffixes)})")))
             continue
-        if file.suffix.lower() not in suffixes:
-            yield _problem(cfg, cfg.channel, "unsupported",
-                           f"source '{cfg.label}': unsupported file type '{file.suffix}' for a "
-                           f"{cfg.kind} export (expected {', '.join(suffixes)})")
-            continue
-        yield from read_export_file(cfg, file)
+        parts.append(_file_part(cfg, file))
+    return parts
 
 
 class _ExportOptions(TypedDict):
@@ -289,7 +343,8 @@ def read_export_file(cfg: ExportSourceConfig, file: Path) -> Iterator[IntakeItem
             customer_roles=cfg.customer_roles or chat.CUSTOMER_ROLES, **common)
     elif cfg.kind == "social":
         yield from social.read_social_export(file, records_key=cfg.records_key,
-                                             platform=cfg.platform, **common)
+                                             platform=cfg.platform,
+                                             own_handles=cfg.own_handles or (), **common)
     elif cfg.kind == "phone":
         yield from phone.read_call_log(file, **common)
     else:

@@ -9,7 +9,7 @@ go with the request (`RefundRequest.triage`) into the case's audit trail.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from bots.intake.language import detect_language
@@ -29,3 +29,13 @@ def triage_all(items: Iterable[IntakeItem]) -> Iterator[IntakeItem]:
     """`triage` every request of a source's stream; quarantined items pass unchanged."""
     for item in items:
         yield triage(item) if isinstance(item, RefundRequest) else item
+
+
+def triage_new(reqs: Sequence[RefundRequest], known: Collection[tuple[str, str]]
+               ) -> list[RefundRequest]:
+    """`triage` the requests not `known` (by channel and source id); the others as they are.
+
+    A request already stored is not stored again, so its language and priority would be
+    worked out for nothing (most of the cost of reading a file again).
+    """
+    return [req if (req.channel, req.source_id) in known else triage(req) for req in reqs]

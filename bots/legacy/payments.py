@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -21,6 +22,7 @@ from bots.errors import (
     SelectorMissing,
     SessionExpired,
     SystemException,
+    TooLateToSubmit,
     UnknownPage,
     UnreadableValue,
 )
@@ -51,11 +53,15 @@ class PaymentsApp(LegacyApp):
 
     async def submit_refund(self, transaction_id: str, amount: Decimal, reason: str,
                             reference: str,
-                            before_click: Callable[[], Awaitable[None]] | None = None) -> str:
+                            before_click: Callable[[], Awaitable[float | None]] | None = None
+                            ) -> str:
         """Fill and confirm the refund form; return the portal's refund number.
 
         `before_click` runs right before the final click (the caller's last check that it
-        may still pay: if it raises, nothing is submitted). Not retried here on an expired
+        may still pay: if it raises, nothing is submitted). It may return a deadline
+        (`time.monotonic()` seconds): the click, the dialog's OK and the modal's confirm
+        that commit the refund are each done only before it, else declined and
+        TooLateToSubmit raised (nothing submitted). Not retried here on an expired
         session: whether the click went through is for the caller to verify against the
         refund history, by reference. A landing
         page that is neither the confirmation nor the refusal is a SystemException:
@@ -75,9 +81,8 @@ class PaymentsApp(LegacyApp):
         await frame.select_option(at["refund_form.reason"], self._reason_value(reason))
         await frame.fill(at["refund_form.reference"], reference)
         self._on_transaction = None
-        if before_click is not None:
-            await before_click()
-        response = await self._confirm_and_submit(frame, at["refund_form.submit"])
+        deadline = await before_click() if before_click is not None else None
+        response = await self._confirm_and_submit(frame, at["refund_form.submit"], deadline)
         return await self._refund_number(frame, response, amount, reference)
 
     async def list_refunds(self, start: date, end: date) -> list[PortalRefund]:
@@ -156,22 +161,46 @@ class PaymentsApp(LegacyApp):
         return ChargeFacts(transaction_id=txn_id, order_number=order_number, amount=amount,
                            currency=currency, refunded=refunded, refunds=refunds)
 
-    async def _confirm_and_submit(self, frame: Frame, submit: str) -> Response | None:
-        """Click submit, get past the window.confirm() and/or HTML modal, wait for the answer."""
+    async def _confirm_and_submit(self, frame: Frame, submit: str,
+                                  deadline: float | None = None) -> Response | None:
+        """Click submit, get past the window.confirm() and/or HTML modal, wait for the answer.
+
+        Each step that can commit the refund checks `deadline` first (see submit_refund).
+        """
         confirm = self.sel.refund_form.confirm
         unexpected: list[str] = []
+        late: list[str] = []
+
+        def too_late(step: str) -> bool:
+            if deadline is not None and time.monotonic() > deadline:
+                late.append(step)
+                return True
+            return False
+
+        def late_error() -> TooLateToSubmit:
+            return TooLateToSubmit(
+                f"{self.app_name}: {late[0]} declined: the last check before the submit is "
+                f"{time.monotonic() - (deadline or 0):.0f}s past its deadline (the runner was "
+                f"paused); nothing was submitted")
 
         async def on_dialog(dialog: Dialog) -> None:
             if confirm.dialog_text is not None and dialog.message.strip() == confirm.dialog_text:
-                await dialog.accept()
+                if too_late("the confirmation dialog"):
+                    await dialog.dismiss()
+                else:
+                    await dialog.accept()
             else:  # a question nobody described: say no, nothing is submitted
                 unexpected.append(dialog.message)
                 await dialog.dismiss()
 
+        if too_late("the submit click"):
+            raise late_error()
         self.page.on("dialog", on_dialog)
         try:
             async with frame.expect_navigation(wait_until="domcontentloaded") as nav:
                 await frame.click(submit)
+                if late:
+                    raise late_error()
                 if confirm.modal is not None and confirm.modal_confirm is not None:
                     try:
                         await frame.wait_for_selector(", ".join(confirm.modal.candidates),
@@ -182,10 +211,15 @@ class PaymentsApp(LegacyApp):
                             f"{self.app_name}: the confirmation modal (refund_form.confirm."
                             f"modal) did not appear ({frame.url}): nothing was confirmed"
                         ) from None
-                    await frame.click(await self.require(frame, confirm.modal_confirm,
-                                                         "refund_form.confirm.modal_confirm"))
+                    button = await self.require(frame, confirm.modal_confirm,
+                                                "refund_form.confirm.modal_confirm")
+                    if too_late("the confirmation modal"):
+                        raise late_error()
+                    await frame.click(button)
             return await nav.value
         except PlaywrightTimeout as exc:
+            if late:
+                raise late_error() from exc
             if unexpected:
                 raise UnknownPage(f"{self.app_name}: unexpected dialog {unexpected[0]!r} "
                                   "dismissed: nothing was submitted") from exc

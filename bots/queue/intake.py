@@ -10,12 +10,12 @@ loses a race to the other intake's insert is planned again against what is store
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Engine, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from bots.queue.schema import (
     Base,
     Case,
     CaseState,
+    NotificationRow,
     QuarantineRow,
     RequestRow,
     case_ref,
@@ -94,6 +95,22 @@ class IntakeStore(Store):
                 if attempt == _RACE_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def sent_texts(self, case_ids: Iterable[int]) -> dict[int, list[str]]:
+        """The texts of every message the bot wrote to customers about these cases."""
+        ids = sorted(set(case_ids))
+        found: dict[int, list[str]] = {}
+        with self.session() as s:
+            for chunk in (ids[i:i + _IN_CHUNK] for i in range(0, len(ids), _IN_CHUNK)):
+                for case_id, body in s.execute(
+                        select(NotificationRow.case_id, NotificationRow.body)
+                        .where(NotificationRow.case_id.in_(chunk))):
+                    found.setdefault(case_id, []).append(body)
+        return found
+
+    def known(self, reqs: Sequence[RefundRequest]) -> set[tuple[str, str]]:
+        """The (channel, source id) of those of `reqs` that are already stored."""
+        return known_sources(self.engine, reqs)
 
     def add_quarantined(self, item: Quarantined, run_id: str | None = None) -> bool:
         try:
@@ -239,6 +256,26 @@ def _stored_sources(s: Session, reqs: Sequence[RefundRequest]) -> dict[tuple[str
             rows = s.execute(select(RequestRow.source_id, RequestRow.case_id).where(
                 RequestRow.channel == channel, RequestRow.source_id.in_(chunk)))
             found.update({(channel, source_id): case_id for source_id, case_id in rows})
+    return found
+
+
+def known_sources(engine: Engine, reqs: Sequence[RefundRequest]) -> set[tuple[str, str]]:
+    """Which of `reqs` are stored already, read on `engine` without a write transaction.
+
+    Intake asks before it works out a request's language and priority: a file read again
+    (an export that grows, read every run) costs only its parsing. Worker processes ask
+    too, on an engine of their own (see `bots.work.reading`).
+    """
+    found: set[tuple[str, str]] = set()
+    by_channel: dict[str, set[str]] = {}
+    for req in reqs:
+        by_channel.setdefault(req.channel, set()).add(req.source_id)
+    with engine.connect() as conn:
+        for channel, ids in by_channel.items():
+            for chunk in _chunked(sorted(ids)):
+                found.update((channel, source_id) for (source_id,) in conn.execute(
+                    select(RequestRow.source_id).where(RequestRow.channel == channel,
+                                                       RequestRow.source_id.in_(chunk))))
     return found
 
 

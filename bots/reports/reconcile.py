@@ -51,6 +51,9 @@ class LedgerEntry:
     transaction_id: str = ""
     run_id: str = ""
     created_at: datetime | None = None
+    # A pending intent whose case a live runner still holds: its submit may be under way
+    # right now (several runners share the queue), so "not confirmed" is not a break yet.
+    in_flight: str = ""  # who holds it and until when; "" when nobody does
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,7 @@ class ReconStatus(StrEnum):
     OVER_REFUNDED = "over-refunded charge"
     UNCONFIRMED = "found in portal, not confirmed in ledger"
     UNVERIFIED = "not verified: portal unreachable"
+    IN_FLIGHT = "in flight: a runner is submitting it"
     # The three-way check against the order system's notes (bots/reports/threeway.py).
     NOTE_MISSING = "refund without its order note"
     ORPHAN_NOTE = "order note without its refund"
@@ -109,7 +113,12 @@ class ReconRow(NamedTuple):
 
     @property
     def is_problem(self) -> bool:
-        return self.status is not ReconStatus.MATCHED
+        """A break: anything not matched, except a refund another runner is submitting now.
+
+        An in-flight row is shown, never counted as matched, and checked again by the next
+        report; if its runner dies, the lease runs out and the row becomes a break.
+        """
+        return self.status is not ReconStatus.MATCHED and self.status is not ReconStatus.IN_FLIGHT
 
     @property
     def break_key(self) -> str:
@@ -363,6 +372,11 @@ def _paired_row(entry: LedgerEntry, refund: PortalRefund) -> ReconRow:
         result = ReconStatus.UNCONFIRMED
     elif amount_note:
         result = ReconStatus.AMOUNT_MISMATCH
+    elif status == PENDING and entry.in_flight and not order_note:
+        result = ReconStatus.IN_FLIGHT
+        notes[notes.index(confirm_note)] = (
+            f"submitted and found in the portal as {refund.refund_id}; the runner that holds "
+            f"the case ({entry.in_flight}) has not recorded it yet")
     elif confirm_note or order_note:
         result = ReconStatus.UNCONFIRMED
     else:
@@ -419,6 +433,10 @@ def _missing_row(entry: LedgerEntry, last_unread: date | None) -> ReconRow | Non
     if status == CONFIRMED:
         note = (f"ledger records refund {entry.refund_number or '(no number)'}, "
                 "but the portal shows no such refund")
+    elif status == PENDING and entry.in_flight:
+        return _row(ReconStatus.IN_FLIGHT, entry, None,
+                    f"being submitted: not in the portal yet, and the runner that holds the "
+                    f"case ({entry.in_flight}) has not settled it")
     elif status == PENDING:
         note = "outcome unknown: submitted, but not found in the portal"
     else:

@@ -96,11 +96,12 @@ def note_key(order_number: str, refund_id: str) -> str:
 
 
 def refunds_to_check(rows: Iterable[ReconRow]) -> list[ListedRefund]:
-    """Every refund the portal lists (each once), from the reconciliation's rows."""
+    """Every refund the portal lists (each once), from the reconciliation's rows; not a
+    refund a runner is submitting right now (in flight: its note is the step after)."""
     seen: dict[str, ListedRefund] = {}
     for r in rows:
         if r.portal_refund_id and r.status not in NOTE_STATUSES \
-                and r.status is not ReconStatus.OVER_REFUNDED:
+                and r.status not in (ReconStatus.OVER_REFUNDED, ReconStatus.IN_FLIGHT):
             seen.setdefault(r.portal_refund_id, ListedRefund(
                 r.portal_refund_id, r.order_number, r.case_ref, r.currency, r.portal_amount,
                 r.day, r.operator))

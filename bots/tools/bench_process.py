@@ -80,7 +80,7 @@ def bench_process(repeat: int = 3, workers: int = 1) -> ProcessBench:
         prepare_inputs(folder, build_dataset(seed=DEMO_SEED, today=today), today)
         settings = _settings(folder, sb.orders_url, sb.payments_url, workers)
         queue = Queue(settings.queue_url)
-        run_intake(settings, queue, RunFolder.create(settings.runs_dir))
+        run_intake(settings.intake, queue, RunFolder.create(settings.runs_dir))
         bot: list[float] = []
         before: list[float] = []
         http: list[float] = []
@@ -114,7 +114,7 @@ def bench_submit(repeat: int = 3, workers: int = 1) -> SubmitBench:
                 prepare_inputs(folder, build_dataset(seed=DEMO_SEED, today=today), today)
                 settings = _settings(folder, sb.orders_url, sb.payments_url, workers)
                 queue = Queue(settings.queue_url)
-                run_intake(settings, queue, RunFolder.create(settings.runs_dir))
+                run_intake(settings.intake, queue, RunFolder.create(settings.runs_dir))
                 paid, every = asyncio.run(_submit_pass(settings, queue, today, fast))
             (result.after if fast else result.before).append(statistics.median(paid))
             (result.after_all if fast else result.before_all).append(statistics.mean(every))

@@ -1,77 +1,139 @@
 """`refund-bots bench queue`: intake *into the queue*, and reading it back, at volume.
 
-Generates N mixed contacts across every channel (the same corpus as `bench intake`),
-reads them (parse + extract, timed apart), stores them in a fresh queue in intake's
-batches, then stores them again (a repeat intake with nothing new, which must not cost a
-read of every stored case), then times a page of `cases list` on the full queue. SQLite by
-default; `--queue-url` points it at a PostgreSQL database to time that backend.
+Generates N mixed contacts across every channel (the same corpus as `bench intake`), then:
+
+1. reads them (parse + extract) and stores them in one process, timed apart (the floor
+   set by the queue: the issue's "into the queue" figure, without triage);
+2. runs the intake command's own path (`run_intake`: parse, extract, language and
+   priority, store) into a fresh queue, in one process and with worker processes,
+   alternately, `repeat` times each: medians side by side, wall and CPU seconds (the
+   workers' CPU included);
+3. runs intake again with nothing new (which must not read every stored case back) and
+   times a page of `cases list` on the full queue.
+
+SQLite by default; `new_queue_url` gives a fresh PostgreSQL database per pass.
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bots.config import IntakeSettings
 from bots.models import RefundRequest
 from bots.queue import CaseFilter, Queue, safe_url
+from bots.runs import RunFolder
 from bots.tools.bench import generate, time_intake
+from bots.work.pipeline import run_intake
 
 
-@dataclass(frozen=True)
+@dataclass
 class QueueBench:
     backend: str
     contacts: int
     requests: int
     parse_seconds: float
     store_seconds: float
-    repeat_seconds: float
-    page_seconds: list[float]
-    cases: int
+    workers: int
+    intake: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # (wall, cpu)
+    repeat_seconds: float = 0.0
+    page_seconds: list[float] = field(default_factory=list)
+    cases: int = 0
 
     @property
     def into_queue_seconds(self) -> float:
-        """Parse + store: what intake of N contacts into the queue costs."""
+        """Parse + store in one process: what the queue costs on top of reading."""
         return self.parse_seconds + self.store_seconds
 
+    def median(self, workers: int, which: int = 0) -> float:
+        return statistics.median(p[which] for p in self.intake[workers])
 
-def bench_queue(n: int, seed: int = 1, queue_url: str | None = None,
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have ended (the workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def bench_queue(n: int, seed: int = 1, *, workers: int = 2, repeat: int = 2,
+                new_queue_url: Callable[[], str] | None = None,
                 say: Callable[[str], None] = print) -> QueueBench:
     with tempfile.TemporaryDirectory(prefix="refund-bots-bench-queue-") as tmp:
         folder = Path(tmp)
-        corpus = generate(folder, n, seed)
+        corpus = generate(folder / "corpus", n, seed)
+        sources = [cfg for group in corpus.sources.values() for cfg in group]
+        serial = 0
+
+        def fresh() -> Queue:
+            nonlocal serial
+            serial += 1
+            url = new_queue_url() if new_queue_url else \
+                f"sqlite:///{folder / f'bench-queue-{serial}.sqlite'}"
+            return Queue(url)
+
         start = time.perf_counter()
         parsed = time_intake(corpus)
         parse = time.perf_counter() - start
         reqs = [i for i in parsed.items if isinstance(i, RefundRequest)]
-        url = queue_url or f"sqlite:///{folder / 'bench-queue.sqlite'}"
-        queue = Queue(url)
+        queue = fresh()
         say(f"{len(reqs):,} requests from {corpus.asks:,} contacts parsed in {parse:.2f} s; "
-            f"storing into {safe_url(url)}")
+            f"storing into {safe_url(queue.url)}")
         start = time.perf_counter()
         queue.add_requests(reqs, "bench-1")
         store = time.perf_counter() - start
+        queue.engine.dispose()
+        result = QueueBench(queue.dialect, corpus.asks, len(reqs), parse, store, workers)
+
+        last: Queue | None = None
+        for round_ in range(1, repeat + 1):
+            for w in (0, workers):
+                queue = fresh()
+                run = RunFolder.create(folder / "runs")
+                cpu, start = _cpu(), time.perf_counter()
+                try:
+                    stats = run_intake(IntakeSettings(sources=sources, workers=w), queue, run)
+                finally:
+                    run.close()
+                wall, cpu = time.perf_counter() - start, _cpu() - cpu
+                result.intake.setdefault(w, []).append((wall, cpu))
+                say(f"pass {round_}, {w or 'no'} worker(s): {stats.new_requests:,} requests "
+                    f"in {wall:.2f} s ({cpu:.2f} s CPU)")
+                if last is not None:
+                    last.engine.dispose()
+                last = queue
+
+        assert last is not None
+        run = RunFolder.create(folder / "runs")
         start = time.perf_counter()
-        queue.add_requests(reqs, "bench-2")
-        repeat = time.perf_counter() - start
-        pages = []
+        try:
+            run_intake(IntakeSettings(sources=sources, workers=workers), last, run)
+        finally:
+            run.close()
+        result.repeat_seconds = time.perf_counter() - start
         for _ in range(5):
             start = time.perf_counter()
-            _, total = queue.cases_page(CaseFilter(states=["queued"]), limit=50)
-            pages.append(time.perf_counter() - start)
-        queue.engine.dispose()
-        return QueueBench(queue.dialect, corpus.asks, len(reqs), parse, store, repeat, pages,
-                          total)
+            _, result.cases = last.cases_page(CaseFilter(states=["queued"]), limit=50)
+            result.page_seconds.append(time.perf_counter() - start)
+        last.engine.dispose()
+        return result
 
 
 def describe(r: QueueBench) -> list[str]:
+    one, many = r.median(0), r.median(r.workers)
     return [
-        f"{r.backend}: {r.requests:,} requests stored in {r.store_seconds:.2f} s "
-        f"({r.requests / r.store_seconds:,.0f}/s); parse + store of {r.contacts:,} contacts "
-        f"{r.into_queue_seconds:.2f} s",
+        f"{r.backend}: {r.requests:,} requests of {r.contacts:,} contacts: parse "
+        f"{r.parse_seconds:.2f} s + store {r.store_seconds:.2f} s "
+        f"({r.requests / r.store_seconds:,.0f}/s) = {r.into_queue_seconds:.2f} s in one process",
+        f"intake command (parse, language and priority, store), medians of "
+        f"{len(r.intake[0])}: one process {one:.2f} s ({r.median(0, 1):.2f} s CPU); "
+        f"{r.workers} worker processes {many:.2f} s ({r.median(r.workers, 1):.2f} s CPU); "
+        f"{one / many:.2f}x",
         f"repeat intake (nothing new): {r.repeat_seconds:.2f} s",
         f"cases list, one page of 50 of {r.cases:,} queued cases: median "
         f"{statistics.median(r.page_seconds) * 1000:.0f} ms",

@@ -127,7 +127,7 @@ def measure(folder: Path, config: ScaleConfig, *, latency_ms: int, warmup: float
             browser__trace_failures=False, processing__workers=config.workers,
             intake__sources=[{"kind": "portal", "path": str(folder / "forms")}])
         queue = Queue(settings.queue_url)
-        run_intake(settings, queue, RunFolder.create(settings.runs_dir))
+        run_intake(settings.intake, queue, RunFolder.create(settings.runs_dir))
         total = len(queue.cases())
         path = folder / "settings.yaml"
         path.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")

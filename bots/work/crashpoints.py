@@ -22,7 +22,7 @@ import signal
 
 ENV = "REFUND_BOTS_CRASH_POINTS"
 STALL_ENV = "REFUND_BOTS_STALL_POINTS"
-POINTS = ("before_submit", "after_submit", "after_record", "after_note")
+POINTS = ("before_submit", "after_last_check", "after_submit", "after_record", "after_note")
 _rng = random.Random(os.environ.get("REFUND_BOTS_CRASH_SEED"))
 _stalled: list[str] = []  # the point this process stalled at, if it did
 

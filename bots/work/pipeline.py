@@ -11,25 +11,28 @@ import hashlib
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import chain
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
-from bots.config import ConfigError, Settings
+from bots.config import ConfigError, IntakeSettings, Settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
-from bots.intake import AnySource, MailboxConfig, MailboxError, read_source
-from bots.intake.triage import triage_all
+from bots.intake import MailboxConfig, MailboxError, read_source
+from bots.intake.echo import case_ids_named, echoed
+from bots.intake.sources import read_part, source_parts
+from bots.intake.triage import triage_new
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.health import preflight
 from bots.legacy.session import BotSession
-from bots.models import Quarantined, RefundRequest
+from bots.models import IntakeItem, Quarantined, RefundRequest
 from bots.notify import Notifier
 from bots.queue import (
     INSERT_BATCH,
@@ -40,7 +43,7 @@ from bots.queue import (
     Queue,
     runner_id,
 )
-from bots.queue.schema import RequestRow
+from bots.queue.schema import RequestRow, case_ref
 from bots.reports.escalations import write_escalations
 from bots.reports.reconcile import ReconRow
 from bots.reports.report import Books, BreakLine, CaseRow, RunInfo, problem_count, write_report
@@ -49,6 +52,7 @@ from bots.transport import insecure_transports
 from bots.work.alerts import after_run
 from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS
 from bots.work.processing import Finished, Processor, ProcessStats
+from bots.work.reading import auto_workers, read_in_parallel
 from bots.work.reconciling import Reconciliation, reconcile_run
 from bots.work.stopping import request_stop
 
@@ -64,41 +68,75 @@ class IntakeStats:
     by_channel: Counter[str] = field(default_factory=Counter)
 
 
-def run_intake(settings: Settings, queue: Queue, run: RunFolder) -> IntakeStats:
-    """Read every configured source into the queue. Idempotent: re-reading adds nothing."""
+def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeStats:
+    """Read every configured source into the queue. Idempotent: re-reading adds nothing.
+
+    Mailboxes are read here, one message at a time. Spreadsheet and export files are
+    read by worker processes when they are big enough to repay starting them (see
+    `bots.work.reading`, setting `intake.workers`), while this process stores.
+    """
     stats = IntakeStats()
-    for source in settings.intake.sources:
-        try:
-            _read_into(queue, run, source, stats)
-        except MailboxError as exc:  # an outage, not bad input: report it, read the others
-            stats.failed_sources += 1
-            run.log.error("source {} failed: {}", source.label, exc)
-            queue.add_quarantined(Quarantined(
-                "email", f"source-failed:{source.label}:{run.run_id}",
-                f"source '{source.label}' could not be read: {exc}", source_ref=source.label,
-            ), run.run_id)
+    sources = intake.sources
+    parts = {id(s): source_parts(s) for s in sources if not isinstance(s, MailboxConfig)}
+    files = [p for s in sources for p in parts.get(id(s), [])]
+    workers = auto_workers(files, intake.workers)
+    ahead = read_in_parallel(files, workers, queue.url) if workers else None
+    if workers:
+        run.log.info("intake: {} file(s), {:.1f} MB, read by {} worker processes", len(files),
+                     sum(p.size for p in files) / 1e6, workers)
+    try:
+        for source in sources:
+            if isinstance(source, MailboxConfig):
+                _read_mailbox_into(queue, run, source, stats)
+                continue
+            mine = parts[id(source)]
+            if ahead is not None:  # the workers triaged what is new
+                read = chain.from_iterable(next(ahead) for _ in mine)
+                _store_items(queue, run, read, stats, INSERT_BATCH, triaged=True)
+            else:  # a source's files share batches: a folder of small files is not
+                # a transaction per file
+                _store_items(queue, run, chain.from_iterable(map(read_part, mine)), stats,
+                             INSERT_BATCH)
+    finally:
+        if ahead is not None:
+            ahead.close()
     run.log.info("intake: {}", stats)
     return stats
 
 
-def _read_into(queue: Queue, run: RunFolder, source: AnySource, stats: IntakeStats) -> None:
-    """One source into the queue, INSERT_BATCH requests to a transaction.
+def _read_mailbox_into(queue: Queue, run: RunFolder, source: MailboxConfig,
+                       stats: IntakeStats) -> None:
+    """A mailbox files each message away when the next one is asked for, so by then the
+    message must be stored: mail is queued one at a time (nothing is left pending when a
+    mailbox fails). An outage is reported as a failed source; the others are still read."""
+    try:
+        _store_items(queue, run, read_source(source), stats, 1)
+    except MailboxError as exc:  # an outage, not bad input: report it, read the others
+        stats.failed_sources += 1
+        run.log.error("source {} failed: {}", source.label, exc)
+        queue.add_quarantined(Quarantined(
+            "email", f"source-failed:{source.label}:{run.run_id}",
+            f"source '{source.label}' could not be read: {exc}", source_ref=source.label,
+        ), run.run_id)
 
-    A mailbox files each message away when the next one is asked for, so by then
-    the message must be stored: mail is queued one at a time (and nothing is left
-    pending when a mailbox fails). Files stay where they are: a crash mid-batch only
-    means that their rows are read again next run, and stored then.
+
+def _store_items(queue: Queue, run: RunFolder, items: Iterable[IntakeItem], stats: IntakeStats,
+                 size: int, *, triaged: bool = False) -> None:
+    """Items into the queue, `size` requests to a transaction; the new ones are triaged
+    first (language and priority), unless `triaged` already.
+
+    Files stay where they are: a crash mid-batch only means that their rows are read
+    again next run, and stored then.
     """
-    size = 1 if isinstance(source, MailboxConfig) else INSERT_BATCH
     pending: list[RefundRequest] = []
-    for item in triage_all(read_source(source)):  # language + priority (issue 17)
+    for item in items:
         if isinstance(item, Quarantined):
             _quarantine(queue, run, item, stats)
             continue
         pending.append(item)
         if len(pending) >= size:
-            _enqueue(queue, run, pending, stats)
-    _enqueue(queue, run, pending, stats)
+            _enqueue(queue, run, pending, stats, triaged)
+    _enqueue(queue, run, pending, stats, triaged)
 
 
 def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeStats) -> None:
@@ -108,8 +146,13 @@ def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeSt
 
 
 def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
-             stats: IntakeStats) -> None:
+             stats: IntakeStats, triaged: bool = False) -> None:
     """Store the pending requests and count what storing them did; empties the list."""
+    if not triaged and pending:
+        pending[:] = triage_new(pending, queue.known(pending))
+    for echo in _our_echoes(queue, pending):
+        pending.remove(echo[0])
+        _quarantine(queue, run, echo[1], stats)
     for req, stored in zip(pending, queue.store_requests(pending, run.run_id), strict=True):
         if not stored.new:
             if conflict := _reused_id(queue, req):  # issue #12: never silently "already seen"
@@ -124,6 +167,31 @@ def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
         else:
             stats.linked += 1
     pending.clear()
+
+
+def _our_echoes(queue: Queue, pending: Sequence[RefundRequest]
+                ) -> list[tuple[RefundRequest, Quarantined]]:
+    """Requests that are a message the bot itself sent, echoed back in an export.
+
+    Email has its own header for this (X-Refund-Case, see `mail_reading`); other
+    channels are checked by text, only for requests that quote a case reference.
+    """
+    named = {id(req): case_ids_named(req.reason_text) for req in pending
+             if req.channel != "email" and req.reason_text}
+    wanted = set().union(*named.values()) if named else set()
+    if not wanted:
+        return []
+    sent = queue.sent_texts(wanted)
+    echoes: list[tuple[RefundRequest, Quarantined]] = []
+    for req in pending:
+        ours = [body for case_id in named.get(id(req), ()) for body in sent.get(case_id, ())]
+        if ours and echoed(req.reason_text, ours):
+            refs = ", ".join(sorted(case_ref(c) for c in named[id(req)]))
+            echoes.append((req, Quarantined(
+                req.channel, req.source_id,
+                f"our own message about {refs} echoed back in the {req.channel} export, "
+                f"not a request", req.reason_text[:200], req.source_ref)))
+    return echoes
 
 
 def _reused_id(queue: Queue, req: RefundRequest) -> Quarantined | None:
@@ -323,7 +391,7 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
     code = EXIT_OK
     try:
         if intake:
-            i = run_intake(settings, queue, folder)
+            i = run_intake(settings.intake, queue, folder)
             stats["intake"] = i.__dict__
             console.print(f"Intake: {i.new_requests} new request(s) in {i.new_cases} new case(s), "
                           f"{i.linked} linked to an existing case, {i.already_seen} already seen, "

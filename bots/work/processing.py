@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
@@ -50,6 +51,7 @@ from bots.errors import (
     SessionExpired,
     SubmitInFlight,
     SystemException,
+    TooLateToSubmit,
     UnknownPage,
     UnreadableValue,
 )
@@ -570,24 +572,29 @@ class Processor:
             clicked: list[bool] = []
 
             async def before_click(intent_id: int = intent.id, clicked: list[bool] = clicked
-                                   ) -> None:
+                                   ) -> float:
                 if lease.lost.is_set():
                     raise LeaseLost(f"{case.ref}: lease lost before the submit click")
+                checked = time.monotonic()
                 await asyncio.to_thread(self.queue.begin_submit, lease, intent_id,
                                         lease_seconds=p.lease_seconds,
                                         needed_seconds=self.submit_seconds)
                 clicked.append(True)
+                crash_point("after_last_check")
+                return self._click_deadline(checked)
 
             try:
                 number = await worker.payments.submit_refund(
                     charge.transaction_id, decision.amount, reason, intent.key,
                     before_click=before_click)
-            except (AppUnavailable, RefundRefused, SelectorMissing, UnknownPage,
-                    UnreadableValue) as exc:
+            except (AppUnavailable, RefundRefused, SelectorMissing, TooLateToSubmit,
+                    UnknownPage, UnreadableValue) as exc:
                 # The portal answered the submit (an error page, a refusal, a page we do not
                 # know): the request is over, so the next attempt reads a final history
                 # instead of waiting out the grace. A submit that did not answer in time
                 # (NoAnswer) may still be running there: it gets the grace.
+                if isinstance(exc, TooLateToSubmit):  # said before a lost lease hides it
+                    self.run.log.warning("{}: {}", case.ref, exc)
                 if clicked and not isinstance(exc, NoAnswer):
                     self.queue.submit_answered(lease, intent.id)
                 raise
@@ -605,6 +612,17 @@ class Processor:
             intent.state, intent.refund_number = IntentState.CONFIRMED, number
             return intent
         raise SessionExpired("payment portal: session expired twice during the refund")
+
+    def _click_deadline(self, checked: float) -> float:
+        """Until when (monotonic) a submit checked at `checked` may still be committed.
+
+        Another runner can declare this intent absent (and pay anew) only once the lease
+        renewed by that check has run out *and* the in-flight grace since its stamp has
+        passed; a click committed later than that, less the longest a submit takes to land,
+        could pay twice. The page object declines the click, dialog or modal after it.
+        """
+        p = self.settings.processing
+        return checked + max(p.lease_seconds, self.grace_seconds) - self.submit_seconds
 
     async def _complete(self, worker: Worker, case: Case, lease: Lease, order: OrderFacts,
                         intent: RefundIntent, decision: Decision | None = None) -> Finished:

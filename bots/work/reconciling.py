@@ -23,8 +23,9 @@ from playwright.async_api import Error as PlaywrightError
 from bots.errors import SystemException
 from bots.legacy.session import BotSession
 from bots.models import ChargeFacts, PortalRefund
-from bots.queue import BreakRow, CaseState, Queue, Sighting, utcnow
+from bots.queue import BreakRow, Queue, Sighting, utcnow
 from bots.queue.breaks import BreakUpdate, LedgerFacts
+from bots.queue.schema import CaseState, IntentState
 from bots.reports.reconcile import (
     Approval,
     ChargeBalance,
@@ -87,7 +88,7 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
         since=datetime.combine(first, time(), UTC), run_id=run.run_id,
         keys=_keys(listing), refund_numbers=[p.refund_id for p in listing])
     charges = await _charges_to_check(session, run, listing)
-    rows = reconcile([_entry(f) for f in ledger], listing, approvals=_approvals(ledger),
+    rows = reconcile([_entry(f, now) for f in ledger], listing, approvals=_approvals(ledger),
                      charges=charges, unread_days=unread)
     rows = [unread_day(d, "retried") for d in unread] + rows  # never "OK" over a blind spot
     notes_agreed: list[str] = []
@@ -101,9 +102,11 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
                 "(their refunds: not verified)")
         run.log.info("reconciliation: order notes of {} order(s) read, {} not read",
                      three.orders_read, three.orders_unread)
-    sightings = [_sighting(r) for r in rows if r.status is not ReconStatus.MATCHED]
+    sightings = [_sighting(r) for r in rows if r.is_problem]
     matched = [r.break_key for r in rows if r.status is ReconStatus.MATCHED] + notes_agreed
-    problems = {x.key for x in sightings}
+    # In flight: neither a break nor settled; a break opened about it earlier stays open.
+    problems = {x.key for x in sightings} | {r.break_key for r in rows
+                                             if r.status is ReconStatus.IN_FLIGHT}
     # An intent with no problem row agrees with the portal (matched, or verified absent):
     # a break an earlier report opened about it is over.
     matched += [k for k in (f"intent:{f.intent.key}" for f in ledger) if k not in problems]
@@ -167,7 +170,9 @@ async def _three_way(queue: Queue, session: BotSession, run: RunFolder, rows: li
         since=datetime.max.replace(tzinfo=UTC), run_id="", keys=(),
         refund_numbers=sorted(named - listed))
         if f.intent.refund_number and _aware(f.intent.created_at) < start}
-    working = {f.case.ref for f in ledger if f.case.state == CaseState.PROCESSING}
+    now = utcnow()  # a case a runner holds under a live lease: its note is still to come
+    working = {f.case.ref for f in ledger if f.case.state == CaseState.PROCESSING
+               and f.case.locked_until is not None and f.case.locked_until > now}
     return check_notes(refunds, notes, known_before, pattern=wanted.bot_note_pattern,
                        in_progress=working, unread_days=unread_days)
 
@@ -259,13 +264,27 @@ def _keys(listing: list[PortalRefund]) -> set[str]:
     return keys
 
 
-def _entry(f: LedgerFacts) -> LedgerEntry:
+def _entry(f: LedgerFacts, now: datetime) -> LedgerEntry:
     i = f.intent
     return LedgerEntry(case_ref=f"C-{i.case_id:06d}", order_number=i.order_number,
                        reference=i.key, amount=i.amount, status=i.state,
                        refund_number=i.refund_number, currency=(f.case.currency or "").upper(),
                        transaction_id=i.transaction_id, run_id=i.run_id or "",
-                       created_at=i.created_at)
+                       created_at=i.created_at, in_flight=in_flight(f, now))
+
+
+def in_flight(f: LedgerFacts, now: datetime) -> str:
+    """Who is submitting this pending intent now ("" when nobody provably is).
+
+    Only a case in processing under an unexpired lease counts: a runner that died or
+    stalled past its lease no longer holds it, and its pending intent is a break.
+    """
+    case = f.case
+    if f.intent.state != IntentState.PENDING or case.state != CaseState.PROCESSING:
+        return ""
+    if case.locked_until is None or case.locked_until <= now:
+        return ""
+    return f"{case.locked_by or 'a runner'}, lease until {case.locked_until:%H:%M:%S} UTC"
 
 
 def _approvals(ledger: list[LedgerFacts]) -> list[Approval]:
