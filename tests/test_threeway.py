@@ -148,3 +148,9 @@ def test_a_note_whose_refund_may_be_on_a_day_not_read_is_unverified_not_a_break(
     [row] = got.rows
     assert row.status is S.NOTES_UNVERIFIED and "2026-11-30" in row.note
     assert row.break_key == note_key("ORD-13", "RF-000013")
+
+
+def test_a_refund_id_with_its_own_separators_is_found_as_a_whole() -> None:
+    got = check_notes([refund("RF/2026/17", "ORD-14"), refund("RF/2026/1", "ORD-14")],
+                      OrderNotes(read={"ORD-14": ["credited RF/2026/17 by phone"]}), {})
+    assert statuses(got.rows) == [(str(S.NOTE_MISSING), "ORD-14", "RF/2026/1")]

@@ -153,7 +153,7 @@ def check_notes(refunds: Sequence[ListedRefund], notes: OrderNotes,
         elif order not in words:
             rows.append(key_row(ReconStatus.NOTES_UNVERIFIED,
                                 "order notes not checked: the order was not read"))
-        elif r.refund_id.strip() in words[order]:
+        elif _names(r.refund_id.strip(), words[order], notes.read[order]):
             agreed.append(note_key(order, r.refund_id))
         else:
             who = r.operator.strip() or "unknown operator"
@@ -188,6 +188,17 @@ def _refund_row(r: ListedRefund, order: str) -> Callable[[ReconStatus, str], Rec
         return ReconRow(status, r.case_ref, order, "", None, r.amount, None, r.refund_id,
                         note, r.currency, r.day, r.operator)
     return make
+
+
+def _names(refund_id: str, words: set[str], texts: Sequence[str]) -> bool:
+    """Whether a note names the refund id as a whole word (an id with its own separators,
+    such as RF/2026/17, is looked for in the text, not among the split words)."""
+    if refund_id in words:
+        return True
+    if not refund_id or not _SPLIT_RX.search(refund_id):
+        return False
+    rx = re.compile(rf"(?<![\w-]){re.escape(refund_id)}(?![\w-])")
+    return any(rx.search(t) for t in texts)
 
 
 def _words(texts: Iterable[str]) -> set[str]:
