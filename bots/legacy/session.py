@@ -38,21 +38,22 @@ class Worker:
     payments: PaymentsApp
     tracing: bool = False
 
-    async def find_order_and_charge(self, order_number: str
-                                    ) -> tuple[OrderFacts | None, ChargeLookup]:
-        """The order and its charge looked up at once, each app in its own tab.
 
-        Both are read-only, so nothing is lost by reading the charge of an order that
-        turns out not to exist. The order's outcome comes first (its error is raised
-        here); the charge's, error included, only when the caller asks for it, so a
-        case decides in the same order as when the two were read one after the other.
-        """
-        order, charge = await asyncio.gather(self.orders.find_order(order_number),
-                                             self.payments.find_charge(order_number),
-                                             return_exceptions=True)
-        if isinstance(order, BaseException):
-            raise order
-        return order, ChargeLookup(charge)
+async def find_order_and_charge(orders: OrdersApp, payments: PaymentsApp, order_number: str
+                                ) -> tuple[OrderFacts | None, ChargeLookup]:
+    """The order and its charge looked up at once, each app in its own tab.
+
+    Both are read-only, so nothing is lost by reading the charge of an order that turns
+    out not to exist. The order's outcome comes first (its error is raised here); the
+    charge's, error included, only when the caller asks for it (`ChargeLookup.get`), so a
+    case decides in the same order as when the two were read one after the other.
+    """
+    order, charge = await asyncio.gather(orders.find_order(order_number),
+                                         payments.find_charge(order_number),
+                                         return_exceptions=True)
+    if isinstance(order, BaseException):
+        raise order
+    return order, ChargeLookup(charge)
 
 
 @dataclass(frozen=True)
