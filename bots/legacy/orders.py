@@ -124,6 +124,7 @@ class OrdersApp(LegacyApp):
         links = [self.url_for(urljoin_text(r.url, r.text("line_page.link"))) for r in rows]
         pages: dict[str, Reading] = {}
         async with self._searching():
+            await self.to_front()
             for link in dict.fromkeys(links):
                 which, frame = await self.open(link, {"detail": lp.detail,
                                                       "not_found": lp.not_found}, lp.frame)
