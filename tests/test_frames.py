@@ -244,3 +244,58 @@ def test_an_unreadable_final_sale_flag_fails_cases_pays_and_tells_no_one(
             for line in f.read_text().splitlines()]
     refs = {c.ref for c in read}
     assert not [m for m in told if m["case_ref"] in refs]
+
+
+# -- read_page over several frames, in Chromium, on a page made for the test ------------------
+
+PAGE = """<dl><dd class="nr">ORD-1</dd></dl>
+<iframe class="outer" srcdoc='<p>outer</p><iframe class="inner"
+  srcdoc="&lt;span class=status&gt;shipped&lt;/span&gt;"></iframe>'></iframe>
+<iframe class="lines" srcdoc='<table><tr class="line"><td class="sku">A-1</td></tr>
+  <tr class="line"><td class="sku">B-2</td></tr></table>'></iframe>"""
+
+
+@pytest.mark.e2e
+def test_read_page_reads_each_key_in_its_own_frame_and_a_missing_one_as_missing() -> None:
+    from playwright.async_api import async_playwright
+
+    from bots.legacy.base import LegacyApp
+    from bots.legacy.browser import find_browser, launch_options
+
+    sel = load_orders(SELECTORS / "orders.yaml").model_copy(update={"recognise_ms": 1500})
+
+    async def go() -> None:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(**launch_options(find_browser()))
+            try:
+                page = await browser.new_page()
+                await page.set_content(PAGE)
+                app = LegacyApp(page, "http://127.0.0.1:1", sel, "u", lambda: "p")
+                fields = {
+                    "nr": Sel.model_validate("dd.nr"),
+                    "status": Sel.model_validate({"css": "span.status",
+                                                  "frame": ["iframe.outer", "iframe.inner"]}),
+                    "gone": Sel.model_validate({"css": "span", "frame": "iframe.nowhere"}),
+                }
+                rows = ("line_items", Sel.model_validate({"css": "tr.line",
+                                                          "frame": "iframe.lines"}),
+                        {"sku": Sel.model_validate("td.sku")})
+                got = await app.read_page(page.main_frame, "order", fields, rows)
+                assert got.fields.text("nr") == "ORD-1"
+                assert got.fields.text("status") == "shipped"  # two frames down
+                assert [r.text("sku") for r in got.rows] == ["A-1", "B-2"]
+                assert got.rows_found is not None and got.rows_found.matched == 0
+                assert got.fields.found["gone"].state == "missing"
+                with pytest.raises(SelectorMissing, match=r"order\.gone \(span in frame "
+                                                          r"iframe\.nowhere\) not found: its "
+                                                          "frame is not there"):
+                    got.fields.text("gone")
+                # acting on keys: where (which frame) and what to click
+                at = await app.require_all(page.main_frame, {"status": fields["status"]})
+                assert at["status"][1] == "span.status" and at["status"][0] != page.main_frame
+                with pytest.raises(SelectorMissing, match="gone: the frame iframe.nowhere"):
+                    await app.require_all(page.main_frame, {"gone": fields["gone"]})
+            finally:
+                await browser.close()
+
+    asyncio.run(go())
