@@ -104,7 +104,8 @@ class Found:
 
     key: str  # "order.status"
     sel: Sel
-    matched: int  # index into sel.candidates; -1 nothing matched, -2 invalid selector
+    matched: int  # index into sel.candidates; -1 nothing matched, -2 invalid selector,
+    # -3 the key's own frame is not there (raw: why)
     raw: str | None
 
     @property
@@ -118,7 +119,7 @@ class Found:
         if self.matched == -2:
             return "invalid selector"
         if self.matched < 0:
-            return "missing"
+            return "missing"  # its selector, or (-3) its frame
         if self.raw is None or not self.raw.strip():
             return "empty"
         return "found" if self.value is not None else "unreadable"
@@ -133,12 +134,16 @@ class Reading:
     def _fail(self, f: Found, problem: str, exc: type[SystemException] = UnreadableValue
               ) -> SystemException:
         where = " / ".join(f.sel.candidates)
+        if f.sel.frame:
+            where += f" in frame {' > '.join(f.sel.frame)}"
         return exc(f"{self.app}: {f.key} ({where}) {problem} on {self.url}")
 
     def text(self, name: str, *, empty_ok: bool = False) -> str:
         f = self.found[name]
         if f.matched == -2:
             raise self._fail(f, f"is not a valid selector ({f.raw})", SelectorMissing)
+        if f.matched == -3:
+            raise self._fail(f, "not found: its frame is not there", SelectorMissing)
         if f.matched < 0:
             raise self._fail(f, "not found", SelectorMissing)
         raw = " ".join((f.raw or "").split())
@@ -254,9 +259,10 @@ class LegacyApp:
                    for i, s in enumerate(sel.interstitials)]
         return guards
 
-    async def frame(self, path: tuple[str, ...]) -> Frame:
-        """The (i)frame a page's content lives in: `path` is its iframe selectors."""
-        frame = self.page.main_frame
+    async def frame(self, path: tuple[str, ...], start: Frame | None = None) -> Frame:
+        """The (i)frame content lives in: `path` is its iframe selectors, from `start`
+        (the page itself by default; a key's own frame starts at its page's frame)."""
+        frame = start or self.page.main_frame
         for selector in path:
             try:
                 handle = await frame.wait_for_selector(selector, timeout=self.recognise_ms)
@@ -264,9 +270,25 @@ class LegacyApp:
             except PlaywrightTimeout:
                 child = None
             if child is None:
-                raise UnknownPage(f"{self.app_name}: no frame '{selector}' on {self.page.url}")
+                raise UnknownPage(f"{self.app_name}: no frame '{selector}' on {frame.url}")
             frame = child
         return frame
+
+    async def key_frame(self, frame: Frame, sels: dict[str, Sel]) -> Frame:
+        """Where keys that share a frame of their own live: their iframe(s) inside the page's
+        frame, once one of the keys shows there. A frame that is not there is
+        SelectorMissing naming the keys."""
+        path = next(iter(sels.values())).frame
+        try:
+            child = await self.frame(path, frame)
+        except UnknownPage as exc:
+            raise SelectorMissing(f"{self.app_name}: {', '.join(sels)}: the frame "
+                                  f"{' > '.join(path)} is not there "
+                                  f"({str(exc).split(': ', 1)[-1]})") from None
+        # An iframe loads after its parent page: wait (bounded) until it shows one of its
+        # keys; a key still missing then is reported missing by the read, never guessed.
+        await self._which(child, [(k, s.candidates) for k, s in sels.items()], wait=True)
+        return child
 
     async def recognise(self, expected: dict[str, Sel], frame_path: tuple[str, ...] = (),
                         response: Response | None = None) -> tuple[str, Frame]:
@@ -395,29 +417,47 @@ class LegacyApp:
             if (els.length) return Array.from(els, e => e.textContent); }
           return []; }""", list(sel.candidates))
 
-    async def require_all(self, frame: Frame, sels: dict[str, Sel]) -> dict[str, str]:
-        """The selectors to act on for several keys (one round trip); any missing raises."""
-        found = await frame.evaluate(READ_JS, {
-            "fields": {k: [s.candidates, None] for k, s in sels.items()}, "rows": None})
-        out, missing = {}, []
-        for key, sel in sels.items():
-            index = found["fields"][key][0]
-            if index >= 0:
-                out[key] = sel.candidates[index]
-            else:
-                missing.append(f"{key} ({' / '.join(sel.candidates)})")
+    async def require_all(self, frame: Frame, sels: dict[str, Sel]
+                          ) -> dict[str, tuple[Frame, str]]:
+        """Where to act for several keys: (frame, selector), one round trip per frame; any
+        missing raises."""
+        out: dict[str, tuple[Frame, str]] = {}
+        missing: list[str] = []
+        for where, group in await self._by_frame(frame, sels):
+            if isinstance(where, SelectorMissing):
+                raise where
+            found = await where.evaluate(READ_JS, {
+                "fields": {k: [s.candidates, None] for k, s in group.items()}, "rows": None})
+            for key, sel in group.items():
+                index = found["fields"][key][0]
+                if index >= 0:
+                    out[key] = (where, sel.candidates[index])
+                else:
+                    missing.append(f"{key} ({' / '.join(sel.candidates)})"
+                                   + (f" in {' > '.join(sel.frame)}" if sel.frame else ""))
         if missing:
             raise SelectorMissing(f"{self.app_name}: {', '.join(missing)} not found on "
                                   f"{frame.url}")
         return out
 
-    async def require(self, frame: Frame, sel: Sel, key: str) -> str:
-        """The selector (of a key's candidates) to act on; missing is SelectorMissing."""
-        found = await self._locate(frame, sel)
-        if found is None:
-            raise SelectorMissing(f"{self.app_name}: {key} ({' / '.join(sel.candidates)}) not "
-                                  f"found on {frame.url}")
-        return found
+    async def require(self, frame: Frame, sel: Sel, key: str) -> tuple[Frame, str]:
+        """Where to act for one key (of its candidates); missing is SelectorMissing."""
+        return (await self.require_all(frame, {key: sel}))[key]
+
+    async def _by_frame(self, frame: Frame, sels: dict[str, Sel]
+                        ) -> list[tuple[Frame | SelectorMissing, dict[str, Sel]]]:
+        """Keys grouped by the frame they live in (most pages: one group, the page's frame);
+        a frame that is not there comes back as its error, for the caller to report."""
+        paths: dict[tuple[str, ...], dict[str, Sel]] = {}
+        for key, sel in sels.items():
+            paths.setdefault(sel.frame, {})[key] = sel
+        out: list[tuple[Frame | SelectorMissing, dict[str, Sel]]] = []
+        for path, group in paths.items():
+            try:
+                out.append((await self.key_frame(frame, group) if path else frame, group))
+            except SelectorMissing as exc:
+                out.append((exc, group))
+        return out
 
     # -- login -------------------------------------------------------------------------
 
@@ -453,11 +493,12 @@ class LegacyApp:
                                                               "logged_in": lg.logged_in})
         if which == "logged_in":
             return
-        await frame.fill(await self.require(frame, lg.username_field, "login.username_field"),
-                         self.username)
-        await frame.fill(await self.require(frame, lg.password_field, "login.password_field"),
-                         self._password())
-        submit = await self.require(frame, lg.submit, "login.submit")
+        at = await self.require_all(frame, {"login.username_field": lg.username_field,
+                                            "login.password_field": lg.password_field,
+                                            "login.submit": lg.submit})
+        await frame.fill(at["login.username_field"][1], self.username)
+        await frame.fill(at["login.password_field"][1], self._password())
+        submit = at["login.submit"][1]
         try:
             async with self.page.expect_navigation(wait_until="domcontentloaded") as nav:
                 await frame.click(submit)
@@ -531,27 +572,45 @@ class LegacyApp:
 
     async def read_page(self, frame: Frame, section: str, fields: dict[str, Sel],
                         rows: tuple[str, Sel, dict[str, Sel]] | None = None) -> PageRead:
-        """Read many keys (and optionally a table) of a page in one browser round trip."""
-        spec: dict[str, Any] = {
-            "fields": {n: [s.candidates, s.attr] for n, s in fields.items()},
-            "rows": [rows[1].candidates, {n: [s.candidates, s.attr] for n, s in rows[2].items()}]
-            if rows else None,
-        }
-        data = await frame.evaluate(READ_JS, spec)
+        """Read many keys (and optionally a table) of a page: one browser round trip per
+        frame the keys live in (one for most pages). Keys whose frame is not there are
+        read as missing (`Found.matched` -3), for the typed getters to raise on."""
+        wanted = dict(fields)
+        rows_key = f"\0{rows[0]}" if rows else ""  # the table goes with its rows key's frame
+        if rows:
+            wanted[rows_key] = rows[1]
+        found: dict[str, Found] = {}
+        table: list[Reading] = []
+        rows_found = None
         url = frame.url
 
-        def reading(values: dict[str, list[Any]], sels: dict[str, Sel]) -> Reading:
-            return Reading(self.app_name, url, {
+        def reading(values: dict[str, list[Any]], sels: dict[str, Sel], at: str) -> Reading:
+            return Reading(self.app_name, at, {
                 n: Found(f"{section}.{n}", sels[n], v[0], v[1]) for n, v in values.items()},
                 self.fmt)
 
-        table: list[Reading] = []
-        rows_found = None
-        if rows:
-            table = [reading(r, rows[2]) for r in data["rows"]]
-            rows_found = Found(f"{section}.{rows[0]}", rows[1], data["rowsMatched"],
-                               str(len(table)) if table else None)
-        return PageRead(reading(data["fields"], fields), table, rows_found)
+        for where, group in await self._by_frame(frame, wanted):
+            table_here = rows is not None and rows_key in group
+            if isinstance(where, SelectorMissing):
+                found.update({n: Found(f"{section}.{n}", s, -3, str(where))
+                              for n, s in group.items() if n != rows_key})
+                if rows is not None and table_here:
+                    rows_found = Found(f"{section}.{rows[0]}", rows[1], -3, None)
+                continue
+            spec: dict[str, Any] = {
+                "fields": {n: [s.candidates, s.attr] for n, s in group.items() if n != rows_key},
+                "rows": [rows[1].candidates,
+                         {n: [s.candidates, s.attr] for n, s in rows[2].items()}]
+                if rows is not None and table_here else None,
+            }
+            data = await where.evaluate(READ_JS, spec)
+            found.update(reading(data["fields"], group, where.url).found)
+            if rows is not None and table_here:
+                table = [reading(r, rows[2], where.url) for r in data["rows"]]
+                rows_found = Found(f"{section}.{rows[0]}", rows[1], data["rowsMatched"],
+                                   str(len(table)) if table else None)
+        return PageRead(Reading(self.app_name, url, {n: found[n] for n in fields}, self.fmt),
+                        table, rows_found)
 
 
 class _Interstitial(Exception):  # noqa: N818 - a signal between two methods, not an error

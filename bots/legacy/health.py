@@ -26,7 +26,7 @@ from bots.errors import AppUnavailable, LoginRefused, SystemException
 from bots.legacy.base import Found, LegacyApp, Reading, fields_of, urljoin_text
 from bots.legacy.orders import ITEM_FIELDS, ORDER_FIELDS, OrdersApp
 from bots.legacy.payments import CHARGE_FIELDS, HISTORY_FIELDS, PaymentsApp
-from bots.legacy.selectors import Sel
+from bots.legacy.selectors import LINE_PAGE_KEYS, Sel
 from bots.legacy.session import BotSession
 
 PROBE_ORDER = "HEALTH-CHECK-NO-SUCH-ORDER"
@@ -118,10 +118,13 @@ class _Checker:
             except SystemException as exc:
                 state, detail = "unparseable", str(exc).split(": ", 1)[-1]
         sel = found.sel
-        self.report.keys.append(KeyHealth(
-            app, found.key, state,
-            sel.candidates[found.matched] if found.matched >= 0 else " / ".join(sel.candidates),
-            reading.url, detail, found.matched > 0))
+        where = sel.candidates[found.matched] if found.matched >= 0 else " / ".join(sel.candidates)
+        if sel.frame:
+            where += f" in frame {' > '.join(sel.frame)}"
+        if found.matched == -3:
+            detail = "its frame is not there"
+        self.report.keys.append(KeyHealth(app, found.key, state, where, reading.url, detail,
+                                          found.matched > 0))
 
     def rows(self, app: str, rows_found: Found | None, rows: list[Reading],
              cells: dict[str, Sel], section: str, url: str, may_be_empty: bool) -> None:
@@ -228,6 +231,8 @@ async def _order(c: _Checker, orders: OrdersApp, number: str) -> tuple[str, str]
         return None
     c.note("orders", "order.detail", "found", "", frame.url, o.detail)
     cells = fields_of(o, ITEM_FIELDS)
+    if o.line_page is not None:
+        cells["line_page.link"] = o.line_page.link
     page = await orders.read_page(frame, "order", fields_of(o, ORDER_FIELDS),
                                   ("line_items", o.line_items, cells))
     c.reading("orders", page.fields)
@@ -236,7 +241,25 @@ async def _order(c: _Checker, orders: OrdersApp, number: str) -> tuple[str, str]
                                                    "note_submit": o.note_submit})
     c.reading("orders", form.fields, optional=("notes",))  # an order may have no notes yet
     email, phone = (page.fields.found[k].value for k in ("customer_email", "customer_phone"))
+    if o.line_page is not None and page.rows:
+        await _line_page(c, orders, page.rows[0])
     return (email, phone or "") if email else None
+
+
+async def _line_page(c: _Checker, orders: OrdersApp, row: Reading) -> None:
+    """The first line's own page (`order.line_page`), opened from its link."""
+    lp = orders.sel.order.line_page
+    href = row.found["line_page.link"].value
+    if lp is None or not href:
+        return  # the link itself is reported missing with the row's keys
+    which, frame = await orders.open(orders.url_for(urljoin_text(row.url, href)),
+                                     {"detail": lp.detail, "not_found": lp.not_found}, lp.frame)
+    c.note("orders", "order.line_page.detail", "found" if which == "detail" else "missing",
+           "the first line's own page", frame.url, lp.detail)
+    if which == "detail":
+        got = await orders.read_page(frame, "order.line_page",
+                                     fields_of(lp, ("sku", *LINE_PAGE_KEYS)))
+        c.reading("orders", got.fields)
 
 
 async def _order_missing(c: _Checker, orders: OrdersApp) -> None:

@@ -13,7 +13,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from bots.errors import AppUnavailable, SessionExpired, SystemException, UnknownPage
 from bots.legacy.base import NOTE_JS, LegacyApp, Reading, fields_of, urljoin_text
-from bots.legacy.selectors import OrdersSelectors, Sel
+from bots.legacy.selectors import LINE_PAGE_KEYS, OrdersSelectors, Sel
 from bots.models import LineItem, OrderFacts, money
 
 ORDER_FIELDS = ("order_number", "customer_name", "customer_email", "customer_phone",
@@ -104,8 +104,11 @@ class OrdersApp(LegacyApp):
         if which == "not_found":
             return None
         o = self.sel.order
+        cells = fields_of(o, ITEM_FIELDS)
+        if o.line_page is not None:
+            cells["line_page.link"] = o.line_page.link
         page = await self.read_page(frame, "order", fields_of(o, ORDER_FIELDS),
-                                    ("line_items", o.line_items, fields_of(o, ITEM_FIELDS)))
+                                    ("line_items", o.line_items, cells))
         f = page.fields
         shown = f.text("order_number")
         if shown.lower() != order_number.lower():
@@ -115,29 +118,70 @@ class OrdersApp(LegacyApp):
             raise SystemException(f"{self.app_name}: order.line_items "
                                   f"({' / '.join(o.line_items.candidates)}) matched no line "
                                   f"on {frame.url}: an order without lines is not readable")
-        self._on_order = order_number
+        items = tuple([self._item(r, lp) for r, lp in await self._with_line_pages(page.rows)])
+        self._on_order = order_number  # the note checks the tab still shows it
         return OrderFacts(
             order_number=shown, customer_name=f.text("customer_name"),
             email=f.text("customer_email").lower(), phone=f.text("customer_phone", empty_ok=True),
             order_date=f.required_date("order_date"), delivery_date=f.date("delivery_date"),
-            status=f.text("status").lower(), items=tuple(self._item(r) for r in page.rows),
+            status=f.text("status").lower(), items=items,
             shipping_fee=f.amount("shipping_fee"), currency=f.text("currency").upper(),
             payment_card=f.text("payment_method", empty_ok=True), total=f.amount("total"),
         )
 
-    def _item(self, r: Reading) -> LineItem:
-        quantity = r.count("quantity")
-        if self.sel.order.unit_price is not None:
-            unit = r.amount("unit_price")
+    async def _with_line_pages(self, rows: list[Reading]
+                               ) -> list[tuple[Reading, Reading | None]]:
+        """Each order line with its own page's reading (`order.line_page`), if configured.
+
+        The order page is read whole before any line page is opened. Line pages open in
+        the search tab when there is one (the order page stays shown for its note), once
+        per distinct link. A line page that is missing, "not found", or shows another
+        SKU is a SystemException: a value the bot cannot read is never taken as absent.
+        """
+        lp = self.sel.order.line_page
+        if lp is None:
+            return [(r, None) for r in rows]
+        links = [self.url_for(urljoin_text(r.url, r.text("line_page.link"))) for r in rows]
+        pages: dict[str, Reading] = {}
+        async with self._searching():
+            await self.to_front()
+            for link in dict.fromkeys(links):
+                which, frame = await self.open(link, {"detail": lp.detail,
+                                                      "not_found": lp.not_found}, lp.frame)
+                if which == "not_found":
+                    raise UnknownPage(f"{self.app_name}: the line page {link} "
+                                      f"(order.line_page.link) says not found: its "
+                                      f"{', '.join(k for k in LINE_PAGE_KEYS if getattr(lp, k))}"
+                                      " cannot be read")
+                pages[link] = (await self.read_page(frame, "order.line_page",
+                                                    fields_of(lp, ("sku", *LINE_PAGE_KEYS)))
+                               ).fields
+        for r, link in zip(rows, links, strict=True):
+            if lp.sku is not None and pages[link].text("sku").lower() != r.text("sku").lower():
+                raise UnknownPage(f"{self.app_name}: the line page {link} shows SKU "
+                                  f"{pages[link].text('sku')!r}, the order line {r.text('sku')!r}")
+        return [(r, pages[link]) for r, link in zip(rows, links, strict=True)]
+
+    def _item(self, row: Reading, line_page: Reading | None) -> LineItem:
+        """One order line; each value from where the selectors say it is shown."""
+        lp = self.sel.order.line_page
+
+        def at(key: str) -> Reading:
+            return line_page if line_page is not None and lp is not None \
+                and getattr(lp, key) is not None else row
+
+        quantity = at("quantity").count("quantity")
+        if self.sel.order.unit_price is not None or (lp is not None and lp.unit_price):
+            unit = at("unit_price").amount("unit_price")
         else:  # derived: the line total over the quantity, exact to the cent or unreadable
-            line_total = r.amount("line_total")
+            line_total = row.amount("line_total")
             unit = money(line_total / quantity)
             if money(unit * quantity) != line_total:
                 raise SystemException(f"{self.app_name}: line total {line_total} is not "
-                                      f"{quantity} x a unit price in cents ({r.url})")
-        return LineItem(sku=r.text("sku"), name=r.text("item_name"),
-                        category=r.text("category").lower(), unit_price=unit,
-                        quantity=quantity, final_sale=r.flag("final_sale"))
+                                      f"{quantity} x a unit price in cents ({row.url})")
+        return LineItem(sku=row.text("sku"), name=at("item_name").text("item_name"),
+                        category=at("category").text("category").lower(), unit_price=unit,
+                        quantity=quantity, final_sale=at("final_sale").flag("final_sale"))
 
     async def _search(self, kind: str, query: str) -> list[OrderHit]:
         hop = self.sel.customer_search
@@ -209,10 +253,15 @@ class OrdersApp(LegacyApp):
             raise UnknownPage(f"{self.app_name}: order {order_number} not found when writing "
                               f"its note ({frame.url})")
         needle = marker or " ".join(text.split())[:60]
+        if o.notes.frame:  # the notes and their form in a frame of their own (one, validated)
+            frame = await self.key_frame(frame, {"order.notes": o.notes,
+                                                 "order.note_text": o.note_text,
+                                                 "order.note_submit": o.note_submit})
         if marker and any(marker in n for n in await self.texts(frame, o.notes)):
             return False
-        at = await self.require_all(frame, {"order.note_text": o.note_text,
-                                            "order.note_submit": o.note_submit})
+        at = {k: where_sel[1] for k, where_sel in (await self.require_all(frame, {
+            "order.note_text": o.note_text.model_copy(update={"frame": ()}),
+            "order.note_submit": o.note_submit.model_copy(update={"frame": ()})})).items()}
         await frame.fill(at["order.note_text"], text)
         guards = [g for g in self._guards() if not g[0].startswith("interstitial:")]
         check = [o.notes.candidates, needle, [("not_found", o.not_found.candidates), *guards]]

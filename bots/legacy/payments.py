@@ -77,13 +77,19 @@ class PaymentsApp(LegacyApp):
         at = await self.require_all(frame, {
             "refund_form.amount": form.amount, "refund_form.reason": form.reason,
             "refund_form.reference": form.reference, "refund_form.submit": form.submit})
-        await frame.fill(at["refund_form.amount"], self.fmt.amount.format_input(amount))
-        await frame.select_option(at["refund_form.reason"], self._reason_value(reason))
-        await frame.fill(at["refund_form.reference"], reference)
+        where, sel = at["refund_form.amount"]
+        await where.fill(sel, self.fmt.amount.format_input(amount))
+        where, sel = at["refund_form.reason"]
+        await where.select_option(sel, self._reason_value(reason))
+        where, sel = at["refund_form.reference"]
+        await where.fill(sel, reference)
         self._on_transaction = None
         deadline = await before_click() if before_click is not None else None
-        response = await self._confirm_and_submit(frame, at["refund_form.submit"], deadline)
-        return await self._refund_number(frame, response, amount, reference)
+        # A form in a frame of its own answers as the whole page (target="_top").
+        answers = self.page.main_frame if form.submit.frame else frame
+        response = await self._confirm_and_submit(frame, at["refund_form.submit"], answers,
+                                                  deadline)
+        return await self._refund_number(answers, response, amount, reference)
 
     async def list_refunds(self, start: date, end: date) -> list[PortalRefund]:
         """Every refund the portal shows between two dates, from its CSV export."""
@@ -161,9 +167,11 @@ class PaymentsApp(LegacyApp):
         return ChargeFacts(transaction_id=txn_id, order_number=order_number, amount=amount,
                            currency=currency, refunded=refunded, refunds=refunds)
 
-    async def _confirm_and_submit(self, frame: Frame, submit: str,
-                                  deadline: float | None = None) -> Response | None:
-        """Click submit, get past the window.confirm() and/or HTML modal, wait for the answer.
+    async def _confirm_and_submit(self, frame: Frame, submit: tuple[Frame, str],
+                                  answers: Frame, deadline: float | None = None
+                                  ) -> Response | None:
+        """Click submit, get past the window.confirm() and/or HTML modal, wait for the answer
+        (a navigation of `answers`: the page's frame, or the whole page).
 
         Each step that can commit the refund checks `deadline` first (see submit_refund).
         """
@@ -197,25 +205,28 @@ class PaymentsApp(LegacyApp):
             raise late_error()
         self.page.on("dialog", on_dialog)
         try:
-            async with frame.expect_navigation(wait_until="domcontentloaded") as nav:
-                await frame.click(submit)
+            async with answers.expect_navigation(wait_until="domcontentloaded") as nav:
+                await submit[0].click(submit[1])
                 if late:
                     raise late_error()
                 if confirm.modal is not None and confirm.modal_confirm is not None:
                     try:
-                        await frame.wait_for_selector(", ".join(confirm.modal.candidates),
+                        modal = await self.key_frame(frame, {"refund_form.confirm.modal":
+                                                             confirm.modal}) \
+                            if confirm.modal.frame else frame
+                        await modal.wait_for_selector(", ".join(confirm.modal.candidates),
                                                       state="visible",
                                                       timeout=self.recognise_ms)
-                    except PlaywrightTimeout:
+                    except (PlaywrightTimeout, SelectorMissing):
                         raise SelectorMissing(
                             f"{self.app_name}: the confirmation modal (refund_form.confirm."
                             f"modal) did not appear ({frame.url}): nothing was confirmed"
                         ) from None
-                    button = await self.require(frame, confirm.modal_confirm,
-                                                "refund_form.confirm.modal_confirm")
+                    where, button = await self.require(frame, confirm.modal_confirm,
+                                                       "refund_form.confirm.modal_confirm")
                     if too_late("the confirmation modal"):
                         raise late_error()
-                    await frame.click(button)
+                    await where.click(button)
             return await nav.value
         except PlaywrightTimeout as exc:
             if late:

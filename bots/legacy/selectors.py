@@ -18,10 +18,18 @@ import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bots.errors import ConfigError
 from bots.models import money
@@ -46,11 +54,14 @@ class Sel(_M):
 
     In YAML: a CSS selector (`"#order-status"`), a list of them (the first is the
     selector, the others fallbacks tried in order), or a mapping with `css`,
-    `fallbacks`, `attr`, `pattern` and `map`.
+    `fallbacks`, `attr`, `pattern`, `map` and `frame`.
     """
 
     css: str
     fallbacks: tuple[str, ...] = ()
+    # The iframe(s) this one key lives in, outermost first, looked up inside the page's
+    # own frame (`order.frame`): e.g. only the status, or only the refund form, framed.
+    frame: tuple[str, ...] = ()
     attr: str | None = None  # read this attribute (title, value, href, data-*) instead of text
     pattern: str | None = None  # a regex whose named group `value` is the value
     map: dict[str, str] | None = None  # shown value -> the bots' value; unmapped is unreadable
@@ -65,6 +76,16 @@ class Sel(_M):
                 raise ValueError("a list of selectors must hold at least one CSS selector")
             return {"css": data[0], "fallbacks": tuple(data[1:])}
         return data
+
+    @field_validator("frame", mode="before")
+    @classmethod
+    def _frame_path(cls, value: Any) -> Any:
+        value = _frame(value)
+        if isinstance(value, list | tuple) and not all(isinstance(x, str) and x.strip()
+                                                       for x in value):
+            raise ValueError("a frame is an iframe's CSS selector, or a list of them "
+                             "(outermost first)")
+        return value
 
     @field_validator("pattern")
     @classmethod
@@ -110,6 +131,29 @@ def _check_pattern(value: str | None) -> str | None:
 
 def _frame(value: Any) -> Any:
     return (value,) if isinstance(value, str) else value
+
+
+class _Framed(BaseModel):
+    """A section where only the keys named in `FRAMED` may live in an iframe of their own.
+
+    The others are looked up where the page is recognised (markers), on the login or
+    search pages, or inside a table row (whose frame is its rows key's), so a frame on
+    them would be silently ignored: it is refused, naming the key.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    FRAMED: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*")
+    @classmethod
+    def _frame_allowed(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, Sel) and value.frame and info.field_name not in cls.FRAMED:
+            raise ValueError(
+                "cannot have a frame of its own: page markers, login, interstitial, search "
+                "and table-row keys are read where the page itself is (put a whole page's "
+                "iframe in order.frame / transaction.frame, a table's on its rows key); "
+                "keys that may: " + (", ".join(sorted(cls.FRAMED)) or "none in this section"))
+        return value
 
 
 # -- formats -----------------------------------------------------------------------------------
@@ -214,7 +258,7 @@ class Formats(_M):
 
 # -- steps -------------------------------------------------------------------------------------
 
-class Interstitial(_M):
+class Interstitial(_Framed):
     """A page that can stand between the bot and its work (news, terms, password notice)."""
 
     name: str
@@ -222,7 +266,7 @@ class Interstitial(_M):
     click: Sel  # the button that gets past it
 
 
-class Login(_M):
+class Login(_Framed):
     path: str
     form: Sel  # present only on the login page: how the bot knows it was sent there
     username_field: Sel
@@ -232,7 +276,7 @@ class Login(_M):
     logged_in: Sel  # present on every page once logged in (a logout link, a user menu)
 
 
-class Errors(_M):
+class Errors(_Framed):
     maintenance: OptSel = None
     server_error: OptSel = None  # a legacy error page, even one answered with HTTP 200
 
@@ -247,7 +291,7 @@ class _App(_M):
 
 # -- the order system --------------------------------------------------------------------------
 
-class OrderSearch(_M):
+class OrderSearch(_Framed):
     url: str  # {field} and {query}, URL-encoded
     field_values: dict[Literal["email", "phone"], str]  # the app's name for each kind
     results: Sel  # the results page, with hits
@@ -259,7 +303,7 @@ class OrderSearch(_M):
     max_pages: int = Field(20, ge=1)
 
 
-class CustomerHop(_M):
+class CustomerHop(_Framed):
     """Orders found through the customer's page: search customers, open one, list orders."""
 
     kinds: tuple[Literal["email", "phone"], ...]  # which searches go this way
@@ -276,7 +320,42 @@ class CustomerHop(_M):
     max_pages: int = Field(20, ge=1)
 
 
-class OrderPage(_M):
+LINE_PAGE_KEYS = ("item_name", "category", "unit_price", "quantity", "final_sale")
+
+
+class LinePage(_Framed):
+    """A line's own page, linked from its order line, for what the order page does not show
+    (the final-sale flag, the category...). Opened once per distinct link, read-only."""
+
+    link: Sel  # in the order line: the line page's address (attr: href), relative or absolute
+    frame: Frame = ()
+    detail: Sel  # present on a line's page
+    not_found: Sel  # the app's "no such line/item" page
+    sku: OptSel = None  # when shown, checked against the order line's sku
+    item_name: OptSel = None
+    category: OptSel = None
+    unit_price: OptSel = None
+    quantity: OptSel = None
+    final_sale: OptSel = None
+
+    @field_validator("frame", mode="before")
+    @classmethod
+    def _one_frame(cls, value: Any) -> Any:
+        return _frame(value)
+
+    @model_validator(mode="after")
+    def _reads_something(self) -> LinePage:
+        if all(getattr(self, k) is None for k in LINE_PAGE_KEYS):
+            raise ValueError("line_page reads none of " + ", ".join(LINE_PAGE_KEYS))
+        return self
+
+
+class OrderPage(_Framed):
+    FRAMED = frozenset({"order_number", "customer_name", "customer_email", "customer_phone",
+                        "order_date", "delivery_date", "status", "currency", "shipping_fee",
+                        "total", "payment_method", "line_items", "notes", "note_text",
+                        "note_submit"})
+
     url: str  # {order_number}
     frame: Frame = ()
     detail: Sel  # present on an order page
@@ -294,12 +373,14 @@ class OrderPage(_M):
     payment_method: Sel
     line_items: Sel
     sku: Sel
-    item_name: Sel
-    category: Sel
-    unit_price: OptSel = None  # one of unit_price / line_total
+    # item_name, category, quantity and final_sale: in the order line, or under line_page
+    item_name: OptSel = None
+    category: OptSel = None
+    unit_price: OptSel = None  # one of unit_price (here or on line_page) / line_total
     line_total: OptSel = None  # unit price = line total / quantity when there is no unit price
-    quantity: Sel
-    final_sale: Sel  # a `formats.yes`/`no` word (or a `map` to yes/no); anything else is unknown
+    quantity: OptSel = None
+    final_sale: OptSel = None  # a `formats.yes`/`no` word (or a `map` to yes/no); else unknown
+    line_page: LinePage | None = None  # each line's own page, for what the order page lacks
     notes: Sel
     note_text: Sel
     note_submit: Sel
@@ -311,8 +392,21 @@ class OrderPage(_M):
 
     @model_validator(mode="after")
     def _price(self) -> OrderPage:
-        if self.unit_price is None and self.line_total is None:
+        lp = self.line_page
+        for key in ("item_name", "category", "quantity", "final_sale", "unit_price"):
+            here, there = getattr(self, key), getattr(lp, key) if lp else None
+            if here is not None and there is not None:
+                raise ValueError(f"order.{key} is given in the order line and under "
+                                 f"order.line_page: say once where it is read")
+            if here is None and there is None and key != "unit_price":
+                raise ValueError(f"order.{key}: Field required (in the order line, or under "
+                                 f"order.line_page)")
+        if self.unit_price is None and self.line_total is None and (
+                lp is None or lp.unit_price is None):
             raise ValueError("order needs unit_price or line_total (unit price = total / qty)")
+        if not self.notes.frame == self.note_text.frame == self.note_submit.frame:
+            raise ValueError("notes, note_text and note_submit must be in the same frame "
+                             "(the note is checked where it was saved)")
         return self
 
 
@@ -324,7 +418,7 @@ class OrdersSelectors(_App):
 
 # -- the payment portal ------------------------------------------------------------------------
 
-class ChargeSearch(_M):
+class ChargeSearch(_Framed):
     url: str  # {order_number}
     results: Sel
     no_results: Sel
@@ -333,7 +427,10 @@ class ChargeSearch(_M):
     order_number: Sel  # in a row: checked against the order asked for
 
 
-class TransactionPage(_M):
+class TransactionPage(_Framed):
+    FRAMED = frozenset({"txn_id", "order_number", "amount", "currency", "refunded",
+                        "remaining", "history_rows"})
+
     url: str  # {transaction_id}
     frame: Frame = ()
     detail: Sel
@@ -358,8 +455,10 @@ class TransactionPage(_M):
         return _frame(value)
 
 
-class Confirm(_M):
+class Confirm(_Framed):
     """What stands between the submit click and the refund: a dialog and/or an HTML modal."""
+
+    FRAMED = frozenset({"modal", "modal_confirm"})
 
     dialog_text: str | None = None  # the window.confirm() text to accept; another is refused
     modal: OptSel = None  # an HTML modal to wait for...
@@ -372,7 +471,11 @@ class Confirm(_M):
         return self
 
 
-class RefundForm(_M):
+class RefundForm(_Framed):
+    # A form in a frame of its own answers as the whole page (target="_top"): the
+    # confirmation is read on the page, not in the form's frame.
+    FRAMED = frozenset({"amount", "reason", "reference", "submit"})
+
     amount: Sel
     reason: Sel  # a <select>
     reference: Sel
@@ -389,8 +492,10 @@ class RefundForm(_M):
         return self
 
 
-class Confirmation(_M):
+class Confirmation(_Framed):
     """Where the refund number appears after the submit."""
+
+    FRAMED = frozenset({"amount", "reference"})
 
     refund_number: Sel  # on the page the submit lands on (a pattern reads it from a flash text)
     url_pattern: str | None = None  # the number in the landing URL (path or query), if there

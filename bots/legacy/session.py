@@ -6,6 +6,7 @@ costs about as much as a whole case's page loads on these machines.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from bots.legacy.browser import find_browser, launch_options
 from bots.legacy.orders import OrdersApp
 from bots.legacy.payments import PaymentsApp
 from bots.legacy.selectors import load_orders, load_payments
+from bots.models import ChargeFacts, OrderFacts
 
 # What the bots never read: not fetched at all (a legacy page's images and stylesheets
 # cost more than its HTML). Matched on the URL so that other requests are not intercepted.
@@ -35,6 +37,35 @@ class Worker:
     orders: OrdersApp
     payments: PaymentsApp
     tracing: bool = False
+
+
+async def find_order_and_charge(orders: OrdersApp, payments: PaymentsApp, order_number: str
+                                ) -> tuple[OrderFacts | None, ChargeLookup]:
+    """The order and its charge looked up at once, each app in its own tab.
+
+    Both are read-only, so nothing is lost by reading the charge of an order that turns
+    out not to exist. The order's outcome comes first (its error is raised here); the
+    charge's, error included, only when the caller asks for it (`ChargeLookup.get`), so a
+    case decides in the same order as when the two were read one after the other.
+    """
+    order, charge = await asyncio.gather(orders.find_order(order_number),
+                                         payments.find_charge(order_number),
+                                         return_exceptions=True)
+    if isinstance(order, BaseException):
+        raise order
+    return order, ChargeLookup(charge)
+
+
+@dataclass(frozen=True)
+class ChargeLookup:
+    """A charge lookup that has finished: its result, or its error raised on `get()`."""
+
+    outcome: ChargeFacts | None | BaseException
+
+    def get(self) -> ChargeFacts | None:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
 
 
 class BotSession:

@@ -4,12 +4,15 @@ Same databases and business rules as the default skin, other everything else, so
 the bots are proven to adapt by selector files only (`selectors/examples/oldschool/`):
 other URLs, ids, classes and form field names; German formats (`1.234,56 €`,
 `31.01.2025`, "k. A." for no date, `Ja`/`Nein`); order lines as a div grid with line
-totals only (no unit price); status as an icon's `title`; categories as codes; the
-order detail inside an `<iframe>`; a news page (orders) and a password notice
-(payments) after login that must be clicked through; relative "next" links, three
-rows a page; email search only through the customer's page; the refund behind an HTML
-modal instead of `window.confirm`; the refund number only in a flash message on the
-next page and in that page's address (`/beleg?nr=RF-...`); a `;` CSV export in cp1252.
+totals only (no unit price); status as an icon's `title`, in a frame of its own nested in
+the order's; categories as codes and the final-sale flag only on each line's own page
+(linked from the line); the order detail inside an `<iframe>`; the refund form in an
+`<iframe>` of its own (the rest of the transaction page is not framed); a news page
+(orders) and a password notice (payments) after login that must be clicked through;
+relative "next" links, three rows a page; email search only through the customer's
+page; the refund behind an HTML modal instead of `window.confirm`; the refund number
+only in a flash message on the next page and in that page's address
+(`/beleg?nr=RF-...`); a `;` CSV export in cp1252.
 """
 
 from __future__ import annotations
@@ -159,6 +162,24 @@ def order_content(order_number: str) -> str | tuple[str, int]:
                            notes=notes, messages=get_flashed_messages())
 
 
+def order_status(order_number: str) -> str | tuple[str, int]:
+    """The status icon alone, in a frame nested inside the order's frame."""
+    order = oa._find_order(order_number)
+    if order is None:
+        return render_template("oldschool/not_found.html", what="Bestellung"), 404
+    return render_template("oldschool/orders/status.html", status=order["status"])
+
+
+def order_line(order_number: str, line_no: int) -> str | tuple[str, int]:
+    """A line's own page: the only place its category and final-sale flag are shown."""
+    order = oa._find_order(order_number)
+    item = get_db().execute("SELECT * FROM items WHERE order_number = ? AND line_no = ?",
+                            (order["order_number"], line_no)).fetchone() if order else None
+    if item is None:
+        return render_template("oldschool/not_found.html", what="Position"), 404
+    return render_template("oldschool/orders/line.html", item=item)
+
+
 def add_note(order_number: str) -> BaseResponse | tuple[str, int]:
     order = oa._find_order(order_number)
     if order is None:
@@ -190,6 +211,8 @@ def create_orders_app(db_path: Path, faults: FaultConfig | None = None,
     app.add_url_rule("/bestellung/<order_number>", "shell", order_shell)
     app.add_url_rule("/bestellung/<order_number>/inhalt", "content", order_content)
     app.add_url_rule("/bestellung/<order_number>/notiz", "note", add_note, methods=["POST"])
+    app.add_url_rule("/bestellung/<order_number>/status", "status", order_status)
+    app.add_url_rule("/bestellung/<order_number>/position/<int:line_no>", "line", order_line)
     return app
 
 
@@ -218,6 +241,14 @@ def transaction(txn_id: str) -> tuple[str, int]:
     if txn is None:
         return render_template("oldschool/not_found.html", what="Zahlung"), 404
     return _transaction_page(txn)
+
+
+def refund_form(txn_id: str) -> str | tuple[str, int]:
+    """The refund form alone, framed in the transaction page; it answers as the whole page."""
+    txn = pa._transaction(txn_id)
+    if txn is None:
+        return render_template("oldschool/not_found.html", what="Zahlung"), 404
+    return render_template("oldschool/payments/form.html", txn=txn, reasons=REASONS_DE)
 
 
 def refund(txn_id: str) -> BaseResponse | tuple[str, int]:
@@ -281,6 +312,7 @@ def create_payments_app(db_path: Path, faults: FaultConfig | None = None,
                      methods=["GET", "POST"])
     app.add_url_rule("/zahlungen", "search", transactions)
     app.add_url_rule("/zahlung/<txn_id>", "detail", transaction)
+    app.add_url_rule("/zahlung/<txn_id>/formular", "form", refund_form)
     app.add_url_rule("/zahlung/<txn_id>/erstatten", "refund", refund, methods=["POST"])
     app.add_url_rule("/beleg", "receipt", receipt)
     app.add_url_rule("/erstattungen/export", "export", export)

@@ -56,7 +56,7 @@ from bots.errors import (
     UnreadableValue,
 )
 from bots.legacy.artifacts import scrub_zip
-from bots.legacy.session import BotSession, Worker
+from bots.legacy.session import BotSession, Worker, find_order_and_charge
 from bots.models import ChargeFacts, Decision, OrderFacts, Outcome
 from bots.notify import Notifier, OrderCustomer
 from bots.queue import (
@@ -363,7 +363,8 @@ class Processor:
             if target is not None:
                 return Finished("merged", f"merged into case {target}")
             self.queue.set_order(lease, order_number)
-        order = await worker.orders.find_order(order_number)
+        order, charge_lookup = await find_order_and_charge(  # issue 14: both at once
+            worker.orders, worker.payments, order_number)
         if case.human_decision is None and (
                 why := heard.order_not_confirmed(case.requests, order_number, order)):
             raise Escalation(why)  # issue 17: never act on a misheard number alone
@@ -372,7 +373,7 @@ class Processor:
         self._cards[case.id] = order.payment_card
         self._currencies[case.id] = order.currency
         self._customers[case.id] = OrderCustomer(order.email, order.phone)
-        charge = await worker.payments.find_charge(order_number)
+        charge = charge_lookup.get()
         if charge is None:
             raise Escalation(f"No charge for order {order_number} in the payment portal.")
 
