@@ -1291,17 +1291,15 @@ def bench_process_cmd(
 @bench_app.command("queue")
 def bench_queue_cmd(
     n: Annotated[int, typer.Option("--n", min=10, help="Contacts to generate.")] = 100_000,
-    workers: Annotated[int, typer.Option(min=1, max=32, help="Worker processes to compare "
-                                         "with one process.")] = 2,
-    repeat: Annotated[int, typer.Option(min=1, help="Passes of each; medians shown.")] = 2,
+    repeat: Annotated[int, typer.Option(min=1, help="Passes of the intake command; "
+                                        "medians shown.")] = 2,
     postgres: Annotated[bool, typer.Option(
         "--postgres", help="Queue on a throwaway PostgreSQL server of its own.")] = False,
     queue_url: Annotated[str | None, typer.Option(
         help="Queue on this PostgreSQL server (a new database per pass), e.g. "
              "postgresql+psycopg://user:pw@host/db.")] = None,
 ) -> None:
-    """Intake of N contacts into the queue (one process and worker processes side by side),
-    a repeat with nothing new, a page of cases list."""
+    """Intake of N contacts into the queue, a repeat with nothing new, a page of cases list."""
     from contextlib import ExitStack
 
     from bots.tools.bench_queue import bench_queue, describe
@@ -1313,8 +1311,8 @@ def bench_queue_cmd(
             server = queue_url or (stack.enter_context(throwaway_postgres()) if postgres
                                    else None)
             new_queue_url = database_factory(server) if server else None
-            result = bench_queue(n, workers=workers, repeat=repeat,
-                                 new_queue_url=new_queue_url, say=console.print)
+            result = bench_queue(n, repeat=repeat, new_queue_url=new_queue_url,
+                                 say=console.print)
         except PostgresUnavailable as exc:
             console.print(f"[red]bench queue:[/] {exc}")
             raise typer.Exit(EXIT_ERROR) from None

@@ -62,9 +62,6 @@ class ProcessingSettings(_Model):
 
 class IntakeSettings(_Model):
     sources: list[AnySource] = []
-    # Worker processes that read spreadsheet and export files (bots/work/reading.py):
-    # null picks by itself (the CPUs, up to 4, once the files add up to 16 MB); 0 never.
-    workers: int | None = Field(None, ge=0, le=32)
 
 
 class ScheduleJob(_Model):

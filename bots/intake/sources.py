@@ -202,22 +202,15 @@ def read_source(cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSo
 class SourcePart:
     """What one reader reads on its own: a file of a folder source, or a whole source.
 
-    Spreadsheet and export folders are read file by file, so several processes can read
-    one folder (`bots.work.reading`); mailboxes, mail folders and voice folders are one
-    part. `problem` is input refused before reading (a missing source, a FIFO in the
-    folder, an unsupported file type): it is quarantined, never read. `size` (bytes, 0
-    when unknown) is what decides whether reading in parallel is worth it.
+    Spreadsheet and export folders are read file by file; mailboxes, mail folders and
+    voice folders are one part. `problem` is input refused before reading (a missing
+    source, a FIFO in the folder, an unsupported file type): it is quarantined, never
+    read.
     """
 
     cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSourceConfig
     file: Path | None = None
     problem: Quarantined | None = None
-    size: int = 0
-
-    @property
-    def splittable(self) -> bool:
-        """Readable in another process: a file of a spreadsheet or export source."""
-        return self.file is not None and self.problem is None
 
 
 def source_parts(cfg: SourceConfig | ExportSourceConfig | MailboxConfig | VoiceSourceConfig
@@ -284,11 +277,7 @@ def _maildir(cfg: SourceConfig, channel: str, path: Path) -> Iterator[IntakeItem
 def _file_part(cfg: SourceConfig | ExportSourceConfig, file: Path | Quarantined) -> SourcePart:
     if isinstance(file, Quarantined):
         return SourcePart(cfg, problem=file)
-    try:
-        size = file.stat().st_size
-    except OSError:
-        size = 0
-    return SourcePart(cfg, file, size=size)
+    return SourcePart(cfg, file)
 
 
 def _spreadsheet_parts(cfg: SourceConfig, channel: str, path: Path) -> list[SourcePart]:

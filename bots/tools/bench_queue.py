@@ -5,9 +5,7 @@ Generates N mixed contacts across every channel (the same corpus as `bench intak
 1. reads them (parse + extract) and stores them in one process, timed apart (the floor
    set by the queue: the issue's "into the queue" figure, without triage);
 2. runs the intake command's own path (`run_intake`: parse, extract, language and
-   priority, store) into a fresh queue, in one process and with worker processes,
-   alternately, `repeat` times each: medians side by side, wall and CPU seconds (the
-   workers' CPU included);
+   priority, store) into a fresh queue, `repeat` times: medians of wall and CPU seconds;
 3. runs intake again with nothing new (which must not read every stored case back) and
    times a page of `cases list` on the full queue.
 
@@ -39,8 +37,7 @@ class QueueBench:
     requests: int
     parse_seconds: float
     store_seconds: float
-    workers: int
-    intake: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # (wall, cpu)
+    intake: list[tuple[float, float]] = field(default_factory=list)  # (wall, cpu) per pass
     repeat_seconds: float = 0.0
     page_seconds: list[float] = field(default_factory=list)
     cases: int = 0
@@ -50,18 +47,17 @@ class QueueBench:
         """Parse + store in one process: what the queue costs on top of reading."""
         return self.parse_seconds + self.store_seconds
 
-    def median(self, workers: int, which: int = 0) -> float:
-        return statistics.median(p[which] for p in self.intake[workers])
+    def median(self, which: int = 0) -> float:
+        """Median wall (0) or CPU (1) seconds of the intake command's passes."""
+        return statistics.median(p[which] for p in self.intake)
 
 
 def _cpu() -> float:
-    """CPU seconds of this process and of its children that have ended (the workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
 
 
-def bench_queue(n: int, seed: int = 1, *, workers: int = 2, repeat: int = 2,
+def bench_queue(n: int, seed: int = 1, *, repeat: int = 2,
                 new_queue_url: Callable[[], str] | None = None,
                 say: Callable[[str], None] = print) -> QueueBench:
     with tempfile.TemporaryDirectory(prefix="refund-bots-bench-queue-") as tmp:
@@ -88,31 +84,30 @@ def bench_queue(n: int, seed: int = 1, *, workers: int = 2, repeat: int = 2,
         queue.add_requests(reqs, "bench-1")
         store = time.perf_counter() - start
         queue.engine.dispose()
-        result = QueueBench(queue.dialect, corpus.asks, len(reqs), parse, store, workers)
+        result = QueueBench(queue.dialect, corpus.asks, len(reqs), parse, store)
 
         last: Queue | None = None
         for round_ in range(1, repeat + 1):
-            for w in (0, workers):
-                queue = fresh()
-                run = RunFolder.create(folder / "runs")
-                cpu, start = _cpu(), time.perf_counter()
-                try:
-                    stats = run_intake(IntakeSettings(sources=sources, workers=w), queue, run)
-                finally:
-                    run.close()
-                wall, cpu = time.perf_counter() - start, _cpu() - cpu
-                result.intake.setdefault(w, []).append((wall, cpu))
-                say(f"pass {round_}, {w or 'no'} worker(s): {stats.new_requests:,} requests "
-                    f"in {wall:.2f} s ({cpu:.2f} s CPU)")
-                if last is not None:
-                    last.engine.dispose()
-                last = queue
+            queue = fresh()
+            run = RunFolder.create(folder / "runs")
+            cpu, start = _cpu(), time.perf_counter()
+            try:
+                stats = run_intake(IntakeSettings(sources=sources), queue, run)
+            finally:
+                run.close()
+            wall, cpu = time.perf_counter() - start, _cpu() - cpu
+            result.intake.append((wall, cpu))
+            say(f"pass {round_}: {stats.new_requests:,} requests in {wall:.2f} s "
+                f"({cpu:.2f} s CPU)")
+            if last is not None:
+                last.engine.dispose()
+            last = queue
 
         assert last is not None
         run = RunFolder.create(folder / "runs")
         start = time.perf_counter()
         try:
-            run_intake(IntakeSettings(sources=sources, workers=workers), last, run)
+            run_intake(IntakeSettings(sources=sources), last, run)
         finally:
             run.close()
         result.repeat_seconds = time.perf_counter() - start
@@ -125,15 +120,12 @@ def bench_queue(n: int, seed: int = 1, *, workers: int = 2, repeat: int = 2,
 
 
 def describe(r: QueueBench) -> list[str]:
-    one, many = r.median(0), r.median(r.workers)
     return [
         f"{r.backend}: {r.requests:,} requests of {r.contacts:,} contacts: parse "
         f"{r.parse_seconds:.2f} s + store {r.store_seconds:.2f} s "
         f"({r.requests / r.store_seconds:,.0f}/s) = {r.into_queue_seconds:.2f} s in one process",
-        f"intake command (parse, language and priority, store), medians of "
-        f"{len(r.intake[0])}: one process {one:.2f} s ({r.median(0, 1):.2f} s CPU); "
-        f"{r.workers} worker processes {many:.2f} s ({r.median(r.workers, 1):.2f} s CPU); "
-        f"{one / many:.2f}x",
+        f"intake command (parse, language and priority, store), median of "
+        f"{len(r.intake)}: {r.median():.2f} s ({r.median(1):.2f} s CPU)",
         f"repeat intake (nothing new): {r.repeat_seconds:.2f} s",
         f"cases list, one page of 50 of {r.cases:,} queued cases: median "
         f"{statistics.median(r.page_seconds) * 1000:.0f} ms",

@@ -52,7 +52,6 @@ from bots.transport import insecure_transports
 from bots.work.alerts import after_run
 from bots.work.exit_codes import EXIT_CIRCUIT, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS
 from bots.work.processing import Finished, Processor, ProcessStats
-from bots.work.reading import auto_workers, read_in_parallel
 from bots.work.reconciling import Reconciliation, reconcile_run
 from bots.work.stopping import request_stop
 
@@ -71,35 +70,16 @@ class IntakeStats:
 def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeStats:
     """Read every configured source into the queue. Idempotent: re-reading adds nothing.
 
-    Mailboxes are read here, one message at a time. Spreadsheet and export files are
-    read by worker processes when they are big enough to repay starting them (see
-    `bots.work.reading`, setting `intake.workers`), while this process stores.
+    Mailboxes are stored one message at a time; the files of a folder source share
+    batches of INSERT_BATCH requests a transaction.
     """
     stats = IntakeStats()
-    sources = intake.sources
-    parts = {id(s): source_parts(s) for s in sources if not isinstance(s, MailboxConfig)}
-    files = [p for s in sources for p in parts.get(id(s), [])]
-    workers = auto_workers(files, intake.workers)
-    ahead = read_in_parallel(files, workers, queue.url) if workers else None
-    if workers:
-        run.log.info("intake: {} file(s), {:.1f} MB, read by {} worker processes", len(files),
-                     sum(p.size for p in files) / 1e6, workers)
-    try:
-        for source in sources:
-            if isinstance(source, MailboxConfig):
-                _read_mailbox_into(queue, run, source, stats)
-                continue
-            mine = parts[id(source)]
-            if ahead is not None:  # the workers triaged what is new
-                read = chain.from_iterable(next(ahead) for _ in mine)
-                _store_items(queue, run, read, stats, INSERT_BATCH, triaged=True)
-            else:  # a source's files share batches: a folder of small files is not
-                # a transaction per file
-                _store_items(queue, run, chain.from_iterable(map(read_part, mine)), stats,
-                             INSERT_BATCH)
-    finally:
-        if ahead is not None:
-            ahead.close()
+    for source in intake.sources:
+        if isinstance(source, MailboxConfig):
+            _read_mailbox_into(queue, run, source, stats)
+        else:  # a folder of small files is not a transaction per file
+            read = chain.from_iterable(map(read_part, source_parts(source)))
+            _store_items(queue, run, read, stats, INSERT_BATCH)
     run.log.info("intake: {}", stats)
     return stats
 
@@ -121,9 +101,9 @@ def _read_mailbox_into(queue: Queue, run: RunFolder, source: MailboxConfig,
 
 
 def _store_items(queue: Queue, run: RunFolder, items: Iterable[IntakeItem], stats: IntakeStats,
-                 size: int, *, triaged: bool = False) -> None:
+                 size: int) -> None:
     """Items into the queue, `size` requests to a transaction; the new ones are triaged
-    first (language and priority), unless `triaged` already.
+    first (language and priority).
 
     Files stay where they are: a crash mid-batch only means that their rows are read
     again next run, and stored then.
@@ -135,8 +115,8 @@ def _store_items(queue: Queue, run: RunFolder, items: Iterable[IntakeItem], stat
             continue
         pending.append(item)
         if len(pending) >= size:
-            _enqueue(queue, run, pending, stats, triaged)
-    _enqueue(queue, run, pending, stats, triaged)
+            _enqueue(queue, run, pending, stats)
+    _enqueue(queue, run, pending, stats)
 
 
 def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeStats) -> None:
@@ -146,9 +126,13 @@ def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeSt
 
 
 def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
-             stats: IntakeStats, triaged: bool = False) -> None:
-    """Store the pending requests and count what storing them did; empties the list."""
-    if not triaged and pending:
+             stats: IntakeStats) -> None:
+    """Store the pending requests and count what storing them did; empties the list.
+
+    Language and priority are worked out only for requests the queue does not hold yet:
+    a file read again (an export that grows, read every run) costs its parsing only.
+    """
+    if pending:
         pending[:] = triage_new(pending, queue.known(pending))
     for echo in _our_echoes(queue, pending):
         pending.remove(echo[0])
