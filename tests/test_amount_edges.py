@@ -76,6 +76,13 @@ def test_an_amount_with_its_currency_outranks_a_bare_number_before_it() -> None:
 
 def test_a_refund_word_after_the_amount_outranks_a_price_paid() -> None:
     assert find_amount("20 EUR back please, I paid 30 EUR") == (D("20.00"), "EUR")
+    # the same far into a message (the words after an amount are read wherever it stands)
+    assert find_amount("My order of last week: 20 EUR back please, I paid 30 EUR") == \
+        (D("20.00"), "EUR")
+
+
+def test_a_refund_word_opening_the_message_counts() -> None:
+    assert find_amount("Refund 20 EUR please, 30 EUR back is too much") == (D("20.00"), "EUR")
 
 
 # -- masking IBANs at their shortest and longest -----------------------------------------------
