@@ -34,7 +34,8 @@ def test_a_cell_of_64_characters_is_read_and_one_more_is_not() -> None:
 @pytest.mark.parametrize(("text", "value"), [
     ("1.234", "1234.00"), ("1,234", "1234.00"),  # one separator, three digits: thousands
     ("0.234", "0.23"), ("0,5", "0.50"),  # a zero whole part: decimals
-    ("1.000.000", "1000000.00"), ("1 000 000", "1000000.00"),  # the largest amount read
+    ("1.000.000", "1000000.00"), ("1,000,000", "1000000.00"),  # the largest amount read
+    ("1 000 000", "1000000.00"),
 ])
 def test_group_separators_are_read_as_a_person_reads_them(text: str, value: str) -> None:
     assert parse_amount(text) == (D(value), None)
@@ -63,6 +64,11 @@ def test_any_minus_sign_makes_a_cell_unreadable(text: str) -> None:
 
 
 # -- the amount asked for in free text ---------------------------------------------------------
+
+
+def test_a_message_is_read_up_to_its_20000th_character() -> None:
+    assert find_amount("x" * 19_993 + " 20 EUR") == (D("20.00"), "EUR")  # ends at 20,000
+    assert find_amount("x" * 19_994 + " 20 EUR") is None  # its last letter is beyond
 
 
 def test_of_two_amounts_asked_alike_the_first_written_is_read() -> None:
