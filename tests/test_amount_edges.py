@@ -71,6 +71,11 @@ def test_a_message_is_read_up_to_its_20000th_character() -> None:
     assert find_amount("x" * 19_994 + " 20 EUR") is None  # its last letter is beyond
 
 
+@pytest.mark.parametrize("text", ["refund amount 0", "refund amount: 0.00", "refund 0,00 EUR"])
+def test_an_amount_of_nothing_is_no_amount(text: str) -> None:
+    assert find_amount(text) is None
+
+
 def test_of_two_amounts_asked_alike_the_first_written_is_read() -> None:
     assert find_amount("please refund 20 EUR or 30 EUR") == (D("20.00"), "EUR")
 
