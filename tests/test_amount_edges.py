@@ -129,3 +129,23 @@ def test_a_price_paid_beside_the_amount_asked_is_a_doubt_not_a_guess(text: str) 
     from bots.intake.extract import amount_doubts
 
     assert find_amount(text) != (D("30.00"), "EUR") or amount_doubts(text)
+
+
+# -- masking cards at the edges of a digit run -------------------------------------------------
+
+
+def test_a_card_in_groups_of_three_keeps_its_last_four_digits() -> None:
+    assert mask_secrets("card 378 282 246 310 005 thanks") == "card **** **** **** 0005 thanks"
+
+
+def test_digits_after_a_card_in_the_same_run_stay_apart_and_readable() -> None:
+    assert mask_secrets("card 4111 1111 1111 1111 99 thanks") == \
+        "card **** **** **** 1111 99 thanks"
+
+
+def test_a_card_written_in_another_scripts_digits_is_luhn_checked() -> None:
+    from bots.intake.extract import luhn_valid
+
+    arabic = "".join(chr(0x660 + int(c)) for c in "4111111111111111")
+    assert luhn_valid(arabic)
+    assert not luhn_valid(arabic[:-1] + chr(0x662))
