@@ -92,6 +92,14 @@ def test_a_refund_word_after_the_amount_outranks_a_price_paid() -> None:
         (D("20.00"), "EUR")
 
 
+def test_the_amount_asked_is_read_beside_the_price_paid() -> None:
+    # "paid" just before an amount lowers it by one, no more: asked for, it still wins
+    assert find_amount("Refund what I paid: 20 EUR. The 30 EUR shipping stays.") == \
+        (D("20.00"), "EUR")
+    # a currency adds one: the bare amount asked still beats the price paid after it
+    assert find_amount("Refund amount: 12, I paid 30 EUR") == (D("12.00"), None)
+
+
 def test_a_refund_word_opening_the_message_counts() -> None:
     assert find_amount("Refund 20 EUR please, 30 EUR back is too much") == (D("20.00"), "EUR")
 
