@@ -1056,3 +1056,67 @@ def test_a_dry_run_ends_after_a_case_that_was_retried(bots: Bots) -> None:
     assert stats.system_errors == 1
     assert bots.processor.proposals[cid].outcome == "refunded"  # type: ignore[union-attr]
     assert bots.case(cid).state == CaseState.QUEUED and paid(bots) == []
+
+
+# -- edges the mutation run found untested ---------------------------------------------------
+
+
+def test_a_human_partial_of_the_whole_order_is_still_a_partial(bots: Bots) -> None:
+    cid = _escalated_then(bots, "partial", "600.00")
+    bots.run()
+    case = bots.case(cid)
+    assert (case.outcome, case.approved_amount) == ("partial", D("600.00"))
+
+
+def test_a_human_approval_without_a_comment_names_only_the_agent(bots: Bots) -> None:
+    bots.sell(price="600.00")
+    cid = bots.ask()
+    bots.run()
+    bots.queue.human_decision(cid, decision="approve", amount=D("600.00"), agent="ana",
+                              comment="", run_id=None)
+    bots.run()
+    assert bots.case(cid).reason == "Approved by ana."
+
+
+def test_a_human_approval_without_an_amount_records_an_escalation(bots: Bots) -> None:
+    from bots.decide import snapshot
+    from bots.decide.policy import Outcome
+
+    bots.sell()
+    cid = bots.ask(doubts=("two amounts",))
+    bots.run()
+    bots.queue.human_decision(cid, decision="approve", amount=None, agent="ana", comment="",
+                              run_id=None)
+    bots.run()
+    recorded = bots.case(cid).decision
+    assert recorded is not None
+    assert snapshot.load(recorded)[3].outcome is Outcome.ESCALATE
+
+
+def _run_log(bots: Bots) -> str:
+    return "\n".join(p.read_text() for p in sorted((bots.tmp_path / "runs").glob("*/run.log")))
+
+
+def test_a_system_error_is_logged_with_its_attempt_and_cut_to_500_characters(
+        bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.orders.fail_find.append(SystemException("portal down " + "x" * 600 + "\nsecond line"))
+    bots.run()
+    retry = next(a for a in bots.queue.audit_trail(cid) if a.event == "retry_scheduled")
+    error = retry.detail.split(" after: ", 1)[1]
+    assert error.startswith("SystemException: portal down xxx") and len(error) == 500
+    log = _run_log(bots)
+    assert f"attempt 1 failed: {error}" in log
+    assert "unexpected error" not in log  # a system error is expected: no traceback
+
+
+def test_an_unexpected_error_is_logged_with_its_traceback(bots: Bots) -> None:
+    bots.sell()
+    bots.ask()
+    bots.orders.fail_find.append(ValueError("a bug"))
+    bots.run()
+    log = _run_log(bots)
+    assert "attempt 1 failed: ValueError: a bug" in log
+    assert "unexpected error (treated as system error)" in log
+    assert "Traceback" in log and "ValueError: a bug" in log.split("unexpected error", 1)[1]
