@@ -101,6 +101,7 @@ class Bots:
         self.signals: SignalSettings | None = None
         self.processor: Processor | None = None
         self.session: FakeSession | None = None
+        self.on_case: Any = None  # called with each case the run counts, and its outcome
         self._sources = 0
 
     @property
@@ -138,7 +139,8 @@ class Bots:
         run = RunFolder.create(self.tmp_path / "runs")
         self.processor = Processor(self.settings(), self.queue, self.policy, run,
                                    signals=self.signals, today=TODAY, dry_run=dry_run,
-                                   notifier=self.notifier)  # type: ignore[arg-type]
+                                   notifier=self.notifier,  # type: ignore[arg-type]
+                                   on_case=self.on_case)
         self.session = FakeSession(self.world)
         try:
             return asyncio.run(self.processor.process(self.session))  # type: ignore[arg-type]
@@ -1120,3 +1122,34 @@ def test_an_unexpected_error_is_logged_with_its_traceback(bots: Bots) -> None:
     assert "attempt 1 failed: ValueError: a bug" in log
     assert "unexpected error (treated as system error)" in log
     assert "Traceback" in log and "ValueError: a bug" in log.split("unexpected error", 1)[1]
+
+
+def test_the_retry_waits_at_least_half_the_backoff(bots: Bots,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    bots.processing.update(backoff_seconds=0.4, backoff_max_seconds=5)
+    monkeypatch.setattr("bots.work.processing.random.uniform", lambda a, b: a)
+    bots.sell()
+    cid = bots.ask()
+    bots.orders.fail_find.append(system_error())
+    bots.run()  # the retry is due within the run's horizon: it waits for it and pays
+    assert bots.case(cid).outcome == "refunded"
+    [retry] = [a for a in bots.queue.audit_trail(cid) if a.event == "retry_scheduled"]
+    assert retry.detail.startswith("in 0.2s after: ")
+
+
+def test_a_case_given_up_keeps_its_last_error_its_run_and_is_counted(bots: Bots) -> None:
+    bots.processing["max_attempts"] = 2
+    seen: list[tuple[int, str]] = []
+    bots.on_case = lambda case, outcome: seen.append((case.id, outcome))
+    bots.sell()
+    cid = bots.ask()
+    bots.orders.fail_find.extend([system_error("order system: HTTP 502 on /orders"),
+                                  system_error("order system: HTTP 504 on /orders")])
+    bots.run()
+    case = bots.case(cid)
+    assert (case.state, case.last_error) == (CaseState.FAILED,
+                                             "AppUnavailable: order system: HTTP 504 on /orders")
+    assert seen == [(cid, "failed")]
+    run_id = bots.processor.run.run_id  # type: ignore[union-attr]
+    assert {a.run_id for a in bots.queue.audit_trail(cid)
+            if a.event in ("retry_scheduled", "failed")} == {run_id}
