@@ -1153,3 +1153,44 @@ def test_a_case_given_up_keeps_its_last_error_its_run_and_is_counted(bots: Bots)
     run_id = bots.processor.run.run_id  # type: ignore[union-attr]
     assert {a.run_id for a in bots.queue.audit_trail(cid)
             if a.event in ("retry_scheduled", "failed")} == {run_id}
+
+
+def test_a_submit_exactly_as_old_as_the_grace_is_no_longer_in_flight(
+        bots: Bots, monkeypatch: pytest.MonkeyPatch) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.processing["submit_grace_seconds"] = 60
+    intent = bots.crashed_attempt(cid, clicked=True, seconds_ago=30)
+    started = bots.intents(cid)[0].submit_started_at
+    assert started is not None
+    # the clock the settling reads stands exactly at the end of the grace
+    monkeypatch.setattr("bots.work.processing.utcnow", lambda: started + timedelta(seconds=60))
+    bots.run()
+    [first, second] = bots.intents(cid)
+    assert (first.id, first.state, second.state) == (intent.id, IntentState.ABSENT,
+                                                     IntentState.CONFIRMED)
+    assert paid(bots) == [(ORDER, D("40.00"))]
+    run_id = bots.processor.run.run_id  # type: ignore[union-attr]
+    assert first.resolved_run_id == run_id  # settled by this run, on its record
+
+
+def test_a_deferral_says_which_refund_may_be_in_flight_and_for_how_long(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.processing["submit_grace_seconds"] = 60
+    bots.processing["backoff_max_seconds"] = 10
+    intent = bots.crashed_attempt(cid, clicked=True, seconds_ago=30)
+    bots.run()
+    [deferred] = [a for a in bots.queue.audit_trail(cid) if a.event == "deferred"]
+    assert f"refund {intent.key} of 40.00 was submitted 30s ago" in deferred.detail
+    assert "after the 60s grace period" in deferred.detail
+
+
+def test_the_circuit_breaker_says_why_it_stopped_the_run(bots: Bots) -> None:
+    bots.processing.update(max_attempts=10, circuit_breaker=2)
+    for n in range(2):
+        bots.sell(f"ORD-10000{n + 1}")
+        bots.ask(f"ORD-10000{n + 1}")
+    bots.orders.always_fail_find = system_error()
+    bots.run()
+    assert "circuit breaker: 2 system errors in a row, stopping the run" in _run_log(bots)
