@@ -515,6 +515,16 @@ def test_each_way_back_to_the_queue_is_recorded_with_its_run_and_reason(queue: Q
                                  "released", "run stopping")
 
 
+def test_a_note_is_recorded_with_its_run_and_the_state_it_leaves_alone(queue: Queue) -> None:
+    cid = add(queue)
+    held = queue.claim("w", 60)
+    assert held is not None
+    queue.note(held.lease, event="identified", detail="order found by email", actor="w",
+               run_id="r7")
+    assert _last(queue, cid) == ("r7", "w", CaseState.PROCESSING, CaseState.PROCESSING,
+                                 "identified", "order found by email")
+
+
 def test_a_merge_is_recorded_on_both_cases(queue: Queue) -> None:
     target = add(queue, 2)
     loose_req = RefundRequest(channel="email", source_id="loose",
