@@ -647,6 +647,8 @@ def test_lease_lost_seen_by_the_heartbeat_stops_the_click(bots: Bots) -> None:
     stats = bots.run()
     assert bots.portal.submits == [] and stats.abandoned == 1
     assert bots.intents(cid)[0].submit_started_at is None
+    assert f"abandoned: {bots.case(cid).ref}: lease lost before the submit click" in \
+        _run_log(bots)
 
 
 def test_lease_lost_after_the_click_the_next_runner_confirms_it(any_bots: Bots) -> None:
@@ -1194,3 +1196,48 @@ def test_the_circuit_breaker_says_why_it_stopped_the_run(bots: Bots) -> None:
     bots.orders.always_fail_find = system_error()
     bots.run()
     assert "circuit breaker: 2 system errors in a row, stopping the run" in _run_log(bots)
+
+
+def test_the_intent_records_what_the_checks_after_a_crash_need(bots: Bots,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    points: list[str] = []
+    monkeypatch.setattr("bots.work.processing.crash_point", points.append)
+    bots.sell()
+    cid = bots.ask(reason="damaged")
+    bots.run()
+    [intent] = bots.intents(cid)
+    run_id = bots.processor.run.run_id  # type: ignore[union-attr]
+    # the balance before the click (a moved balance without our key escalates), the
+    # customer (the per-customer limit), the run that opened and the one that confirmed it
+    assert (intent.remaining_before, intent.customer_email, intent.run_id,
+            intent.resolved_run_id) == (D("40.00"), EMAIL, run_id, run_id)
+    assert bots.portal.refunds[0].reason == "damaged"  # the category the portal is given
+    # the chaos tooling's crash points (bench chaos) fire in order, by their names
+    assert points == ["before_submit", "after_submit", "after_record", "after_note"]
+
+
+def test_session_expired_after_the_refund_costs_no_attempt_and_no_error(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.portal.on_submit.append(SubmitFault.EXPIRED_AFTER_REFUND)
+    stats = bots.run()
+    assert (stats.system_errors, bots.case(cid).attempts) == (0, 1)
+    assert bots.case(cid).refund_number == "RF-000001"
+
+
+def test_session_expired_twice_says_so(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.portal.on_submit.extend([SubmitFault.EXPIRED_BEFORE_CLICK] * 2)
+    bots.run()
+    [retry] = [a for a in bots.queue.audit_trail(cid) if a.event == "retry_scheduled"]
+    assert retry.detail.endswith(
+        "after: SessionExpired: payment portal: session expired twice during the refund")
+
+
+def test_a_human_partial_is_not_held_to_the_per_customer_limit(bots: Bots) -> None:
+    bots.policy = Policy(auto_approve_limit=D("500.00"), customer_auto_approve_limit=D("100"))
+    cid = _escalated_then(bots, "partial", "300.00")
+    bots.run()
+    assert paid(bots) == [(ORDER, D("300.00"))] and bots.case(cid).outcome == "partial"
