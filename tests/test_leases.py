@@ -472,6 +472,21 @@ def test_submit_answered_stamps_only_that_intent_of_this_case(queue: Queue) -> N
     assert queue.intents(other_case)[0].submit_answered_at is None
 
 
+def test_begin_submit_stamps_only_that_intent_of_this_case(queue: Queue) -> None:
+    other_case = _paid_case(queue, 1, "10.00", state=None)
+    other = queue.intents(other_case)[0]
+    cid = add(queue, 2)
+    held = queue.claim("w", 60, exclude=[other_case])
+    assert held is not None and held.id == cid
+    first, second = intent(queue, held.lease), intent(queue, held.lease)
+    queue.begin_submit(held.lease, second.id, lease_seconds=300, needed_seconds=10)
+    stamped = {i.id: i.submit_started_at is not None for i in queue.intents(cid)}
+    assert stamped == {first.id: False, second.id: True}
+    with pytest.raises(LeaseLost, match="no longer pending"):  # not this case's intent
+        queue.begin_submit(held.lease, other.id, lease_seconds=300, needed_seconds=10)
+    assert queue.intents(other_case)[0].submit_started_at is None
+
+
 def test_intent_keys_are_every_intents_key(queue: Queue) -> None:
     assert queue.intent_keys() == set()
     a = _paid_case(queue, 1, "10.00", state=None)
