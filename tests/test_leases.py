@@ -487,6 +487,68 @@ def test_begin_submit_stamps_only_that_intent_of_this_case(queue: Queue) -> None
     assert queue.intents(other_case)[0].submit_started_at is None
 
 
+def test_an_intent_written_before_emails_were_kept_counts_for_its_cases_customer(
+        queue: Queue) -> None:
+    _paid_case(queue, 1, "10.00", state=IntentState.CONFIRMED, email="Ada@Example.com")
+    _paid_case(queue, 2, "20.00", state=IntentState.CONFIRMED, email="bob@example.com")
+    with queue.session() as s:  # intents of 0.1 carry no email of their own
+        for row in s.query(RefundIntent).all():
+            row.customer_email = None
+    this = add(queue, 3)
+    assert [a for _, a in queue.customer_refunds("ada@EXAMPLE.com", exclude_case=this)] == \
+        [D("10.00")]
+    assert [a for _, a in queue.customer_refunds("bob@example.com", exclude_case=this)] == \
+        [D("20.00")]
+
+
+def test_an_intent_key_is_found_inside_a_reference_someone_edited(queue: Queue) -> None:
+    from bots.reports.reconcile import reference_words
+
+    cid = add(queue)
+    held = queue.claim("w", 60)
+    assert held is not None
+    key = intent(queue, held.lease).key
+    case_digits = queue.get_case(cid).ref.replace("-", "")  # type: ignore[union-attr]
+    assert key.startswith(case_digits + "-")
+    assert key in reference_words(f"refund{key}xyz")  # glued to other words, still found
+
+
+def test_resolving_stamps_only_that_intent_of_this_case_and_records_it(queue: Queue) -> None:
+    other_case = _paid_case(queue, 1, "10.00", state=None)
+    other = queue.intents(other_case)[0]
+    cid = add(queue, 2)
+    held = queue.claim("w", 60, exclude=[other_case])
+    assert held is not None and held.id == cid
+    first, second = intent(queue, held.lease), intent(queue, held.lease)
+    assert queue.resolve_intent(held.lease, second.id, state=IntentState.CONFIRMED,
+                                refund_number="RF-7", run_id="r5")
+    assert _last(queue, cid) == ("r5", "w", CaseState.PROCESSING, CaseState.PROCESSING,
+                                 "intent_confirmed", f"key {second.key}, refund RF-7")
+    assert queue.resolve_intent(held.lease, first.id, state=IntentState.ABSENT,
+                                refund_number=None, run_id="r5")
+    assert _last(queue, cid)[4:] == ("intent_absent", f"key {first.key}")
+    assert not queue.resolve_intent(held.lease, other.id, state=IntentState.ABSENT,
+                                    refund_number=None, run_id="r5")  # not this case's
+    assert queue.intents(other_case)[0].state == IntentState.PENDING
+
+
+def test_finishing_is_recorded_and_its_outbox_written_in_the_same_transaction(
+        queue: Queue) -> None:
+    cid = add(queue)
+    held = queue.claim("w", 60)
+    assert held is not None
+    seen: list[object] = []
+
+    def outbox(s: Any, case: Case) -> None:
+        seen.append(s.get(Case, case.id).state)  # the session that finishes the case
+
+    queue.finish(held.lease, state=CaseState.ESCALATED, outcome=None, reason="a human decides",
+                 actor="w", run_id="r9", outbox=outbox)
+    assert seen == [CaseState.ESCALATED]
+    assert _last(queue, cid) == ("r9", "w", CaseState.PROCESSING, CaseState.ESCALATED,
+                                 CaseState.ESCALATED, "a human decides")
+
+
 def test_intent_keys_are_every_intents_key(queue: Queue) -> None:
     assert queue.intent_keys() == set()
     a = _paid_case(queue, 1, "10.00", state=None)
