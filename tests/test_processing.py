@@ -1111,7 +1111,7 @@ def test_a_system_error_is_logged_with_its_attempt_and_cut_to_500_characters(
     error = retry.detail.split(" after: ", 1)[1]
     assert error.startswith("SystemException: portal down xxx") and len(error) == 500
     log = _run_log(bots)
-    assert f"attempt 1 failed: {error}" in log
+    assert f"| attempt 1 failed: {error}\n" in log  # the whole line, as written
     assert "unexpected error" not in log  # a system error is expected: no traceback
 
 
@@ -1121,8 +1121,8 @@ def test_an_unexpected_error_is_logged_with_its_traceback(bots: Bots) -> None:
     bots.orders.fail_find.append(ValueError("a bug"))
     bots.run()
     log = _run_log(bots)
-    assert "attempt 1 failed: ValueError: a bug" in log
-    assert "unexpected error (treated as system error)" in log
+    assert "| attempt 1 failed: ValueError: a bug\n" in log
+    assert "| unexpected error (treated as system error)\n" in log
     assert "Traceback" in log and "ValueError: a bug" in log.split("unexpected error", 1)[1]
 
 
@@ -1195,7 +1195,7 @@ def test_the_circuit_breaker_says_why_it_stopped_the_run(bots: Bots) -> None:
         bots.ask(f"ORD-10000{n + 1}")
     bots.orders.always_fail_find = system_error()
     bots.run()
-    assert "circuit breaker: 2 system errors in a row, stopping the run" in _run_log(bots)
+    assert "| circuit breaker: 2 system errors in a row, stopping the run\n" in _run_log(bots)
 
 
 def test_the_intent_records_what_the_checks_after_a_crash_need(bots: Bots,
@@ -1241,3 +1241,12 @@ def test_a_human_partial_is_not_held_to_the_per_customer_limit(bots: Bots) -> No
     cid = _escalated_then(bots, "partial", "300.00")
     bots.run()
     assert paid(bots) == [(ORDER, D("300.00"))] and bots.case(cid).outcome == "partial"
+
+
+def test_a_customer_known_by_phone_only_is_counted_by_the_orders_email(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(order=None, email=None, customer_phone="+49301234567")
+    bots.run()
+    [intent] = bots.intents(cid)
+    assert intent.state == IntentState.CONFIRMED
+    assert intent.customer_email == EMAIL  # what the per-customer limit counts by
