@@ -549,6 +549,23 @@ def test_finishing_is_recorded_and_its_outbox_written_in_the_same_transaction(
                                  CaseState.ESCALATED, "a human decides")
 
 
+def test_an_intent_is_recorded_for_the_cases_customer_when_none_is_named(queue: Queue) -> None:
+    cid = add(queue, email="Ada@Example.com")
+    held = queue.claim("w", 60)
+    assert held is not None
+    opened = intent(queue, held.lease, "12.50", email=None)
+    assert queue.intents(cid)[0].customer_email == "ada@example.com"
+    assert _last(queue, cid) == ("r", "w", CaseState.PROCESSING, CaseState.PROCESSING,
+                                 "intent_recorded", f"refund 12.50 on TX-1, key {opened.key}")
+    phone_only = queue.add_request(RefundRequest(
+        channel="phone", source_id="call-1", received_at=datetime(2026, 11, 28, tzinfo=UTC),
+        reason_text="refund", customer_phone="+49301234567", order_number="ORD-100009"))[0]
+    held = queue.claim("w", 60, exclude=[cid])
+    assert held is not None and held.id == phone_only
+    intent(queue, held.lease, email=None)
+    assert queue.intents(phone_only)[0].customer_email is None  # unknown, never a made-up one
+
+
 def test_intent_keys_are_every_intents_key(queue: Queue) -> None:
     assert queue.intent_keys() == set()
     a = _paid_case(queue, 1, "10.00", state=None)
