@@ -151,6 +151,12 @@ def test_digits_after_a_card_in_the_same_run_stay_apart_and_readable() -> None:
         "card **** **** **** 1111 99 thanks"
 
 
+def test_a_card_followed_by_a_fifth_group_of_four_is_still_masked() -> None:
+    # the window grows past 19 digits: the card found before must be kept, not dropped
+    assert mask_secrets("card 4111 1111 1111 1111 2222 thanks") == \
+        "card **** **** **** 1111 2222 thanks"
+
+
 def test_a_card_written_in_another_scripts_digits_is_luhn_checked() -> None:
     from bots.intake.extract import luhn_valid
 
