@@ -6,6 +6,8 @@
 #   bash scripts/mutation.sh                       # every money path
 #   bash scripts/mutation.sh policy reconcile      # named parts only
 #   bash scripts/mutation.sh --score               # the last results again, without running
+#   bash scripts/mutation.sh --alive policy        # only the mutants not killed last time
+#   bash scripts/mutation.sh --rest processing     # only the mutants never run (a run cut short)
 #
 # Parts: policy processing intents leases reconcile amounts masking. Results stay in
 # mutants/ (git-ignored): `.venv/bin/mutmut show NAME` shows a surviving mutant's diff.
@@ -31,11 +33,13 @@ declare -A PARTS=(
 ORDER=(policy reconcile intents leases amounts masking processing)
 
 score_only=""
+only=""
 chosen=()
 for arg in "$@"; do
   case "$arg" in
     --score) score_only=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --alive|--rest) only="$arg" ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) [[ -n "${PARTS[$arg]:-}" ]] || { echo "unknown part '$arg' (parts: ${ORDER[*]})" >&2; exit 2; }
        chosen+=("$arg") ;;
   esac
@@ -50,9 +54,16 @@ done
 
 if [[ -z "$score_only" ]]; then
   bash scripts/setup.sh >/dev/null
-  # tmp_path on tmpfs: the queue's SQLite commits then cost no disk flush
-  export TMPDIR="${TMPDIR:-/dev/shm}"
-  .venv/bin/mutmut run --max-children "${MUTATION_JOBS:-2}" "${globs[@]}" \
-    | tr '\r' '\n' | grep -v '^\s*$' | tail -n 3
+  targets=("${globs[@]}")
+  if [[ -n "$only" ]]; then  # named mutants: mutmut runs exactly these again
+    mapfile -t targets < <(.venv/bin/python scripts/mutation_score.py "$only" "${globs[@]}")
+    [[ ${#targets[@]} -gt 0 ]] || { echo "no mutants to run ($only)"; targets=(); }
+  fi
+  if [[ ${#targets[@]} -gt 0 ]]; then
+    # tmp_path on tmpfs: the queue's SQLite commits then cost no disk flush
+    export TMPDIR="${TMPDIR:-/dev/shm}"
+    .venv/bin/mutmut run --max-children "${MUTATION_JOBS:-2}" "${targets[@]}" \
+      | tr '\r' '\n' | grep -v '^\s*$' | tail -n 3
+  fi
 fi
 exec .venv/bin/python scripts/mutation_score.py "${globs[@]}"

@@ -16,11 +16,23 @@ KILLED = {1, 3, 24, -24, 36, 37, 152, 255, -9, -11}
 GOAL = 0.90
 
 
-def main(globs: list[str]) -> int:
+def _chosen(globs: list[str]) -> dict[str, int | None]:
     status: dict[str, int | None] = {}
     for meta in Path("mutants").rglob("*.py.meta"):
         status.update(json.loads(meta.read_text())["exit_code_by_key"])
-    chosen = {k: v for k, v in status.items() if any(fnmatch.fnmatch(k, g) for g in globs)}
+    return {k: v for k, v in status.items() if any(fnmatch.fnmatch(k, g) for g in globs)}
+
+
+def names(which: str, globs: list[str]) -> int:
+    """Print the mutants to run again: `alive` (not killed last time) or `rest` (never run)."""
+    for key, code in sorted(_chosen(globs).items()):
+        if (code is None) if which == "rest" else (code is not None and code not in KILLED):
+            print(key)
+    return 0
+
+
+def main(globs: list[str]) -> int:
+    chosen = _chosen(globs)
     run = {k: v for k, v in chosen.items() if v is not None}
     if not run:
         print("no mutant results yet: run bash scripts/mutation.sh first")
@@ -46,4 +58,6 @@ def main(globs: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("--alive", "--rest"):
+        sys.exit(names(sys.argv[1][2:], sys.argv[2:] or ["*"]))
     sys.exit(main(sys.argv[1:] or ["*"]))

@@ -382,3 +382,255 @@ def test_refunds_since_counts_confirmed_ones_store_wide(queue: Queue) -> None:
     _paid_case(queue, 3, "10.00", state=IntentState.CONFIRMED, email="bob@example.com")
     assert queue.refunds_since(start) == 2
     assert queue.refunds_since(utcnow() + timedelta(seconds=5)) == 0
+
+
+def test_refunds_since_leaves_out_intents_found_absent(queue: Queue) -> None:
+    start = utcnow() - timedelta(seconds=1)
+    _paid_case(queue, 1, "10.00", state=IntentState.ABSENT)  # resolved since, never paid
+    _paid_case(queue, 2, "10.00", state=IntentState.CONFIRMED)
+    assert queue.refunds_since(start) == 1
+
+
+def _resolved_at(queue: Queue, cid: int) -> datetime:
+    [stored] = queue.intents(cid)
+    assert stored.resolved_at is not None
+    return stored.resolved_at
+
+
+def test_a_refund_confirmed_at_the_very_start_of_a_period_counts_in_it(queue: Queue) -> None:
+    paid = _paid_case(queue, 1, "90.00", state=IntentState.CONFIRMED)
+    since = _resolved_at(queue, paid)
+    assert queue.refunds_since(since) == 1
+    assert queue.refunds_since(since + timedelta(microseconds=1)) == 0
+    cid = add(queue, 2)
+    held = queue.claim("w", 60)
+    assert held is not None and held.id == cid
+    with pytest.raises(CustomerLimitReached):  # 90 at the limit's first instant + 10.01
+        intent(queue, held.lease, "10.01",
+               customer_limit=CustomerLimit("ada@example.com", D("100.00"), since))
+    after = CustomerLimit("ada@example.com", D("100.00"), since + timedelta(microseconds=1))
+    assert intent(queue, held.lease, "100.00", customer_limit=after).amount == D("100.00")
+
+
+def test_a_confirmed_refund_counts_when_it_was_confirmed_a_pending_one_when_opened(
+        queue: Queue) -> None:
+    confirmed = _paid_case(queue, 1, "10.00", state=IntentState.CONFIRMED)
+    pending = _paid_case(queue, 2, "20.00", state=None)
+    long_ago = utcnow() - timedelta(days=40)
+    with queue.session() as s:  # both intents opened 40 days ago
+        for row in s.query(RefundIntent).all():
+            row.created_at = long_ago
+    this = add(queue, 3)
+    at = dict((a, t) for t, a in queue.customer_refunds("ada@example.com", exclude_case=this,
+                                                        include_pending=True))
+    assert at[D("10.00")] == _resolved_at(queue, confirmed) > long_ago + timedelta(days=39)
+    assert at[D("20.00")] == long_ago
+    assert queue.intents(pending)[0].resolved_at is None
+
+
+def test_the_customer_limit_leaves_out_this_cases_own_refunds(queue: Queue) -> None:
+    cid = add(queue, 1)
+    held = queue.claim("w", 60)
+    assert held is not None and held.id == cid
+    first = intent(queue, held.lease, "80.00")
+    queue.resolve_intent(held.lease, first.id, state=IntentState.CONFIRMED,
+                         refund_number="RF-1", run_id="r")
+    limit = CustomerLimit("ada@example.com", D("100.00"), utcnow() - timedelta(days=1))
+    # the same case's second partial refund: what it may still pay is policy's business
+    assert intent(queue, held.lease, "80.00", customer_limit=limit).amount == D("80.00")
+
+
+def test_intents_for_a_run_are_those_it_opened_or_resolved(queue: Queue) -> None:
+    def opened(n: int, run: str) -> tuple[Lease, RefundIntent]:
+        cid = add(queue, n)
+        held = queue.claim(f"w{n}", 60, exclude=[c.id for c in queue.cases() if c.id != cid])
+        assert held is not None and held.id == cid
+        return held.lease, queue.open_intent(held.lease, order_number="ORD-1",
+                                             transaction_id="TX-1", amount=D("5.00"),
+                                             run_id=run)
+    _, a = opened(1, "r1")  # opened by r1, still pending
+    lease, b = opened(2, "r0")  # opened by r0, resolved by r1
+    queue.resolve_intent(lease, b.id, state=IntentState.ABSENT, refund_number=None,
+                         run_id="r1")
+    _, c = opened(3, "r0")  # neither
+    assert [i.id for i in queue.intents_for_run("r1")] == [a.id, b.id]
+    assert [i.id for i in queue.intents_for_run("r0")] == [b.id, c.id]
+    assert queue.intents_for_run("r9") == []
+
+
+def test_submit_answered_stamps_only_that_intent_of_this_case(queue: Queue) -> None:
+    other_case = _paid_case(queue, 1, "10.00", state=None)
+    other = queue.intents(other_case)[0]
+    cid = add(queue, 2)
+    held = queue.claim("w", 60, exclude=[other_case])
+    assert held is not None and held.id == cid
+    first, second = intent(queue, held.lease), intent(queue, held.lease)
+    queue.submit_answered(held.lease, second.id)
+    queue.submit_answered(held.lease, other.id)  # not this case's: nothing happens
+    stamped = {i.id: i.submit_answered_at is not None for i in queue.intents(cid)}
+    assert stamped == {first.id: False, second.id: True}
+    assert queue.intents(other_case)[0].submit_answered_at is None
+
+
+def test_begin_submit_stamps_only_that_intent_of_this_case(queue: Queue) -> None:
+    other_case = _paid_case(queue, 1, "10.00", state=None)
+    other = queue.intents(other_case)[0]
+    cid = add(queue, 2)
+    held = queue.claim("w", 60, exclude=[other_case])
+    assert held is not None and held.id == cid
+    first, second = intent(queue, held.lease), intent(queue, held.lease)
+    queue.begin_submit(held.lease, second.id, lease_seconds=300, needed_seconds=10)
+    stamped = {i.id: i.submit_started_at is not None for i in queue.intents(cid)}
+    assert stamped == {first.id: False, second.id: True}
+    with pytest.raises(LeaseLost, match="no longer pending"):  # not this case's intent
+        queue.begin_submit(held.lease, other.id, lease_seconds=300, needed_seconds=10)
+    assert queue.intents(other_case)[0].submit_started_at is None
+
+
+def test_an_intent_written_before_emails_were_kept_counts_for_its_cases_customer(
+        queue: Queue) -> None:
+    _paid_case(queue, 1, "10.00", state=IntentState.CONFIRMED, email="Ada@Example.com")
+    _paid_case(queue, 2, "20.00", state=IntentState.CONFIRMED, email="bob@example.com")
+    with queue.session() as s:  # intents of 0.1 carry no email of their own
+        for row in s.query(RefundIntent).all():
+            row.customer_email = None
+    this = add(queue, 3)
+    assert [a for _, a in queue.customer_refunds("ada@EXAMPLE.com", exclude_case=this)] == \
+        [D("10.00")]
+    assert [a for _, a in queue.customer_refunds("bob@example.com", exclude_case=this)] == \
+        [D("20.00")]
+
+
+def test_an_intent_key_is_found_inside_a_reference_someone_edited(queue: Queue) -> None:
+    from bots.reports.reconcile import reference_words
+
+    cid = add(queue)
+    held = queue.claim("w", 60)
+    assert held is not None
+    key = intent(queue, held.lease).key
+    case_digits = queue.get_case(cid).ref.replace("-", "")  # type: ignore[union-attr]
+    assert key.startswith(case_digits + "-")
+    assert key in reference_words(f"refund{key}xyz")  # glued to other words, still found
+
+
+def test_resolving_stamps_only_that_intent_of_this_case_and_records_it(queue: Queue) -> None:
+    other_case = _paid_case(queue, 1, "10.00", state=None)
+    other = queue.intents(other_case)[0]
+    cid = add(queue, 2)
+    held = queue.claim("w", 60, exclude=[other_case])
+    assert held is not None and held.id == cid
+    first, second = intent(queue, held.lease), intent(queue, held.lease)
+    assert queue.resolve_intent(held.lease, second.id, state=IntentState.CONFIRMED,
+                                refund_number="RF-7", run_id="r5")
+    assert _last(queue, cid) == ("r5", "w", CaseState.PROCESSING, CaseState.PROCESSING,
+                                 "intent_confirmed", f"key {second.key}, refund RF-7")
+    assert queue.resolve_intent(held.lease, first.id, state=IntentState.ABSENT,
+                                refund_number=None, run_id="r5")
+    assert _last(queue, cid)[4:] == ("intent_absent", f"key {first.key}")
+    assert not queue.resolve_intent(held.lease, other.id, state=IntentState.ABSENT,
+                                    refund_number=None, run_id="r5")  # not this case's
+    assert queue.intents(other_case)[0].state == IntentState.PENDING
+
+
+def test_finishing_is_recorded_and_its_outbox_written_in_the_same_transaction(
+        queue: Queue) -> None:
+    cid = add(queue)
+    held = queue.claim("w", 60)
+    assert held is not None
+    seen: list[object] = []
+
+    def outbox(s: Any, case: Case) -> None:
+        seen.append(s.get(Case, case.id).state)  # the session that finishes the case
+
+    queue.finish(held.lease, state=CaseState.ESCALATED, outcome=None, reason="a human decides",
+                 actor="w", run_id="r9", outbox=outbox)
+    assert seen == [CaseState.ESCALATED]
+    assert _last(queue, cid) == ("r9", "w", CaseState.PROCESSING, CaseState.ESCALATED,
+                                 CaseState.ESCALATED, "a human decides")
+
+
+def test_an_intent_is_recorded_for_the_cases_customer_when_none_is_named(queue: Queue) -> None:
+    cid = add(queue, email="Ada@Example.com")
+    held = queue.claim("w", 60)
+    assert held is not None
+    opened = intent(queue, held.lease, "12.50", email=None)
+    assert queue.intents(cid)[0].customer_email == "ada@example.com"
+    assert _last(queue, cid) == ("r", "w", CaseState.PROCESSING, CaseState.PROCESSING,
+                                 "intent_recorded", f"refund 12.50 on TX-1, key {opened.key}")
+    phone_only = queue.add_request(RefundRequest(
+        channel="phone", source_id="call-1", received_at=datetime(2026, 11, 28, tzinfo=UTC),
+        reason_text="refund", customer_phone="+49301234567", order_number="ORD-100009"))[0]
+    held = queue.claim("w", 60, exclude=[cid])
+    assert held is not None and held.id == phone_only
+    intent(queue, held.lease, email=None)
+    assert queue.intents(phone_only)[0].customer_email is None  # unknown, never a made-up one
+
+
+def test_intent_keys_are_every_intents_key(queue: Queue) -> None:
+    assert queue.intent_keys() == set()
+    a = _paid_case(queue, 1, "10.00", state=None)
+    b = _paid_case(queue, 2, "10.00", state=IntentState.ABSENT)
+    assert queue.intent_keys() == {queue.intents(a)[0].key, queue.intents(b)[0].key}
+
+
+# -- the audit trail of every fenced write -----------------------------------------------------
+
+
+def _last(queue: Queue, cid: int) -> tuple[object, ...]:
+    row = queue.audit_trail(cid)[-1]
+    return (row.run_id, row.actor, row.from_state, row.to_state, row.event, row.detail)
+
+
+def test_each_way_back_to_the_queue_is_recorded_with_its_run_and_reason(queue: Queue) -> None:
+    cid = add(queue)
+    held = queue.claim("w", 60)
+    assert held is not None
+    queue.retry_later(held.lease, delay=2.25, error="portal 500", actor="w", run_id="r1")
+    assert _last(queue, cid) == ("r1", "w", CaseState.PROCESSING, CaseState.QUEUED,
+                                 "retry_scheduled", "in 2.2s after: portal 500")
+    set_lease_end(queue, cid, -1)
+    with queue.session() as s:
+        row = s.get(Case, cid)
+        assert row is not None
+        row.next_attempt_at = None
+    held = queue.claim("w", 60)
+    assert held is not None
+    queue.defer(held.lease, delay=30, why="a submit may be in flight", actor="w", run_id="r2")
+    assert _last(queue, cid) == ("r2", "w", CaseState.PROCESSING, CaseState.QUEUED,
+                                 "deferred", "for 30s: a submit may be in flight")
+    with queue.session() as s:
+        row = s.get(Case, cid)
+        assert row is not None
+        row.next_attempt_at = None
+    held = queue.claim("w", 60)
+    assert held is not None
+    queue.release(held.lease, actor="w", run_id="r3", why="run stopping")
+    assert _last(queue, cid) == ("r3", "w", CaseState.PROCESSING, CaseState.QUEUED,
+                                 "released", "run stopping")
+
+
+def test_a_note_is_recorded_with_its_run_and_the_state_it_leaves_alone(queue: Queue) -> None:
+    cid = add(queue)
+    held = queue.claim("w", 60)
+    assert held is not None
+    queue.note(held.lease, event="identified", detail="order found by email", actor="w",
+               run_id="r7")
+    assert _last(queue, cid) == ("r7", "w", CaseState.PROCESSING, CaseState.PROCESSING,
+                                 "identified", "order found by email")
+
+
+def test_a_merge_is_recorded_on_both_cases(queue: Queue) -> None:
+    target = add(queue, 2)
+    loose_req = RefundRequest(channel="email", source_id="loose",
+                              received_at=datetime(2026, 11, 28, tzinfo=UTC),
+                              reason_text="refund", customer_email="ada@example.com")
+    loose = queue.add_request(loose_req)[0]
+    held = queue.claim("w", 60, exclude=[target])
+    assert held is not None and held.id == loose
+    target_state = queue.get_case(target).state  # type: ignore[union-attr]
+    assert queue.merge(held.lease, "order:ORD-100002", actor="w", run_id="r") == target
+    refs = {c.id: c.ref for c in queue.cases()}
+    assert _last(queue, loose) == ("r", "w", CaseState.PROCESSING, CaseState.MERGED, "merged",
+                                   f"same order as {refs[target]}")
+    assert _last(queue, target) == ("r", "w", target_state, target_state, "contact_linked",
+                                    f"contacts of {refs[loose]} merged in")

@@ -101,6 +101,7 @@ class Bots:
         self.signals: SignalSettings | None = None
         self.processor: Processor | None = None
         self.session: FakeSession | None = None
+        self.on_case: Any = None  # called with each case the run counts, and its outcome
         self._sources = 0
 
     @property
@@ -138,7 +139,8 @@ class Bots:
         run = RunFolder.create(self.tmp_path / "runs")
         self.processor = Processor(self.settings(), self.queue, self.policy, run,
                                    signals=self.signals, today=TODAY, dry_run=dry_run,
-                                   notifier=self.notifier)  # type: ignore[arg-type]
+                                   notifier=self.notifier,  # type: ignore[arg-type]
+                                   on_case=self.on_case)
         self.session = FakeSession(self.world)
         try:
             return asyncio.run(self.processor.process(self.session))  # type: ignore[arg-type]
@@ -681,6 +683,8 @@ def test_lease_lost_seen_by_the_heartbeat_stops_the_click(bots: Bots) -> None:
     stats = bots.run()
     assert bots.portal.submits == [] and stats.abandoned == 1
     assert bots.intents(cid)[0].submit_started_at is None
+    assert f"abandoned: {bots.case(cid).ref}: lease lost before the submit click" in \
+        _run_log(bots)
 
 
 def test_lease_lost_after_the_click_the_next_runner_confirms_it(any_bots: Bots) -> None:
@@ -1092,3 +1096,193 @@ def test_a_dry_run_ends_after_a_case_that_was_retried(bots: Bots) -> None:
     assert stats.system_errors == 1
     assert bots.processor.proposals[cid].outcome == "refunded"  # type: ignore[union-attr]
     assert bots.case(cid).state == CaseState.QUEUED and paid(bots) == []
+
+
+# -- edges the mutation run found untested ---------------------------------------------------
+
+
+def test_a_human_partial_of_the_whole_order_is_still_a_partial(bots: Bots) -> None:
+    cid = _escalated_then(bots, "partial", "600.00")
+    bots.run()
+    case = bots.case(cid)
+    assert (case.outcome, case.approved_amount) == ("partial", D("600.00"))
+
+
+def test_a_human_approval_without_a_comment_names_only_the_agent(bots: Bots) -> None:
+    bots.sell(price="600.00")
+    cid = bots.ask()
+    bots.run()
+    bots.queue.human_decision(cid, decision="approve", amount=D("600.00"), agent="ana",
+                              comment="", run_id=None)
+    bots.run()
+    assert bots.case(cid).reason == "Approved by ana."
+
+
+def test_a_human_approval_without_an_amount_records_an_escalation(bots: Bots) -> None:
+    from bots.decide import snapshot
+    from bots.decide.policy import Outcome
+
+    bots.sell()
+    cid = bots.ask(doubts=("two amounts",))
+    bots.run()
+    bots.queue.human_decision(cid, decision="approve", amount=None, agent="ana", comment="",
+                              run_id=None)
+    bots.run()
+    recorded = bots.case(cid).decision
+    assert recorded is not None
+    assert snapshot.load(recorded)[3].outcome is Outcome.ESCALATE
+
+
+def _run_log(bots: Bots) -> str:
+    return "\n".join(p.read_text() for p in sorted((bots.tmp_path / "runs").glob("*/run.log")))
+
+
+def test_a_system_error_is_logged_with_its_attempt_and_cut_to_500_characters(
+        bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.orders.fail_find.append(SystemException("portal down " + "x" * 600 + "\nsecond line"))
+    bots.run()
+    retry = next(a for a in bots.queue.audit_trail(cid) if a.event == "retry_scheduled")
+    error = retry.detail.split(" after: ", 1)[1]
+    assert error.startswith("SystemException: portal down xxx") and len(error) == 500
+    log = _run_log(bots)
+    assert f"| attempt 1 failed: {error}\n" in log  # the whole line, as written
+    assert "unexpected error" not in log  # a system error is expected: no traceback
+
+
+def test_an_unexpected_error_is_logged_with_its_traceback(bots: Bots) -> None:
+    bots.sell()
+    bots.ask()
+    bots.orders.fail_find.append(ValueError("a bug"))
+    bots.run()
+    log = _run_log(bots)
+    assert "| attempt 1 failed: ValueError: a bug\n" in log
+    assert "| unexpected error (treated as system error)\n" in log
+    assert "Traceback" in log and "ValueError: a bug" in log.split("unexpected error", 1)[1]
+
+
+def test_the_retry_waits_at_least_half_the_backoff(bots: Bots,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    bots.processing.update(backoff_seconds=0.4, backoff_max_seconds=5)
+    monkeypatch.setattr("bots.work.processing.random.uniform", lambda a, b: a)
+    bots.sell()
+    cid = bots.ask()
+    bots.orders.fail_find.append(system_error())
+    bots.run()  # the retry is due within the run's horizon: it waits for it and pays
+    assert bots.case(cid).outcome == "refunded"
+    [retry] = [a for a in bots.queue.audit_trail(cid) if a.event == "retry_scheduled"]
+    assert retry.detail.startswith("in 0.2s after: ")
+
+
+def test_a_case_given_up_keeps_its_last_error_its_run_and_is_counted(bots: Bots) -> None:
+    bots.processing["max_attempts"] = 2
+    seen: list[tuple[int, str]] = []
+    bots.on_case = lambda case, outcome: seen.append((case.id, outcome))
+    bots.sell()
+    cid = bots.ask()
+    bots.orders.fail_find.extend([system_error("order system: HTTP 502 on /orders"),
+                                  system_error("order system: HTTP 504 on /orders")])
+    bots.run()
+    case = bots.case(cid)
+    assert (case.state, case.last_error) == (CaseState.FAILED,
+                                             "AppUnavailable: order system: HTTP 504 on /orders")
+    assert seen == [(cid, "failed")]
+    run_id = bots.processor.run.run_id  # type: ignore[union-attr]
+    assert {a.run_id for a in bots.queue.audit_trail(cid)
+            if a.event in ("retry_scheduled", "failed")} == {run_id}
+
+
+def test_a_submit_exactly_as_old_as_the_grace_is_no_longer_in_flight(
+        bots: Bots, monkeypatch: pytest.MonkeyPatch) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.processing["submit_grace_seconds"] = 60
+    intent = bots.crashed_attempt(cid, clicked=True, seconds_ago=30)
+    started = bots.intents(cid)[0].submit_started_at
+    assert started is not None
+    # the clock the settling reads stands exactly at the end of the grace
+    monkeypatch.setattr("bots.work.processing.utcnow", lambda: started + timedelta(seconds=60))
+    bots.run()
+    [first, second] = bots.intents(cid)
+    assert (first.id, first.state, second.state) == (intent.id, IntentState.ABSENT,
+                                                     IntentState.CONFIRMED)
+    assert paid(bots) == [(ORDER, D("40.00"))]
+    run_id = bots.processor.run.run_id  # type: ignore[union-attr]
+    assert first.resolved_run_id == run_id  # settled by this run, on its record
+
+
+def test_a_deferral_says_which_refund_may_be_in_flight_and_for_how_long(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.processing["submit_grace_seconds"] = 60
+    bots.processing["backoff_max_seconds"] = 10
+    intent = bots.crashed_attempt(cid, clicked=True, seconds_ago=30)
+    bots.run()
+    [deferred] = [a for a in bots.queue.audit_trail(cid) if a.event == "deferred"]
+    assert f"refund {intent.key} of 40.00 was submitted 30s ago" in deferred.detail
+    assert "after the 60s grace period" in deferred.detail
+
+
+def test_the_circuit_breaker_says_why_it_stopped_the_run(bots: Bots) -> None:
+    bots.processing.update(max_attempts=10, circuit_breaker=2)
+    for n in range(2):
+        bots.sell(f"ORD-10000{n + 1}")
+        bots.ask(f"ORD-10000{n + 1}")
+    bots.orders.always_fail_find = system_error()
+    bots.run()
+    assert "| circuit breaker: 2 system errors in a row, stopping the run\n" in _run_log(bots)
+
+
+def test_the_intent_records_what_the_checks_after_a_crash_need(bots: Bots,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    points: list[str] = []
+    monkeypatch.setattr("bots.work.processing.crash_point", points.append)
+    bots.sell()
+    cid = bots.ask(reason="damaged")
+    bots.run()
+    [intent] = bots.intents(cid)
+    run_id = bots.processor.run.run_id  # type: ignore[union-attr]
+    # the balance before the click (a moved balance without our key escalates), the
+    # customer (the per-customer limit), the run that opened and the one that confirmed it
+    assert (intent.remaining_before, intent.customer_email, intent.run_id,
+            intent.resolved_run_id) == (D("40.00"), EMAIL, run_id, run_id)
+    assert bots.portal.refunds[0].reason == "damaged"  # the category the portal is given
+    # the chaos tooling's crash points (bench chaos) fire in order, by their names
+    assert points == ["before_submit", "after_submit", "after_record", "after_note"]
+
+
+def test_session_expired_after_the_refund_costs_no_attempt_and_no_error(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.portal.on_submit.append(SubmitFault.EXPIRED_AFTER_REFUND)
+    stats = bots.run()
+    assert (stats.system_errors, bots.case(cid).attempts) == (0, 1)
+    assert bots.case(cid).refund_number == "RF-000001"
+
+
+def test_session_expired_twice_says_so(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.portal.on_submit.extend([SubmitFault.EXPIRED_BEFORE_CLICK] * 2)
+    bots.run()
+    [retry] = [a for a in bots.queue.audit_trail(cid) if a.event == "retry_scheduled"]
+    assert retry.detail.endswith(
+        "after: SessionExpired: payment portal: session expired twice during the refund")
+
+
+def test_a_human_partial_is_not_held_to_the_per_customer_limit(bots: Bots) -> None:
+    bots.policy = Policy(auto_approve_limit=D("500.00"), customer_auto_approve_limit=D("100"))
+    cid = _escalated_then(bots, "partial", "300.00")
+    bots.run()
+    assert paid(bots) == [(ORDER, D("300.00"))] and bots.case(cid).outcome == "partial"
+
+
+def test_a_customer_known_by_phone_only_is_counted_by_the_orders_email(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(order=None, email=None, customer_phone="+49301234567")
+    bots.run()
+    [intent] = bots.intents(cid)
+    assert intent.state == IntentState.CONFIRMED
+    assert intent.customer_email == EMAIL  # what the per-customer limit counts by

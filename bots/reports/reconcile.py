@@ -248,8 +248,12 @@ def _unique(portal: Iterable[PortalRefund]) -> list[PortalRefund]:
     return list(seen.values())
 
 
-def _refund_key(p: PortalRefund) -> tuple[str, str, str]:
-    return (p.reference, str(p.amount), p.created_at.isoformat())
+def _refund_key(p: PortalRefund) -> tuple[str, ...]:
+    # Total (every field of a listed row): two rows alike but for their operator, reason,
+    # order, currency or charge kept whichever was listed first, so the report depended on
+    # the portal's listing order (tests/test_reconcile_rows.py).
+    return (p.reference, str(p.amount), p.created_at.isoformat(), p.operator, p.reason,
+            p.order_number, p.currency, p.transaction_id)
 
 
 def _ledger_key(entry: LedgerEntry) -> tuple[str, str, str, str, str, Decimal]:
