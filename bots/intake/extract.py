@@ -601,6 +601,9 @@ def _score(text: str, start: int, end: int, has_currency: bool) -> int:
     return score
 
 
+Candidate = tuple[int, int, tuple[Decimal, str | None]]  # (score, place, (amount, currency))
+
+
 def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS
                 ) -> tuple[Decimal, str | None] | None:
     """The refund amount a customer asks for in free text, or None when none is clear.
@@ -608,9 +611,18 @@ def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
     Dates, phone, order and card numbers are blanked out first so that they can
     never be read as money. Amounts with a currency win over bare numbers after
     "refund"/"amount"; among those, one near a refund word wins over one near "paid".
+    Which one that is may still be unclear: `choice_doubts` says when.
     """
+    best: Candidate | None = None
+    for candidate in _candidates(text, order_patterns)[1]:
+        best = _better(best, *candidate)
+    return best[2] if best else None
+
+
+def _candidates(text: str, order_patterns: Sequence[str]) -> tuple[str, list[Candidate]]:
+    """Every amount `text` may be asking for, scored; and the text they were read in."""
     if not text:
-        return None
+        return "", []
     work = normalise_for_reading(text[:20_000])
     digits = _digit_count(work)
     folded = _fold(work)
@@ -621,7 +633,7 @@ def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
         money = money and _money_possible(work, aligned)
         keyword = keyword and _keyword_possible(work, aligned)
     if GATES and (not digits or not (money or keyword)):
-        return None  # every candidate is a number next to a currency or a keyword
+        return work, []  # every candidate is a number next to a currency or a keyword
     spans = _order_spans(work, order_patterns)
     for start, end, _ in spans:
         work = work[:start] + "_" * (end - start) + work[end:]
@@ -633,7 +645,7 @@ def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
                       or (words and not _has(folded, words))):
             continue
         work = _blank(work, rx)
-    best: tuple[int, int, tuple[Decimal, str | None]] | None = None
+    found: list[Candidate] = []
     # Blanking writes "_" over whole matches: `aligned` still places every other character.
     starts = (_occurrences(aligned, _CURRENCY_STARTS) | _occurrences(work, _ISO_SORTED)
               | {m.start() for m in _NUMBER_START.finditer(work)}) \
@@ -644,16 +656,16 @@ def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
         value = _valid_amount(_number_to_decimal(num))
         if value is not None and m.start() not in signed and m.start(
                 "n1" if m["n1"] else "n2") not in signed:
-            best = _better(best, _score(work, m.start(), m.end(), True), m.start(),
-                           (value, currency_code(cur)))
+            found.append((_score(work, m.start(), m.end(), True), m.start(),
+                          (value, currency_code(cur))))
     starts = _occurrences(aligned, _AMOUNT_KEYWORDS) if aligned is not None and keyword \
         else None
     for m in _finditer(_KEYWORD_NUMBER, work, starts) if keyword else ():
         value = _valid_amount(_number_to_decimal(m["n"]))
         if value is not None and m.start("n") not in signed:
-            best = _better(best, _score(work, m.start("n"), m.end("n"), False), m.start("n"),
-                           (value, None))
-    return best[2] if best else None
+            found.append((_score(work, m.start("n"), m.end("n"), False), m.start("n"),
+                          (value, None)))
+    return work, found
 
 
 def amounts_possible(texts: Sequence[str]) -> list[bool]:
@@ -914,9 +926,56 @@ class AmountRead:
 def read_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS
                 ) -> AmountRead:
     """`find_amount` with its doubts: what intake adapters store on a request."""
-    found = find_amount(text, order_patterns)
-    doubts = tuple(amount_doubts(text, order_patterns))
-    return AmountRead(found[0] if found else None, found[1] if found else None, doubts)
+    work, candidates = _candidates(text, order_patterns)
+    best: Candidate | None = None
+    for candidate in candidates:
+        best = _better(best, *candidate)
+    doubts = (*amount_doubts(text, order_patterns), *_choice_doubts(work, candidates, best))
+    return AmountRead(best[2][0] if best else None, best[2][1] if best else None,
+                      tuple(dict.fromkeys(doubts)))
+
+
+# A refund word and then a bare number ("refund 12 please"): not read as money on its own
+# ("refund 2 shirts" is a count), but next to a price paid it may be the amount asked.
+_BARE_ASK = re.compile(
+    r"(?i)\b(?:refund|erstatt\w*|rembours\w*|reembols\w*|back)\b(?:\s+(?:of|me|for|von|de|du))?"
+    r"\s*[:=]?\s*(?P<n>\d+(?:[.,]\d{1,2})?)\b")
+
+
+def choice_doubts(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERNS
+                  ) -> list[str]:
+    """Several amounts that could each be the claim, and nothing says which."""
+    work, candidates = _candidates(text, order_patterns)
+    best: Candidate | None = None
+    for candidate in candidates:
+        best = _better(best, *candidate)
+    return _choice_doubts(work, candidates, best)
+
+
+def _choice_doubts(work: str, candidates: Sequence[Candidate], best: Candidate | None
+                   ) -> list[str]:
+    """Why the amount `find_amount` picked may not be the one asked for.
+
+    Two different amounts with the same best score ("I paid 30 EUR, 20 EUR back please":
+    each stands near "back" and "paid"), or a price paid picked while a refund word is
+    followed by another number ("Refund 12 please, I paid 30 EUR"): the first written is
+    not a reason to pay it.
+    """
+    if best is None:
+        return []
+    tied = sorted({c[2][0] for c in candidates if c[0] == best[0]})
+    if len(tied) > 1:
+        shown = ", ".join(f"{a:.2f}" for a in tied[:4])
+        return [f"the message names {len(tied)} amounts ({shown}) that could each be the one "
+                f"asked for, and the bot cannot tell which"]
+    before = _SENTENCE_END.split(work[max(0, best[1] - 30):best[1]])[-1]
+    if _PAID_WORDS.search(before[-15:]):
+        for m in _BARE_ASK.finditer(work):
+            value = _number_to_decimal(m["n"])
+            if value is not None and value > 0 and value != best[2][0]:
+                return [f"{best[2][0]:.2f} is what the customer paid; "
+                        f"'{_around(work, m.start(), m.end())}' may be the amount asked for"]
+    return []
 
 
 def order_doubts(orders: Sequence[str]) -> list[str]:
