@@ -231,8 +231,9 @@ def _write_workbook(book: Book, run: RunInfo, cases: Sequence[CaseRow],
     _write_table(book, "Reconciliation", RECON_COLUMNS, recon,
                  {"break": lambda r: _break_label(r, books),
                   "status": lambda r: str(r.status)},
-                 status=("Status", tuple(str(s) for s in ReconStatus
-                                          if s is not ReconStatus.MATCHED), "matched"))
+                 status=("Status", tuple(str(s) for s in ReconStatus  # in flight: no colour
+                                          if s not in (ReconStatus.MATCHED,
+                                                       ReconStatus.IN_FLIGHT)), "matched"))
     _write_table(book, "Breaks", BREAK_COLUMNS, books.closing, {},
                  status=("State", ("open",), "resolved"))
     _write_table(book, "Quarantine", QUARANTINE_COLUMNS, quarantined, {})
