@@ -1250,7 +1250,8 @@ def test_the_intent_records_what_the_checks_after_a_crash_need(bots: Bots,
             intent.resolved_run_id) == (D("40.00"), EMAIL, run_id, run_id)
     assert bots.portal.refunds[0].reason == "damaged"  # the category the portal is given
     # the chaos tooling's crash points (bench chaos) fire in order, by their names
-    assert points == ["before_submit", "after_submit", "after_record", "after_note"]
+    assert points == ["before_submit", "after_last_check", "after_submit", "after_record",
+                      "after_note"]
 
 
 def test_session_expired_after_the_refund_costs_no_attempt_and_no_error(bots: Bots) -> None:
