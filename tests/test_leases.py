@@ -458,13 +458,20 @@ def test_intents_for_a_run_are_those_it_opened_or_resolved(queue: Queue) -> None
     assert queue.intents_for_run("r9") == []
 
 
-def test_submit_answered_stamps_only_that_intent_of_this_case(queue: Queue) -> None:
+def _two_intents_beside_another_case(queue: Queue) -> tuple[int, Any, int, Any, Any, Any]:
+    """A paid case with its intent, and another case held with two intents of its own:
+    (other case, its intent, this case, this case as claimed, first, second intent)."""
     other_case = _paid_case(queue, 1, "10.00", state=None)
     other = queue.intents(other_case)[0]
     cid = add(queue, 2)
     held = queue.claim("w", 60, exclude=[other_case])
     assert held is not None and held.id == cid
     first, second = intent(queue, held.lease), intent(queue, held.lease)
+    return other_case, other, cid, held, first, second
+
+
+def test_submit_answered_stamps_only_that_intent_of_this_case(queue: Queue) -> None:
+    other_case, other, cid, held, first, second = _two_intents_beside_another_case(queue)
     queue.submit_answered(held.lease, second.id)
     queue.submit_answered(held.lease, other.id)  # not this case's: nothing happens
     stamped = {i.id: i.submit_answered_at is not None for i in queue.intents(cid)}
@@ -473,12 +480,7 @@ def test_submit_answered_stamps_only_that_intent_of_this_case(queue: Queue) -> N
 
 
 def test_begin_submit_stamps_only_that_intent_of_this_case(queue: Queue) -> None:
-    other_case = _paid_case(queue, 1, "10.00", state=None)
-    other = queue.intents(other_case)[0]
-    cid = add(queue, 2)
-    held = queue.claim("w", 60, exclude=[other_case])
-    assert held is not None and held.id == cid
-    first, second = intent(queue, held.lease), intent(queue, held.lease)
+    other_case, other, cid, held, first, second = _two_intents_beside_another_case(queue)
     queue.begin_submit(held.lease, second.id, lease_seconds=300, needed_seconds=10)
     stamped = {i.id: i.submit_started_at is not None for i in queue.intents(cid)}
     assert stamped == {first.id: False, second.id: True}
@@ -514,12 +516,7 @@ def test_an_intent_key_is_found_inside_a_reference_someone_edited(queue: Queue) 
 
 
 def test_resolving_stamps_only_that_intent_of_this_case_and_records_it(queue: Queue) -> None:
-    other_case = _paid_case(queue, 1, "10.00", state=None)
-    other = queue.intents(other_case)[0]
-    cid = add(queue, 2)
-    held = queue.claim("w", 60, exclude=[other_case])
-    assert held is not None and held.id == cid
-    first, second = intent(queue, held.lease), intent(queue, held.lease)
+    other_case, other, cid, held, first, second = _two_intents_beside_another_case(queue)
     assert queue.resolve_intent(held.lease, second.id, state=IntentState.CONFIRMED,
                                 refund_number="RF-7", run_id="r5")
     assert _last(queue, cid) == ("r5", "w", CaseState.PROCESSING, CaseState.PROCESSING,

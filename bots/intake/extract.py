@@ -497,8 +497,10 @@ _MONEY_IN_TEXT = re.compile(
 )
 # Where a money match can start: a currency token, or a number (with the same lookbehind).
 _NUMBER_START = re.compile(r"(?<![\w.,])\d")
+# The words an amount asked for follows ("refund 49.90", "Betrag: 20", "montant de 15").
+_AMOUNT_WORD = "(?:refund|amount|betrag|montant|importe|reembolso|erstattung|remboursement)"
 _KEYWORD_NUMBER = re.compile(
-    rf"(?i)\b(?:refund|amount|betrag|montant|importe|reembolso|erstattung|remboursement)\b"
+    rf"(?i)\b{_AMOUNT_WORD}\b"
     rf"(?:\s+(?:of|me|for|von|de|du))?\s*[:=]?\s*(?P<n>{_NUM})(?![\d.,]*\d)"
     # A bare number is money only with cents ("refund 49.90") or at the end of a phrase
     # ("Refund: 40."); "refund 2 shirts" or "14 days" are counts.
@@ -533,7 +535,7 @@ _CURRENCY_STARTS = (*(s.lower() for s in _CURRENCY_SYMBOLS), *_CURRENCY_WORDS)
 
 # What `_KEYWORD_NUMBER` needs from its keyword to its number, without the boundaries.
 _KEYWORD_HEAD = re.compile(
-    r"(?i)(?:refund|amount|betrag|montant|importe|reembolso|erstattung|remboursement)"
+    rf"(?i){_AMOUNT_WORD}"
     r"(?:\s+(?:of|me|for|von|de|du))?\s*[:=]?\s*\d"
 )
 
@@ -613,10 +615,16 @@ def find_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
     "refund"/"amount"; among those, one near a refund word wins over one near "paid".
     Which one that is may still be unclear: `choice_doubts` says when.
     """
-    best: Candidate | None = None
-    for candidate in _candidates(text, order_patterns)[1]:
-        best = _better(best, *candidate)
+    best = _best(_candidates(text, order_patterns)[1])
     return best[2] if best else None
+
+
+def _best(candidates: Sequence[Candidate]) -> Candidate | None:
+    """Highest score, then the first written (see `_better`)."""
+    best: Candidate | None = None
+    for candidate in candidates:
+        best = _better(best, *candidate)
+    return best
 
 
 def _candidates(text: str, order_patterns: Sequence[str]) -> tuple[str, list[Candidate]]:
@@ -697,8 +705,8 @@ def _amount_gate() -> ColumnPattern:
         rf"(?i:{keyword})(?:{space}+(?i:of|me|for|von|de|du))?{space}*[:=]?{space}*-?\d")
 
 
-def _better(best: tuple[int, int, tuple[Decimal, str | None]] | None, score: int, pos: int,
-            found: tuple[Decimal, str | None]) -> tuple[int, int, tuple[Decimal, str | None]]:
+def _better(best: Candidate | None, score: int, pos: int,
+            found: tuple[Decimal, str | None]) -> Candidate:
     """Highest score wins; on a tie, the one written first."""
     if best is None or score > best[0] or (score == best[0] and pos < best[1]):
         return (score, pos, found)
@@ -711,7 +719,7 @@ _MINUS = "-\u2212"  # after `normalise_text` every dash is "-"; U+2212 in ASCII-
 _SIGN_BEFORE = re.compile(rf"[{_MINUS}](?=(?:{_CUR_IN_TEXT})?\s?\d)", re.IGNORECASE)
 _SIGN_AFTER_CURRENCY = re.compile(rf"(?:{_CUR_IN_TEXT})\s?[{_MINUS}](?=\d)", re.IGNORECASE)
 _SIGN_AFTER_KEYWORD = re.compile(
-    r"(?i)\b(?:refund|amount|betrag|montant|importe|reembolso|erstattung|remboursement)\b"
+    rf"(?i)\b{_AMOUNT_WORD}\b"
     rf"(?:\s+(?:of|me|for|von|de|du))?\s*[:=]?\s*[{_MINUS}](?=\d)")
 
 
@@ -765,7 +773,7 @@ _AMOUNT_RANGE = re.compile(
 _RANGE_CONNECTIVE = re.compile(r"(?i)^(?:between|zwischen|entre|tra|from|von|de)\b")
 _CUR_TOKEN = re.compile(rf"(?:{_CUR_IN_TEXT})", re.IGNORECASE)
 _ASK_BEFORE = re.compile(
-    r"(?i)\b(?:refund|amount|betrag|montant|importe|reembolso|erstattung|remboursement)\b"
+    rf"(?i)\b{_AMOUNT_WORD}\b"
     r"(?:\s+(?:of|me|for|von|de|du))?\s*[:=]?\s*$")
 
 
@@ -927,9 +935,7 @@ def read_amount(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTERN
                 ) -> AmountRead:
     """`find_amount` with its doubts: what intake adapters store on a request."""
     work, candidates = _candidates(text, order_patterns)
-    best: Candidate | None = None
-    for candidate in candidates:
-        best = _better(best, *candidate)
+    best = _best(candidates)
     doubts = (*amount_doubts(text, order_patterns), *_choice_doubts(work, candidates, best))
     return AmountRead(best[2][0] if best else None, best[2][1] if best else None,
                       tuple(dict.fromkeys(doubts)))
@@ -946,10 +952,7 @@ def choice_doubts(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTE
                   ) -> list[str]:
     """Several amounts that could each be the claim, and nothing says which."""
     work, candidates = _candidates(text, order_patterns)
-    best: Candidate | None = None
-    for candidate in candidates:
-        best = _better(best, *candidate)
-    return _choice_doubts(work, candidates, best)
+    return _choice_doubts(work, candidates, _best(candidates))
 
 
 def _choice_doubts(work: str, candidates: Sequence[Candidate], best: Candidate | None

@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Engine, Table, insert, select, text, update
+from sqlalchemy import Connection, Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,7 @@ ANALYZE_EVERY = 20  # batches between planner statistics updates in a bulk load 
 _IN_CHUNK = 500  # bound parameters per IN (...): old SQLite builds allow 999 in all
 _RACE_RETRIES = 5
 FINISHED = (CaseState.DONE, CaseState.FAILED)
+_T = TypeVar("_T")
 
 
 class Stored(NamedTuple):
@@ -112,10 +113,9 @@ class IntakeStore(Store):
 
     def sent_texts(self, case_ids: Iterable[int]) -> dict[int, list[str]]:
         """The texts of every message the bot wrote to customers about these cases."""
-        ids = sorted(set(case_ids))
         found: dict[int, list[str]] = {}
         with self.session() as s:
-            for chunk in (ids[i:i + _IN_CHUNK] for i in range(0, len(ids), _IN_CHUNK)):
+            for chunk in _chunked(sorted(set(case_ids))):
                 for case_id, body in s.execute(
                         select(NotificationRow.case_id, NotificationRow.body)
                         .where(NotificationRow.case_id.in_(chunk))):
@@ -123,8 +123,14 @@ class IntakeStore(Store):
         return found
 
     def known(self, reqs: Sequence[RefundRequest]) -> set[tuple[str, str]]:
-        """The (channel, source id) of those of `reqs` that are already stored."""
-        return known_sources(self.engine, reqs)
+        """The (channel, source id) of those of `reqs` that are already stored.
+
+        Intake asks before it works out a request's language and priority: a file read
+        again (an export that grows, read every run) costs only its parsing. Read on a
+        plain connection: no write transaction (on SQLite, no write lock) for a lookup.
+        """
+        with self.engine.connect() as conn:
+            return set(_stored_sources(conn, reqs))
 
     def add_quarantined(self, item: Quarantined, run_id: str | None = None) -> bool:
         try:
@@ -258,8 +264,8 @@ def _contact_detail(which: str, req: RefundRequest) -> str:
     return f"{which} contact via {req.channel} ({req.source_ref or req.source_id})"
 
 
-def _stored_sources(s: Session, reqs: Sequence[RefundRequest]) -> dict[tuple[str, str],
-                                                                       _CaseLike | int]:
+def _stored_sources(s: Session | Connection, reqs: Sequence[RefundRequest]
+                    ) -> dict[tuple[str, str], _CaseLike | int]:
     """(channel, source id) -> case id of the requests already stored, one query a chunk."""
     by_channel: dict[str, set[str]] = {}
     for req in reqs:
@@ -273,25 +279,6 @@ def _stored_sources(s: Session, reqs: Sequence[RefundRequest]) -> dict[tuple[str
     return found
 
 
-def known_sources(engine: Engine, reqs: Sequence[RefundRequest]) -> set[tuple[str, str]]:
-    """Which of `reqs` are stored already, read on `engine` without a write transaction.
-
-    Intake asks before it works out a request's language and priority: a file read again
-    (an export that grows, read every run) costs only its parsing.
-    """
-    found: set[tuple[str, str]] = set()
-    by_channel: dict[str, set[str]] = {}
-    for req in reqs:
-        by_channel.setdefault(req.channel, set()).add(req.source_id)
-    with engine.connect() as conn:
-        for channel, ids in by_channel.items():
-            for chunk in _chunked(sorted(ids)):
-                found.update((channel, source_id) for (source_id,) in conn.execute(
-                    select(RequestRow.source_id).where(RequestRow.channel == channel,
-                                                       RequestRow.source_id.in_(chunk))))
-    return found
-
-
 def _cases_by_key(s: Session, keys: set[str]) -> dict[str, _CaseLike]:
     found: dict[str, _CaseLike] = {}
     for chunk in _chunked(sorted(keys)):
@@ -300,7 +287,7 @@ def _cases_by_key(s: Session, keys: set[str]) -> dict[str, _CaseLike]:
     return found
 
 
-def _chunked(values: list[str]) -> Iterator[list[str]]:
+def _chunked(values: list[_T]) -> Iterator[list[_T]]:
     for start in range(0, len(values), _IN_CHUNK):
         yield values[start:start + _IN_CHUNK]
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from itertools import chain
 from pathlib import Path
 
 from rich.console import Console
@@ -27,7 +26,6 @@ from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
 from bots.intake import MailboxConfig, MailboxError, read_source
 from bots.intake.echo import case_ids_named, echoed
-from bots.intake.sources import read_part, source_parts
 from bots.intake.triage import triage_new
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.health import preflight
@@ -77,9 +75,8 @@ def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeSt
     for source in intake.sources:
         if isinstance(source, MailboxConfig):
             _read_mailbox_into(queue, run, source, stats)
-        else:  # a folder of small files is not a transaction per file
-            read = chain.from_iterable(map(read_part, source_parts(source)))
-            _store_items(queue, run, read, stats, INSERT_BATCH)
+        else:  # a folder's files share batches: small files are not a transaction each
+            _store_items(queue, run, read_source(source), stats, INSERT_BATCH)
     run.log.info("intake: {}", stats)
     return stats
 
