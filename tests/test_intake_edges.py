@@ -295,7 +295,7 @@ def _old_stats(queue: Queue, items: list[IntakeItem]) -> pipeline.IntakeStats:
 
 def test_run_intake_counts_as_before_across_batches(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline, "INSERT_BATCH", 3)
+    monkeypatch.setattr(Queue, "insert_batch", 3)
     rows = [[f"ORD-1000{i % 7:02d}", f"c{i}@example.org", "", f"reason {i}"] for i in range(20)]
     rows += [["bad order", "x@example.org", "", "?"], rows[0]]  # quarantined, repeated
     source = SourceConfig(kind="spreadsheet", path=write_csv(tmp_path / "s.csv", rows))

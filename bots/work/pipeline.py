@@ -33,7 +33,6 @@ from bots.legacy.session import BotSession
 from bots.models import IntakeItem, Quarantined, RefundRequest
 from bots.notify import Notifier
 from bots.queue import (
-    INSERT_BATCH,
     BreakRow,
     Case,
     CaseState,
@@ -69,14 +68,14 @@ def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeSt
     """Read every configured source into the queue. Idempotent: re-reading adds nothing.
 
     Mailboxes are stored one message at a time; the files of a folder source share
-    batches of INSERT_BATCH requests a transaction.
+    batches of `queue.insert_batch` requests a transaction.
     """
     stats = IntakeStats()
     for source in intake.sources:
         if isinstance(source, MailboxConfig):
             _read_mailbox_into(queue, run, source, stats)
         else:  # a folder's files share batches: small files are not a transaction each
-            _store_items(queue, run, read_source(source), stats, INSERT_BATCH)
+            _store_items(queue, run, read_source(source), stats, queue.insert_batch)
     run.log.info("intake: {}", stats)
     return stats
 

@@ -1,0 +1,135 @@
+"""The bulk path intake stores with (`bots.queue.bulk`): the same rows as the ORM's, on
+both backends, nothing silently NULL, and secrets masked in what it writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Table, select
+
+from bots.models import RefundRequest
+from bots.queue import Queue, intake
+from bots.queue.bulk import CHUNK, find_in, insert_rows
+from bots.queue.schema import AuditRow, Case, RequestRow
+
+CASES = Case.__table__
+assert isinstance(CASES, Table)
+CARD = "4111 1111 1111 1111"
+AWKWARD = "tab\there, new\nline, back\\slash, quote \" ' , null-ish \\N, émoji 🙂, ; and ,"
+
+
+@pytest.fixture
+def queue(queue_url: str) -> Queue:
+    return Queue(queue_url)
+
+
+def _case_row(key: str, **changes: object) -> dict[str, object]:
+    now = datetime(2026, 12, 2, 9, 30, 15, 123456, tzinfo=UTC)
+    row: dict[str, object] = dict(
+        case_key=key, order_number="ORD-1", customer_email=None, customer_name=AWKWARD,
+        requested_amount=Decimal("1234.50"), currency="EUR", state="queued", priority=2,
+        follows=None, attempts=0, lease_token=0, created_at=now, updated_at=now)
+    row.update(changes)
+    return row
+
+
+def test_rows_read_back_as_the_orm_wrote_them(queue: Queue) -> None:
+    """Money, UTC times, NULLs and text that COPY must escape survive the bulk path."""
+    with queue.session() as s:
+        insert_rows(s.connection(), CASES, [_case_row("a"), _case_row(
+            "b", requested_amount=None, customer_name=None, order_number=None)])
+    with queue.session() as s:
+        a, b = (s.scalars(select(Case).where(Case.case_key == k)).one() for k in "ab")
+        assert a.customer_name == AWKWARD
+        assert a.requested_amount == Decimal("1234.50")
+        assert a.created_at == datetime(2026, 12, 2, 9, 30, 15, 123456, tzinfo=UTC)
+        assert (a.priority, a.attempts, a.state) == (2, 0, "queued")
+        assert (b.requested_amount, b.customer_name, b.order_number) == (None, None, None)
+        assert b.id > a.id  # inserted in the given order
+
+
+def test_a_row_lacking_a_defaulted_column_is_refused(queue: Queue) -> None:
+    """The ORM would have filled in `attempts`; a bulk insert never leaves it NULL silently."""
+    row = _case_row("a")
+    del row["attempts"]
+    with queue.session() as s, pytest.raises(ValueError, match="attempts"):
+        insert_rows(s.connection(), CASES, [row])
+    with queue.session() as s, pytest.raises(ValueError, match="no column colour"):
+        insert_rows(s.connection(), CASES, [_case_row("b", colour="red")])
+
+
+def test_nothing_to_insert_is_nothing(queue: Queue) -> None:
+    with queue.session() as s:
+        insert_rows(s.connection(), CASES, [])
+        assert s.scalar(select(Case.id)) is None
+
+
+def test_a_card_in_a_source_reference_is_masked_in_the_request_and_its_audit(
+        queue: Queue) -> None:
+    """A file name or subject can quote a card: never stored in clear, in either table."""
+    req = RefundRequest(channel="portal", source_id="p-1", source_ref=f"form card {CARD}.json",
+                        received_at=datetime(2026, 12, 1, tzinfo=UTC), reason_text=AWKWARD,
+                        order_number="ORD-100001")
+    plain = RefundRequest(channel="portal", source_id="p-2", source_ref="form-2.json",
+                          received_at=datetime(2026, 12, 1, tzinfo=UTC), reason_text="hi",
+                          order_number="ORD-100002")
+    queue.add_requests([req, plain], "run-1")
+    with queue.session() as s:
+        refs = dict(s.execute(select(RequestRow.source_id, RequestRow.source_ref)).all())
+        details = list(s.scalars(select(AuditRow.detail).order_by(AuditRow.id)))
+        texts = list(s.scalars(select(RequestRow.reason_text)))
+    assert CARD not in refs["p-1"] and "1111 1111" not in refs["p-1"]
+    assert refs["p-2"] == "form-2.json"
+    assert len(details) == 2 and "1111 1111" not in details[0]
+    assert "form-2.json" in details[1]
+    assert AWKWARD in texts
+    assert queue.verify_chain().ok
+
+
+def test_find_in_answers_every_match_across_chunks_and_filters(queue: Queue) -> None:
+    """More keys than one IN (...) holds, a filter on another column, keys not stored."""
+    keys = [f"k{i:04}" for i in range(CHUNK * 2 + 7)]
+    rows = [_case_row(k, state="done" if i % 3 == 0 else "queued") for i, k in enumerate(keys)]
+    with queue.session() as s:
+        insert_rows(s.connection(), CASES, rows)
+    asked = [*keys, "missing", "k 0001"]
+    with queue.session() as s:
+        found = dict(find_in(s.connection(), CASES, ("case_key", "state"), "case_key", asked))
+        done = find_in(s.connection(), CASES, ("case_key",), "case_key", asked, state="done")
+        assert find_in(s.connection(), CASES, ("id",), "case_key", []) == []
+    assert found == {k: r["state"] for k, r in zip(keys, rows, strict=True)}
+    assert sorted(k for (k,) in done) == keys[::3]
+
+
+def test_other_drivers_get_sqlalchemys_own_statements(queue: Queue,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver the fast paths do not know (pg8000, psycopg2...) still stores and finds."""
+    with queue.session() as s:
+        conn = s.connection()
+        monkeypatch.setattr(conn.dialect, "driver", "another")
+        insert_rows(conn, CASES, [_case_row("a"), _case_row("b", customer_name=None)])
+        found = find_in(conn, CASES, ("case_key", "customer_name"), "case_key",
+                        ["a", "b", "c"], state="queued")
+    assert sorted(found) == [("a", AWKWARD), ("b", None)]
+
+
+def test_a_bulk_load_refreshes_planner_statistics_as_it_grows(
+        queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: every ANALYZE_EVERY requests stored (whatever the batch), else never."""
+    analyzed: list[int] = []
+    real = Queue._analyze
+
+    def counting(self: Queue) -> None:
+        analyzed.append(1)
+        real(self)
+
+    monkeypatch.setattr(intake, "ANALYZE_EVERY", 4)
+    monkeypatch.setattr(Queue, "_analyze", counting)
+    reqs = [RefundRequest(channel="chat", source_id=f"c-{i}", order_number=f"ORD-2000{i:02d}",
+                          received_at=datetime(2026, 12, 1, tzinfo=UTC), reason_text="refund")
+            for i in range(11)]
+    queue.store_requests(reqs, "run-1", batch=3)  # 3, 6 (analyze), 9, 11 (analyze)
+    assert len(analyzed) == (2 if queue.dialect == "postgresql" else 0)
+    assert queue.insert_batch == (5_000 if queue.dialect == "postgresql" else 2_000)
