@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 
+from bots.intake import extract
 from bots.intake.extract import find_amount, mask_secrets, parse_amount
 
 D = Decimal
@@ -176,3 +177,12 @@ def test_a_card_written_in_another_scripts_digits_is_luhn_checked() -> None:
     arabic = "".join(chr(0x660 + int(c)) for c in "4111111111111111")
     assert luhn_valid(arabic)
     assert not luhn_valid(arabic[:-1] + chr(0x662))
+
+
+@pytest.mark.parametrize(("text", "two"), [
+    ("10-20 EUR", True), ("between €10 and €20", True), ("1 2", True),
+    ("refund 20 EUR please", False), ("12345", False), ("", False), ("EUR 1.234,56", True),
+])
+def test_a_range_is_only_looked_for_where_two_numbers_are(text: str, two: bool) -> None:
+    """The range search's cheap precondition: two runs of digits (a range names two)."""
+    assert extract._two_numbers(text) is two

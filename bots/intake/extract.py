@@ -59,6 +59,14 @@ def _aligned_fold(text: str) -> str | None:
     return text.lower().replace("\u0131", "i").replace("\u017f", "s")
 
 
+_DIGIT_THEN_OTHER_THEN_DIGIT = re.compile(r"\d\D+\d")
+
+
+def _two_numbers(text: str) -> bool:
+    """At least two separate runs of digits."""
+    return _DIGIT_THEN_OTHER_THEN_DIGIT.search(text) is not None
+
+
 def _digit_count(text: str) -> int:
     """How many characters `\\d` matches (any Unicode decimal digit)."""
     if text.isascii():
@@ -852,7 +860,9 @@ def amount_doubts(text: str, order_patterns: Sequence[str] = DEFAULT_ORDER_PATTE
         value = _number_to_decimal(m["n"])
         if value is not None and value.is_finite() and value > 0 and value != money(value):
             add(f"the amount '{_around(work, m.start(), m.end())}' is finer than a cent")
-    for m in _AMOUNT_RANGE.finditer(work):
+    # Two amounts are two runs of digits apart: with one run there is no range to look for
+    # (the search is the dearest of these, and most messages name one number).
+    for m in _AMOUNT_RANGE.finditer(work) if _two_numbers(work) else ():
         if _is_range(m):
             add(f"'{_around(work, m.start(), m.end())}' names two amounts and the bot cannot "
                 f"tell which one is asked for")
