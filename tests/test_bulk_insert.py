@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import Table, select
+from sqlalchemy.exc import IntegrityError
 
 from bots.models import RefundRequest
 from bots.queue import Queue, intake
@@ -133,3 +134,13 @@ def test_a_bulk_load_refreshes_planner_statistics_as_it_grows(
     queue.store_requests(reqs, "run-1", batch=3)  # 3, 6 (analyze), 9, 11 (analyze)
     assert len(analyzed) == (2 if queue.dialect == "postgresql" else 0)
     assert queue.insert_batch == (5_000 if queue.dialect == "postgresql" else 2_000)
+
+
+def test_a_duplicate_key_is_sqlalchemys_integrity_error(queue: Queue) -> None:
+    """What a batch that lost a race to another intake catches to plan again."""
+    with queue.session() as s:
+        insert_rows(s.connection(), CASES, [_case_row("a")])
+    with pytest.raises(IntegrityError), queue.session() as s:  # the session rolls back
+        insert_rows(s.connection(), CASES, [_case_row("b"), _case_row("a")])
+    with queue.session() as s:
+        assert list(s.scalars(select(Case.case_key))) == ["a"]  # the batch left nothing

@@ -14,10 +14,12 @@ generated values but the primary key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy.exc import DBAPIError
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -41,18 +43,42 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     quote = conn.dialect.identifier_preparer.quote
     columns = ", ".join(quote(n) for n in names)
     target = quote(table.name)
-    dbapi = conn.connection.driver_connection
+    dbapi = _driver_connection(conn)
     if driver[0] == "postgresql":
-        with dbapi.cursor() as cur, cur.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:
+        sql = f"COPY {target} ({columns}) FROM STDIN"
+        with _as_sqlalchemy_errors(conn, sql), dbapi.cursor() as cur, cur.copy(sql) as copy:
             for value in values:
                 copy.write_row(value)
         return
-    marks = ", ".join("?" for _ in names)
+    sql = f"INSERT INTO {target} ({columns}) VALUES ({', '.join('?' for _ in names)})"
     cur = dbapi.cursor()
     try:
-        cur.executemany(f"INSERT INTO {target} ({columns}) VALUES ({marks})", values)
+        with _as_sqlalchemy_errors(conn, sql):
+            cur.executemany(sql, values)
     finally:
         cur.close()
+
+
+def _driver_connection(conn: Connection) -> Any:
+    """The driver's own connection, in `conn`'s transaction."""
+    dbapi = conn.connection.driver_connection
+    if dbapi is None:  # pragma: no cover - a live Connection always has one
+        raise RuntimeError("the database connection is closed")
+    return dbapi
+
+
+@contextmanager
+def _as_sqlalchemy_errors(conn: Connection, sql: str) -> Iterator[None]:
+    """The driver's errors as SQLAlchemy raises them for its own statements.
+
+    Callers catch `sqlalchemy.exc.IntegrityError` (a batch that lost a race to another
+    intake is planned again); the driver's own UniqueViolation would pass them by.
+    """
+    base = conn.dialect.loaded_dbapi.Error
+    try:
+        yield
+    except base as exc:
+        raise DBAPIError.instance(sql, None, exc, base, dialect=conn.dialect) from exc
 
 
 def _check_columns(table: Table, names: list[str]) -> None:
@@ -107,11 +133,11 @@ def find_in(conn: Connection, table: Table, out: Sequence[str], column: str,
     quote = conn.dialect.identifier_preparer.quote
     head = f"SELECT {', '.join(quote(c) for c in out)} FROM {quote(table.name)} WHERE "
     extra = "".join(f" AND {quote(k)} = {{mark}}" for k in equal)
-    dbapi = conn.connection.driver_connection
+    dbapi = _driver_connection(conn)
     if driver == ("postgresql", "psycopg"):
-        with dbapi.cursor() as cur:
-            cur.execute(head + f"{quote(column)} = ANY(%s)" + extra.format(mark="%s"),
-                        [list(values), *equal.values()])
+        sql = head + f"{quote(column)} = ANY(%s)" + extra.format(mark="%s")
+        with _as_sqlalchemy_errors(conn, sql), dbapi.cursor() as cur:
+            cur.execute(sql, [list(values), *equal.values()])
             return [tuple(row) for row in cur.fetchall()]
     found: list[tuple[Any, ...]] = []
     for start in range(0, len(values), CHUNK):
@@ -121,12 +147,13 @@ def find_in(conn: Connection, table: Table, out: Sequence[str], column: str,
                 table.c[column].in_(chunk), *(table.c[k] == v for k, v in equal.items()))
             found += [tuple(row) for row in conn.execute(query)]
             continue
-        marks = ", ".join("?" for _ in chunk)
+        sql = head + f"{quote(column)} IN ({', '.join('?' for _ in chunk)})" \
+            + extra.format(mark="?")
         cur = dbapi.cursor()
         try:
-            cur.execute(head + f"{quote(column)} IN ({marks})" + extra.format(mark="?"),
-                        [*chunk, *equal.values()])
-            found += [tuple(row) for row in cur.fetchall()]
+            with _as_sqlalchemy_errors(conn, sql):
+                cur.execute(sql, [*chunk, *equal.values()])
+                found += [tuple(row) for row in cur.fetchall()]
         finally:
             cur.close()
     return found
