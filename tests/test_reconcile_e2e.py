@@ -110,3 +110,30 @@ def test_a_refund_landing_after_the_runs_window_is_a_duplicate(
     [dup] = [r for r in book(settings, run1)["Reconciliation"] if r["Status"] == "duplicate"]
     assert dup["Portal refund id"] == late and "more than the" in str(dup["Note"])
     assert dup["Case"]  # attributed to the case it over-pays
+
+
+def test_the_schedulers_report_job_reconciles_and_writes_the_workbook(
+        sandbox, settings_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`schedule`'s report job (an end-of-day reconciliation) used to write nothing."""
+    from rich.console import Console
+
+    from bots.work import scheduler as scheduling
+
+    settings = settings_for(sandbox, intake={"sources": []})
+    monkeypatch.setattr(scheduling, "load_settings", lambda _config: settings)  # each job's
+    scheduler = scheduling.Scheduler(settings, None, Console(width=200))
+    first = scheduler.run_job("report")
+    queue = Queue(settings.queue_url)
+    run1 = queue.last_run_id()
+    assert run1 is not None and (Path(settings.runs_dir) / run1 / "reconciliation.xlsx").exists()
+    with sqlite3.connect(sandbox.payments_db) as db:
+        charge = dict(zip(("transaction_id", "order_number", "amount", "currency"), db.execute(
+            "SELECT transaction_id, order_number, '1.00', currency FROM transactions "
+            "LIMIT 1").fetchone(), strict=True))
+    keyed = refund_by_hand(sandbox.payments_db, charge, "keyed in by hand today")
+    assert scheduler.run_job("report") == EXIT_PROBLEMS  # a refund nobody decided: a break
+    run2 = queue.last_run_id()
+    assert run2 not in (None, run1)
+    rows = [r for sheet in book(settings, run2).values() for r in sheet]
+    assert any(keyed in str(r.values()) for r in rows)
+    assert first in (EXIT_OK, EXIT_PROBLEMS)  # the seeded day may hold breaks of its own

@@ -345,9 +345,11 @@ def _quarantined(row: QuarantineRow) -> Quarantined:
 
 def execute(settings: Settings, command: str, *, intake: bool, process: bool,
             console: Console | None = None, today: date | None = None,
-            dry_run: bool = False) -> int:
+            dry_run: bool = False, report: bool = False) -> int:
     """One run: its folder, log, stages and exit status. Shared by run/intake/process/demo.
 
+    `report` without `process` (the scheduler's report job, e.g. an end-of-day
+    reconciliation): the run reconciles and writes its workbook, processing nothing.
     The summary lines go to `console`; the CLI, the scheduler and the demo pass their own.
     """
     console = console or Console()
@@ -383,6 +385,8 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
         if process:
             code = max(code, asyncio.run(
                 _process_and_report(settings, queue, folder, stats, today, dry_run, console)))
+        elif report:
+            code = max(code, asyncio.run(_report_only(settings, queue, folder, stats, console)))
     except (ConfigError, PolicyError, SignalsError) as exc:
         console.print(f"[red]cannot run:[/] {exc}")
         code = EXIT_ERROR
@@ -401,6 +405,22 @@ def execute(settings: Settings, command: str, *, intake: bool, process: bool,
         channels = ", ".join(sent.delivered) or "no channel"
         console.print(f"Alert sent: {sent.alert.subject} ({channels})")
     return code
+
+
+async def _report_only(settings: Settings, queue: Queue, folder: RunFolder,
+                       stats: dict[str, object], console: Console) -> int:
+    """The reconciliation workbook of a run that processes nothing; 3 when not matched."""
+    try:
+        async with BotSession(settings) as session:
+            rep = await write_run_report(settings, queue, folder, session)
+    except BrowserNotFound as exc:
+        console.print(f"[red]browser:[/] {exc}")
+        return EXIT_ERROR
+    stats["reconciliation_problems"] = rep.problems  # for alerts, as after processing
+    console.print(f"Reconciliation: {'OK' if not rep.problems else f'{rep.problems} open '}"
+                  f"{'' if not rep.problems else 'break(s) (refund-bots breaks list)'}.")
+    console.print(f"Report: {rep.path}")
+    return EXIT_PROBLEMS if rep.problems else EXIT_OK
 
 
 async def _process_and_report(settings: Settings, queue: Queue, folder: RunFolder,

@@ -109,7 +109,8 @@ class Scheduler:
                 code = send_notifications(settings, self.console)
             else:
                 code = execute(settings, command, intake=command in ("run", "intake"),
-                               process=command in ("run", "process"), console=self.console)
+                               process=command in ("run", "process"),
+                               report=command == "report", console=self.console)
         finally:
             if renewing is not None:
                 renewing.stop()
