@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -61,7 +62,8 @@ def _bin_dir() -> Path:
                               "(or give --queue-url of a server)")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -75,9 +77,8 @@ def _as_postgres(*args: str) -> None:
                                   f"{(done.stderr or done.stdout).strip()[-500:]}")
 
 
-@contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """A PostgreSQL server of our own on a free loopback port; yields its server URL."""
+def check_server_installed() -> Path:
+    """The server binaries' folder; PostgresUnavailable says what is missing."""
     bin_dir = _bin_dir()
     if os.geteuid() == 0:
         try:
@@ -85,22 +86,43 @@ def throwaway_postgres() -> Iterator[str]:
         except KeyError:
             raise PostgresUnavailable("the postgres system user is missing "
                                       "(apt-get install postgresql creates it)") from None
+    return bin_dir
+
+
+@contextmanager
+def throwaway_postgres(password: str | None = None) -> Iterator[str]:
+    """A PostgreSQL server of our own on a free loopback port; yields its server URL.
+
+    With a `password`, TCP logins need it (scram-sha-256), so that a wrong one can be
+    tested; without, they are trusted. Stopping and removing are not waited for: a
+    loaded machine's slow shutdown, or removing hundreds of databases' files, must not
+    count against whatever ran last.
+    """
+    bin_dir = check_server_installed()
     base = Path(tempfile.mkdtemp(prefix="refund-bots-pg-"))
     data = base / "data"
     data.mkdir()
+    auth = ["-A", "trust"]
+    if password is not None:
+        pwfile = base / "pw"
+        pwfile.write_text(password + "\n")
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
     if os.geteuid() == 0:
+        for path in base.iterdir():
+            shutil.chown(path, "postgres")
         shutil.chown(base, "postgres")
-        shutil.chown(data, "postgres")
-    port = _free_port()
+    port = free_port()
     try:
-        _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                     "postgres", "--no-sync")
+        _as_postgres(str(bin_dir / "initdb"), "-D", str(data), *auth, "-U", "postgres",
+                     "--no-sync")
         _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o",
                      f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off "
                      f"-c max_connections=300", "-l", str(data / "server.log"), "-w", "start")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        login = f":{quote(password, safe='')}" if password is not None else ""
+        yield f"postgresql+psycopg://postgres{login}@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run((["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else [])
-                       + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+                       + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-W",
+                          "stop"], capture_output=True, timeout=60, check=False)
+        subprocess.Popen(["rm", "-rf", "--", str(base)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
