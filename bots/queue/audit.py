@@ -95,7 +95,11 @@ def record_hash(row: Any) -> str:
     content = [get("prev_hash"), _iso(get("at")), get("case_id"), get("run_id"), get("actor"),
                get("from_state"), get("to_state"), get("event"), get("subject"),
                get("detail_hash")]
-    return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_COMPACT.encode(content).encode()).hexdigest()
+
+
+# json.dumps(content, separators=(",", ":")), without building an encoder for every record
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def _iso(value: datetime | None) -> str | None:
