@@ -84,7 +84,8 @@ class BotSession:
         self.logins = LoginGuard()  # a refused password is tried once per run, not per worker
 
     async def __aenter__(self) -> BotSession:
-        choice = find_browser(self.settings.browser.executable, self.settings.browser.channel)
+        b = self.settings.browser
+        choice = find_browser(b.executable, b.channel, headless=b.headless)
         logger.info("browser: {}", choice.source)
         pw = await self._stack.enter_async_context(async_playwright())
         self.browser = await pw.chromium.launch(**launch_options(
