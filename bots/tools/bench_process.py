@@ -124,18 +124,20 @@ def bench_process(repeat: int = 3, workers: int = 1, *, submit: bool = False,
     result = ProcessBench(submit, [], load=[_load()])
     with _sides(against) as sides:
         result.sides = [Side(label) for label, _ in sides]
-        with (_pass_sandbox() if not submit else _nothing()) as shared:
+        paths = [path for _, path in sides]
+        if submit:
             for _ in range(repeat):
-                for side, (_, path) in zip(result.sides, sides, strict=True):
-                    if submit:
-                        with _pass_sandbox() as fresh:
-                            _submit_pass(side, path, fresh, workers, trace)
-                    else:
+                for side, path in zip(result.sides, paths, strict=True):
+                    with _pass_sandbox() as fresh:
+                        _submit_pass(side, path, fresh, workers, trace)
+        else:
+            with _pass_sandbox() as shared:
+                for _ in range(repeat):
+                    for side, path in zip(result.sides, paths, strict=True):
                         _dry_pass(side, path, shared, workers, trace)
-                if not submit:
+                    after = result.sides[-1]
                     result.http_seconds_per_case.append(
-                        _http_pass(shared.settings, result.sides[-1].pages)
-                        / result.sides[-1].cases)
+                        _http_pass(shared.settings, after.pages) / after.cases)
     result.load.append(_load())
     return result
 
@@ -186,11 +188,6 @@ def _pass_sandbox() -> Iterator[_Sandbox]:
         settings = _settings(folder, sb.orders_url, sb.payments_url, 1)
         run_intake(settings.intake, Queue(settings.queue_url), RunFolder.create(settings.runs_dir))
         yield _Sandbox(settings, folder, today)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
 
 
 @contextmanager
