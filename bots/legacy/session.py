@@ -109,7 +109,7 @@ class BotSession:
         context.set_default_navigation_timeout(s.browser.timeout_ms)
         await context.route(BLOCKED, _abort)  # what the bots never read is not fetched
         if tracing:
-            await context.tracing.start(screenshots=True, snapshots=True)
+            await context.tracing.start(screenshots=s.browser.trace_screenshots, snapshots=True)
         if self.page_log is not None:
             log = self.page_log
             context.on("request", lambda r: log.append(r.url)
