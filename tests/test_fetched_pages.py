@@ -81,7 +81,7 @@ def _read(base: str, path: str) -> tuple[bool, str, list[tuple[str, str]], list[
             try:
                 page = await browser.new_page()
                 app = OrdersApp(page, base, sel, "u", lambda: "p")
-                app.page_log = []
+                app.page_log, app.reader = [], await browser.new_page()
                 which, frame = await app.open_to_read(
                     path, {"results": s.results, "no_results": s.no_results},
                     [s.rows, s.order_number, s.total])

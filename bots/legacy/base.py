@@ -111,7 +111,9 @@ class Fetched:
 
     Its document is parsed by the browser (`DOMParser`), so every selector and read works
     on it exactly as on a loaded page; it runs no script and loads no frame, so only pages
-    without either are read this way (`LegacyApp.open(fetch=True)`).
+    without either are read this way (`LegacyApp.open_to_read`). It is parsed in a blank
+    tab of its own (`page`), which no navigation of an app's tab can disturb (such as a
+    refund submit that answers late).
     """
 
     def __init__(self, page: Page, url: str, html: str) -> None:
@@ -276,6 +278,7 @@ class LegacyApp:
         self.fmt = selectors.formats
         self.reuse_pages = False  # a page this case just read may serve its next step
         self.page_log: list[str] | None = None  # set by benchmarks: pages fetched, not loaded
+        self.reader: Page | None = None  # a blank tab to parse fetched pages in (None: load)
         self.timeout_ms = 15_000  # the browser's timeout (set by the session): for fetches
 
     # -- recognising pages -------------------------------------------------------------
@@ -414,7 +417,8 @@ class LegacyApp:
         without loading it in the tab when that is the same page (`_fetch_once`), at a
         quarter of the cost; else loaded. `reads`: the keys that will be read on it (one
         in a frame of its own needs the page loaded)."""
-        fetch = not frame_path and not any(s.frame for s in [*expected.values(), *reads])
+        fetch = self.reader is not None and not frame_path and not any(
+            s.frame for s in [*expected.values(), *reads])
 
         async def once() -> tuple[str, Readable]:
             found = await self._fetch_once(path, expected) if fetch else None
@@ -454,7 +458,8 @@ class LegacyApp:
         html = _decoded(body, response.headers.get("content-type", ""))
         if html is None:
             return None
-        doc = Fetched(self.page, response.url, html)
+        assert self.reader is not None
+        doc = Fetched(self.reader, response.url, html)
         if await doc.evaluate(DYNAMIC_JS):
             return None
         try:

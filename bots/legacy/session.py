@@ -124,6 +124,8 @@ class BotSession:
         # order page read for the decision serves its note.
         orders.search_tab = await context.new_page()
         orders.reuse_pages = payments.reuse_pages = True
+        # Result lists read from their HTML are parsed in a blank tab of their own.
+        orders.reader = payments.reader = await context.new_page()
         for app, name_of_secret in ((orders, s.orders.password_secret),
                                     (payments, s.payments.password_secret)):
             app.guard, app.secret_name = self.logins, name_of_secret
