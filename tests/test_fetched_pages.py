@@ -29,7 +29,12 @@ ROWS = """<table id="results">
   <td class="total">9.95</td></tr></table>"""
 LOGGED_IN = '<a id="logout" href="/logout">Log out</a>'
 PAGES: dict[str, tuple[str, str]] = {  # path -> (content type, body)
-    "/static": ("text/html; charset=utf-8", f"<html><body>{LOGGED_IN}{ROWS}</body></html>"),
+    "/static": ("text/html; charset=utf-8",
+                '<html><head><meta http-equiv="Content-Type" content="text/html; charset=utf-8">'
+                f"</head><body>{LOGGED_IN}{ROWS}</body></html>"),
+    "/refresh": ("text/html; charset=utf-8",
+                 '<html><head><meta http-equiv="refresh" content="0; url=/static"></head>'
+                 f"<body>{LOGGED_IN}<p id='no-results'>Loading</p></body></html>"),
     # The HTML alone says "no results"; its script shows the results a person sees.
     "/scripted": ("text/html; charset=utf-8",
                   f"<html><body>{LOGGED_IN}<p id='no-results'>No orders</p><div id='x'></div>"
@@ -112,6 +117,12 @@ def test_a_page_with_a_script_is_loaded_and_read_as_its_script_shows_it(site: st
     """Its HTML alone says "no results": reading that would reject the customer."""
     fetched, which, rows, _ = _read(site, "/scripted")
     assert (fetched, which, rows) == (False, "results", EXPECTED)
+
+
+@pytest.mark.e2e
+def test_a_page_that_redirects_itself_is_loaded(site: str) -> None:
+    fetched, _, _, _ = _read(site, "/refresh")
+    assert not fetched
 
 
 @pytest.mark.e2e

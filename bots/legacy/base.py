@@ -101,7 +101,8 @@ NOTE_JS = """([notes, needle, markers]) => {
 # Whether a page's HTML alone is not the page a person sees: scripts, frames, plugins, a
 # timed redirect, inline event handlers. Such a page is loaded in the tab instead.
 DYNAMIC_JS = """() => !!document.querySelector(
-  'script, noscript, iframe, frame, frameset, object, embed, template, meta[http-equiv]')
+  'script, noscript, iframe, frame, frameset, object, embed, template, '
+  + 'meta[http-equiv="refresh" i]')
   || Array.from(document.querySelectorAll('*')).some(
        (el) => Array.from(el.attributes).some((a) => a.name.startsWith('on')))"""
 

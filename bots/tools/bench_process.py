@@ -98,6 +98,7 @@ class Side:
     every_case: list[float] = field(default_factory=list)  # submit: over all cases
     start: list[float] = field(default_factory=list)  # browser start and logins, per pass
     pages: list[str] = field(default_factory=list)  # the last pass's page loads
+    http_per_case: list[float] = field(default_factory=list)  # raw HTTP fetching them (dry)
     cases: int = 0
     paid: int = 0
 
@@ -110,11 +111,10 @@ class Side:
 class ProcessBench:
     submit: bool
     sides: list[Side]  # [before, after] with `against`, else [after]
-    http_seconds_per_case: list[float] = field(default_factory=list)  # dry runs only
     load: list[str] = field(default_factory=list)  # load average before and after
 
     def ratio(self, side: Side) -> float:
-        return statistics.median(side.per_case) / statistics.median(self.http_seconds_per_case)
+        return statistics.median(side.per_case) / statistics.median(side.http_per_case)
 
 
 def bench_process(repeat: int = 3, workers: int = 1, *, submit: bool = False,
@@ -135,9 +135,8 @@ def bench_process(repeat: int = 3, workers: int = 1, *, submit: bool = False,
                 for _ in range(repeat):
                     for side, path in zip(result.sides, paths, strict=True):
                         _dry_pass(side, path, shared, workers, trace)
-                    after = result.sides[-1]
-                    result.http_seconds_per_case.append(
-                        _http_pass(shared.settings, after.pages) / after.cases)
+                        side.http_per_case.append(_http_pass(shared.settings, side.pages)
+                                                  / side.cases)
     result.load.append(_load())
     return result
 
@@ -159,11 +158,10 @@ def describe(r: ProcessBench, repeat: int, workers: int) -> list[str]:
         else:
             lines.append(f"{side.label}: median {med(side.per_case):.3f} s per case "
                          f"{[round(x, 3) for x in side.per_case]}, {side.pages_per_case:.1f} "
-                         f"pages per case, ratio bot / raw HTTP {r.ratio(side):.1f}x; {start}")
-    if not r.submit:
-        http = r.http_seconds_per_case
-        lines.append(f"raw HTTP replay: median {med(http) * 1000:.1f} ms per case "
-                     f"{[round(x * 1000, 1) for x in http]}")
+                         f"pages per case; raw HTTP fetching them "
+                         f"{med(side.http_per_case) * 1000:.1f} ms per case "
+                         f"{[round(x * 1000, 1) for x in side.http_per_case]}; "
+                         f"ratio bot / raw HTTP {r.ratio(side):.1f}x; {start}")
     return lines
 
 
