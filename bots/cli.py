@@ -368,8 +368,8 @@ def doctor(config: ConfigOpt = None, live: Annotated[bool, typer.Option(
           f"{settings.payments.selectors} valid")
     check("orders password", lambda: "set" if secret(settings.orders.password_secret) else "")
     check("payments password", lambda: "set" if secret(settings.payments.password_secret) else "")
-    check("browser", lambda: find_browser(settings.browser.executable,
-                                          settings.browser.channel).source)
+    check("browser", lambda: find_browser(settings.browser.executable, settings.browser.channel,
+                                          headless=settings.browser.headless).source)
     check("queue", lambda: f"{Queue(settings.queue_url).pending_count()} open case(s)")
     for name, url in (("order system", settings.orders.url),
                       ("payment portal", settings.payments.url)):
@@ -1256,36 +1256,20 @@ def bench_process_cmd(
     workers: WorkersOpt = 1,
     submit: Annotated[bool, typer.Option(help="Real runs: refund form, confirmation and order "
                                               "note, a fresh sandbox per pass.")] = False,
+    against: Annotated[str | None, typer.Option(
+        help="Also run a git revision's code (e.g. main), alternately with this code.")] = None,
+    trace: Annotated[bool, typer.Option(help="Record traces as `process` does by default "
+                                             "(browser.trace_failures).")] = False,
 ) -> None:
-    """The bot's seconds per case: before/after the speed work side by side, next to raw
-    HTTP loading the very same pages (dry run), or real refunds (--submit)."""
-    import statistics
-
-    from bots.tools.bench_process import bench_process, bench_submit
+    """The bot's seconds per case, next to raw HTTP loading the very same pages (dry run) or
+    per paid case (--submit); with --against, before and after side by side."""
+    from bots.tools.bench_process import bench_process, describe
 
     configure_console(False)
-    med = statistics.median
-    if submit:
-        s = bench_submit(repeat=repeat, workers=workers or 1)
-        console.print(f"{s.cases} cases ({s.paid} paid: refund form + confirmation + note), "
-                      f"{repeat} pass(es) each, alternately, {workers} worker(s)")
-        console.print(f"before (fast off): median {med(s.before):.3f} s per paid case "
-                      f"{[round(x, 3) for x in s.before]}; every case {med(s.before_all):.3f} s")
-        console.print(f"after:             median {med(s.after):.3f} s per paid case "
-                      f"{[round(x, 3) for x in s.after]}; every case {med(s.after_all):.3f} s")
-        return
-    r = bench_process(repeat=repeat, workers=workers or 1)
-    bot, http = med(r.bot_seconds_per_case), med(r.http_seconds_per_case)
-    console.print(f"{r.cases} cases, {r.pages_per_case:.1f} pages per case "
-                  f"({r.before_pages_per_case:.1f} before), {repeat} pass(es), "
-                  f"{workers} worker(s), dry run")
-    console.print(f"bot before (fast off): median {med(r.before_seconds_per_case):.3f} s per case "
-                  f"{[round(x, 3) for x in r.before_seconds_per_case]}")
-    console.print(f"bot after:             median {bot:.3f} s per case "
-                  f"{[round(x, 3) for x in r.bot_seconds_per_case]}")
-    console.print(f"raw HTTP replay:       median {http * 1000:.1f} ms per case "
-                  f"{[round(x * 1000, 1) for x in r.http_seconds_per_case]}")
-    console.print(f"ratio bot / raw HTTP: {r.ratio:.1f}x (before: {r.before_ratio:.1f}x)")
+    r = bench_process(repeat=repeat, workers=workers or 1, submit=submit, against=against,
+                      trace=trace)
+    for line in describe(r, repeat, workers or 1):
+        console.print(line)
 
 
 @bench_app.command("queue")

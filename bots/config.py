@@ -37,6 +37,10 @@ class BrowserSettings(_Model):
     slow_mo_ms: int = 0
     timeout_ms: int = 15_000
     trace_failures: bool = True
+    # A screencast in the trace too. Off: the trace still holds a DOM snapshot of every
+    # action (the trace viewer shows them), and a failure saves full-page screenshots; the
+    # screencast made recording cost more than the rest of the trace.
+    trace_screenshots: bool = False
 
 
 class AppSettings(_Model):

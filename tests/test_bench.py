@@ -38,16 +38,20 @@ def test_bench_queue_stores_repeats_and_pages() -> None:
 
 @pytest.mark.e2e
 def test_bench_process_runs_both_ways_and_submits(monkeypatch) -> None:  # noqa: ANN001
-    """The process benchmarks run (before and after, dry and real); times are not asserted."""
+    """The process benchmarks run (older code and this, dry and real); times are not
+    asserted. HEAD stands in for an older revision: its code runs from a `git archive`."""
     from bots.cli import app as cli
 
     monkeypatch.chdir(ROOT)
-    dry = CliRunner().invoke(cli, ["bench", "process", "--repeat", "1"])
+    dry = CliRunner().invoke(cli, ["bench", "process", "--repeat", "1", "--against", "HEAD"])
     assert dry.exit_code == 0, dry.output
-    assert "bot before (fast off)" in dry.output and "ratio bot / raw HTTP" in dry.output
+    out = " ".join(dry.output.split())
+    assert "before (HEAD): median" in out and "after (this code): median" in out
+    assert out.count("ratio bot / raw HTTP") == out.count("raw HTTP fetching them") == 2
     real = CliRunner().invoke(cli, ["bench", "process", "--repeat", "1", "--submit"])
     assert real.exit_code == 0, real.output
-    assert "paid: refund form + confirmation + note" in real.output
+    out = " ".join(real.output.split())
+    assert "paid: refund form + confirmation + note" in out and "s per paid case" in out
 
 
 def test_bench_reconcile_and_report_run_small() -> None:

@@ -17,7 +17,9 @@ naming its key, never an empty string fed to the policy.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import datetime as dt
+import re
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from playwright.async_api import BrowserContext, Frame, Page, Response
+from playwright.async_api import APIResponse, BrowserContext, Frame, Page, Response
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
@@ -94,6 +96,38 @@ NOTE_JS = """([notes, needle, markers]) => {
     for (const c of cands) { try { if (document.querySelector(c)) return name; } catch (e) {} }
   return null;
 }"""
+
+
+# Whether a page's HTML alone is not the page a person sees: scripts, frames, plugins, a
+# timed redirect, inline event handlers. Such a page is loaded in the tab instead.
+DYNAMIC_JS = """() => !!document.querySelector(
+  'script, noscript, iframe, frame, frameset, object, embed, template, '
+  + 'meta[http-equiv="refresh" i]')
+  || Array.from(document.querySelectorAll('*')).some(
+       (el) => Array.from(el.attributes).some((a) => a.name.startsWith('on')))"""
+
+
+class Fetched:
+    """A page read from its HTML, fetched with the tab's session but not loaded in the tab.
+
+    Its document is parsed by the browser (`DOMParser`), so every selector and read works
+    on it exactly as on a loaded page; it runs no script and loads no frame, so only pages
+    without either are read this way (`LegacyApp.open_to_read`). It is parsed in a blank
+    tab of its own (`page`), which no navigation of an app's tab can disturb (such as a
+    refund submit that answers late).
+    """
+
+    def __init__(self, page: Page, url: str, html: str) -> None:
+        self.page, self.url, self.html = page, url, html
+
+    async def evaluate(self, js: str, arg: Any = None) -> Any:
+        """Run one of this module's page functions with `document` being this page's."""
+        wrapped = ("([html, arg]) => { const document = new DOMParser()"
+                   ".parseFromString(html, 'text/html'); return (" + js + ")(arg); }")
+        return await self.page.main_frame.evaluate(wrapped, [self.html, arg])
+
+
+Readable = Frame | Fetched  # what page reads work on
 
 
 # -- what a read found -------------------------------------------------------------------------
@@ -244,6 +278,9 @@ class LegacyApp:
         self.recognise_ms = selectors.recognise_ms
         self.fmt = selectors.formats
         self.reuse_pages = False  # a page this case just read may serve its next step
+        self.page_log: list[str] | None = None  # set by benchmarks: pages fetched, not loaded
+        self.reader: Page | None = None  # a blank tab to parse fetched pages in (None: load)
+        self.timeout_ms = 15_000  # the browser's timeout (set by the session): for fetches
 
     # -- recognising pages -------------------------------------------------------------
 
@@ -304,6 +341,13 @@ class LegacyApp:
             # errors and login can also show inside the frame
             markers = [m for m in markers if not m[0].startswith("interstitial:")]
         frame = await self.frame(frame_path)
+        return await self._variant(frame, expected, markers, response), frame
+
+    async def _variant(self, frame: Readable, expected: dict[str, Sel],
+                       markers: list[tuple[str, tuple[str, ...]]],
+                       response: Response | APIResponse | None) -> str:
+        """The expected variant `frame` shows (waiting for a loading page), else its guard's
+        error, else UnknownPage."""
         which = await self._which(frame, [(k, s.candidates) for k, s in expected.items()]
                                   + markers, wait=True)
         if which is None:
@@ -314,11 +358,11 @@ class LegacyApp:
         if which in expected:
             if response is not None and response.status >= 500:
                 raise AppUnavailable(f"{self.app_name}: HTTP {response.status} on {response.url}")
-            return which, frame
+            return which
         await self._guard(which, response)
         raise AssertionError("unreachable")
 
-    async def _which(self, frame: Frame, markers: list[tuple[str, tuple[str, ...]]],
+    async def _which(self, frame: Readable, markers: list[tuple[str, tuple[str, ...]]],
                      wait: bool) -> str | None:
         try:
             # One round trip when the page is there (server-rendered pages usually are);
@@ -328,7 +372,7 @@ class LegacyApp:
             return None
         except PlaywrightError:  # the frame is still navigating: wait below
             which = None
-        if which is not None or not wait:
+        if which is not None or not wait or isinstance(frame, Fetched):
             return which
         try:
             handle = await frame.wait_for_function(WHICH_JS, arg=markers,
@@ -337,7 +381,7 @@ class LegacyApp:
         except PlaywrightTimeout:
             return None
 
-    async def _guard(self, which: str, response: Response | None) -> None:
+    async def _guard(self, which: str, response: Response | APIResponse | None) -> None:
         url = self.page.url
         if which == "login":
             raise SessionExpired(f"{self.app_name}: sent to the login page ({url})")
@@ -366,14 +410,63 @@ class LegacyApp:
         Only page loads (GET) are retried here: they change nothing, so trying again
         costs a second, where failing the step would cost the whole case an attempt.
         """
+        return await self._retrying(lambda: self._open_once(path, expected, frame_path))
+
+    async def open_to_read(self, path: str, expected: dict[str, Sel], reads: list[Sel],
+                           frame_path: tuple[str, ...] = ()) -> tuple[str, Readable]:
+        """`open` for a page that is only read (a list of search results): from its HTML
+        without loading it in the tab when that is the same page (`_fetch_once`), at a
+        quarter of the cost; else loaded. `reads`: the keys that will be read on it (one
+        in a frame of its own needs the page loaded)."""
+        fetch = self.reader is not None and not frame_path and not any(
+            s.frame for s in [*expected.values(), *reads])
+
+        async def once() -> tuple[str, Readable]:
+            found = await self._fetch_once(path, expected) if fetch else None
+            return found or await self._open_once(path, expected, frame_path)
+        return await self._retrying(once)
+
+    async def _retrying(self, load: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(self.step_retries + 1):
             try:
-                return await self._open_once(path, expected, frame_path)
+                return await load()
             except AppUnavailable:
                 if attempt == self.step_retries:
                     raise
                 await asyncio.sleep(0.25 * 2**attempt)
         raise AssertionError("unreachable")
+
+    async def _fetch_once(self, path: str, expected: dict[str, Sel]
+                          ) -> tuple[str, Readable] | None:
+        """The page read from its HTML, fetched with the tab's cookies; None: load it in the
+        tab instead, because its HTML alone may not be what a person sees (scripts, frames,
+        an interstitial to click through, not recognised without them, a charset not
+        declared).
+
+        Guards are as on a loaded page: a login form is an expired session, an error or
+        maintenance page is the app being unavailable.
+        """
+        url = self.url_for(path)
+        try:
+            response = await self.page.context.request.get(url, timeout=self.timeout_ms)
+            body = await response.body()
+        except PlaywrightTimeout as exc:
+            raise AppUnavailable(f"{self.app_name}: {path} did not load in time") from exc
+        except PlaywrightError as exc:
+            raise AppUnavailable(f"{self.app_name}: {path} failed: {exc.message}") from exc
+        if self.page_log is not None:
+            self.page_log.append(url)
+        html = _decoded(body, response.headers.get("content-type", ""))
+        if html is None:
+            return None
+        assert self.reader is not None
+        doc = Fetched(self.reader, response.url, html)
+        if await doc.evaluate(DYNAMIC_JS):
+            return None
+        try:
+            return await self._variant(doc, expected, self._guards(), response), doc
+        except (UnknownPage, _Interstitial):
+            return None
 
     async def _open_once(self, path: str, expected: dict[str, Sel],
                          frame_path: tuple[str, ...]) -> tuple[str, Frame]:
@@ -410,7 +503,7 @@ class LegacyApp:
         index = found["fields"]["x"][0]
         return sel.candidates[index] if index >= 0 else None
 
-    async def texts(self, frame: Frame, sel: Sel) -> list[str]:
+    async def texts(self, frame: Readable, sel: Sel) -> list[str]:
         """The text of every element the first matching candidate finds (e.g. all notes)."""
         return await frame.evaluate("""(cands) => {
           for (const c of cands) { const els = document.querySelectorAll(c);
@@ -426,6 +519,8 @@ class LegacyApp:
         for where, group in await self._by_frame(frame, sels):
             if isinstance(where, SelectorMissing):
                 raise where
+            if isinstance(where, Fetched):  # pages to act on are loaded, never fetched
+                raise AssertionError(f"{list(group)} looked for on a fetched page")
             found = await where.evaluate(READ_JS, {
                 "fields": {k: [s.candidates, None] for k, s in group.items()}, "rows": None})
             for key, sel in group.items():
@@ -444,17 +539,22 @@ class LegacyApp:
         """Where to act for one key (of its candidates); missing is SelectorMissing."""
         return (await self.require_all(frame, {key: sel}))[key]
 
-    async def _by_frame(self, frame: Frame, sels: dict[str, Sel]
-                        ) -> list[tuple[Frame | SelectorMissing, dict[str, Sel]]]:
+    async def _by_frame(self, frame: Readable, sels: dict[str, Sel]
+                        ) -> list[tuple[Readable | SelectorMissing, dict[str, Sel]]]:
         """Keys grouped by the frame they live in (most pages: one group, the page's frame);
         a frame that is not there comes back as its error, for the caller to report."""
         paths: dict[tuple[str, ...], dict[str, Sel]] = {}
         for key, sel in sels.items():
             paths.setdefault(sel.frame, {})[key] = sel
-        out: list[tuple[Frame | SelectorMissing, dict[str, Sel]]] = []
+        out: list[tuple[Readable | SelectorMissing, dict[str, Sel]]] = []
         for path, group in paths.items():
+            if not path:
+                out.append((frame, group))
+                continue
+            if isinstance(frame, Fetched):  # open_to_read is never asked for such pages
+                raise AssertionError(f"keys in a frame read on a fetched page: {list(group)}")
             try:
-                out.append((await self.key_frame(frame, group) if path else frame, group))
+                out.append((await self.key_frame(frame, group), group))
             except SelectorMissing as exc:
                 out.append((exc, group))
         return out
@@ -570,7 +670,7 @@ class LegacyApp:
 
     # -- reading the page ------------------------------------------------------------
 
-    async def read_page(self, frame: Frame, section: str, fields: dict[str, Sel],
+    async def read_page(self, frame: Readable, section: str, fields: dict[str, Sel],
                         rows: tuple[str, Sel, dict[str, Sel]] | None = None) -> PageRead:
         """Read many keys (and optionally a table) of a page: one browser round trip per
         frame the keys live in (one for most pages). Keys whose frame is not there are
@@ -617,6 +717,22 @@ class _Interstitial(Exception):  # noqa: N818 - a signal between two methods, no
     def __init__(self, index: int) -> None:
         super().__init__(index)
         self.index = index
+
+
+CHARSET = re.compile(r"charset=[\"']?([\w.:-]+)", re.IGNORECASE)
+
+
+def _decoded(body: bytes, content_type: str) -> str | None:
+    """An HTML page's text in the charset its headers declare; None when they declare none
+    (the browser would guess from the page: it is loaded in the tab instead), or it is not
+    HTML, or does not decode."""
+    m = CHARSET.search(content_type)
+    if "html" not in content_type.lower() or m is None:
+        return None
+    try:
+        return body.decode(codecs.lookup(m.group(1)).name)
+    except (LookupError, UnicodeDecodeError):
+        return None
 
 
 def urljoin_text(base: str, href: str) -> str:

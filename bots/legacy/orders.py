@@ -198,8 +198,9 @@ class OrdersApp(LegacyApp):
     async def _search_via_customer(self, query: str) -> list[OrderHit]:
         hop = self.sel.customer_search
         assert hop is not None
-        which, frame = await self.open(hop.url.format(query=quote(query, safe="")),
-                                       {"results": hop.results, "no_results": hop.no_results})
+        which, frame = await self.open_to_read(
+            hop.url.format(query=quote(query, safe="")),
+            {"results": hop.results, "no_results": hop.no_results}, [hop.rows, hop.link])
         if which == "no_results":
             return []
         page = await self.read_page(frame, "customer_search", {}, ("rows", hop.rows,
@@ -221,7 +222,8 @@ class OrdersApp(LegacyApp):
         """Every row of a paged list of orders, following `next_page` up to `max_pages`."""
         found: list[OrderHit] = []
         for _ in range(max_pages):
-            which, frame = await self.open(path, expected)
+            reads = [rows, number, total] + ([next_page] if next_page is not None else [])
+            which, frame = await self.open_to_read(path, expected, reads)
             if which == "no_results":
                 if found:
                     raise UnknownPage(f"{self.app_name}: a later result page says no "

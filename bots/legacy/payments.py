@@ -103,8 +103,9 @@ class PaymentsApp(LegacyApp):
 
     async def _find_charge(self, order_number: str) -> ChargeFacts | None:
         s = self.sel.search
-        which, frame = await self.open(s.url.format(order_number=quote(order_number, safe="")),
-                                       {"results": s.results, "no_results": s.no_results})
+        which, frame = await self.open_to_read(
+            s.url.format(order_number=quote(order_number, safe="")),
+            {"results": s.results, "no_results": s.no_results}, [s.rows, s.txn_id, s.order_number])
         if which == "no_results":
             return None
         page = await self.read_page(frame, "search", {}, (

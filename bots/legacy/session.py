@@ -75,16 +75,14 @@ class BotSession:
         self.settings = settings
         self.orders_sel = load_orders(settings.orders.selectors)
         self.payments_sel = load_payments(settings.payments.selectors)
-        # Block what the bots never read, keep pages loaded for the next step of the case
-        # (a second tab for order searches). Benchmarks switch it off to measure it.
-        self.fast = True
         self._stack = AsyncExitStack()
         self.browser: Browser | None = None
         self.page_log: list[str] | None = None  # set by benchmarks: every page GET, in order
         self.logins = LoginGuard()  # a refused password is tried once per run, not per worker
 
     async def __aenter__(self) -> BotSession:
-        choice = find_browser(self.settings.browser.executable, self.settings.browser.channel)
+        b = self.settings.browser
+        choice = find_browser(b.executable, b.channel, headless=b.headless)
         logger.info("browser: {}", choice.source)
         pw = await self._stack.enter_async_context(async_playwright())
         self.browser = await pw.chromium.launch(**launch_options(
@@ -109,10 +107,9 @@ class BotSession:
                                                  viewport={"width": 1280, "height": 900})
         context.set_default_timeout(s.browser.timeout_ms)
         context.set_default_navigation_timeout(s.browser.timeout_ms)
-        if self.fast:
-            await context.route(BLOCKED, _abort)
+        await context.route(BLOCKED, _abort)  # what the bots never read is not fetched
         if tracing:
-            await context.tracing.start(screenshots=True, snapshots=True)
+            await context.tracing.start(screenshots=s.browser.trace_screenshots, snapshots=True)
         if self.page_log is not None:
             log = self.page_log
             context.on("request", lambda r: log.append(r.url)
@@ -123,12 +120,16 @@ class BotSession:
         payments = PaymentsApp(await context.new_page(), s.payments.url, self.payments_sel,
                                s.payments.username, lambda: secret(s.payments.password_secret),
                                retries)
-        if self.fast:
-            orders.search_tab = await context.new_page()
-            orders.reuse_pages = payments.reuse_pages = True
+        # Keep pages loaded for the next step of the case: a tab for order searches, so the
+        # order page read for the decision serves its note.
+        orders.search_tab = await context.new_page()
+        orders.reuse_pages = payments.reuse_pages = True
+        # Result lists read from their HTML are parsed in a blank tab of their own.
+        orders.reader = payments.reader = await context.new_page()
         for app, name_of_secret in ((orders, s.orders.password_secret),
                                     (payments, s.payments.password_secret)):
             app.guard, app.secret_name = self.logins, name_of_secret
+            app.page_log, app.timeout_ms = self.page_log, s.browser.timeout_ms
         return Worker(name, context, orders, payments, tracing)
 
     async def login(self, worker: Worker) -> None:
