@@ -457,9 +457,8 @@ class LegacyApp:
         if self.page_log is not None:
             self.page_log.append(url)
         html = _decoded(body, response.headers.get("content-type", ""))
-        if html is None:
+        if html is None or self.reader is None:  # no tab to parse it in: load it instead
             return None
-        assert self.reader is not None
         doc = Fetched(self.reader, response.url, html)
         if await doc.evaluate(DYNAMIC_JS):
             return None
