@@ -1075,6 +1075,30 @@ def test_a_failed_attempt_keeps_screenshots_and_a_scrubbed_trace(bots: Bots) -> 
     [trace] = worker.context.tracing.saved
     assert trace.name == f"{ref}-attempt1.zip" and not zip_contains(trace, PAYMENTS_SECRET)
     assert len(worker.context.tracing.chunks) == 2  # one per attempt
+    # the whole page, and never waiting on a hung page for longer than 5 s
+    assert worker.orders.page.options == worker.payments.page.options == [(True, 5_000)]
+
+
+def test_a_dead_page_does_not_hide_the_error_or_the_other_screenshot(bots: Bots,
+                                                                      monkeypatch: Any) -> None:
+    crashed = PlaywrightError("Target crashed")
+    original = FakeSession.worker
+
+    async def worker(self: FakeSession, name: str, *, tracing: bool = False) -> Any:
+        made = await original(self, name, tracing=tracing)
+        made.orders.page.dead = crashed
+        return made
+
+    monkeypatch.setattr(FakeSession, "worker", worker)
+    bots.sell()
+    cid = bots.ask()
+    bots.orders.fail_find.append(system_error())
+    stats = bots.run()
+    assert stats.system_errors == 1 and bots.case(cid).outcome == "refunded"
+    [made] = bots.session.workers  # type: ignore[union-attr]
+    assert made.orders.page.screenshots == [] and len(made.payments.page.screenshots) == 1
+    retry = next(a for a in bots.queue.audit_trail(cid) if a.event == "retry_scheduled")
+    assert retry.detail.endswith("after: AppUnavailable: order system: HTTP 503 on /orders")
 
 
 # -- dry runs and notifications ------------------------------------------------------------
