@@ -798,6 +798,30 @@ def test_a_lease_in_doubt_writes_no_order_note(bots: Bots) -> None:
     stats = bots.run()
     assert stats.abandoned == 1 and ORDER not in bots.orders.notes
     assert bots.intents(cid)[0].state == IntentState.CONFIRMED  # recorded while still ours
+    assert f"| abandoned: {bots.case(cid).ref}: lease lost before the order note\n" in \
+        _run_log(bots)
+
+
+def test_a_crash_after_the_order_note_writes_no_second_note(
+        bots: Bots, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The note is written, then the runner fails before the case is finished: the next
+    attempt finds the refund in the portal and must not note the order again."""
+    failed: list[str] = []
+
+    def crash_point(name: str) -> None:
+        if name == "after_note" and not failed:
+            failed.append(name)
+            raise system_error("order system: HTTP 503 after the note")
+
+    monkeypatch.setattr("bots.work.processing.crash_point", crash_point)
+    bots.sell()
+    cid = bots.ask()
+    stats = bots.run()
+    assert failed == ["after_note"] and stats.system_errors == 1
+    assert bots.case(cid).outcome == "refunded" and paid(bots) == [(ORDER, D("40.00"))]
+    [note] = bots.orders.notes[ORDER]
+    assert note.startswith(f"Refund {bots.case(cid).refund_number} of 40.00 EUR")
+    assert bots.events(cid).count("order_noted") == 1
 
 
 # -- human approvals ------------------------------------------------------------------------
