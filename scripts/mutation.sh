@@ -21,7 +21,8 @@ declare -A PARTS=(
   [intents]="bots.queue.intents.*"
   [leases]="bots.queue.leases.*"
   [reconcile]="bots.reports.reconcile.*"
-  [amounts]="bots.intake.extract.x_find_amount__* bots.intake.extract.x__candidates__*
+  [amounts]="bots.intake.extract.x_find_amount__* bots.intake.extract.x__best__*
+             bots.intake.extract.x__candidates__*
              bots.intake.extract.x__choice_doubts__* bots.intake.extract.x_parse_amount__*
              bots.intake.extract.x__number_to_decimal__* bots.intake.extract.x__valid_amount__*
              bots.intake.extract.x_currency_code__* bots.intake.extract.x__score__*
