@@ -324,6 +324,74 @@ def test_fraud_signals_below_the_threshold_let_it_pay(bots: Bots) -> None:
     assert bots.case(cid).outcome == "refunded"
 
 
+def _fired(bots: Bots, cid: int) -> str:
+    """The signals' summary sentence in the case's reason (escalation at a score of 1)."""
+    reason = bots.case(cid).reason or ""
+    return reason.split("Fraud signals scored ", 1)[1].split(";", 1)[0] if \
+        "Fraud signals scored " in reason else ""
+
+
+def test_the_customers_earlier_refunds_and_orders_feed_the_signals(bots: Bots) -> None:
+    for n in (2, 3):  # two refunds for other orders of the same customer first
+        bots.sell(f"ORD-10000{n}")
+        bots.ask(f"ORD-10000{n}")
+    bots.run()
+    bots.signals = SignalSettings(escalate_at_score=1)
+    bots.sell()
+    cid = bots.ask()
+    bots.run()
+    assert bots.case(cid).state == CaseState.ESCALATED and len(paid(bots)) == 2
+    # a third refund in 30 days (velocity 2) and 3 refunds on 3 orders (ratio 0.5)
+    assert _fired(bots, cid) == "60 (escalation at 1): customer velocity, refund ratio"
+    assert "3 refunds for this customer in the last 30 days counting this one (limit 2)" in \
+        (bots.case(cid).reason or "")
+
+
+def test_the_store_wide_refunds_feed_the_signals(bots: Bots) -> None:
+    bots.sell("ORD-100002", email="bob@example.com")
+    bots.ask("ORD-100002", email="bob@example.com")
+    bots.run()
+    bots.signals = SignalSettings(escalate_at_score=1, store_velocity=1)
+    bots.sell()
+    cid = bots.ask()
+    bots.run()
+    assert _fired(bots, cid) == "50 (escalation at 1): store velocity"
+    assert "2 refunds store-wide in the last 24 hours counting this one (limit 1)" in \
+        (bots.case(cid).reason or "")
+
+
+def test_the_amount_and_the_customers_usual_orders_feed_the_signals(bots: Bots) -> None:
+    for n in (2, 3, 4):  # three small orders, never refunded
+        bots.orders.add(make_order(f"ORD-10000{n}", price="10.00"))
+    bots.signals = SignalSettings(escalate_at_score=1)
+    bots.sell()
+    cid = bots.ask(amount="35.00")
+    bots.run()
+    assert _fired(bots, cid) == "20 (escalation at 1): amount vs usual"
+    assert ("Refund of 35.00 EUR is 3.5× this customer's usual order value (median 10.00 "
+            "over 4 orders; limit 3×).") in (bots.case(cid).reason or "")
+
+
+def test_a_claim_before_the_delivery_is_early(bots: Bots) -> None:
+    bots.signals = SignalSettings(escalate_at_score=1)
+    bots.sell(delivered_days_ago=-2)  # ordered yesterday, delivery expected tomorrow
+    cid = bots.ask()
+    bots.run()
+    assert _fired(bots, cid) == "20 (escalation at 1): early claim"
+
+
+def test_signals_never_touch_a_decision_that_pays_nothing(bots: Bots) -> None:
+    bots.sell("ORD-100002", email="bob@example.com")
+    bots.ask("ORD-100002", email="bob@example.com")
+    bots.run()
+    bots.signals = SignalSettings(escalate_at_score=1, store_velocity=1)  # would fire
+    bots.sell(price="600.00")  # above the auto-approve limit: escalated by the policy
+    cid = bots.ask()
+    bots.run()
+    case = bots.case(cid)
+    assert case.state == CaseState.ESCALATED and "Fraud signals" not in (case.reason or "")
+
+
 # -- what the bot cannot decide alone ------------------------------------------------------
 
 
