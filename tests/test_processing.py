@@ -1171,6 +1171,8 @@ def test_a_failed_attempt_keeps_screenshots_and_a_scrubbed_trace(bots: Bots) -> 
     assert len(worker.context.tracing.chunks) == 2  # one per attempt
     # the whole page, and never waiting on a hung page for longer than 5 s
     assert worker.orders.page.options == worker.payments.page.options == [(True, 5_000)]
+    # where the README says they are: the run's screenshots/ and traces/ folders
+    assert {p.parent.name for p in shots} == {"screenshots"} and trace.parent.name == "traces"
 
 
 def test_a_dead_page_does_not_hide_the_error_or_the_other_screenshot(bots: Bots,
