@@ -32,6 +32,7 @@ from fakes import (
 from playwright.async_api import Error as PlaywrightError
 
 from bots.config import Settings
+from bots.decide import snapshot
 from bots.decide.policy import Policy
 from bots.decide.signals import SignalSettings
 from bots.errors import LoginRefused, SystemException
@@ -39,7 +40,7 @@ from bots.legacy.artifacts import zip_contains
 from bots.legacy.orders import OrdersApp
 from bots.legacy.payments import PaymentsApp
 from bots.models import LineItem, OrderFacts, RefundRequest
-from bots.notify import NotificationResult, NotifyState
+from bots.notify import NotificationResult, NotifyState, OrderCustomer
 from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, runner_id, utcnow
 from bots.runs import RunFolder
 from bots.work.processing import Processor, ProcessStats
@@ -252,7 +253,14 @@ def test_an_eligible_case_is_paid_once_noted_and_answered(bots: Bots) -> None:
     assert (call["outcome"], call["amount"], call["currency"], call["card_last4"]) == \
         ("refunded", D("40.00"), "EUR", "4242")
     assert call["refund_number"] == intent.refund_number
+    assert call["customer"] == OrderCustomer(EMAIL, "+49301234567")  # who may be told facts
     assert case.decision is not None and "40.00" in case.decision
+    order, charge, claim, decision, today = snapshot.load(case.decision)  # what it saw
+    assert (order, today) == (bots.orders.orders[ORDER], TODAY)
+    assert (charge.transaction_id, charge.order_number, charge.refunded) == (
+        bots.portal.charge_for(ORDER).transaction_id, ORDER, D("0.00"))  # type: ignore
+    assert claim.reason_category == "damaged" and decision.amount == D("40.00")
+    assert case.reason == " ".join(decision.reasons)  # the policy's reasons, as decided
     assert all(w.context.closed for w in bots.session.workers)  # type: ignore[union-attr]
 
 
@@ -271,6 +279,7 @@ def test_a_policy_rejection_pays_nothing(bots: Bots) -> None:
     case = bots.case(cid)
     assert (case.state, case.outcome, case.approved_amount) == ("done", "rejected", D("0.00"))
     assert "outside the 30-day refund window" in (case.reason or "")
+    assert case.reason == " ".join(snapshot.load(case.decision or "")[3].reasons)
     assert paid(bots) == [] and bots.intents(cid) == []
     assert bots.notifier.calls[0]["outcome"] == "rejected"  # type: ignore[union-attr]
 
@@ -297,6 +306,7 @@ def test_above_the_auto_approve_limit_escalates_with_the_proposal(bots: Bots) ->
     case = bots.case(cid)
     assert (case.state, case.approved_amount) == (CaseState.ESCALATED, D("500.01"))
     assert "above the auto-approve limit" in (case.reason or "") and paid(bots) == []
+    assert case.reason == " ".join(snapshot.load(case.decision or "")[3].reasons)
 
 
 def test_at_the_auto_approve_limit_pays(bots: Bots) -> None:
@@ -356,6 +366,8 @@ def test_the_store_wide_refunds_feed_the_signals(bots: Bots) -> None:
     cid = bots.ask()
     bots.run()
     assert _fired(bots, cid) == "50 (escalation at 1): store velocity"
+    reasons = snapshot.load(bots.case(cid).decision or "")[3].reasons  # the policy's and theirs
+    assert len(reasons) == 3 and bots.case(cid).reason == " ".join(reasons)
     assert "2 refunds store-wide in the last 24 hours counting this one (limit 1)" in \
         (bots.case(cid).reason or "")
 
@@ -551,6 +563,11 @@ def test_a_customer_case_merges_into_the_order_case(bots: Bots) -> None:
     assert bots.case(loose).state == CaseState.MERGED
     assert len(bots.case(order_case).requests) == 2
     assert paid(bots) == [(ORDER, D("40.00"))] and stats.processed == 1
+    assert stats.abandoned == 0 and stats.system_errors == 0  # merging is not losing the case
+    [merged] = [a for a in bots.queue.audit_trail(loose) if a.event == "merged"]
+    [claimed] = [a for a in bots.queue.audit_trail(loose) if a.event == "claimed"]
+    assert (merged.actor, merged.run_id) == (claimed.actor, claimed.run_id)
+    assert merged.run_id == bots.processor.run.run_id  # type: ignore[union-attr]
 
 
 # -- settling what an earlier attempt left -------------------------------------------------
@@ -664,7 +681,10 @@ def test_a_dry_run_reports_a_refund_already_made(bots: Bots) -> None:
     cid = bots.ask()
     bots.crashed_attempt(cid, clicked=True, refund_in_portal=True)
     bots.run(dry_run=True)
-    assert bots.processor.proposals[cid].reason.startswith("Already refunded")  # type: ignore
+    proposal = bots.processor.proposals[cid]  # type: ignore[union-attr]
+    refund = bots.portal.refunds[0].refund_id
+    assert (proposal.outcome, proposal.reason, proposal.approved, proposal.refund_number) == (
+        "refunded", f"Already refunded ({refund}).", D("40.00"), refund)
     assert len(bots.portal.refunds) == 1
 
 
@@ -1013,6 +1033,7 @@ def test_the_per_customer_limit_holds_when_another_runner_pays_meanwhile(
     case = bots.case(cid)
     assert case.state == CaseState.ESCALATED and "(confirmed and in flight)" in (case.reason
                                                                                  or "")
+    assert case.approved_amount == D("30.00")  # the proposal, for the human who decides
     assert paid(bots) == [] and bots.intents(cid) == []
 
 
