@@ -128,10 +128,10 @@ class Bots:
 
     def ask(self, order: str | None = ORDER, *, email: str | None = EMAIL,
             amount: str | None = None, reason: str = "damaged", channel: str = "email",
-            **kw: Any) -> int:
+            reason_text: str = "please refund", **kw: Any) -> int:
         self._sources += 1
         req = RefundRequest(channel=channel, source_id=f"m{self._sources}",
-                            received_at=datetime.now(UTC), reason_text="please refund",
+                            received_at=datetime.now(UTC), reason_text=reason_text,
                             customer_email=email, order_number=order,
                             requested_amount=D(amount) if amount else None,
                             reason_category=reason, **kw)
@@ -425,8 +425,56 @@ def test_a_follow_up_on_a_finished_case_escalates(bots: Bots) -> None:
     assert second != first
     bots.run()
     case = bots.case(second)
-    assert case.state == CaseState.ESCALATED and "wrote again" in (case.reason or "")
+    assert case.state == CaseState.ESCALATED and case.reason == (
+        f"The customer wrote again about {bots.case(first).ref}, which is already finished: "
+        f"a human answers the follow-up.")
     assert paid(bots) == [(ORDER, D("40.00"))]  # the first refund only
+
+
+def test_several_doubts_are_all_named_and_a_full_stop_is_not_doubled(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(doubts=("two amounts (20.00, 30.00)", "the order number is unclear."))
+    bots.run()
+    assert bots.case(cid).reason == (
+        "Not sure what the customer asks: two amounts (20.00, 30.00); the order number is "
+        "unclear. A human decides.")
+
+
+def test_contacts_from_two_strangers_are_both_named_once(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(email="mallory@example.net")
+    bots.ask(email=None, customer_phone="+33612345678")  # joins the order's case
+    bots.ask(email="mallory@example.net")
+    bots.ask(email=None, customer_handle="@ada")  # a handle cannot be checked: not named
+    bots.run()
+    case = bots.case(cid)
+    assert len(case.requests) == 4 and paid(bots) == []
+    assert case.reason == (
+        f"Request from +33612345678, mallory@example.net, which is not the contact of order "
+        f"{ORDER}'s customer: a human checks who asks before anything is decided or told.")
+
+
+def test_the_customer_by_phone_is_no_stranger(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(email=None, customer_phone="+49 30 1234567")
+    bots.run()
+    assert bots.case(cid).outcome == "refunded"
+
+
+def test_a_line_of_the_order_named_in_the_message_is_what_is_refunded(bots: Bots) -> None:
+    order = OrderFacts(
+        order_number=ORDER, customer_name="Ada Lovelace", email=EMAIL, phone="+49301234567",
+        order_date=TODAY - timedelta(days=8), delivery_date=TODAY - timedelta(days=5),
+        status="delivered", items=(LineItem("SKU-1", "Lamp", "home", D("40.00"), 1),
+                                   LineItem("SKU-2", "Mug", "home", D("12.00"), 1)),
+        shipping_fee=D("0.00"), currency="EUR", payment_card="VISA **** 4242", total=D("52.00"))
+    bots.orders.add(order)
+    bots.portal.add_charge(ORDER, order.total)
+    cid = bots.ask(reason_text="the mug arrived broken")
+    bots.run()
+    case = bots.case(cid)
+    assert (case.outcome, case.approved_amount) == ("partial", D("12.00"))
+    assert paid(bots) == [(ORDER, D("12.00"))]
 
 
 # -- identifying the customer --------------------------------------------------------------
