@@ -888,6 +888,21 @@ def test_the_click_deadline_is_what_another_runner_must_wait_less_a_submit(
         processor.submit_seconds
 
 
+@pytest.mark.parametrize(("timeout_ms", "grace"), [(1_000, 30.0), (7_500, 30.0),
+                                                   (7_600, 30.4), (20_000, 80.0)])
+def test_the_in_flight_grace_is_four_browser_timeouts_and_at_least_30_s(
+        bots: Bots, timeout_ms: int, grace: float) -> None:
+    """The README's default for `processing.submit_grace_seconds` (unset)."""
+    bots.processing["submit_grace_seconds"] = None
+    bots.browser["timeout_ms"] = timeout_ms
+    run = RunFolder.create(bots.tmp_path / "runs")
+    try:
+        processor = Processor(bots.settings(), bots.queue, bots.policy, run, today=TODAY)
+    finally:
+        run.close()
+    assert processor.grace_seconds == pytest.approx(grace)
+
+
 def test_lease_lost_seen_by_the_heartbeat_stops_the_click(bots: Bots) -> None:
     bots.sell()
     cid = bots.ask()
