@@ -210,6 +210,8 @@ def test_postgresql_the_customer_lock_makes_the_second_runner_wait_and_count(
             outcomes[name] = "opened"
         except CustomerLimitReached:
             outcomes[name] = "limit"
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            outcomes[name] = f"error: {exc}"
 
     runner_a = threading.Thread(target=pay, args=("a", a), name="runner-a")
     runner_b = threading.Thread(target=pay, args=("b", b), name="runner-b")
@@ -217,7 +219,9 @@ def test_postgresql_the_customer_lock_makes_the_second_runner_wait_and_count(
                          "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'")
     runner_a.start()
     try:
-        a_inside.wait()
+        while runner_a.is_alive() and not a_inside.wait(0.01):
+            pass  # A reached the point inside its transaction, or failed before it
+        assert a_inside.is_set(), f"runner A failed before its intent: {outcomes}"
         runner_b.start()
         waited = False
         with queue.engine.connect() as watch:
