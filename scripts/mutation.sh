@@ -8,6 +8,8 @@
 #   bash scripts/mutation.sh --score               # the last results again, without running
 #   bash scripts/mutation.sh --alive policy        # only the mutants not killed last time
 #   bash scripts/mutation.sh --rest processing     # only the mutants never run (a run cut short)
+#   bash scripts/mutation.sh 'bots.work.processing.xǁProcessorǁ_handle__mutmut_*'
+#                                                  # mutant-name globs: one function, a few mutants
 #
 # Parts: policy processing intents leases reconcile amounts masking. Results stay in
 # mutants/ (git-ignored): `.venv/bin/mutmut show NAME` shows a surviving mutant's diff.
@@ -21,7 +23,8 @@ declare -A PARTS=(
   [intents]="bots.queue.intents.*"
   [leases]="bots.queue.leases.*"
   [reconcile]="bots.reports.reconcile.*"
-  [amounts]="bots.intake.extract.x_find_amount__* bots.intake.extract.x__candidates__*
+  [amounts]="bots.intake.extract.x_find_amount__* bots.intake.extract.x__best__*
+             bots.intake.extract.x__candidates__*
              bots.intake.extract.x__choice_doubts__* bots.intake.extract.x_parse_amount__*
              bots.intake.extract.x__number_to_decimal__* bots.intake.extract.x__valid_amount__*
              bots.intake.extract.x_currency_code__* bots.intake.extract.x__score__*
@@ -36,18 +39,20 @@ ORDER=(policy reconcile intents leases amounts masking processing)
 score_only=""
 only=""
 chosen=()
+named=()
 for arg in "$@"; do
   case "$arg" in
     --score) score_only=1 ;;
     --alive|--rest) only="$arg" ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    bots.*) named+=("$arg") ;;  # a mutant name or glob, as `mutmut results` prints them
     *) [[ -n "${PARTS[$arg]:-}" ]] || { echo "unknown part '$arg' (parts: ${ORDER[*]})" >&2; exit 2; }
        chosen+=("$arg") ;;
   esac
 done
-[[ ${#chosen[@]} -gt 0 ]] || chosen=("${ORDER[@]}")
+[[ ${#chosen[@]} -gt 0 || ${#named[@]} -gt 0 ]] || chosen=("${ORDER[@]}")
 
-globs=()
+globs=("${named[@]}")
 for part in "${chosen[@]}"; do
   # shellcheck disable=SC2206 # the globs are for mutmut, not the shell
   set -f; globs+=(${PARTS[$part]}); set +f

@@ -176,9 +176,14 @@ class FakePage:
 
     def __init__(self) -> None:
         self.screenshots: list[Path] = []
+        self.options: list[tuple[bool, float | None]] = []  # (full_page, timeout) asked for
+        self.dead: BaseException | None = None  # a crashed tab: every screenshot raises it
 
     async def screenshot(self, *, path: Path, full_page: bool = False,
                          timeout: float | None = None) -> bytes:
+        self.options.append((full_page, timeout))
+        if self.dead is not None:
+            raise self.dead
         Path(path).write_bytes(b"\x89PNG fake")
         self.screenshots.append(Path(path))
         return b""

@@ -153,6 +153,33 @@ def test_one_clear_amount_is_no_doubt(text: str) -> None:
     assert choice_doubts(text) == [] and read_amount(text).doubts == ()
 
 
+@pytest.mark.parametrize(("text", "doubts"), [
+    # the amount asked is shown as written around it, not the message from its start
+    ("I paid 30 EUR, refund 12 please",
+     ["30.00 is what the customer paid; 'refund 12' may be the amount asked for"]),
+    # "paid" as the message's very first word still marks the price paid
+    ("Paid 30 EUR, refund 12 please.",
+     ["30.00 is what the customer paid; 'refund 12' may be the amount asked for"]),
+    # the smallest amount asked is a doubt too; a refund of nothing is no other amount
+    ("I paid 30 EUR, refund 1 please",
+     ["30.00 is what the customer paid; 'refund 1' may be the amount asked for"]),
+    ("I paid 30 EUR, refund 0 please", []),
+    ("Refund 30 please, I paid 30 EUR", []),  # the same amount twice: no other candidate
+    # a paid word starting 15 characters before the amount marks it; 16 is too far
+    ("I paid xxxxxxxxx 30 EUR, refund 12 please",
+     ["30.00 is what the customer paid; 'refund 12' may be the amount asked for"]),
+    ("I paid xxxxxxxxxx 30 EUR, refund 12 please", []),
+    # five amounts alike: four are shown
+    ("20 EUR, 30 EUR, 40 EUR, 50 EUR, 60 EUR",
+     ["the message names 5 amounts (20.00, 30.00, 40.00, 50.00) that could each be the one "
+      "asked for, and the bot cannot tell which"]),
+])
+def test_the_choice_doubts_at_their_edges(text: str, doubts: list[str]) -> None:
+    from bots.intake.extract import choice_doubts
+
+    assert choice_doubts(text) == doubts
+
+
 # -- masking cards at the edges of a digit run -------------------------------------------------
 
 

@@ -6,11 +6,15 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from postgres import Postgres
+from sqlalchemy import text
 
+import bots.queue.intents
 from bots.models import RefundRequest
 from bots.queue import (
     Case,
@@ -165,6 +169,75 @@ def test_two_runners_racing_for_the_last_of_the_limit_pay_once(queue: Queue) -> 
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["limit", "opened"]
+
+
+def test_postgresql_the_customer_lock_makes_the_second_runner_wait_and_count(
+        postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runners, two cases of one customer, 80 each against a limit of 100.
+
+    Runner A is stopped inside `open_intent`'s transaction, after it summed and added its
+    pending intent but before commit. Under READ COMMITTED, runner B cannot see that
+    intent yet: only the per-customer advisory lock keeps B from summing until A commits.
+    So B must wait on that lock (seen in `pg_stat_activity`), then count A's 80 and stop.
+    The thread race above may or may not interleave this way; this one always does.
+    """
+    queue = Queue(postgres.url())
+    for i in range(2):
+        queue.add_request(req(f"m{i}", order=f"ORD-10000{i}"))
+    a, b = queue.claim("a", 60), queue.claim("b", 60)
+    assert a is not None and b is not None
+    since = utcnow() - timedelta(days=30)  # one customer, her address written two ways:
+    limits = {"a": CustomerLimit("Ada@Example.com", Decimal("100.00"), since),
+              "b": CustomerLimit("ada@example.com", Decimal("100.00"), since)}
+    a_inside, a_go = threading.Event(), threading.Event()
+    real_audit = bots.queue.intents.audit
+
+    def audit(*args: object, **kwargs: object) -> object:
+        if threading.current_thread().name == "runner-a":  # A holds the lock here
+            a_inside.set()
+            a_go.wait()
+        return real_audit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bots.queue.intents, "audit", audit)
+    outcomes: dict[str, str] = {}
+
+    def pay(name: str, case: Case) -> None:
+        try:
+            Queue(queue.url).open_intent(  # a connection of its own, as another process
+                case.lease, order_number=case.order_number or "", transaction_id="TX",
+                amount=Decimal("80.00"), run_id="r", customer_email="ada@example.com",
+                customer_limit=limits[name])
+            outcomes[name] = "opened"
+        except CustomerLimitReached:
+            outcomes[name] = "limit"
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            outcomes[name] = f"error: {exc}"
+
+    runner_a = threading.Thread(target=pay, args=("a", a), name="runner-a")
+    runner_b = threading.Thread(target=pay, args=("b", b), name="runner-b")
+    waits_on_lock = text("SELECT count(*) FROM pg_stat_activity "
+                         "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'")
+    runner_a.start()
+    try:
+        while runner_a.is_alive() and not a_inside.wait(0.01):
+            pass  # A reached the point inside its transaction, or failed before it
+        assert a_inside.is_set(), f"runner A failed before its intent: {outcomes}"
+        runner_b.start()
+        waited = False
+        with queue.engine.connect() as watch:
+            while runner_b.is_alive() and not waited:  # B blocks, or B is already done
+                waited = watch.execute(waits_on_lock).scalar_one() > 0
+                watch.rollback()  # a fresh snapshot of the activity view each time
+                time.sleep(0.01)
+    finally:
+        a_go.set()
+        runner_a.join()
+        if runner_b.ident is not None:
+            runner_b.join()
+    assert waited, "runner B summed without waiting for A's customer lock"
+    assert outcomes == {"a": "opened", "b": "limit"}
+    pending = queue.customer_refunds("ada@example.com", exclude_case=0, include_pending=True)
+    assert [amount for _, amount in pending] == [Decimal("80.00")]
 
 
 def test_a_dead_holder_is_taken_over_at_once_a_live_one_is_not(queue: Queue) -> None:

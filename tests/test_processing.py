@@ -32,14 +32,15 @@ from fakes import (
 from playwright.async_api import Error as PlaywrightError
 
 from bots.config import Settings
+from bots.decide import snapshot
 from bots.decide.policy import Policy
 from bots.decide.signals import SignalSettings
-from bots.errors import SystemException
+from bots.errors import LoginRefused, SystemException
 from bots.legacy.artifacts import zip_contains
 from bots.legacy.orders import OrdersApp
 from bots.legacy.payments import PaymentsApp
 from bots.models import LineItem, OrderFacts, RefundRequest
-from bots.notify import NotificationResult, NotifyState
+from bots.notify import NotificationResult, NotifyState, OrderCustomer
 from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, runner_id, utcnow
 from bots.runs import RunFolder
 from bots.work.processing import Processor, ProcessStats
@@ -126,10 +127,11 @@ class Bots:
         return order
 
     def ask(self, order: str | None = ORDER, *, email: str | None = EMAIL,
-            amount: str | None = None, reason: str = "damaged", **kw: Any) -> int:
+            amount: str | None = None, reason: str = "damaged", channel: str = "email",
+            reason_text: str = "please refund", **kw: Any) -> int:
         self._sources += 1
-        req = RefundRequest(channel="email", source_id=f"m{self._sources}",
-                            received_at=datetime.now(UTC), reason_text="please refund",
+        req = RefundRequest(channel=channel, source_id=f"m{self._sources}",
+                            received_at=datetime.now(UTC), reason_text=reason_text,
                             customer_email=email, order_number=order,
                             requested_amount=D(amount) if amount else None,
                             reason_category=reason, **kw)
@@ -251,7 +253,14 @@ def test_an_eligible_case_is_paid_once_noted_and_answered(bots: Bots) -> None:
     assert (call["outcome"], call["amount"], call["currency"], call["card_last4"]) == \
         ("refunded", D("40.00"), "EUR", "4242")
     assert call["refund_number"] == intent.refund_number
+    assert call["customer"] == OrderCustomer(EMAIL, "+49301234567")  # who may be told facts
     assert case.decision is not None and "40.00" in case.decision
+    order, charge, claim, decision, today = snapshot.load(case.decision)  # what it saw
+    assert (order, today) == (bots.orders.orders[ORDER], TODAY)
+    assert (charge.transaction_id, charge.order_number, charge.refunded) == (
+        bots.portal.charge_for(ORDER).transaction_id, ORDER, D("0.00"))  # type: ignore
+    assert claim.reason_category == "damaged" and decision.amount == D("40.00")
+    assert case.reason == " ".join(decision.reasons)  # the policy's reasons, as decided
     assert all(w.context.closed for w in bots.session.workers)  # type: ignore[union-attr]
 
 
@@ -270,6 +279,7 @@ def test_a_policy_rejection_pays_nothing(bots: Bots) -> None:
     case = bots.case(cid)
     assert (case.state, case.outcome, case.approved_amount) == ("done", "rejected", D("0.00"))
     assert "outside the 30-day refund window" in (case.reason or "")
+    assert case.reason == " ".join(snapshot.load(case.decision or "")[3].reasons)
     assert paid(bots) == [] and bots.intents(cid) == []
     assert bots.notifier.calls[0]["outcome"] == "rejected"  # type: ignore[union-attr]
 
@@ -296,6 +306,7 @@ def test_above_the_auto_approve_limit_escalates_with_the_proposal(bots: Bots) ->
     case = bots.case(cid)
     assert (case.state, case.approved_amount) == (CaseState.ESCALATED, D("500.01"))
     assert "above the auto-approve limit" in (case.reason or "") and paid(bots) == []
+    assert case.reason == " ".join(snapshot.load(case.decision or "")[3].reasons)
 
 
 def test_at_the_auto_approve_limit_pays(bots: Bots) -> None:
@@ -323,6 +334,76 @@ def test_fraud_signals_below_the_threshold_let_it_pay(bots: Bots) -> None:
     assert bots.case(cid).outcome == "refunded"
 
 
+def _fired(bots: Bots, cid: int) -> str:
+    """The signals' summary sentence in the case's reason (escalation at a score of 1)."""
+    reason = bots.case(cid).reason or ""
+    return reason.split("Fraud signals scored ", 1)[1].split(";", 1)[0] if \
+        "Fraud signals scored " in reason else ""
+
+
+def test_the_customers_earlier_refunds_and_orders_feed_the_signals(bots: Bots) -> None:
+    for n in (2, 3):  # two refunds for other orders of the same customer first
+        bots.sell(f"ORD-10000{n}")
+        bots.ask(f"ORD-10000{n}")
+    bots.run()
+    bots.signals = SignalSettings(escalate_at_score=1)
+    bots.sell()
+    cid = bots.ask()
+    bots.run()
+    assert bots.case(cid).state == CaseState.ESCALATED and len(paid(bots)) == 2
+    # a third refund in 30 days (velocity 2) and 3 refunds on 3 orders (ratio 0.5)
+    assert _fired(bots, cid) == "60 (escalation at 1): customer velocity, refund ratio"
+    assert "3 refunds for this customer in the last 30 days counting this one (limit 2)" in \
+        (bots.case(cid).reason or "")
+
+
+def test_the_store_wide_refunds_feed_the_signals(bots: Bots) -> None:
+    bots.sell("ORD-100002", email="bob@example.com")
+    bots.ask("ORD-100002", email="bob@example.com")
+    bots.run()
+    bots.signals = SignalSettings(escalate_at_score=1, store_velocity=1)
+    bots.sell()
+    cid = bots.ask()
+    bots.run()
+    assert _fired(bots, cid) == "50 (escalation at 1): store velocity"
+    reasons = snapshot.load(bots.case(cid).decision or "")[3].reasons  # the policy's and theirs
+    assert len(reasons) == 3 and bots.case(cid).reason == " ".join(reasons)
+    assert "2 refunds store-wide in the last 24 hours counting this one (limit 1)" in \
+        (bots.case(cid).reason or "")
+
+
+def test_the_amount_and_the_customers_usual_orders_feed_the_signals(bots: Bots) -> None:
+    for n in (2, 3, 4):  # three small orders, never refunded
+        bots.orders.add(make_order(f"ORD-10000{n}", price="10.00"))
+    bots.signals = SignalSettings(escalate_at_score=1)
+    bots.sell()
+    cid = bots.ask(amount="35.00")
+    bots.run()
+    assert _fired(bots, cid) == "20 (escalation at 1): amount vs usual"
+    assert ("Refund of 35.00 EUR is 3.5× this customer's usual order value (median 10.00 "
+            "over 4 orders; limit 3×).") in (bots.case(cid).reason or "")
+
+
+def test_a_claim_before_the_delivery_is_early(bots: Bots) -> None:
+    bots.signals = SignalSettings(escalate_at_score=1)
+    bots.sell(delivered_days_ago=-2)  # ordered yesterday, delivery expected tomorrow
+    cid = bots.ask()
+    bots.run()
+    assert _fired(bots, cid) == "20 (escalation at 1): early claim"
+
+
+def test_signals_never_touch_a_decision_that_pays_nothing(bots: Bots) -> None:
+    bots.sell("ORD-100002", email="bob@example.com")
+    bots.ask("ORD-100002", email="bob@example.com")
+    bots.run()
+    bots.signals = SignalSettings(escalate_at_score=1, store_velocity=1)  # would fire
+    bots.sell(price="600.00")  # above the auto-approve limit: escalated by the policy
+    cid = bots.ask()
+    bots.run()
+    case = bots.case(cid)
+    assert case.state == CaseState.ESCALATED and "Fraud signals" not in (case.reason or "")
+
+
 # -- what the bot cannot decide alone ------------------------------------------------------
 
 
@@ -344,8 +425,56 @@ def test_a_follow_up_on_a_finished_case_escalates(bots: Bots) -> None:
     assert second != first
     bots.run()
     case = bots.case(second)
-    assert case.state == CaseState.ESCALATED and "wrote again" in (case.reason or "")
+    assert case.state == CaseState.ESCALATED and case.reason == (
+        f"The customer wrote again about {bots.case(first).ref}, which is already finished: "
+        f"a human answers the follow-up.")
     assert paid(bots) == [(ORDER, D("40.00"))]  # the first refund only
+
+
+def test_several_doubts_are_all_named_and_a_full_stop_is_not_doubled(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(doubts=("two amounts (20.00, 30.00)", "the order number is unclear."))
+    bots.run()
+    assert bots.case(cid).reason == (
+        "Not sure what the customer asks: two amounts (20.00, 30.00); the order number is "
+        "unclear. A human decides.")
+
+
+def test_contacts_from_two_strangers_are_both_named_once(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(email="mallory@example.net")
+    bots.ask(email=None, customer_phone="+33612345678")  # joins the order's case
+    bots.ask(email="mallory@example.net")
+    bots.ask(email=None, customer_handle="@ada")  # a handle cannot be checked: not named
+    bots.run()
+    case = bots.case(cid)
+    assert len(case.requests) == 4 and paid(bots) == []
+    assert case.reason == (
+        f"Request from +33612345678, mallory@example.net, which is not the contact of order "
+        f"{ORDER}'s customer: a human checks who asks before anything is decided or told.")
+
+
+def test_the_customer_by_phone_is_no_stranger(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(email=None, customer_phone="+49 30 1234567")
+    bots.run()
+    assert bots.case(cid).outcome == "refunded"
+
+
+def test_a_line_of_the_order_named_in_the_message_is_what_is_refunded(bots: Bots) -> None:
+    order = OrderFacts(
+        order_number=ORDER, customer_name="Ada Lovelace", email=EMAIL, phone="+49301234567",
+        order_date=TODAY - timedelta(days=8), delivery_date=TODAY - timedelta(days=5),
+        status="delivered", items=(LineItem("SKU-1", "Lamp", "home", D("40.00"), 1),
+                                   LineItem("SKU-2", "Mug", "home", D("12.00"), 1)),
+        shipping_fee=D("0.00"), currency="EUR", payment_card="VISA **** 4242", total=D("52.00"))
+    bots.orders.add(order)
+    bots.portal.add_charge(ORDER, order.total)
+    cid = bots.ask(reason_text="the mug arrived broken")
+    bots.run()
+    case = bots.case(cid)
+    assert (case.outcome, case.approved_amount) == ("partial", D("12.00"))
+    assert paid(bots) == [(ORDER, D("12.00"))]
 
 
 # -- identifying the customer --------------------------------------------------------------
@@ -358,7 +487,9 @@ def test_the_only_order_for_an_email_is_identified_and_paid(bots: Bots) -> None:
     case = bots.case(cid)
     assert (case.order_number, case.outcome) == (ORDER, "refunded")
     trail = bots.queue.audit_trail(cid)
-    assert any(a.event == "identified" and "found by email search" in a.detail for a in trail)
+    [found] = [a for a in trail if a.event == "identified"]
+    assert found.detail == (f"order {ORDER} found by email search ({EMAIL}): the only order "
+                            f"for this email, high confidence")
 
 
 def test_no_order_for_the_email_is_rejected(bots: Bots) -> None:
@@ -366,7 +497,7 @@ def test_no_order_for_the_email_is_rejected(bots: Bots) -> None:
     cid = bots.ask(order=None)
     bots.run()
     case = bots.case(cid)
-    assert case.outcome == "rejected" and f"No order found for {EMAIL}" in (case.reason or "")
+    assert case.outcome == "rejected" and case.reason == f"No order found for {EMAIL}."
 
 
 def test_several_orders_for_the_email_escalate(bots: Bots) -> None:
@@ -375,7 +506,8 @@ def test_several_orders_for_the_email_escalate(bots: Bots) -> None:
     cid = bots.ask(order=None)
     bots.run()
     case = bots.case(cid)
-    assert case.state == CaseState.ESCALATED and "has 2 orders" in (case.reason or "")
+    assert case.state == CaseState.ESCALATED and case.reason == (
+        f"{EMAIL} has 2 orders and the request names none ({ORDER}, ORD-100002).")
     assert paid(bots) == []
 
 
@@ -386,12 +518,89 @@ def test_a_phone_alone_identifies_by_phone(bots: Bots) -> None:
     assert bots.case(cid).order_number == ORDER and bots.case(cid).outcome == "refunded"
 
 
+def test_six_orders_for_the_email_name_the_first_five(bots: Bots) -> None:
+    numbers = [f"ORD-10000{n}" for n in range(1, 7)]
+    for number in numbers:
+        bots.sell(number)
+    cid = bots.ask(order=None)
+    bots.run()
+    assert bots.case(cid).reason == (f"{EMAIL} has 6 orders and the request names none "
+                                     f"({', '.join(numbers[:5])}).")
+
+
+def test_the_identified_order_is_noted_by_this_run(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(order=None)
+    bots.run()
+    [found] = [a for a in bots.queue.audit_trail(cid) if a.event == "identified"]
+    assert found.run_id == bots.processor.run.run_id  # type: ignore[union-attr]
+
+
+# -- a voicemail: what a machine heard is confirmed before anything is done (issue 17)
+
+
+def test_a_voicemail_intake_was_unsure_about_escalates_before_any_lookup(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(None, email=None, channel="voice", customer_phone="+49301234567",
+                   source_ref="vm-7.wav", doubts=("no order number could be heard",))
+    bots.run()
+    case = bots.case(cid)
+    assert (case.state, bots.orders.finds, paid(bots)) == (CaseState.ESCALATED, 0, [])
+    assert case.reason == ("Not sure what the caller asks: no order number could be heard. "
+                           "A human listens to the recording and decides.")
+
+
+def test_a_voicemail_whose_caller_id_finds_no_order_escalates_not_rejects(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(None, email=None, channel="voice", customer_phone="+33612345678",
+                   source_ref="vm-8.wav")
+    bots.run()
+    case = bots.case(cid)
+    assert case.state == CaseState.ESCALATED and paid(bots) == []
+    assert case.reason == ("No order found for the caller id +33612345678, and no order "
+                           "number could be heard for sure in the voicemail (vm-8.wav): a "
+                           "human listens to it.")
+
+
+def test_a_heard_order_number_of_another_phone_escalates(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(email=None, channel="voice", customer_phone="+33612345678",
+                   source_ref="vm-9.wav")
+    bots.run()
+    case = bots.case(cid)
+    assert case.state == CaseState.ESCALATED and paid(bots) == []
+    assert case.reason is not None and case.reason.startswith(
+        f"Order {ORDER} was heard by machine in a voicemail (vm-9.wav), but the caller id "
+        f"does not match")
+
+
+def test_a_heard_order_number_the_caller_id_confirms_is_paid(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(email=None, channel="voice", customer_phone="+49 30 1234567",
+                   source_ref="vm-10.wav")
+    bots.run()
+    assert bots.case(cid).outcome == "refunded" and paid(bots) == [(ORDER, D("40.00"))]
+
+
+def test_a_human_decision_on_a_voicemail_is_not_asked_again(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(None, email=None, channel="voice", customer_phone="+49301234567",
+                   source_ref="vm-11.wav", doubts=("no order number could be heard",))
+    bots.run()
+    bots.queue.human_decision(cid, decision="approve", amount=D("40.00"), agent="ana",
+                              comment="heard it myself", run_id=None)
+    bots.run()  # the human listened: the caller id identifies the order, the approval pays
+    assert bots.case(cid).outcome == "refunded" and paid(bots) == [(ORDER, D("40.00"))]
+
+
 def test_a_handle_alone_never_identifies(bots: Bots) -> None:
     bots.sell()
     cid = bots.ask(order=None, email=None, customer_handle="@ada")
     bots.run()
     case = bots.case(cid)
-    assert case.state == CaseState.ESCALATED and "identify the customer" in (case.reason or "")
+    assert case.state == CaseState.ESCALATED and case.reason == (
+        "The request names no order, email or phone (only a name or a handle): a human must "
+        "identify the customer.")
 
 
 def test_a_customer_case_merges_into_the_order_case(bots: Bots) -> None:
@@ -402,6 +611,11 @@ def test_a_customer_case_merges_into_the_order_case(bots: Bots) -> None:
     assert bots.case(loose).state == CaseState.MERGED
     assert len(bots.case(order_case).requests) == 2
     assert paid(bots) == [(ORDER, D("40.00"))] and stats.processed == 1
+    assert stats.abandoned == 0 and stats.system_errors == 0  # merging is not losing the case
+    [merged] = [a for a in bots.queue.audit_trail(loose) if a.event == "merged"]
+    [claimed] = [a for a in bots.queue.audit_trail(loose) if a.event == "claimed"]
+    assert (merged.actor, merged.run_id) == (claimed.actor, claimed.run_id)
+    assert merged.run_id == bots.processor.run.run_id  # type: ignore[union-attr]
 
 
 # -- settling what an earlier attempt left -------------------------------------------------
@@ -515,7 +729,10 @@ def test_a_dry_run_reports_a_refund_already_made(bots: Bots) -> None:
     cid = bots.ask()
     bots.crashed_attempt(cid, clicked=True, refund_in_portal=True)
     bots.run(dry_run=True)
-    assert bots.processor.proposals[cid].reason.startswith("Already refunded")  # type: ignore
+    proposal = bots.processor.proposals[cid]  # type: ignore[union-attr]
+    refund = bots.portal.refunds[0].refund_id
+    assert (proposal.outcome, proposal.reason, proposal.approved, proposal.refund_number) == (
+        "refunded", f"Already refunded ({refund}).", D("40.00"), refund)
     assert len(bots.portal.refunds) == 1
 
 
@@ -671,6 +888,21 @@ def test_the_click_deadline_is_what_another_runner_must_wait_less_a_submit(
         processor.submit_seconds
 
 
+@pytest.mark.parametrize(("timeout_ms", "grace"), [(1_000, 30.0), (7_500, 30.0),
+                                                   (7_600, 30.4), (20_000, 80.0)])
+def test_the_in_flight_grace_is_four_browser_timeouts_and_at_least_30_s(
+        bots: Bots, timeout_ms: int, grace: float) -> None:
+    """The README's default for `processing.submit_grace_seconds` (unset)."""
+    bots.processing["submit_grace_seconds"] = None
+    bots.browser["timeout_ms"] = timeout_ms
+    run = RunFolder.create(bots.tmp_path / "runs")
+    try:
+        processor = Processor(bots.settings(), bots.queue, bots.policy, run, today=TODAY)
+    finally:
+        run.close()
+    assert processor.grace_seconds == pytest.approx(grace)
+
+
 def test_lease_lost_seen_by_the_heartbeat_stops_the_click(bots: Bots) -> None:
     bots.sell()
     cid = bots.ask()
@@ -683,8 +915,8 @@ def test_lease_lost_seen_by_the_heartbeat_stops_the_click(bots: Bots) -> None:
     stats = bots.run()
     assert bots.portal.submits == [] and stats.abandoned == 1
     assert bots.intents(cid)[0].submit_started_at is None
-    assert f"abandoned: {bots.case(cid).ref}: lease lost before the submit click" in \
-        _run_log(bots)
+    assert f"| abandoned: {bots.case(cid).ref}: lease lost before the submit click\n" in \
+        _run_log(bots)  # the whole line, as written
 
 
 def test_lease_lost_after_the_click_the_next_runner_confirms_it(any_bots: Bots) -> None:
@@ -717,6 +949,31 @@ def test_a_lease_in_doubt_writes_no_order_note(bots: Bots) -> None:
     stats = bots.run()
     assert stats.abandoned == 1 and ORDER not in bots.orders.notes
     assert bots.intents(cid)[0].state == IntentState.CONFIRMED  # recorded while still ours
+    assert f"| abandoned: {bots.case(cid).ref}: lease lost before the order note\n" in \
+        _run_log(bots)
+
+
+def test_a_crash_after_the_order_note_writes_no_second_note(
+        bots: Bots, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The note is written, then the runner fails before the case is finished: the next
+    attempt finds the refund in the portal and must not note the order again."""
+    failed: list[str] = []
+
+    def crash_point(name: str) -> None:
+        if name == "after_note" and not failed:
+            failed.append(name)
+            raise system_error("order system: HTTP 503 after the note")
+
+    monkeypatch.setattr("bots.work.processing.crash_point", crash_point)
+    bots.sell()
+    cid = bots.ask()
+    stats = bots.run()
+    assert failed == ["after_note"] and stats.system_errors == 1
+    assert bots.case(cid).outcome == "refunded" and paid(bots) == [(ORDER, D("40.00"))]
+    [note] = bots.orders.notes[ORDER]
+    assert note.startswith(f"Refund {bots.case(cid).refund_number} of 40.00 EUR")
+    [noted] = [a for a in bots.queue.audit_trail(cid) if a.event == "order_noted"]
+    assert (noted.detail, noted.run_id) == (note, bots.processor.run.run_id)  # type: ignore
 
 
 # -- human approvals ------------------------------------------------------------------------
@@ -750,7 +1007,8 @@ def test_a_human_approval_is_capped_at_what_remains(bots: Bots) -> None:
     bots.run()
     case = bots.case(cid)
     assert (case.outcome, case.approved_amount) == ("partial", D("500.00"))
-    assert "Capped at 500.00" in (case.reason or "")
+    assert case.reason == ("Approved by ana: ok. Capped at 500.00 (approved: 700.00), what "
+                           "remains refundable on the charge.")  # the reasons, one space apart
     assert paid(bots) == [(ORDER, D("100.00")), (ORDER, D("500.00"))]
 
 
@@ -838,6 +1096,7 @@ def test_the_per_customer_limit_holds_when_another_runner_pays_meanwhile(
     case = bots.case(cid)
     assert case.state == CaseState.ESCALATED and "(confirmed and in flight)" in (case.reason
                                                                                  or "")
+    assert case.approved_amount == D("30.00")  # the proposal, for the human who decides
     assert paid(bots) == [] and bots.intents(cid) == []
 
 
@@ -994,6 +1253,32 @@ def test_a_failed_attempt_keeps_screenshots_and_a_scrubbed_trace(bots: Bots) -> 
     [trace] = worker.context.tracing.saved
     assert trace.name == f"{ref}-attempt1.zip" and not zip_contains(trace, PAYMENTS_SECRET)
     assert len(worker.context.tracing.chunks) == 2  # one per attempt
+    # the whole page, and never waiting on a hung page for longer than 5 s
+    assert worker.orders.page.options == worker.payments.page.options == [(True, 5_000)]
+    # where the README says they are: the run's screenshots/ and traces/ folders
+    assert {p.parent.name for p in shots} == {"screenshots"} and trace.parent.name == "traces"
+
+
+def test_a_dead_page_does_not_hide_the_error_or_the_other_screenshot(bots: Bots,
+                                                                      monkeypatch: Any) -> None:
+    crashed = PlaywrightError("Target crashed")
+    original = FakeSession.worker
+
+    async def worker(self: FakeSession, name: str, *, tracing: bool = False) -> Any:
+        made = await original(self, name, tracing=tracing)
+        made.orders.page.dead = crashed
+        return made
+
+    monkeypatch.setattr(FakeSession, "worker", worker)
+    bots.sell()
+    cid = bots.ask()
+    bots.orders.fail_find.append(system_error())
+    stats = bots.run()
+    assert stats.system_errors == 1 and bots.case(cid).outcome == "refunded"
+    [made] = bots.session.workers  # type: ignore[union-attr]
+    assert made.orders.page.screenshots == [] and len(made.payments.page.screenshots) == 1
+    retry = next(a for a in bots.queue.audit_trail(cid) if a.event == "retry_scheduled")
+    assert retry.detail.endswith("after: AppUnavailable: order system: HTTP 503 on /orders")
 
 
 # -- dry runs and notifications ------------------------------------------------------------
@@ -1287,3 +1572,81 @@ def test_a_customer_known_by_phone_only_is_counted_by_the_orders_email(bots: Bot
     [intent] = bots.intents(cid)
     assert intent.state == IntentState.CONFIRMED
     assert intent.customer_email == EMAIL  # what the per-customer limit counts by
+
+
+def test_two_cases_lost_in_one_run_are_both_counted_abandoned(bots: Bots) -> None:
+    for n in (1, 2):
+        bots.sell(f"ORD-10000{n}")
+    first, second = bots.ask("ORD-100001"), bots.ask("ORD-100002")
+
+    def take_first() -> None:  # each submit form gets its own takeover
+        bots.take_over(first)
+        bots.portal.on_form.append(lambda: bots.take_over(second))
+
+    bots.portal.on_form.append(take_first)
+    stats = bots.run()
+    assert stats.abandoned == 2 and bots.portal.submits == [] and stats.processed == 0
+
+
+def _refuse_login(exc: BaseException, before: Any = None) -> Any:
+    """An order system login that refuses the password (after `before`, if given)."""
+
+    async def login(self: FakeOrdersApp) -> None:
+        if before is not None:
+            before()
+        raise exc
+
+    return login
+
+
+def test_a_refused_password_gives_the_case_back_and_stops_the_run(
+        bots: Bots, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in (1, 2):
+        bots.sell(f"ORD-10000{n}")
+    first, second = bots.ask("ORD-100001"), bots.ask("ORD-100002")
+    refused = LoginRefused("order system: the bot user was refused at login")
+    monkeypatch.setattr(FakeOrdersApp, "login", _refuse_login(refused))
+    stats = bots.run()
+    assert stats.login_refused == "order system: the bot user was refused at login"
+    assert stats.system_errors == 0 and stats.processed == 0 and paid(bots) == []
+    case = bots.case(first)
+    assert (case.state, case.attempts, case.locked_by) == (CaseState.QUEUED, 0, None)
+    released = bots.queue.audit_trail(first)[-1]
+    run = bots.processor.run  # type: ignore[union-attr]
+    claimed = bots.queue.audit_trail(first)[-2]
+    assert (released.event, released.run_id, released.actor) == (
+        "released", run.run_id, claimed.actor)  # the runner that held it
+    assert claimed.event == "claimed"
+    assert released.detail == "the run stopped: " + str(refused)
+    assert bots.events(second) == ["case_opened"]  # never claimed: the run stopped
+    assert f"| {refused}\n" in _run_log(bots)
+
+
+def test_the_first_refused_password_is_the_one_reported(bots: Bots,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    bots.processing["workers"] = 2
+    for n in (1, 2):
+        bots.sell(f"ORD-10000{n}")
+        bots.ask(f"ORD-10000{n}")
+    messages = iter(["order system: password refused (1)", "order system: password refused (2)"])
+
+    async def login(self: FakeOrdersApp) -> None:
+        raise LoginRefused(next(messages))
+
+    monkeypatch.setattr(FakeOrdersApp, "login", login)
+    stats = bots.run()
+    assert stats.login_refused == "order system: password refused (1)"
+    assert [c.state for c in bots.queue.cases()] == [CaseState.QUEUED] * 2
+
+
+def test_a_refused_password_after_the_case_was_taken_over_leaves_it_alone(
+        bots: Bots, monkeypatch: pytest.MonkeyPatch) -> None:
+    bots.sell()
+    cid = bots.ask()
+    refused = LoginRefused("order system: the password was refused")
+    monkeypatch.setattr(FakeOrdersApp, "login",
+                        _refuse_login(refused, before=lambda: bots.take_over(cid)))
+    stats = bots.run()  # the release finds the lease lost: nothing written, no crash
+    assert stats.login_refused == str(refused) and stats.abandoned == 0
+    case = bots.case(cid)
+    assert (case.state, case.locked_by) == (CaseState.PROCESSING, "other-runner")
