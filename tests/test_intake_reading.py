@@ -45,9 +45,9 @@ def test_reading_a_file_again_triages_only_its_new_rows(tmp_path: Path,
     settings = IntakeSettings(sources=[SourceConfig(kind="spreadsheet", path=sheet)])
     queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
     triaged: list[str] = []
-    real = triage_module.triage
-    monkeypatch.setattr(triage_module, "triage",
-                        lambda req: (triaged.append(req.source_id), real(req))[1])
+    real = triage_module._triaged
+    monkeypatch.setattr(triage_module, "_triaged", lambda req, language: (
+        triaged.append(req.source_id), real(req, language))[1])
 
     def intake() -> pipeline.IntakeStats:
         run = RunFolder.create(tmp_path / "runs")

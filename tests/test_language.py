@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from paths import CONFIG
 
-from bots.intake.language import detect_language
+from bots.intake.language import detect_language, detect_languages
+from bots.intake.triage import triage, triage_new
 from bots.models import RefundRequest
 from bots.notify import (
     OUTCOMES,
@@ -92,9 +93,39 @@ def test_detection_accuracy_per_language_on_the_labelled_set() -> None:
         assert not wrong, wrong  # a miss is "not sure" (default language), never another one
 
 
-@pytest.mark.parametrize("text", ["", "refund ORD-100123", "Danke", "42,00 €", "ok"])
+SHORT = ["", "refund ORD-100123", "Danke", "42,00 €", "ok"]
+
+
+@pytest.mark.parametrize("text", SHORT)
 def test_too_short_to_tell_is_none(text: str) -> None:
     assert detect_language(text) is None
+
+
+def test_a_batch_gets_the_same_answers_in_the_same_order_as_one_text_at_a_time() -> None:
+    """Intake detects a batch's languages in one call: never another answer, never shifted
+    by the texts too short to tell that sit between the others."""
+    texts = [t for pair in zip(SHORT * 12, (t for ts in LABELLED.values() for t in ts),
+                               strict=False) for t in pair]
+    texts += ["Bonjour, je voudrais être remboursé, merci beaucoup", "Danke"]
+    assert detect_languages(texts) == [detect_language(t) for t in texts]
+    assert detect_languages(texts)[-2:] == ["fr", None]
+    assert detect_languages([]) == [] and detect_languages(SHORT) == [None] * len(SHORT)
+
+
+def test_triage_of_a_batch_is_triage_of_each_new_request_and_leaves_known_ones_alone() -> None:
+    received = datetime(2026, 11, 28, tzinfo=UTC)
+    reqs = [RefundRequest(channel="chat", source_id=f"c{n}", received_at=received,
+                          reason_text=text, customer_email=f"c{n}@example.org",
+                          language="de" if n == 3 else None)
+            for n, text in enumerate(["Das ist eine Frechheit, ich gehe zum Anwalt!",
+                                      "This is ridiculous, I will file a chargeback",
+                                      "Danke", "This is ridiculous, I want a refund",
+                                      "Où est mon remboursement ?"])]
+    done = triage_new(reqs, known={("chat", "c4")})
+    assert done[:4] == [triage(r) for r in reqs[:4]]
+    assert done[4] is reqs[4]  # stored before: not worked out again
+    assert [r.language for r in done] == ["de", "en", None, "de", None]
+    assert done[0].priority >= 2 and "lawyer" in done[0].triage
 
 
 def test_choose_falls_back_to_the_default_with_a_note() -> None:

@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 
-from bots.intake.language import detect_language
+from bots.intake.language import detect_language, detect_languages
 from bots.intake.sentiment import score
 from bots.models import IntakeItem, RefundRequest
 
 
 def triage(req: RefundRequest) -> RefundRequest:
     """The request with its language (when not set by the channel) and priority."""
-    language = req.language or detect_language(req.reason_text)
+    return _triaged(req, req.language or detect_language(req.reason_text))
+
+
+def _triaged(req: RefundRequest, language: str | None) -> RefundRequest:
     found = score(req.reason_text, language)
     return replace(req, language=language, priority=max(req.priority, found.priority),
                    triage="; ".join(t for t in (req.triage, found.describe()) if t))
@@ -36,6 +39,12 @@ def triage_new(reqs: Sequence[RefundRequest], known: Collection[tuple[str, str]]
     """`triage` the requests not `known` (by channel and source id); the others as they are.
 
     A request already stored is not stored again, so its language and priority would be
-    worked out for nothing (most of the cost of reading a file again).
+    worked out for nothing (most of the cost of reading a file again). The languages of
+    the new ones are detected in one batch.
     """
-    return [req if (req.channel, req.source_id) in known else triage(req) for req in reqs]
+    new = [req for req in reqs if (req.channel, req.source_id) not in known]
+    unset = [req for req in new if not req.language]
+    detected = dict(zip(map(id, unset), detect_languages([r.reason_text for r in unset]),
+                        strict=True))
+    done = {id(req): _triaged(req, req.language or detected[id(req)]) for req in new}
+    return [done.get(id(req), req) for req in reqs]
