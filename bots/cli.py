@@ -233,9 +233,9 @@ def sandbox(
         help="Fault: sessions expire after this many seconds.")] = None,
     maintenance: Annotated[bool, typer.Option(metavar=FLAG,
                                               help="Fault: show the maintenance page.")] = False,
-    skin: Annotated[str, typer.Option(help="The apps' look: default, or oldschool (German "
-                                           "formats, iframe, modal, interstitials; selectors in "
-                                           "selectors/examples/oldschool/).")] = "default",
+    skin: Annotated[str, typer.Option(help=(
+        "The apps' look: default, or oldschool (German formats, iframe, modal, interstitials; "
+        "its selectors are in selectors/, under examples/oldschool/)."))] = "default",
 ) -> None:
     """Run the sandbox legacy order system and payment portal in the foreground."""
     from bots.sandbox.faults import FaultConfig
@@ -1259,7 +1259,7 @@ def bench_process_cmd(
     against: Annotated[str | None, typer.Option(
         help="Also run a git revision's code (e.g. main), alternately with this code.")] = None,
     trace: Annotated[bool, typer.Option(help="Record traces as `process` does by default "
-                                             "(browser.trace_failures).")] = False,
+                                             "(the browser's trace_failures setting).")] = False,
 ) -> None:
     """The bot's seconds per case, next to raw HTTP loading the very same pages (dry run) or
     per paid case (--submit); with --against, before and after side by side."""
@@ -1280,8 +1280,8 @@ def bench_queue_cmd(
     postgres: Annotated[bool, typer.Option(
         "--postgres", help="Queue on a throwaway PostgreSQL server of its own.")] = False,
     queue_url: Annotated[str | None, typer.Option(
-        help="Queue on this PostgreSQL server (a new database per pass), e.g. "
-             "postgresql+psycopg://user:pw@host/db.")] = None,
+        help="Queue on this PostgreSQL server (a new database per pass), a URL like the "
+             "settings' queue_url: postgresql+psycopg://...")] = None,
 ) -> None:
     """Intake of N contacts into the queue, a repeat with nothing new, a page of cases list."""
     from contextlib import ExitStack

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import typer.main
 from test_escalations import escalated_case
 from typer.testing import CliRunner
 
@@ -47,6 +50,25 @@ def test_cases_show_says_plainly_when_nothing_matches(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["cases", "show", "ORD-000000"],
                              env={"REFUND_BOTS_QUEUE_URL": queue.url})
     assert out.exit_code == 1 and "no case ORD-000000" in out.output
+
+
+def _commands(command: Any, path: list[str]) -> Iterator[list[str]]:
+    yield path
+    if hasattr(command, "list_commands"):  # a group (Typer vendors its own Click)
+        ctx = command.context_class(command)
+        for name in command.list_commands(ctx):
+            yield from _commands(command.get_command(ctx, name), [*path, name])
+
+
+def test_no_help_text_is_cut_at_80_columns() -> None:
+    """Rich ends a word too long for its column with an ellipsis: every --help, read whole."""
+    paths = list(_commands(typer.main.get_command(app), []))
+    assert len(paths) > 40 and ["bench", "queue"] in paths
+    for path in paths:
+        out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+        assert out.exit_code == 0, (path, out.output)
+        cut = [line for line in out.output.splitlines() if "…" in line or len(line) > 80]
+        assert not cut, (path, cut)
 
 
 def test_flags_show_no_bool_metavar() -> None:
