@@ -22,8 +22,14 @@ if TYPE_CHECKING:  # the stubs' names for loguru's classes; not importable at ru
 
 
 def new_run_id(now: datetime | None = None) -> str:
+    """`20261203T061500-a1b2`: sorts by start time, and never reads as a card number.
+
+    The "T" matters: ids written `20261203-061500-1234` (until 2026-12-03; still
+    recognised) are 18 digits with hyphens, and one in about seventy passed the Luhn
+    check, so card masking blanked the run id out of that run's audit texts.
+    """
     now = now or datetime.now(UTC)
-    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
 
 
 @dataclass
@@ -65,7 +71,12 @@ class RunFolder:
             self._sink = None
 
 
-RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
+RUN_ID = re.compile(r"[0-9]{8}[T-][0-9]{6}-[0-9a-f]{4}")  # the "-" form: run ids before "T"
+
+
+def run_started(run_id: str) -> datetime:
+    """When the run named `run_id` (a `RUN_ID`) started, from its id."""
+    return datetime.strptime(run_id[:8] + run_id[9:15], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
 
 def prune_runs(runs_dir: Path, *, keep_days: int | None, keep_runs: int | None,
@@ -86,7 +97,7 @@ def prune_runs(runs_dir: Path, *, keep_days: int | None, keep_runs: int | None,
                   key=lambda p: p.name, reverse=True) if Path(runs_dir).is_dir() else []
     doomed = []
     for i, path in enumerate(runs):
-        started = datetime.strptime(path.name[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+        started = run_started(path.name)
         too_old = keep_days is not None and now - started > timedelta(days=keep_days)
         too_many = keep_runs is not None and i >= keep_runs
         if (too_old or too_many) and path.name not in protect:

@@ -129,3 +129,40 @@ def test_retention_deletes_only_old_run_folders(tmp_path: Path) -> None:
     assert sorted(p.name for p in runs.iterdir()) == ["20261125-000000-bbbb",
                                                       "20261201-000000-dddd", "outbox",
                                                       "sandbox"]
+
+
+def test_retention_reads_both_run_id_forms_and_nothing_else(tmp_path: Path) -> None:
+    """Run ids gained a "T" on 2026-12-03: folders named the old way are still runs."""
+    from datetime import UTC, datetime
+
+    from bots.runs import prune_runs
+
+    runs = tmp_path / "runs"
+    for name in ["20261101-000000-aaaa", "20261102T000000-bbbb", "20261201T000000-cccc",
+                 "20261101X000000-dddd", "20261101T000000-ABCD"]:
+        (runs / name).mkdir(parents=True)
+    gone = prune_runs(runs, keep_days=10, keep_runs=None,
+                      now=datetime(2026, 12, 1, 12, tzinfo=UTC))
+    assert sorted(p.name for p in gone) == ["20261101-000000-aaaa", "20261102T000000-bbbb"]
+
+
+def test_a_run_id_never_reads_as_a_card_number() -> None:
+    """Card masking blanks any 13-19 digits that pass Luhn, whatever their grouping: the
+    old ids (18 digits and hyphens) were blanked out of about one run in seventy's audit
+    texts. Every second of a year, with every kind of suffix, is left as it is."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from bots.intake.extract import mask_secrets
+    from bots.runs import RUN_ID, new_run_id, run_started
+
+    old = "20261202-153911-7232"  # a real id of the old form, Luhn-valid
+    assert mask_secrets(f"run {old} started") != f"run {old} started"
+    rng = random.Random(7)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(20_000):
+        when = start + timedelta(seconds=rng.randrange(366 * 86_400))
+        run_id = new_run_id(when)
+        text = f"run {run_id} started; run {run_id[:-4]}{rng.randrange(10_000):04d} too"
+        assert mask_secrets(text) == text, text
+        assert RUN_ID.fullmatch(run_id) and run_started(run_id) == when.replace(microsecond=0)

@@ -6,7 +6,6 @@ extra query, so the inbox answers at once on a queue of tens of thousands of cas
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,9 +27,9 @@ from bots.queue import (
     RunRow,
     utcnow,
 )
+from bots.runs import RUN_ID
 
 PAGE = 50
-RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 
 
 @dataclass(frozen=True)

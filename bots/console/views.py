@@ -34,6 +34,7 @@ from bots.models import money
 from bots.queue import Case, Queue, case_ref, utcnow
 from bots.queue.staff import DECIDERS, Role, Staff, StaffError
 from bots.reports.escalations import DecisionRefused, validate_decision
+from bots.runs import RUN_ID
 
 bp = Blueprint("views", __name__)
 CHANNELS = ("email", "spreadsheet", "chat", "social", "phone", "portal")
@@ -240,7 +241,7 @@ def _run_files(runs_dir: Path, run_id: str) -> dict[str, Any]:
 @login_required
 def run_file(run_id: str, name: str) -> Response:
     """A run's log, workbooks, screenshots and traces; nothing else under runs/."""
-    if not inbox.RUN_ID.fullmatch(run_id):
+    if not RUN_ID.fullmatch(run_id):
         abort(404)
     kind, _, leaf = name.rpartition("/")
     allowed = (kind == "" and leaf in RUN_FILES) or (kind == "screenshots" and

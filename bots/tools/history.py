@@ -207,7 +207,7 @@ def _runs(s: object, rng: random.Random, day: date) -> None:
         problems = 1 if rng.random() < 0.03 else 0
         failed = 1 if rng.random() < 0.05 else 0
         status = "problems" if problems or failed else "done"
-        s.add(RunRow(run_id=f"{start:%Y%m%d-%H%M%S}-{rng.randrange(16 ** 4):04x}",
+        s.add(RunRow(run_id=f"{start:%Y%m%dT%H%M%S}-{rng.randrange(16 ** 4):04x}",
                      command="run", started_at=start,
                      finished_at=start + timedelta(seconds=rng.randint(60, 600)), status=status,
                      stats=json.dumps({"processing": {"outcomes": {"failed": failed}},
