@@ -85,6 +85,29 @@ def test_a_lease_is_claimable_only_once_it_ran_out(queue: Queue, seconds_left: f
         assert "taken over from a" in trail[-1].detail
 
 
+def test_due_edges_a_retry_due_now_is_due_a_lease_ending_now_still_holds(queue: Queue) -> None:
+    """`_due` at its instants: a retry whose time is `now` is due; a lease that ends at
+    `now` has not run out yet (a millisecond later it has)."""
+    from sqlalchemy import select
+
+    from bots.queue.leases import _due
+
+    now = utcnow().replace(microsecond=0) + timedelta(hours=1)
+    retry_now, retry_later, lease_now, lease_over = (add(queue, n) for n in range(1, 5))
+    with queue.session() as s:
+        for cid, when in ((retry_now, now), (retry_later, now + timedelta(milliseconds=1))):
+            row = s.get(Case, cid)
+            assert row is not None
+            row.next_attempt_at = when
+        for cid, when in ((lease_now, now), (lease_over, now - timedelta(milliseconds=1))):
+            row = s.get(Case, cid)
+            assert row is not None
+            row.state, row.locked_until = CaseState.PROCESSING, when
+    with queue.session() as s:
+        due = set(s.scalars(select(Case.id).where(_due(now))))
+    assert due == {retry_now, lease_over}
+
+
 def test_a_dead_holders_case_is_taken_over_before_its_lease_ends(queue: Queue,
                                                                  dead_owner: str) -> None:
     cid = add(queue)
@@ -250,7 +273,8 @@ def test_a_write_with_a_stale_token_raises_and_changes_nothing(queue: Queue,
     assert new is not None and new.id == cid
     before = _state(queue, cid)
     stale = old.lease
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost, match=rf"case {cid}: lease token {stale.token} is no longer "
+                                        r"ours \(the lease ran out and another runner"):
         WRITES[write](queue, stale, pending.id)
     assert stale.lost.is_set()
     assert _state(queue, cid) == before
