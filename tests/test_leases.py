@@ -655,3 +655,18 @@ def test_a_merge_is_recorded_on_both_cases(queue: Queue) -> None:
                                    f"same order as {refs[target]}")
     assert _last(queue, target) == ("r", "w", target_state, target_state, "contact_linked",
                                     f"contacts of {refs[loose]} merged in")
+
+
+def test_a_cases_intents_come_in_the_order_they_were_opened(queue: Queue) -> None:
+    """The processor settles a case's intents oldest first. PostgreSQL returns a table's
+    rows in no set order (an updated row moves to the end of the heap): only ORDER BY
+    keeps the order, which this test checks there too."""
+    add(queue)
+    held = queue.claim("a", 60)
+    assert held is not None
+    first, second, third = (intent(queue, held.lease, amount) for amount in ("1", "2", "3"))
+    assert queue.resolve_intent(held.lease, first.id, state=IntentState.ABSENT,
+                                refund_number=None, run_id="r")
+    assert queue.resolve_intent(held.lease, second.id, state=IntentState.CONFIRMED,
+                                refund_number="RF-2", run_id="r")
+    assert [i.id for i in queue.intents(held.id)] == [first.id, second.id, third.id]
