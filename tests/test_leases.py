@@ -116,6 +116,21 @@ def test_a_dead_holders_case_is_taken_over_before_its_lease_ends(queue: Queue,
     assert taken is not None and taken.id == cid and taken.locked_by == "b"
 
 
+def test_a_dead_holders_lease_ending_this_instant_is_taken_over(queue: Queue,
+                                                               dead_owner: str) -> None:
+    """At the instant a lease ends it is not yet due (`_due` wants it over), so a dead
+    holder's case must still be found by the dead-holder look, or it is claimable by no
+    one at that instant."""
+    cid = add(queue)
+    assert queue.claim(dead_owner, 3600) is not None
+    with queue.session() as s:
+        row = s.get(Case, cid)
+        assert row is not None and row.locked_until is not None
+        ends = row.locked_until
+    with queue.session() as s:
+        assert [c[0] for c in queue._candidates(s, ends, ())] == [cid]
+
+
 def test_a_live_holders_case_is_not_taken_over(queue: Queue) -> None:
     add(queue)
     assert queue.claim(runner_id("alive"), 3600) is not None  # this very process
