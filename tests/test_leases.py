@@ -142,15 +142,21 @@ def test_a_live_holders_case_is_not_taken_over(queue: Queue) -> None:
 def test_a_case_that_killed_its_runner_max_attempts_times_is_set_aside(
         queue: Queue, attempts_before: int, poisoned: bool) -> None:
     cid = add(queue)
+    last = None
     for n in range(attempts_before):
-        assert queue.claim(f"dies-{n}", 60) is not None
+        last = queue.claim(f"dies-{n}", 60)
+        assert last is not None
         set_lease_end(queue, cid, -1)
     taken = queue.claim("b", 60, max_attempts=2)
     case = queue.get_case(cid)
     assert case is not None
     if poisoned:
-        assert taken is None and case.state == CaseState.FAILED
+        assert taken is None and case.state == CaseState.FAILED and case.outcome == "failed"
         assert case.reason is not None and case.reason.startswith("set aside")
+        assert case.last_error == case.reason  # what the console and `cases show` print
+        # no holder any more, and the last runner's token is stale: it can write nothing
+        assert (case.locked_by, case.locked_until) == (None, None)
+        assert last is not None and case.lease_token == last.lease_token + 1
         assert "poison" in [a.event for a in queue.audit_trail(cid)]
     else:
         assert taken is not None and case.attempts == 2
