@@ -147,10 +147,14 @@ def test_a_case_that_killed_its_runner_max_attempts_times_is_set_aside(
         last = queue.claim(f"dies-{n}", 60)
         assert last is not None
         set_lease_end(queue, cid, -1)
-    taken = queue.claim("b", 60, max_attempts=2)
+    taken = queue.claim("b", 60, run_id="run-b", max_attempts=2)
     case = queue.get_case(cid)
     assert case is not None
     if poisoned:
+        [poison] = [a for a in queue.audit_trail(cid) if a.event == "poison"]
+        assert (poison.run_id, poison.actor, poison.from_state, poison.to_state) == (
+            "run-b", "b", CaseState.PROCESSING, CaseState.FAILED)
+        assert poison.detail == case.reason
         assert taken is None and case.state == CaseState.FAILED and case.outcome == "failed"
         assert case.reason is not None and case.reason.startswith("set aside")
         assert case.last_error == case.reason  # what the console and `cases show` print
