@@ -82,7 +82,12 @@ def test_a_lease_is_claimable_only_once_it_ran_out(queue: Queue, seconds_left: f
     if again is not None:
         assert again.attempts == 2 and again.lease_token == first.lease_token + 1
         trail = queue.audit_trail(cid)
-        assert "taken over from a" in trail[-1].detail
+        assert trail[-1].detail == (f"attempt 2, lease token {again.lease_token}; taken over "
+                                    f"from a (lease ran out or holder dead)")
+        assert trail[-1].from_state == CaseState.PROCESSING
+        first_claim = [a for a in trail if a.event == "claimed"][0]
+        assert (first_claim.from_state, first_claim.to_state) == (CaseState.QUEUED,
+                                                                  CaseState.PROCESSING)
 
 
 def test_due_edges_a_retry_due_now_is_due_a_lease_ending_now_still_holds(queue: Queue) -> None:
