@@ -82,7 +82,35 @@ def test_a_lease_is_claimable_only_once_it_ran_out(queue: Queue, seconds_left: f
     if again is not None:
         assert again.attempts == 2 and again.lease_token == first.lease_token + 1
         trail = queue.audit_trail(cid)
-        assert "taken over from a" in trail[-1].detail
+        assert trail[-1].detail == (f"attempt 2, lease token {again.lease_token}; taken over "
+                                    f"from a (lease ran out or holder dead)")
+        assert trail[-1].from_state == CaseState.PROCESSING
+        first_claim = [a for a in trail if a.event == "claimed"][0]
+        assert (first_claim.from_state, first_claim.to_state) == (CaseState.QUEUED,
+                                                                  CaseState.PROCESSING)
+
+
+def test_due_edges_a_retry_due_now_is_due_a_lease_ending_now_still_holds(queue: Queue) -> None:
+    """`_due` at its instants: a retry whose time is `now` is due; a lease that ends at
+    `now` has not run out yet (a millisecond later it has)."""
+    from sqlalchemy import select
+
+    from bots.queue.leases import _due
+
+    now = utcnow().replace(microsecond=0) + timedelta(hours=1)
+    retry_now, retry_later, lease_now, lease_over = (add(queue, n) for n in range(1, 5))
+    with queue.session() as s:
+        for cid, when in ((retry_now, now), (retry_later, now + timedelta(milliseconds=1))):
+            row = s.get(Case, cid)
+            assert row is not None
+            row.next_attempt_at = when
+        for cid, when in ((lease_now, now), (lease_over, now - timedelta(milliseconds=1))):
+            row = s.get(Case, cid)
+            assert row is not None
+            row.state, row.locked_until = CaseState.PROCESSING, when
+    with queue.session() as s:
+        due = set(s.scalars(select(Case.id).where(_due(now))))
+    assert due == {retry_now, lease_over}
 
 
 def test_a_dead_holders_case_is_taken_over_before_its_lease_ends(queue: Queue,
@@ -91,6 +119,21 @@ def test_a_dead_holders_case_is_taken_over_before_its_lease_ends(queue: Queue,
     assert queue.claim(dead_owner, 3600) is not None
     taken = queue.claim("b", 60)
     assert taken is not None and taken.id == cid and taken.locked_by == "b"
+
+
+def test_a_dead_holders_lease_ending_this_instant_is_taken_over(queue: Queue,
+                                                               dead_owner: str) -> None:
+    """At the instant a lease ends it is not yet due (`_due` wants it over), so a dead
+    holder's case must still be found by the dead-holder look, or it is claimable by no
+    one at that instant."""
+    cid = add(queue)
+    assert queue.claim(dead_owner, 3600) is not None
+    with queue.session() as s:
+        row = s.get(Case, cid)
+        assert row is not None and row.locked_until is not None
+        ends = row.locked_until
+    with queue.session() as s:
+        assert [c[0] for c in queue._candidates(s, ends, ())] == [cid]
 
 
 def test_a_live_holders_case_is_not_taken_over(queue: Queue) -> None:
@@ -104,15 +147,25 @@ def test_a_live_holders_case_is_not_taken_over(queue: Queue) -> None:
 def test_a_case_that_killed_its_runner_max_attempts_times_is_set_aside(
         queue: Queue, attempts_before: int, poisoned: bool) -> None:
     cid = add(queue)
+    last = None
     for n in range(attempts_before):
-        assert queue.claim(f"dies-{n}", 60) is not None
+        last = queue.claim(f"dies-{n}", 60)
+        assert last is not None
         set_lease_end(queue, cid, -1)
-    taken = queue.claim("b", 60, max_attempts=2)
+    taken = queue.claim("b", 60, run_id="run-b", max_attempts=2)
     case = queue.get_case(cid)
     assert case is not None
     if poisoned:
-        assert taken is None and case.state == CaseState.FAILED
+        [poison] = [a for a in queue.audit_trail(cid) if a.event == "poison"]
+        assert (poison.run_id, poison.actor, poison.from_state, poison.to_state) == (
+            "run-b", "b", CaseState.PROCESSING, CaseState.FAILED)
+        assert poison.detail == case.reason
+        assert taken is None and case.state == CaseState.FAILED and case.outcome == "failed"
         assert case.reason is not None and case.reason.startswith("set aside")
+        assert case.last_error == case.reason  # what the console and `cases show` print
+        # no holder any more, and the last runner's token is stale: it can write nothing
+        assert (case.locked_by, case.locked_until) == (None, None)
+        assert last is not None and case.lease_token == last.lease_token + 1
         assert "poison" in [a.event for a in queue.audit_trail(cid)]
     else:
         assert taken is not None and case.attempts == 2
@@ -250,7 +303,8 @@ def test_a_write_with_a_stale_token_raises_and_changes_nothing(queue: Queue,
     assert new is not None and new.id == cid
     before = _state(queue, cid)
     stale = old.lease
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost, match=rf"case {cid}: lease token {stale.token} is no longer "
+                                        r"ours \(the lease ran out and another runner"):
         WRITES[write](queue, stale, pending.id)
     assert stale.lost.is_set()
     assert _state(queue, cid) == before
@@ -631,3 +685,18 @@ def test_a_merge_is_recorded_on_both_cases(queue: Queue) -> None:
                                    f"same order as {refs[target]}")
     assert _last(queue, target) == ("r", "w", target_state, target_state, "contact_linked",
                                     f"contacts of {refs[loose]} merged in")
+
+
+def test_a_cases_intents_come_in_the_order_they_were_opened(queue: Queue) -> None:
+    """The processor settles a case's intents oldest first. PostgreSQL returns a table's
+    rows in no set order (an updated row moves to the end of the heap): only ORDER BY
+    keeps the order, which this test checks there too."""
+    add(queue)
+    held = queue.claim("a", 60)
+    assert held is not None
+    first, second, third = (intent(queue, held.lease, amount) for amount in ("1", "2", "3"))
+    assert queue.resolve_intent(held.lease, first.id, state=IntentState.ABSENT,
+                                refund_number=None, run_id="r")
+    assert queue.resolve_intent(held.lease, second.id, state=IntentState.CONFIRMED,
+                                refund_number="RF-2", run_id="r")
+    assert [i.id for i in queue.intents(held.id)] == [first.id, second.id, third.id]
