@@ -119,6 +119,16 @@ def test_a_dead_holders_case_is_taken_over_before_its_lease_ends(queue: Queue,
     assert taken is not None and taken.id == cid and taken.locked_by == "b"
 
 
+def test_dead_holders_cases_are_taken_over_oldest_first(queue: Queue, dead_owner: str) -> None:
+    a, b = add(queue, 1), add(queue, 2)
+    for cid, seconds in ((a, 3600), (b, 1800)):  # the older case's lease ends later
+        taken = queue.claim(dead_owner, 60)
+        assert taken is not None and taken.id == cid
+        set_lease_end(queue, cid, seconds)
+    order = [c.id for c in iter(lambda: queue.claim("w", 60), None)]
+    assert order == [a, b]
+
+
 def test_a_live_holders_case_is_not_taken_over(queue: Queue) -> None:
     add(queue)
     assert queue.claim(runner_id("alive"), 3600) is not None  # this very process
