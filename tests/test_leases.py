@@ -30,6 +30,7 @@ from bots.queue import (
     runner_id,
     utcnow,
 )
+from bots.queue.leases import Leases
 
 D = Decimal
 
@@ -127,6 +128,22 @@ def test_dead_holders_cases_are_taken_over_oldest_first(queue: Queue, dead_owner
         set_lease_end(queue, cid, seconds)
     order = [c.id for c in iter(lambda: queue.claim("w", 60), None)]
     assert order == [a, b]
+
+
+def test_a_candidate_that_changed_since_it_was_read_is_not_taken(
+        queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a race on PostgreSQL's takeover path looks like: the candidate read is stale."""
+    cid = add(queue)
+    held = queue.claim("a", 60)
+    assert held is not None
+    token = held.lease_token
+    for seen in ((held.locked_by, token - 1),  # another runner claimed it since
+                 ("gone", token)):  # its holder changed since: not the dead one read
+        monkeypatch.setattr(Leases, "_candidates",
+                            lambda self, s, now, exclude, seen=seen: [(cid, *seen)])
+        assert queue.claim("b", 60) is None
+    case = queue.get_case(cid)
+    assert case is not None and (case.locked_by, case.lease_token) == ("a", token)
 
 
 def test_a_live_holders_case_is_not_taken_over(queue: Queue) -> None:
