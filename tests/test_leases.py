@@ -30,6 +30,7 @@ from bots.queue import (
     runner_id,
     utcnow,
 )
+from bots.queue.leases import Leases
 
 D = Decimal
 
@@ -90,27 +91,31 @@ def test_a_lease_is_claimable_only_once_it_ran_out(queue: Queue, seconds_left: f
                                                                   CaseState.PROCESSING)
 
 
-def test_due_edges_a_retry_due_now_is_due_a_lease_ending_now_still_holds(queue: Queue) -> None:
-    """`_due` at its instants: a retry whose time is `now` is due; a lease that ends at
-    `now` has not run out yet (a millisecond later it has)."""
-    from sqlalchemy import select
 
-    from bots.queue.leases import _due
+def _at(queue: Queue, case_id: int, **times: datetime | None) -> None:
+    with queue.session() as s:
+        row = s.get(Case, case_id)
+        assert row is not None
+        for name, value in times.items():
+            setattr(row, name, value)
 
-    now = utcnow().replace(microsecond=0) + timedelta(hours=1)
-    retry_now, retry_later, lease_now, lease_over = (add(queue, n) for n in range(1, 5))
-    with queue.session() as s:
-        for cid, when in ((retry_now, now), (retry_later, now + timedelta(milliseconds=1))):
-            row = s.get(Case, cid)
-            assert row is not None
-            row.next_attempt_at = when
-        for cid, when in ((lease_now, now), (lease_over, now - timedelta(milliseconds=1))):
-            row = s.get(Case, cid)
-            assert row is not None
-            row.state, row.locked_until = CaseState.PROCESSING, when
-    with queue.session() as s:
-        due = set(s.scalars(select(Case.id).where(_due(now))))
-    assert due == {retry_now, lease_over}
+
+def test_the_boundaries_a_retry_is_due_at_its_time_a_lease_holds_to_its_end(
+        queue: Queue, monkeypatch: pytest.MonkeyPatch, dead_owner: str) -> None:
+    now = datetime(2026, 12, 3, 7, 0, 0, 123456, tzinfo=UTC)
+    monkeypatch.setattr("bots.queue.leases.utcnow", lambda: now)
+    waiting, live, dead = add(queue, 1), add(queue, 2), add(queue, 3)
+    _at(queue, waiting, next_attempt_at=now + timedelta(seconds=1))
+    for cid, owner in ((live, runner_id("alive")), (dead, dead_owner)):
+        taken = queue.claim(owner, 60)
+        assert taken is not None and taken.id == cid
+        _at(queue, cid, locked_until=now)  # the lease's last instant
+    _at(queue, waiting, next_attempt_at=now)  # the retry's very time
+    retried = queue.claim("w", 60, exclude=[live, dead])
+    assert retried is not None and retried.id == waiting  # due at its time
+    takeover = queue.claim("w", 60)  # a lease at its last instant is not expired...
+    assert takeover is not None and takeover.id == dead  # ...but a dead holder's is taken
+    assert queue.claim("w", 60) is None  # the live holder keeps its case
 
 
 def test_a_dead_holders_case_is_taken_over_before_its_lease_ends(queue: Queue,
@@ -121,19 +126,30 @@ def test_a_dead_holders_case_is_taken_over_before_its_lease_ends(queue: Queue,
     assert taken is not None and taken.id == cid and taken.locked_by == "b"
 
 
-def test_a_dead_holders_lease_ending_this_instant_is_taken_over(queue: Queue,
-                                                               dead_owner: str) -> None:
-    """At the instant a lease ends it is not yet due (`_due` wants it over), so a dead
-    holder's case must still be found by the dead-holder look, or it is claimable by no
-    one at that instant."""
+def test_dead_holders_cases_are_taken_over_oldest_first(queue: Queue, dead_owner: str) -> None:
+    a, b = add(queue, 1), add(queue, 2)
+    for cid, seconds in ((a, 3600), (b, 1800)):  # the older case's lease ends later
+        taken = queue.claim(dead_owner, 60)
+        assert taken is not None and taken.id == cid
+        set_lease_end(queue, cid, seconds)
+    order = [c.id for c in iter(lambda: queue.claim("w", 60), None)]
+    assert order == [a, b]
+
+
+def test_a_candidate_that_changed_since_it_was_read_is_not_taken(
+        queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a race on PostgreSQL's takeover path looks like: the candidate read is stale."""
     cid = add(queue)
-    assert queue.claim(dead_owner, 3600) is not None
-    with queue.session() as s:
-        row = s.get(Case, cid)
-        assert row is not None and row.locked_until is not None
-        ends = row.locked_until
-    with queue.session() as s:
-        assert [c[0] for c in queue._candidates(s, ends, ())] == [cid]
+    held = queue.claim("a", 60)
+    assert held is not None
+    token = held.lease_token
+    for seen in ((held.locked_by, token - 1),  # another runner claimed it since
+                 ("gone", token)):  # its holder changed since: not the dead one read
+        monkeypatch.setattr(Leases, "_candidates",
+                            lambda self, s, now, exclude, seen=seen: [(cid, *seen)])
+        assert queue.claim("b", 60) is None
+    case = queue.get_case(cid)
+    assert case is not None and (case.locked_by, case.lease_token) == ("a", token)
 
 
 def test_a_live_holders_case_is_not_taken_over(queue: Queue) -> None:
@@ -658,6 +674,43 @@ def test_each_way_back_to_the_queue_is_recorded_with_its_run_and_reason(queue: Q
     queue.release(held.lease, actor="w", run_id="r3", why="run stopping")
     assert _last(queue, cid) == ("r3", "w", CaseState.PROCESSING, CaseState.QUEUED,
                                  "released", "run stopping")
+
+
+def test_a_claim_and_a_takeover_are_recorded_with_the_attempt_and_token(queue: Queue) -> None:
+    cid = add(queue)
+    first = queue.claim("a", 60, run_id="r1")
+    assert first is not None and first.attempts == 1
+    assert _last(queue, cid) == ("r1", "a", CaseState.QUEUED, CaseState.PROCESSING, "claimed",
+                                 f"attempt 1, lease token {first.lease_token}")
+    set_lease_end(queue, cid, -1)
+    again = queue.claim("b", 60, run_id="r2")
+    assert again is not None and again.lease_token == first.lease_token + 1
+    assert _last(queue, cid) == (
+        "r2", "b", CaseState.PROCESSING, CaseState.PROCESSING, "claimed",
+        f"attempt 2, lease token {again.lease_token}; taken over from a "
+        "(lease ran out or holder dead)")
+
+
+def test_a_case_set_aside_as_poison_is_failed_unlocked_fenced_and_recorded(
+        queue: Queue) -> None:
+    cid = add(queue)
+    held = queue.claim("dies", 60)
+    assert held is not None
+    set_lease_end(queue, cid, -1)
+    assert queue.claim("b", 60, run_id="r9", max_attempts=1) is None
+    case = queue.get_case(cid)
+    assert case is not None
+    reason = ("set aside: its last attempts never finished (1 in all; the runner died or "
+              "stalled each time), so it may be what kills the runner. Look at the case and "
+              "its screenshots, then `cases retry`.")
+    assert (case.state, case.outcome, case.reason, case.last_error) == (
+        CaseState.FAILED, "failed", reason, reason)
+    assert (case.locked_by, case.locked_until, case.attempts) == (None, None, 1)
+    assert case.lease_token == held.lease_token + 1  # the dead runner's writes are refused
+    assert _last(queue, cid) == ("r9", "b", CaseState.PROCESSING, CaseState.FAILED, "poison",
+                                 reason)
+    with pytest.raises(LeaseLost):
+        queue.note(held.lease, event="e", detail="d", actor="dies", run_id="r")
 
 
 def test_a_note_is_recorded_with_its_run_and_the_state_it_leaves_alone(queue: Queue) -> None:
