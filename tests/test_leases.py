@@ -753,3 +753,22 @@ def test_a_cases_intents_come_in_the_order_they_were_opened(queue: Queue) -> Non
     assert queue.resolve_intent(held.lease, second.id, state=IntentState.CONFIRMED,
                                 refund_number="RF-2", run_id="r")
     assert [i.id for i in queue.intents(held.id)] == [first.id, second.id, third.id]
+
+
+def test_an_intent_key_never_reads_as_a_card_number() -> None:
+    """Card masking blanks any 13-19 digits that pass Luhn: a key whose random part was
+    all digits (`C000001-01099000`) lost itself in the audit text about four times in a
+    thousand. Keys keep the form reconciliation reads (`C` + digits, `-`, 8 hex)."""
+    import re
+
+    from bots.intake.extract import mask_secrets
+    from bots.queue.intents import intent_key
+
+    old = "key C000001-01099000"
+    assert mask_secrets(old) != old  # what the old form did
+    form = re.compile(r"C\d{6,}-[0-9a-f]{8}")
+    for case_id in (*range(1, 2_000), *range(999_000, 1_001_000, 7)):
+        for _ in range(5):
+            text = f"refund 12.00 on TX-1, key {intent_key(case_id)}"
+            assert mask_secrets(text) == text, text
+            assert form.fullmatch(text.rsplit(" ", 1)[1])
