@@ -21,15 +21,16 @@ if TYPE_CHECKING:  # the stubs' names for loguru's classes; not importable at ru
     from loguru import Logger, Message, Record
 
 
-def new_run_id(now: datetime | None = None) -> str:
+def new_run_id(now: datetime | None = None, suffix: str | None = None) -> str:
     """`20261203T061500-a1b2`: sorts by start time, and never reads as a card number.
 
     The "T" matters: ids written `20261203-061500-1234` (until 2026-12-03; still
     recognised) are 18 digits with hyphens, and one in about seventy passed the Luhn
     check, so card masking blanked the run id out of that run's audit texts.
+    `suffix` (four hex digits) replaces the random part, for generated histories.
     """
     now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+    return f"{now:%Y%m%dT%H%M%S}-{suffix or secrets.token_hex(2)}"
 
 
 @dataclass

@@ -43,8 +43,6 @@ def triage_new(reqs: Sequence[RefundRequest], known: Collection[tuple[str, str]]
     the new ones are detected in one batch.
     """
     new = [req for req in reqs if (req.channel, req.source_id) not in known]
-    unset = [req for req in new if not req.language]
-    detected = dict(zip(map(id, unset), detect_languages([r.reason_text for r in unset]),
-                        strict=True))
-    done = {id(req): _triaged(req, req.language or detected[id(req)]) for req in new}
+    detected = iter(detect_languages([r.reason_text for r in new if not r.language]))
+    done = {id(req): _triaged(req, req.language or next(detected)) for req in new}
     return [done.get(id(req), req) for req in reqs]

@@ -22,6 +22,7 @@ from bots.decide import snapshot
 from bots.decide.policy import Claim
 from bots.models import ChargeFacts, Decision, LineItem, OrderFacts, Outcome
 from bots.queue import AuditRow, Case, CaseState, Queue, RequestRow, RunRow
+from bots.runs import new_run_id
 
 FIRST_ORDER = 700_000
 WEEKDAY = (1.35, 1.15, 1.0, 1.0, 0.9, 0.6, 0.5)  # Monday first
@@ -207,7 +208,7 @@ def _runs(s: object, rng: random.Random, day: date) -> None:
         problems = 1 if rng.random() < 0.03 else 0
         failed = 1 if rng.random() < 0.05 else 0
         status = "problems" if problems or failed else "done"
-        s.add(RunRow(run_id=f"{start:%Y%m%dT%H%M%S}-{rng.randrange(16 ** 4):04x}",
+        s.add(RunRow(run_id=new_run_id(start, f"{rng.randrange(16 ** 4):04x}"),
                      command="run", started_at=start,
                      finished_at=start + timedelta(seconds=rng.randint(60, 600)), status=status,
                      stats=json.dumps({"processing": {"outcomes": {"failed": failed}},
