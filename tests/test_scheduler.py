@@ -149,7 +149,7 @@ def test_retention_reads_both_run_id_forms_and_nothing_else(tmp_path: Path) -> N
 def test_a_run_id_never_reads_as_a_card_number() -> None:
     """Card masking blanks any 13-19 digits that pass Luhn, whatever their grouping: the
     old ids (18 digits and hyphens) were blanked out of about one run in seventy's audit
-    texts. Every second of a year, with every kind of suffix, is left as it is."""
+    texts. 20,000 random seconds of a year, with random suffixes, are left as they are."""
     import random
     from datetime import UTC, datetime, timedelta
 
