@@ -213,3 +213,17 @@ def test_a_card_written_in_another_scripts_digits_is_luhn_checked() -> None:
 def test_a_range_is_only_looked_for_where_two_numbers_are(text: str, two: bool) -> None:
     """The range search's cheap precondition: two runs of digits (a range names two)."""
     assert extract._two_numbers(text) is two
+
+
+@pytest.mark.parametrize("text", [
+    "please refund - 12", "refund please - 12,50", "Hi - 2 of the cups arrived broken",
+    "amount: \u2212 12",
+])
+def test_a_minus_then_a_space_before_a_number_is_a_doubt_without_a_currency(text: str) -> None:
+    """The doubts' quick test used to miss "- 12" unless a digit or a currency came near
+    (it passed "2026 - 12" but not "refund - 12"); reading every pattern says it is a sign."""
+    from bots.intake.extract import amount_doubts, read_amount
+
+    assert any("minus sign" in d for d in amount_doubts(text)), amount_doubts(text)
+    assert any("minus sign" in d for d in read_amount(text).doubts)
+    assert read_amount(text).amount is None

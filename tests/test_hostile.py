@@ -792,7 +792,7 @@ def test_rereading_any_channel_adds_nothing_new(tmp_path: Path) -> None:
 def test_extraction_shortcuts_change_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """The gates that skip regex passes (extract.GATES) must give exactly the same results."""
     functions = [extract.mask_secrets, extract.find_order_numbers, extract.find_amount,
-                 extract.classify_reason]
+                 extract.classify_reason, extract.read_amount, extract.amount_doubts]
     for text in fuzz_texts(3000, seed=7):
         monkeypatch.setattr(extract, "GATES", False)
         slow = [f(text) for f in functions]
@@ -820,3 +820,13 @@ def test_extraction_shortcuts_change_no_result(monkeypatch: pytest.MonkeyPatch) 
 ])
 def test_normalise_phone(text: str | None, region: str | None, expected: str | None) -> None:
     assert extract.normalise_phone(text, region) == expected
+
+
+def test_the_amount_and_its_doubts_read_once_say_what_each_reading_says() -> None:
+    """`read_amount` reads the doubts in the text `_candidates` already blanked: the same
+    answers as finding the amount and its doubts apart (the way they were read before)."""
+    for text in fuzz_texts(3000, seed=8):
+        read = extract.read_amount(text)
+        apart = dict.fromkeys([*extract.amount_doubts(text), *extract.choice_doubts(text)])
+        assert (read.amount, read.currency) == (extract.find_amount(text) or (None, None))
+        assert read.doubts == tuple(apart), text
