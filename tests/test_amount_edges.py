@@ -207,12 +207,18 @@ def test_a_card_written_in_another_scripts_digits_is_luhn_checked() -> None:
 
 
 @pytest.mark.parametrize(("text", "two"), [
-    ("10-20 EUR", True), ("between €10 and €20", True), ("1 2", True),
-    ("refund 20 EUR please", False), ("12345", False), ("", False), ("EUR 1.234,56", True),
+    ("10-20 EUR", True), ("between €10 and €20", True), ("10 or 20 euros", True),
+    ("zwischen 10 und 20 €", True), ("10 à 20 €", True), ("10 À 20 €", True),
+    ("12,- bis 20 €", True), ("1 y 2", True), ("10 EUR-20 EUR", True),
+    ("1 2", False), ("€ 12 20", False), ("refund 20 EUR please", False), ("12345", False),
+    ("", False), ("EUR 1.234,56", False), ("€286.99 back", False), ("1 234,50 €", False),
 ])
-def test_a_range_is_only_looked_for_where_two_numbers_are(text: str, two: bool) -> None:
-    """The range search's cheap precondition: two runs of digits (a range names two)."""
-    assert extract._two_numbers(text) is two
+def test_a_range_is_only_looked_for_where_two_numbers_are_joined(text: str, two: bool) -> None:
+    """The range search's cheap precondition: two numbers with a dash or a joining word's
+    letter between them (one number with its separators is not a range)."""
+    assert extract._range_possible(text) is two
+    if not two:  # the precondition is necessary: the full search agrees
+        assert not [m for m in extract._AMOUNT_RANGE.finditer(text) if extract._is_range(m)]
 
 
 @pytest.mark.parametrize("text", [

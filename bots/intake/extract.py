@@ -59,12 +59,6 @@ def _aligned_fold(text: str) -> str | None:
     return text.lower().replace("\u0131", "i").replace("\u017f", "s")
 
 
-_DIGIT_THEN_OTHER_THEN_DIGIT = re.compile(r"\d\D+\d")
-
-
-def _two_numbers(text: str) -> bool:
-    """At least two separate runs of digits."""
-    return _DIGIT_THEN_OTHER_THEN_DIGIT.search(text) is not None
 
 
 def _digit_count(text: str) -> int:
@@ -789,6 +783,17 @@ _AMOUNT_RANGE = re.compile(
     rf"(?P<b>{_ONE})(?![\w.,]*\d)",
     re.IGNORECASE,
 )
+# Two amounts of a range are two digits with no digit between them, and the join between
+# them holds "-" or a letter of a joining word ("12.50 EUR" alone is one number, not two).
+# The first run cannot hold the dash or letter it looks for: no backtracking over long texts.
+_RANGE_GATE = re.compile(r"\d[^\d\-A-Za-z\u00e0\u00c0]*[-A-Za-z\u00e0\u00c0]\D*\d")
+
+
+def _range_possible(work: str) -> bool:
+    """Whether `_AMOUNT_RANGE` can match (see GATES): two numbers joined as a range."""
+    return not GATES or _RANGE_GATE.search(work) is not None
+
+
 _RANGE_CONNECTIVE = re.compile(r"(?i)^(?:between|zwischen|entre|tra|from|von|de)\b")
 _CUR_TOKEN = re.compile(rf"(?:{_CUR_IN_TEXT})", re.IGNORECASE)
 _ASK_BEFORE = re.compile(
@@ -796,13 +801,12 @@ _ASK_BEFORE = re.compile(
     r"(?:\s+(?:of|me|for|von|de|du))?\s*[:=]?\s*$")
 
 
-# A necessary condition for any doubt above (see GATES): a minus sign before a number or
-# after a currency or keyword; three decimals; a currency token or money word; an upper-case
-# code touching a number.
+# With a currency token (see `_doubts_possible`), a necessary condition for any doubt above
+# (see GATES): a minus sign before a number or after a currency or keyword; three decimals;
+# a money word or an upper-case code touching a number.
 _DOUBT_GATE = re.compile(
     rf"[{_MINUS}]\S{{0,4}}\s?\d|\d[.,]\d{{3}}|(?-i:[A-Z]{{3}})\s?\d|\d\s?(?-i:[A-Z]{{3}})|"
-    rf"(?:{_CUR_IN_TEXT})|\d\s?(?i:{'|'.join(re.escape(w) for w in UNMAPPED_CURRENCY_WORDS)})"
-    rf"(?![A-Za-z])",
+    rf"\d\s?(?i:{'|'.join(re.escape(w) for w in UNMAPPED_CURRENCY_WORDS)})(?![A-Za-z])",
     re.IGNORECASE,
 )
 
@@ -846,7 +850,14 @@ def _doubts_possible(work: str) -> bool:
     Blanking only ever removes digits and signs: what it leaves cannot pass where the
     text before it did not.
     """
-    return not GATES or (_digit_count(work) > 0 and _DOUBT_GATE.search(work) is not None)
+    if not GATES:
+        return True
+    if not _digit_count(work):
+        return False
+    # A currency token anywhere, looked for as plain text (as `_candidates` finds where
+    # money starts): the token's regex costs more than every doubt's pattern together.
+    return (_has(_fold(work), _CURRENCY_STARTS) or _has(work, _ISO_SORTED)
+            or _DOUBT_GATE.search(work) is not None)
 
 
 def _doubts_in(work: str) -> list[str]:
@@ -885,9 +896,9 @@ def _doubts_in(work: str) -> list[str]:
         value = _number_to_decimal(m["n"])
         if value is not None and value.is_finite() and value > 0 and value != money(value):
             add(f"the amount '{_around(work, m.start(), m.end())}' is finer than a cent")
-    # Two amounts are two runs of digits apart: with one run there is no range to look for
-    # (the search is the dearest of these, and most messages name one number).
-    for m in _AMOUNT_RANGE.finditer(work) if _two_numbers(work) else ():
+    # The search is the dearest of these, and most messages name one number: see
+    # `_RANGE_GATE`.
+    for m in _AMOUNT_RANGE.finditer(work) if _range_possible(work) else ():
         if _is_range(m):
             add(f"'{_around(work, m.start(), m.end())}' names two amounts and the bot cannot "
                 f"tell which one is asked for")
