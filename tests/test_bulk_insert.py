@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bots.models import RefundRequest
 from bots.queue import Queue, intake
-from bots.queue.bulk import CHUNK, find_in, insert_rows
+from bots.queue.bulk import CHUNK, find_in, insert_rows, insert_values
 from bots.queue.schema import AuditRow, Case, RequestRow
 
 CASES = Case.__table__
@@ -59,6 +59,23 @@ def test_a_row_lacking_a_defaulted_column_is_refused(queue: Queue) -> None:
         insert_rows(s.connection(), CASES, [row])
     with queue.session() as s, pytest.raises(ValueError, match="no column colour"):
         insert_rows(s.connection(), CASES, [_case_row("b", colour="red")])
+
+
+def test_rows_as_tuples_read_back_as_rows_as_dicts(queue: Queue) -> None:
+    """`insert_values` (what intake stores requests with) writes what `insert_rows` writes,
+    and refuses a row with a value too many or too few instead of shifting the columns."""
+    names = list(_case_row("x"))
+    with queue.session() as s:
+        insert_rows(s.connection(), CASES, [_case_row("a")])
+        insert_values(s.connection(), CASES, names, [tuple(_case_row("b").values())])
+    with queue.session() as s:
+        a, b = (s.scalars(select(Case).where(Case.case_key == k)).one() for k in "ab")
+        for column in names:
+            if column not in ("case_key",):
+                assert getattr(a, column) == getattr(b, column), column
+    for row in [tuple(_case_row("c").values())[:-1], (*_case_row("c").values(), 1)]:
+        with queue.session() as s, pytest.raises(ValueError, match="13 values"):
+            insert_values(s.connection(), CASES, names, [tuple(_case_row("d").values()), row])
 
 
 def test_nothing_to_insert_is_nothing(queue: Queue) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,13 +63,16 @@ def chain_rows(s: Session, rows: Sequence[dict[str, Any]]) -> None:
     """
     head = _head(s)
     salts = secrets.token_hex(16 * len(rows))  # one read of the system's CSPRNG, not one a row
+    times: dict[datetime, str | None] = {}  # a batch's records share their time
     for n, row in enumerate(rows):
-        row.setdefault("at", utcnow())
+        at = row.setdefault("at", utcnow())
         row.setdefault("subject", None)
         row["salt"] = salts[32 * n:32 * n + 32]
         row["detail_hash"] = detail_hash(row["salt"], row.get("detail") or "")
         row["prev_hash"] = head
-        row["row_hash"] = head = record_hash(row)
+        if at not in times:
+            times[at] = _iso(at)
+        row["row_hash"] = head = _hash(row.get, times[at])
     s.info[_HEAD] = head
 
 
@@ -92,7 +95,11 @@ def detail_hash(salt: str, detail: str) -> str:
 def record_hash(row: Any) -> str:
     """The hash of a record's chained content (a dict or an AuditRow)."""
     get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
-    content = [get("prev_hash"), _iso(get("at")), get("case_id"), get("run_id"), get("actor"),
+    return _hash(get, _iso(get("at")))
+
+
+def _hash(get: Callable[[str], Any], at: str | None) -> str:
+    content = [get("prev_hash"), at, get("case_id"), get("run_id"), get("actor"),
                get("from_state"), get("to_state"), get("event"), get("subject"),
                get("detail_hash")]
     return hashlib.sha256(_COMPACT.encode(content).encode()).hexdigest()

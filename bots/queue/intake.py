@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, Table, select, text, update
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session
 from bots.models import Quarantined, RefundRequest
 from bots.queue.audit import audit, chain_rows, masked
 from bots.queue.base import Store
-from bots.queue.bulk import CHUNK, find_in, insert_rows
+from bots.queue.bulk import CHUNK, find_in, insert_rows, insert_values
 from bots.queue.schema import (
     AuditRow,
     Base,
@@ -245,6 +247,7 @@ _CaseLike = Case | _Opened
 # What a new case is opened with and what a repeat contact may fill in.
 _CASE_FIELDS = ("case_key", "order_number", "customer_email", "customer_name",
                 "requested_amount", "currency", "state", "priority", "follows")
+_CASE_COLUMNS = (*_CASE_FIELDS, "attempts", "lease_token", "created_at", "updated_at")
 
 
 def _insert_cases(s: Session, cases: list[_Opened]) -> None:
@@ -256,10 +259,10 @@ def _insert_cases(s: Session, cases: list[_Opened]) -> None:
     if not cases:
         return
     now = utcnow()
-    rows = [{**{f: getattr(c, f) for f in _CASE_FIELDS}, "attempts": 0, "lease_token": 0,
-             "created_at": now, "updated_at": now} for c in cases]
+    fields = attrgetter(*_CASE_FIELDS)
     conn = s.connection()
-    insert_rows(conn, _table(Case), rows)
+    insert_values(conn, _table(Case), _CASE_COLUMNS,
+                  [(*fields(c), 0, 0, now, now) for c in cases])
     ids = dict(find_in(conn, _table(Case), ("case_key", "id"), "case_key",
                        [c.case_key for c in cases]))
     for case in cases:
@@ -306,19 +309,24 @@ def _chunked(values: list[_T]) -> Iterator[list[_T]]:
         yield values[start:start + CHUNK]
 
 
-def request_values(req: RefundRequest, case_id: int, run_id: str | None,
-                   source_ref: str) -> dict[str, Any]:
-    """A request's row; `source_ref` is the request's, masked (see `_insert_contacts`)."""
-    return dict(
-        channel=req.channel, source_id=req.source_id, source_ref=source_ref,
-        received_at=req.received_at, customer_email=req.customer_email,
-        customer_name=req.customer_name, customer_phone=req.customer_phone,
-        order_number=req.order_number, requested_amount=req.requested_amount,
-        currency=req.currency, reason_category=req.reason_category,
-        reason_text=req.reason_text, reply_to=req.reply_to, customer_handle=req.customer_handle,
-        auth_results=req.auth_results, in_reply_to=req.in_reply_to, run_id=run_id,
-        doubts=json.dumps(list(req.doubts)), language=req.language, case_id=case_id,
-    )
+# A request's row: these fields of the request as they are, then what storing adds.
+_REQUEST_FIELDS = ("channel", "source_id", "received_at", "customer_email", "customer_name",
+                   "customer_phone", "order_number", "requested_amount", "currency",
+                   "reason_category", "reason_text", "reply_to", "customer_handle",
+                   "auth_results", "in_reply_to", "language")
+_REQUEST_COLUMNS = (*_REQUEST_FIELDS, "source_ref", "doubts", "run_id", "case_id",
+                    "created_at")
+
+
+def request_row(req: RefundRequest, case_id: int, run_id: str | None, source_ref: str,
+                now: datetime) -> tuple[Any, ...]:
+    """A request's row, in the order of `_REQUEST_COLUMNS`; `source_ref` is the
+    request's, masked (see `_insert_contacts`)."""
+    return (*_request_fields(req), source_ref, json.dumps(list(req.doubts)), run_id, case_id,
+            now)
+
+
+_request_fields = attrgetter(*_REQUEST_FIELDS)
 
 
 _EVENTS = {"case_opened": (None, "first"), "contact_linked": ("same", "another"),
@@ -346,11 +354,11 @@ def _insert_contacts(s: Session, added: list[tuple[RefundRequest, _CaseLike, str
         audits.append(dict(case_id=case.id, run_id=run_id, actor="intake",
                            from_state=case.state if _EVENTS[event_name][0] else None,
                            to_state=case.state, event=event_name, detail=detail, at=now))
-        rows.append({**request_values(req, case.id, run_id, source_ref), "created_at": now})
+        rows.append(request_row(req, case.id, run_id, source_ref, now))
     chain_rows(s, audits)  # issue 15: hash-chained, in this order (bots/queue/audit.py)
     conn = s.connection()
     insert_rows(conn, _table(AuditRow), audits)
-    insert_rows(conn, _table(RequestRow), rows)
+    insert_values(conn, _table(RequestRow), _REQUEST_COLUMNS, rows)
 
 
 def _detail(req: RefundRequest, case: _CaseLike, event_name: str) -> str:
