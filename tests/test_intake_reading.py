@@ -32,8 +32,8 @@ def test_a_folder_is_read_file_by_file_and_refused_files_are_never_read(
     assert [p.file for p in missing] == [None] and missing[0].problem is not None
 
 
-def test_reading_a_file_again_triages_only_its_new_rows(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reading_a_file_again_triages_and_stores_only_its_new_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An export that grows is read every run: the rows stored before cost parsing only."""
     import bots.intake.triage as triage_module
     from bots.intake.sources import SourceConfig
@@ -48,6 +48,10 @@ def test_reading_a_file_again_triages_only_its_new_rows(tmp_path: Path,
     real = triage_module._triaged
     monkeypatch.setattr(triage_module, "_triaged", lambda req, language: (
         triaged.append(req.source_id), real(req, language))[1])
+    stored: list[str] = []  # and only they are stored (no write transaction for the others)
+    store = queue.store_requests
+    monkeypatch.setattr(queue, "store_requests", lambda reqs, run_id: (
+        stored.extend(r.source_id for r in reqs), store(reqs, run_id))[1])
 
     def intake() -> pipeline.IntakeStats:
         run = RunFolder.create(tmp_path / "runs")
@@ -56,11 +60,13 @@ def test_reading_a_file_again_triages_only_its_new_rows(tmp_path: Path,
         finally:
             run.close()
 
-    assert intake().new_requests == 5 and len(triaged) == 5
+    assert intake().new_requests == 5 and len(triaged) == 5 == len(stored)
     triaged.clear()
-    assert intake().already_seen == 5 and triaged == []
+    stored.clear()
+    assert intake().already_seen == 5 and triaged == [] == stored
     sheet.write_text("\n".join([*rows, "ORD-100099,new@example.org,,URGENT broken"]) + "\n")
     stats = intake()
     assert (stats.new_requests, stats.already_seen, len(triaged)) == (1, 5, 1)
+    assert stored == triaged
     with queue.session() as s:  # the new row still got its priority
         assert s.scalar(select(Case.priority).where(Case.order_number == "ORD-100099")) >= 1

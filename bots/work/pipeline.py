@@ -128,13 +128,19 @@ def _enqueue(queue: Queue, run: RunFolder, pending: list[RefundRequest],
     Language and priority are worked out only for requests the queue does not hold yet:
     a file read again (an export that grows, read every run) costs its parsing only.
     """
+    known = queue.known(pending) if pending else set()
     if pending:
-        pending[:] = triage_new(pending, queue.known(pending))
+        pending[:] = triage_new(pending, known)
     for echo in _our_echoes(queue, pending):
         pending.remove(echo[0])
         _quarantine(queue, run, echo[1], stats)
-    for req, stored in zip(pending, queue.store_requests(pending, run.run_id), strict=True):
-        if not stored.new:
+    # What the queue holds is not stored again: storing it would only find it there (a
+    # write transaction, on SQLite the write lock, for nothing: most of a repeat intake).
+    new = [req for req in pending if (req.channel, req.source_id) not in known]
+    stored_new = iter(queue.store_requests(new, run.run_id))
+    for req in pending:
+        stored = None if (req.channel, req.source_id) in known else next(stored_new)
+        if stored is None or not stored.new:
             if conflict := _reused_id(queue, req):  # issue #12: never silently "already seen"
                 _quarantine(queue, run, conflict, stats)
                 continue
