@@ -28,7 +28,10 @@ declare -A PARTS=(
              bots.intake.extract.x__choice_doubts__* bots.intake.extract.x_parse_amount__*
              bots.intake.extract.x__number_to_decimal__* bots.intake.extract.x__valid_amount__*
              bots.intake.extract.x_currency_code__* bots.intake.extract.x__score__*
-             bots.intake.extract.x__better__*"
+             bots.intake.extract.x__better__* bots.intake.extract.x_read_amount__*
+             bots.intake.extract.x_amount_doubts__* bots.intake.extract.x__doubts_in__*
+             bots.intake.extract.x__doubts_possible__* bots.intake.extract.x__range_possible__*
+             bots.intake.extract.x__signed_starts__*"
   [masking]="bots.intake.extract.x_mask_secrets__* bots.intake.extract.x__mask_card_run__*
              bots.intake.extract.x__card_window__* bots.intake.extract.x_luhn_valid__*
              bots.intake.extract.x__mask_iban__* bots.intake.extract.x__iban_valid__*

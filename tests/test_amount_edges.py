@@ -233,3 +233,66 @@ def test_a_minus_then_a_space_before_a_number_is_a_doubt_without_a_currency(text
     assert any("minus sign" in d for d in amount_doubts(text)), amount_doubts(text)
     assert any("minus sign" in d for d in read_amount(text).doubts)
     assert read_amount(text).amount is None
+
+
+@pytest.mark.parametrize(("text", "doubts"), [
+    # the excerpt shown is the sign and what follows it, or the token and what precedes
+    ("paid -5 EUR for the broken cup",
+     ["the amount '-5 EUR for th' has a minus sign: a refund is never negative"]),
+    ("EUR -5 please send it back",
+     ["the amount 'EUR -5 please' has a minus sign: a refund is never negative"]),
+    ("€-5 please send it back",  # one sign, one doubt: after the token, not a second
+     ["the amount '€-5 please' has a minus sign: a refund is never negative"]),
+    ("refund -5 please send it back",
+     ["the amount 'refund -5 please' has a minus sign: a refund is never negative"]),
+    ("Refund - €5 for the cup",
+     ["the amount '- €5 for the' has a minus sign: a refund is never negative"]),
+    ("x-5 EUR", []),  # a minus after a letter or digit is a hyphen ("ORD-1", "10-20")
+    ("I want $20 CAD back please", ["'$20 CAD' names two currencies (CAD, USD)"]),
+    ("I want 20 kr back please", ["'20 kr' names a currency the bot cannot tell (kr)"]),
+    ("kr20 SEK back please", ["'kr20 SEK' names a currency the bot cannot tell (kr, SEK)"]),
+    ("I want between 10 and 20 EUR please",
+     ["'between 10 and 20 EUR' names two amounts and the bot cannot tell which one is "
+      "asked for"]),
+    ("that is 30 bucks please", ["'30 bucks' names no currency the bot can map"]),
+    ("it cost 25 RUB, refund it", ["'25 RUB' is in RUB, a currency the bot does not handle"]),
+    ("so refund 0.005, thanks", ["the amount 'refund 0.005' is finer than a cent"]),
+    ("the cup: 0.005 EUR, refund it", ["the amount '0.005 EUR' is finer than a cent"]),
+])
+def test_each_doubt_says_what_it_saw(text: str, doubts: list[str]) -> None:
+    """What a person reads in the escalation: the kind of doubt and the words around it."""
+    from bots.intake.extract import amount_doubts, read_amount
+
+    assert amount_doubts(text) == doubts
+    assert list(read_amount(text).doubts[:len(doubts)]) == doubts
+
+
+@pytest.mark.parametrize(("text", "signed"), [
+    ("-5 EUR", {1}), ("- 5 EUR", {1, 2}), ("-  5", {1, 2, 3}), ("-€5", {1, 2}),
+    ("- €5", {1, 2, 3}), ("\u22125 EUR", {1}), ("paid -5 EUR", {6}),
+    ("EUR-5", {0, 4}), ("refund -5", {0, 8}),
+    ("x-5 EUR", set()), ("1-5", set()), ("_-5", set()), (".-5", set()), ("no sign", set()),
+])
+def test_where_signed_money_starts(text: str, signed: set[int]) -> None:
+    """Every place a money match may start right after a minus sign (it is then never read
+    as its absolute value); a minus after a letter, digit, "_" or "." is a hyphen."""
+    assert extract._signed_starts(text) == signed
+
+
+def test_the_doubts_read_as_far_as_the_amounts() -> None:
+    """The first 20,000 characters, like the amount itself: a sign just inside is seen, one
+    just outside is not (it is not read as an amount either)."""
+    from bots.intake.extract import amount_doubts, read_amount
+
+    inside, outside = "a" * 19_997 + " -5 EUR", "a" * 19_998 + " -5 EUR"
+    assert [d for d in amount_doubts(inside) if "minus sign" in d]
+    assert amount_doubts(outside) == [] and read_amount(outside).amount is None
+
+
+def test_an_amount_read_with_other_order_patterns_blanks_those_orders() -> None:
+    """A deployment's own order pattern is blanked before the doubts are read, whichever
+    way the amount was read: "#-12345" is an order here, not a minus twelve thousand."""
+    from bots.intake.extract import read_amount
+
+    assert read_amount("order #-12345 please").doubts != ()  # not an order by default
+    assert read_amount("order #-12345 please", [r"#-\d{5}"]).doubts == ()

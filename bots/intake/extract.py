@@ -729,7 +729,7 @@ def _better(best: Candidate | None, score: int, pos: int,
 # --------------------------------------------------------------------------- doubts
 
 _MINUS = "-\u2212"  # after `normalise_text` every dash is "-"; U+2212 in ASCII-free text too
-_SIGN_BEFORE = re.compile(rf"[{_MINUS}](?=(?:{_CUR_IN_TEXT})?\s?\d)", re.IGNORECASE)
+_SIGN_BEFORE = re.compile(rf"[{_MINUS}](?=\s?(?:{_CUR_IN_TEXT})?\s?\d)", re.IGNORECASE)
 _SIGN_AFTER_CURRENCY = re.compile(rf"(?:{_CUR_IN_TEXT})\s?[{_MINUS}](?=\d)", re.IGNORECASE)
 _SIGN_AFTER_KEYWORD = re.compile(
     rf"(?i)\b{_AMOUNT_WORD}\b"
@@ -749,8 +749,12 @@ def _signed_starts(work: str) -> set[int]:
     for m in _SIGN_BEFORE.finditer(work):
         before = work[m.start() - 1] if m.start() else " "
         if not (before.isalnum() or before in ".,_"):
-            found.add(m.end())
-            found.add(m.end() + (1 if work[m.end():m.end() + 1].isspace() else 0))
+            # the money after the sign starts at its currency token or its number, with
+            # a space or two in between ("- €5", "-  5"): every place up to the digit
+            digit = m.end()
+            while not work[digit].isdecimal():  # the lookahead saw a digit ahead
+                digit += 1
+            found.update(range(m.end(), digit + 1))
     for rx in (_SIGN_AFTER_CURRENCY, _SIGN_AFTER_KEYWORD):
         for m in rx.finditer(work):
             found.add(m.end())
@@ -805,7 +809,7 @@ _ASK_BEFORE = re.compile(
 # (see GATES): a minus sign before a number or after a currency or keyword; three decimals;
 # a money word or an upper-case code touching a number.
 _DOUBT_GATE = re.compile(
-    rf"[{_MINUS}]\S{{0,4}}\s?\d|\d[.,]\d{{3}}|(?-i:[A-Z]{{3}})\s?\d|\d\s?(?-i:[A-Z]{{3}})|"
+    rf"[{_MINUS}]\s?\S{{0,4}}\s?\d|\d[.,]\d{{3}}|(?-i:[A-Z]{{3}})\s?\d|\d\s?(?-i:[A-Z]{{3}})|"
     rf"\d\s?(?i:{'|'.join(re.escape(w) for w in UNMAPPED_CURRENCY_WORDS)})(?![A-Za-z])",
     re.IGNORECASE,
 )
