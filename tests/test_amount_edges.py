@@ -239,8 +239,11 @@ def test_a_minus_then_a_space_before_a_number_is_a_doubt_without_a_currency(text
     # the excerpt shown is the sign and what follows it, or the token and what precedes
     ("paid -5 EUR for the broken cup",
      ["the amount '-5 EUR for th' has a minus sign: a refund is never negative"]),
-    ("EUR -5 please send it back",
-     ["the amount 'EUR -5 please' has a minus sign: a refund is never negative"]),
+    ("EUR -5 refunded to me",
+     ["the amount 'EUR -5 refund' has a minus sign: a refund is never negative"]),
+    ("-5 EUR please", ["the amount '-5 EUR please' has a minus sign: a refund is never negative"]),
+    ("x-5 EUR, refund -5 EUR",  # the hyphen is no second sign
+     ["the amount 'refund -5 EUR' has a minus sign: a refund is never negative"]),
     ("€-5 please send it back",  # one sign, one doubt: after the token, not a second
      ["the amount '€-5 please' has a minus sign: a refund is never negative"]),
     ("refund -5 please send it back",
