@@ -413,6 +413,8 @@ def test_a_doubt_from_intake_escalates_with_its_words(bots: Bots) -> None:
     bots.run()
     case = bots.case(cid)
     assert case.state == CaseState.ESCALATED and paid(bots) == []
+    assert case.outcome == "escalated" and bots.processor.stats.outcomes == {  # type: ignore
+        "escalated": 1}
     assert case.reason == ("Not sure what the customer asks: a minus sign before the amount "
                            "(-5 EUR). A human decides.")
 
@@ -1252,7 +1254,7 @@ def test_a_failed_attempt_keeps_screenshots_and_a_scrubbed_trace(bots: Bots) -> 
                                              f"{ref}-attempt1-payment_portal.png"]
     [trace] = worker.context.tracing.saved
     assert trace.name == f"{ref}-attempt1.zip" and not zip_contains(trace, PAYMENTS_SECRET)
-    assert len(worker.context.tracing.chunks) == 2  # one per attempt
+    assert worker.context.tracing.chunks == [f"{ref} attempt 1", f"{ref} attempt 2"]
     # the whole page, and never waiting on a hung page for longer than 5 s
     assert worker.orders.page.options == worker.payments.page.options == [(True, 5_000)]
     # where the README says they are: the run's screenshots/ and traces/ folders
@@ -1294,7 +1296,19 @@ def test_a_dry_run_decides_but_pays_and_writes_nothing(bots: Bots) -> None:
     assert (case.state, case.attempts, case.decision) == (CaseState.QUEUED, 0, None)
     assert paid(bots) == [] and bots.intents(cid) == [] and bots.orders.notes == {}
     assert stats.outcomes == {"refunded": 1} and bots.notifier.calls == []  # type: ignore
-    assert "dry run: would be refunded (40.00)" in bots.queue.audit_trail(cid)[-1].detail
+    released = bots.queue.audit_trail(cid)[-1]
+    assert "dry run: would be refunded (40.00)" in released.detail
+    assert released.run_id == bots.processor.run.run_id  # type: ignore[union-attr]
+
+
+def test_a_dry_run_proposes_nothing_for_a_case_it_merges(bots: Bots) -> None:
+    bots.sell()
+    loose = bots.ask(order=None)  # claimed first: oldest
+    order_case = bots.ask()
+    stats = bots.run(dry_run=True)
+    assert set(bots.processor.proposals) == {order_case}  # type: ignore[union-attr]
+    assert stats.outcomes == {"refunded": 1} and paid(bots) == []
+    assert bots.case(loose).state == CaseState.MERGED
 
 
 def test_a_dry_run_of_a_partial_and_an_escalation(bots: Bots) -> None:
@@ -1507,6 +1521,9 @@ def test_a_deferral_says_which_refund_may_be_in_flight_and_for_how_long(bots: Bo
     [deferred] = [a for a in bots.queue.audit_trail(cid) if a.event == "deferred"]
     assert f"refund {intent.key} of 40.00 was submitted 30s ago" in deferred.detail
     assert "after the 60s grace period" in deferred.detail
+    assert deferred.run_id == bots.processor.run.run_id  # type: ignore[union-attr]
+    log = _run_log(bots)  # the rest of the grace, rounded: 30 or 31 s
+    assert "| waiting 3" in log and f"s: refund {intent.key} of 40.00 was submitted" in log
 
 
 def test_the_circuit_breaker_says_why_it_stopped_the_run(bots: Bots) -> None:
