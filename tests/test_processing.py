@@ -1289,7 +1289,12 @@ def test_a_dead_page_does_not_hide_the_error_or_the_other_screenshot(bots: Bots,
 def test_a_dry_run_decides_but_pays_and_writes_nothing(bots: Bots) -> None:
     bots.sell()
     cid = bots.ask()
+    counted: list[tuple[int, str]] = []
+    bots.on_case = lambda case, outcome: counted.append((case.id, outcome))
     stats = bots.run(dry_run=True)
+    assert counted == [(cid, "refunded")]
+    assert f"| dry run: would be refunded: {bots.processor.proposals[cid].reason}" in (  # type: ignore
+        _run_log(bots))
     proposal = bots.processor.proposals[cid]  # type: ignore[union-attr]
     assert (proposal.outcome, proposal.approved) == ("refunded", D("40.00"))
     case = bots.case(cid)
@@ -1319,6 +1324,14 @@ def test_a_dry_run_of_a_partial_and_an_escalation(bots: Bots) -> None:
     proposals = bots.processor.proposals  # type: ignore[union-attr]
     assert (proposals[small].outcome, proposals[big].outcome) == ("partial", "escalated")
     assert paid(bots) == []
+
+
+def test_a_dry_run_rejection_names_no_amount(bots: Bots) -> None:
+    bots.sell(delivered_days_ago=400)  # long past the refund window
+    cid = bots.ask()
+    bots.run(dry_run=True)
+    released = bots.queue.audit_trail(cid)[-1]
+    assert released.detail.startswith("dry run: would be rejected: "), released.detail
 
 
 def test_a_notification_failure_does_not_undo_the_refund(bots: Bots) -> None:
