@@ -264,6 +264,19 @@ def test_an_eligible_case_is_paid_once_noted_and_answered(bots: Bots) -> None:
     assert all(w.context.closed for w in bots.session.workers)  # type: ignore[union-attr]
 
 
+def test_a_finished_case_is_recorded_counted_and_logged_by_this_run(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    counted: list[tuple[int, str]] = []
+    bots.on_case = lambda case, outcome: counted.append((case.id, outcome))
+    bots.run()
+    case = bots.case(cid)
+    [finished] = [a for a in bots.queue.audit_trail(cid) if a.event == "refunded"]
+    assert finished.run_id == bots.processor.run.run_id  # type: ignore[union-attr]
+    assert counted == [(cid, "refunded")]
+    assert f"| refunded: {case.reason}\n" in _run_log(bots)
+
+
 def test_a_smaller_amount_asked_is_a_partial_refund(bots: Bots) -> None:
     bots.sell()
     cid = bots.ask(amount="15.00")
