@@ -277,6 +277,16 @@ def test_a_finished_case_is_recorded_counted_and_logged_by_this_run(bots: Bots) 
     assert f"| refunded: {case.reason}\n" in _run_log(bots)
 
 
+def test_each_worker_claims_as_its_own_runner(bots: Bots) -> None:
+    bots.processing["workers"] = 2
+    bots.sell()
+    bots.ask()
+    bots.run()
+    owners = bots.processor._owners  # type: ignore[union-attr]
+    names = [w.name for w in bots.session.workers]  # type: ignore[union-attr]
+    assert sorted(owners) == sorted(names) and len(set(owners.values())) == 2
+
+
 def test_a_smaller_amount_asked_is_a_partial_refund(bots: Bots) -> None:
     bots.sell()
     cid = bots.ask(amount="15.00")
