@@ -185,6 +185,10 @@ def test_reason_table_is_lower_case_and_known() -> None:
     ("CVV 123", f"CVV {REDACTED}"),
     ("cvc: 9876", f"cvc: {REDACTED}"),
     ("PIN 4321", f"PIN {REDACTED}"),
+    # NAME=secret as configuration and URLs write it (only the third pattern reads these)
+    ("DB_PASSWORD=hunter2 ok", f"DB_PASSWORD={REDACTED} ok"),
+    ("see ?api_key=abc123def", f"see ?api_key={REDACTED}"),
+    ("DB_SECRET = hunter22", f"DB_SECRET = {REDACTED}"),
     # untouched: non-Luhn runs, order numbers, phones, invalid IBANs
     (f"ref {NOT_LUHN}", f"ref {NOT_LUHN}"),
     ("ORD-123456", "ORD-123456"),

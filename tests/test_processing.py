@@ -264,6 +264,29 @@ def test_an_eligible_case_is_paid_once_noted_and_answered(bots: Bots) -> None:
     assert all(w.context.closed for w in bots.session.workers)  # type: ignore[union-attr]
 
 
+def test_a_finished_case_is_recorded_counted_and_logged_by_this_run(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    counted: list[tuple[int, str]] = []
+    bots.on_case = lambda case, outcome: counted.append((case.id, outcome))
+    bots.run()
+    case = bots.case(cid)
+    [finished] = [a for a in bots.queue.audit_trail(cid) if a.event == "refunded"]
+    assert finished.run_id == bots.processor.run.run_id  # type: ignore[union-attr]
+    assert counted == [(cid, "refunded")]
+    assert f"| refunded: {case.reason}\n" in _run_log(bots)
+
+
+def test_each_worker_claims_as_its_own_runner(bots: Bots) -> None:
+    bots.processing["workers"] = 2
+    bots.sell()
+    bots.ask()
+    bots.run()
+    owners = bots.processor._owners  # type: ignore[union-attr]
+    names = [w.name for w in bots.session.workers]  # type: ignore[union-attr]
+    assert sorted(owners) == sorted(names) and len(set(owners.values())) == 2
+
+
 def test_a_smaller_amount_asked_is_a_partial_refund(bots: Bots) -> None:
     bots.sell()
     cid = bots.ask(amount="15.00")
@@ -413,6 +436,8 @@ def test_a_doubt_from_intake_escalates_with_its_words(bots: Bots) -> None:
     bots.run()
     case = bots.case(cid)
     assert case.state == CaseState.ESCALATED and paid(bots) == []
+    assert case.outcome == "escalated" and bots.processor.stats.outcomes == {  # type: ignore
+        "escalated": 1}
     assert case.reason == ("Not sure what the customer asks: a minus sign before the amount "
                            "(-5 EUR). A human decides.")
 
@@ -1252,7 +1277,7 @@ def test_a_failed_attempt_keeps_screenshots_and_a_scrubbed_trace(bots: Bots) -> 
                                              f"{ref}-attempt1-payment_portal.png"]
     [trace] = worker.context.tracing.saved
     assert trace.name == f"{ref}-attempt1.zip" and not zip_contains(trace, PAYMENTS_SECRET)
-    assert len(worker.context.tracing.chunks) == 2  # one per attempt
+    assert worker.context.tracing.chunks == [f"{ref} attempt 1", f"{ref} attempt 2"]
     # the whole page, and never waiting on a hung page for longer than 5 s
     assert worker.orders.page.options == worker.payments.page.options == [(True, 5_000)]
     # where the README says they are: the run's screenshots/ and traces/ folders
@@ -1287,14 +1312,31 @@ def test_a_dead_page_does_not_hide_the_error_or_the_other_screenshot(bots: Bots,
 def test_a_dry_run_decides_but_pays_and_writes_nothing(bots: Bots) -> None:
     bots.sell()
     cid = bots.ask()
+    counted: list[tuple[int, str]] = []
+    bots.on_case = lambda case, outcome: counted.append((case.id, outcome))
     stats = bots.run(dry_run=True)
+    assert counted == [(cid, "refunded")]
+    assert f"| dry run: would be refunded: {bots.processor.proposals[cid].reason}" in (  # type: ignore
+        _run_log(bots))
     proposal = bots.processor.proposals[cid]  # type: ignore[union-attr]
     assert (proposal.outcome, proposal.approved) == ("refunded", D("40.00"))
     case = bots.case(cid)
     assert (case.state, case.attempts, case.decision) == (CaseState.QUEUED, 0, None)
     assert paid(bots) == [] and bots.intents(cid) == [] and bots.orders.notes == {}
     assert stats.outcomes == {"refunded": 1} and bots.notifier.calls == []  # type: ignore
-    assert "dry run: would be refunded (40.00)" in bots.queue.audit_trail(cid)[-1].detail
+    released = bots.queue.audit_trail(cid)[-1]
+    assert "dry run: would be refunded (40.00)" in released.detail
+    assert released.run_id == bots.processor.run.run_id  # type: ignore[union-attr]
+
+
+def test_a_dry_run_proposes_nothing_for_a_case_it_merges(bots: Bots) -> None:
+    bots.sell()
+    loose = bots.ask(order=None)  # claimed first: oldest
+    order_case = bots.ask()
+    stats = bots.run(dry_run=True)
+    assert set(bots.processor.proposals) == {order_case}  # type: ignore[union-attr]
+    assert stats.outcomes == {"refunded": 1} and paid(bots) == []
+    assert bots.case(loose).state == CaseState.MERGED
 
 
 def test_a_dry_run_of_a_partial_and_an_escalation(bots: Bots) -> None:
@@ -1305,6 +1347,14 @@ def test_a_dry_run_of_a_partial_and_an_escalation(bots: Bots) -> None:
     proposals = bots.processor.proposals  # type: ignore[union-attr]
     assert (proposals[small].outcome, proposals[big].outcome) == ("partial", "escalated")
     assert paid(bots) == []
+
+
+def test_a_dry_run_rejection_names_no_amount(bots: Bots) -> None:
+    bots.sell(delivered_days_ago=400)  # long past the refund window
+    cid = bots.ask()
+    bots.run(dry_run=True)
+    released = bots.queue.audit_trail(cid)[-1]
+    assert released.detail.startswith("dry run: would be rejected: "), released.detail
 
 
 def test_a_notification_failure_does_not_undo_the_refund(bots: Bots) -> None:
@@ -1507,6 +1557,9 @@ def test_a_deferral_says_which_refund_may_be_in_flight_and_for_how_long(bots: Bo
     [deferred] = [a for a in bots.queue.audit_trail(cid) if a.event == "deferred"]
     assert f"refund {intent.key} of 40.00 was submitted 30s ago" in deferred.detail
     assert "after the 60s grace period" in deferred.detail
+    assert deferred.run_id == bots.processor.run.run_id  # type: ignore[union-attr]
+    log = _run_log(bots)  # the rest of the grace, rounded: 30 or 31 s
+    assert "| waiting 3" in log and f"s: refund {intent.key} of 40.00 was submitted" in log
 
 
 def test_the_circuit_breaker_says_why_it_stopped_the_run(bots: Bots) -> None:
