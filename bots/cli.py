@@ -1282,6 +1282,9 @@ def bench_queue_cmd(
     queue_url: Annotated[str | None, typer.Option(
         help="Queue on this PostgreSQL server (a new database per pass), a URL like the "
              "settings' queue_url: postgresql+psycopg://...")] = None,
+    readers: Annotated[int | None, typer.Option(
+        min=1, help="Reader processes to compare with reading in one process "
+                    "[default: one per CPU but one, at least one]")] = None,
 ) -> None:
     """Intake of N contacts into the queue, a repeat with nothing new, a page of cases list."""
     from contextlib import ExitStack
@@ -1295,8 +1298,8 @@ def bench_queue_cmd(
             server = queue_url or (stack.enter_context(throwaway_postgres()) if postgres
                                    else None)
             new_queue_url = database_factory(server) if server else None
-            result = bench_queue(n, repeat=repeat, new_queue_url=new_queue_url,
-                                 say=console.print)
+            result = bench_queue(n, repeat=repeat, readers=readers,
+                                 new_queue_url=new_queue_url, say=console.print)
         except PostgresUnavailable as exc:
             console.print(f"[red]bench queue:[/] {exc}")
             raise typer.Exit(EXIT_ERROR) from None

@@ -66,6 +66,9 @@ class ProcessingSettings(_Model):
 
 class IntakeSettings(_Model):
     sources: list[AnySource] = []
+    # Processes reading the folder sources' files while intake stores; None: one per
+    # CPU but one; 0: none (all read in the intake process). See bots.intake.parallel.
+    readers: int | None = Field(None, ge=0)
 
 
 class ScheduleJob(_Model):

@@ -31,9 +31,15 @@ def test_bench_queue_stores_repeats_and_pages() -> None:
     assert result.backend == "sqlite" and result.requests >= 250
     assert result.cases > 0 and len(result.page_seconds) == 5 and len(result.intake) == 1
     assert any(line.startswith("pass 1: ") for line in said)
+    assert result.readers >= 1
+    assert len(result.streamed_here) == len(result.streamed_readers) == 1
+    for count in ("no", result.readers):
+        assert any(line.startswith(f"read and stored at once, {count} reader process(es), "
+                                   "pass 1") for line in said)
     lines = describe(result)
-    assert "store" in lines[0] and "intake command" in lines[1]
-    assert "repeat intake" in lines[2] and "cases list" in lines[3]
+    assert "store" in lines[0] and "read and stored at once" in lines[1]
+    assert "intake command" in lines[2]
+    assert "repeat intake" in lines[3] and "cases list" in lines[4]
 
 
 @pytest.mark.e2e

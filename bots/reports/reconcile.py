@@ -13,11 +13,9 @@ refunds take seconds (``refund-bots bench reconcile``).
 
 from __future__ import annotations
 
-import gc
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -26,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bots.collector import paused
 from bots.models import CENT, PortalRefund, money
 
 CONFIRMED = "confirmed"  # refund number recorded
@@ -170,7 +169,7 @@ def reconcile(ledger: Iterable[LedgerEntry], portal: Iterable[PortalRefund], *,
     ``MISSING``) when a listing day on or after its creation could not be read.
     An ``absent`` entry that is not in the portal is what the ledger says: no row.
     """
-    with _no_cyclic_gc():
+    with paused():  # millions of acyclic rows: see bots.collector
         return _reconcile(list(ledger), portal, approvals, charges, unread_days)
 
 
@@ -190,23 +189,6 @@ def _reconcile(entries: list[LedgerEntry], portal: Iterable[PortalRefund],
     rows += _loose(refunds, owner, rows, approvals)
     rows += _over_refunded_rows(charges)
     return _sorted(rows)
-
-
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause Python's cycle collector while rows are made.
-
-    Reconciling makes millions of small acyclic objects; each generation-2 collection
-    walks the whole heap (the inputs too), which made a million rows take minutes instead
-    of seconds. Nothing here creates cycles, and collection resumes right after.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def summarise(rows: Iterable[ReconRow]) -> dict[ReconStatus, int]:

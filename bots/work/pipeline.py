@@ -12,6 +12,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -21,11 +22,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
+from bots import collector
 from bots.config import ConfigError, IntakeSettings, Settings
 from bots.decide.policy import PolicyError, load_policy
 from bots.decide.signals import SignalsError, load_signals
 from bots.intake import MailboxConfig, MailboxError, read_source
 from bots.intake.echo import case_ids_named, echoed
+from bots.intake.parallel import read_parts
+from bots.intake.sources import ExportSourceConfig, SourceConfig, VoiceSourceConfig, source_parts
 from bots.intake.triage import triage_new
 from bots.legacy.browser import BrowserNotFound
 from bots.legacy.health import preflight
@@ -67,17 +71,34 @@ class IntakeStats:
 def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeStats:
     """Read every configured source into the queue. Idempotent: re-reading adds nothing.
 
-    Mailboxes are stored one message at a time; the files of a folder source share
-    batches of `queue.insert_batch` requests a transaction.
+    Mailboxes are stored one message at a time, in their turn. The files of the folder
+    sources between them share batches of `queue.insert_batch` requests a transaction
+    (small files are not a transaction each) and are read by `intake.readers` processes
+    while this one stores (`bots.intake.parallel`).
     """
     stats = IntakeStats()
+    folders: list[FolderSource] = []
     for source in intake.sources:
         if isinstance(source, MailboxConfig):
+            _read_folders_into(queue, run, folders, intake.readers, stats)
+            folders = []
             _read_mailbox_into(queue, run, source, stats)
-        else:  # a folder's files share batches: small files are not a transaction each
-            _store_items(queue, run, read_source(source), stats, queue.insert_batch)
+        else:
+            folders.append(source)
+    _read_folders_into(queue, run, folders, intake.readers, stats)
     run.log.info("intake: {}", stats)
     return stats
+
+
+FolderSource = SourceConfig | ExportSourceConfig | VoiceSourceConfig
+
+
+def _read_folders_into(queue: Queue, run: RunFolder, sources: list[FolderSource],
+                       readers: int | None, stats: IntakeStats) -> None:
+    """Folder sources, in order, as one stream of items (see `run_intake`)."""
+    parts = [part for source in sources for part in source_parts(source)]
+    with closing(read_parts(parts, readers)) as items:  # the readers stop if storing fails
+        _store_items(queue, run, items, stats, queue.insert_batch)
 
 
 def _read_mailbox_into(queue: Queue, run: RunFolder, source: MailboxConfig,
@@ -105,14 +126,16 @@ def _store_items(queue: Queue, run: RunFolder, items: Iterable[IntakeItem], stat
     again next run, and stored then.
     """
     pending: list[RefundRequest] = []
-    for item in items:
-        if isinstance(item, Quarantined):
-            _quarantine(queue, run, item, stats)
-            continue
-        pending.append(item)
-        if len(pending) >= size:
-            _enqueue(queue, run, pending, stats)
-    _enqueue(queue, run, pending, stats)
+    with collector.paused():  # a batch's cycles are collected after it is stored
+        for item in items:
+            if isinstance(item, Quarantined):
+                _quarantine(queue, run, item, stats)
+                continue
+            pending.append(item)
+            if len(pending) >= size:
+                _enqueue(queue, run, pending, stats)
+                collector.collect_young()
+        _enqueue(queue, run, pending, stats)
 
 
 def _quarantine(queue: Queue, run: RunFolder, item: Quarantined, stats: IntakeStats) -> None:

@@ -1,0 +1,169 @@
+"""Reading the files of folder sources in worker processes, items kept in order.
+
+Parsing a file (a CSV sheet, a chat or portal export) is pure CPU work in Python, and
+intake's storing is too: in one process they take turns on one core. Here the files go
+to reader processes while the calling process stores what they have read. The items
+come back exactly as `read_part` yields them, part after part in the order given, so
+what is stored (which contact opens a case, which is "already seen") does not depend
+on how many readers there were.
+
+Files, mail folders and Maildirs go to readers. A voice folder and a part refused
+before reading are read in the calling process, in their turn (readers go on with the
+files after them meanwhile); mailboxes never come here (they are stored one message at
+a time, see `bots.work.pipeline`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from bots import collector
+from bots.intake.sources import SourceConfig, SourcePart, read_part
+from bots.models import IntakeItem
+
+# Below this many bytes of files in all, starting the readers (about half a second of
+# CPU each, mostly imports) costs more than reading the files here would.
+PARALLEL_FROM_BYTES = 2 * 1024 * 1024
+# Readers yield the CPU to the storing process, the one whose work cannot be shared
+# out: with as many readers as CPUs it would otherwise get about two thirds of one.
+READER_NICENESS = 5
+# Files handed to each reader ahead of the one being stored: enough that a reader never
+# waits, few enough that read items do not pile up in memory when storing is slower.
+AHEAD_PER_READER = 2
+
+
+class ReaderDied(RuntimeError):
+    """A reader process ended without an answer (killed, out of memory).
+
+    Nothing of that file or the ones after it is stored in this run; what was stored
+    before stays, and the next run reads the rest again.
+    """
+
+
+def default_readers() -> int:
+    """One reader per CPU this process may run on; none on a single CPU, where readers
+    could only take turns with the storing process."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return cpus if cpus > 1 else 0
+
+
+def read_parts(parts: Sequence[SourcePart], readers: int | None = None, *,
+               from_bytes: int | None = None) -> Generator[IntakeItem, None, None]:
+    """Every item of these parts, in their order; files read by up to `readers`
+    processes (None: `default_readers()`; 0: all in this process), if there are two
+    files or more and `from_bytes` in all (None: `PARALLEL_FROM_BYTES`)."""
+    readers = default_readers() if readers is None else readers
+    from_bytes = PARALLEL_FROM_BYTES if from_bytes is None else from_bytes
+    files = [part for part in parts if _for_reader(part)]
+    if readers < 1 or len(files) < 2 or _size(files) < from_bytes:
+        for part in parts:
+            yield from read_part(part)
+        return
+    yield from _read_with_readers(parts, files, min(readers, len(files)))
+
+
+def _read_with_readers(parts: Sequence[SourcePart], files: list[SourcePart],
+                       readers: int) -> Iterator[IntakeItem]:
+    pool = ProcessPoolExecutor(readers, mp_context=_context(), initializer=os.nice,
+                               initargs=(READER_NICENESS,))
+    spool = Path(tempfile.mkdtemp(prefix="refund-bots-intake-"))  # 0700: ours alone
+    ahead: deque[Future[str]] = deque()
+    waiting = iter(files)
+
+    def hand_out() -> None:
+        while len(ahead) < readers * AHEAD_PER_READER and (
+                nxt := next(waiting, None)) is not None:
+            try:
+                ahead.append(pool.submit(read_file, nxt, str(spool)))
+            except BrokenProcessPool as exc:  # a reader died since the last file
+                raise _died(nxt, exc) from None
+
+    try:
+        hand_out()
+        for part in parts:
+            if not _for_reader(part):
+                yield from read_part(part)
+                continue
+            future = ahead.popleft()
+            hand_out()
+            yield from _items(future, part)
+    finally:  # a failed store, or a reader that died: no file is started after this
+        pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def read_file(part: SourcePart, spool: str) -> str:
+    """A reader's work: one file's items, whole, pickled into a file of `spool`.
+
+    Not sent back through the pool's pipe: a pipe carries 64 KiB at a time, and each
+    piece waits for the storing process's main thread to let go of the GIL (up to
+    5 ms), so a reader would spend much of its time blocked on sending.
+    """
+    with collector.paused():  # the file's items pile up: see bots.collector
+        items = list(read_part(part))
+    with tempfile.NamedTemporaryFile(dir=spool, suffix=".pickle", delete=False) as out:
+        pickle.dump(items, out, protocol=pickle.HIGHEST_PROTOCOL)
+    collector.collect_young()
+    return out.name
+
+
+def _items(future: Future[str], part: SourcePart) -> list[IntakeItem]:
+    try:
+        path = Path(future.result())
+    except BrokenProcessPool as exc:
+        raise _died(part, exc) from None
+    items: list[IntakeItem] = pickle.loads(path.read_bytes())
+    path.unlink()
+    return items
+
+
+def _died(part: SourcePart, exc: BrokenProcessPool) -> ReaderDied:
+    where = part.file or getattr(part.cfg, "path", None) or "a source"
+    return ReaderDied(f"a reader process ended without an answer (killed, or out of "
+                      f"memory?) while {where} was being read: {exc}")
+
+
+def _for_reader(part: SourcePart) -> bool:
+    """A file, or a mail folder (only read: the queue knows each message by its
+    Message-ID). Never a mailbox or a voice folder, nor a part refused before reading."""
+    if part.problem is not None:
+        return False
+    cfg = part.cfg
+    return part.file is not None or (
+        isinstance(cfg, SourceConfig) and cfg.kind in ("eml_folder", "maildir"))
+
+
+def _size(files: list[SourcePart]) -> int:
+    total = 0
+    for part in files:
+        # gone, or unreadable: its reader quarantines it with the reason
+        with contextlib.suppress(OSError):
+            total += os.stat(part.file).st_size if part.file is not None else 0
+    return total
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Readers start from a fork server that has imported the readers once, not from a
+    fork of this process: that one may hold database connections and threads."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bots.intake.sources"])
+    return context
+
+
+__all__ = ["AHEAD_PER_READER", "PARALLEL_FROM_BYTES", "ReaderDied", "default_readers",
+           "read_file", "read_parts"]
