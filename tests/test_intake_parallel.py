@@ -61,6 +61,28 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
+def _readers() -> list[int]:
+    """The reader processes (children of the fork server), once they have started."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+        if server and (found := _children_of(server)):
+            return found
+        time.sleep(0.05)
+    raise AssertionError("no reader process started in 60 s")
+
+
+def test_a_failed_start_is_raised_where_the_items_are_read() -> None:
+    def broken() -> None:
+        raise BrokenPipeError("the fork server is gone")
+
+    starting = parallel._Starting(broken)
+    with pytest.raises(BrokenPipeError, match="fork server"):
+        starting.join()
+    starting.join()  # raised once
+    parallel._Starting(broken).join(check=False)  # while stopping: not raised again
+
+
 def _sheets(tmp_path: Path, files: int, rows: int) -> list:
     folder = tmp_path / "sheets"
     folder.mkdir()
@@ -77,11 +99,9 @@ def test_a_reader_that_dies_fails_the_read_and_is_never_a_short_file(tmp_path: P
     are not 'no rows'. The read fails naming a file, and nothing after it is yielded."""
     parts = _sheets(tmp_path, 6, 6000)
     items = read_parts(parts, 2, from_bytes=0)
-    first = next(items)  # the first file is read: the readers are on the next ones
+    first = next(items)  # the first file is read here: the readers are on the next ones
     assert first.order_number == "ORD-000000"
-    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
-    readers = _children_of(server)
-    assert readers
+    readers = _readers()
     for pid in readers:
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(ReaderDied, match=r"reader process ended without an answer .*sheet-"):
@@ -94,9 +114,9 @@ def test_stopping_early_stops_the_readers(tmp_path: Path) -> None:
     parts = _sheets(tmp_path, 6, 3000)
     items = read_parts(parts, 2, from_bytes=0)
     next(items)
-    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
-    assert _children_of(server)
+    assert _readers()
     items.close()
+    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
     deadline = time.monotonic() + 30
     while _children_of(server) and time.monotonic() < deadline:
         time.sleep(0.05)

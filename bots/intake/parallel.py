@@ -21,8 +21,9 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -81,7 +82,7 @@ def _read_with_readers(parts: Sequence[SourcePart], files: list[SourcePart],
                                initargs=(READER_NICENESS,))
     spool = Path(tempfile.mkdtemp(prefix="refund-bots-intake-"))  # 0700: ours alone
     ahead: deque[Future[str]] = deque()
-    waiting = iter(files)
+    first, waiting = files[0], iter(files[1:])  # the first is read here: see below
 
     def hand_out() -> None:
         while len(ahead) < readers * AHEAD_PER_READER and (
@@ -91,18 +92,45 @@ def _read_with_readers(parts: Sequence[SourcePart], files: list[SourcePart],
             except BrokenProcessPool as exc:  # a reader died since the last file
                 raise _died(nxt, exc) from None
 
+    # The first files are handed out from a thread: the first hand-out waits until the
+    # fork server has imported the readers (a second or more), and meanwhile the first
+    # file is read and stored here instead of waiting too.
+    starting = _Starting(hand_out)
     try:
-        hand_out()
         for part in parts:
-            if not _for_reader(part):
+            if part is first or not _for_reader(part):
                 yield from read_part(part)
                 continue
+            starting.join()
             future = ahead.popleft()
             hand_out()
             yield from _items(future, part)
     finally:  # a failed store, or a reader that died: no file is started after this
+        starting.join(check=False)
         pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(spool, ignore_errors=True)
+
+
+class _Starting(threading.Thread):
+    """`start` run in a thread; `join` raises what it raised (a reader that died)."""
+
+    def __init__(self, start: Callable[[], None]) -> None:
+        super().__init__(name="intake-readers-start", daemon=True)
+        self._run_first = start
+        self._failed: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._run_first()
+        except BaseException as exc:  # raised again in the reading thread by `join`
+            self._failed = exc
+
+    def join(self, timeout: float | None = None, *, check: bool = True) -> None:
+        super().join(timeout)
+        if check and self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
 
 
 def read_file(part: SourcePart, spool: str) -> str:
