@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from multiprocessing import forkserver
 from pathlib import Path
 
@@ -14,7 +16,13 @@ from sqlalchemy import select
 from bots.config import IntakeSettings
 from bots.intake import parallel
 from bots.intake.parallel import ReaderDied, read_parts
-from bots.intake.sources import ExportSourceConfig, SourceConfig, read_part, source_parts
+from bots.intake.sources import (
+    ExportSourceConfig,
+    SourceConfig,
+    SourcePart,
+    read_part,
+    source_parts,
+)
 from bots.queue import Queue
 from bots.queue.schema import Case, RequestRow
 from bots.runs import RunFolder
@@ -43,6 +51,46 @@ def test_readers_yield_exactly_what_one_process_reads(corpus, tmp_path: Path) ->
     assert len(here) > 3000
     for readers in (1, 2, 3):
         assert list(read_parts(parts, readers, from_bytes=0)) == here
+
+
+class _SlowReaders:
+    """Readers that never finish before they are asked for their answer (a reader
+    working on a huge file): the intake process reads every file not handed out."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.handed: list[SourcePart] = []
+        _SlowReaders.last = self
+
+    def submit(self, fn: Callable[..., str], part: SourcePart, spool: str) -> Future[str]:
+        self.handed.append(part)
+        return _Unfinished(lambda: fn(part, spool))
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+class _Unfinished(Future):  # type: ignore[type-arg]
+    def __init__(self, work: Callable[[], str]) -> None:
+        super().__init__()
+        self._work = work
+
+    def done(self) -> bool:
+        return False
+
+    def result(self, timeout: float | None = None) -> str:
+        return self._work()
+
+
+def test_files_read_here_while_the_readers_are_busy_keep_their_place(
+        corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", _SlowReaders)
+    parts = [part for cfg in _sources(corpus, tmp_path) for part in source_parts(cfg)]
+    here = [item for part in parts for item in read_part(part)]
+    assert list(read_parts(parts, 2, from_bytes=0)) == here
+    files = [part for part in parts if parallel._for_reader(part)]
+    handed = _SlowReaders.last.handed
+    assert handed == files[1:1 + 2 * parallel.AHEAD_PER_READER]  # the rest were read here
+    assert len(files) > len(handed) + 1
 
 
 def _children_of(pid: int) -> list[int]:

@@ -81,34 +81,55 @@ def _read_with_readers(parts: Sequence[SourcePart], files: list[SourcePart],
     pool = ProcessPoolExecutor(readers, mp_context=_context(), initializer=os.nice,
                                initargs=(READER_NICENESS,))
     spool = Path(tempfile.mkdtemp(prefix="refund-bots-intake-"))  # 0700: ours alone
-    ahead: deque[Future[str]] = deque()
-    first, waiting = files[0], iter(files[1:])  # the first is read here: see below
+    # Where each file's items come from, by its place in `files`: a reader's answer, or
+    # the items read here. File 0 is read here (see below); the others wait their turn.
+    got: dict[int, Future[str] | list[IntakeItem]] = {}
+    waiting = deque(range(1, len(files)))
 
     def hand_out() -> None:
-        while len(ahead) < readers * AHEAD_PER_READER and (
-                nxt := next(waiting, None)) is not None:
+        while waiting and sum(isinstance(g, Future) for g in got.values()) < (
+                readers * AHEAD_PER_READER):
+            index = waiting.popleft()
             try:
-                ahead.append(pool.submit(read_file, nxt, str(spool)))
+                got[index] = pool.submit(read_file, files[index], str(spool))
             except BrokenProcessPool as exc:  # a reader died since the last file
-                raise _died(nxt, exc) from None
+                raise _died(files[index], exc) from None
 
     # The first files are handed out from a thread: the first hand-out waits until the
     # fork server has imported the readers (a second or more), and meanwhile the first
     # file is read and stored here instead of waiting too.
     starting = _Starting(hand_out)
     try:
+        index = -1
         for part in parts:
-            if part is first or not _for_reader(part):
+            if not _for_reader(part):
+                yield from read_part(part)
+                continue
+            index += 1
+            if index == 0:
                 yield from read_part(part)
                 continue
             starting.join()
-            future = ahead.popleft()
+            items = got.pop(index)
+            if isinstance(items, Future):
+                _help_while_waiting(items, files, waiting, got)
+                items = _items(items, part)
             hand_out()
-            yield from _items(future, part)
+            yield from items
     finally:  # a failed store, or a reader that died: no file is started after this
         starting.join(check=False)
         pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(spool, ignore_errors=True)
+
+
+def _help_while_waiting(future: Future[str], files: list[SourcePart], waiting: deque[int],
+                        got: dict[int, Future[str] | list[IntakeItem]]) -> None:
+    """While the file needed next is still being read, read the next file not handed
+    out yet here: storing is often quicker than reading (on PostgreSQL the server does
+    half of it), and this process would only wait."""
+    while not future.done() and waiting:
+        index = waiting.popleft()
+        got[index] = list(read_part(files[index]))
 
 
 class _Starting(threading.Thread):
