@@ -218,3 +218,48 @@ def test_intake_with_readers_stores_what_one_process_stores(
     (one, stored_one), (two, stored_two) = results
     assert one == two and one.new_requests >= 3000 and one.quarantined > 0
     assert stored_one == stored_two
+
+
+_READ_AND_HANG = """
+import sys, time
+from multiprocessing import forkserver
+from pathlib import Path
+from bots.intake.parallel import read_parts
+from bots.intake.sources import SourceConfig, source_parts
+
+parts = source_parts(SourceConfig(kind="spreadsheet", path=Path(sys.argv[1])))
+items = read_parts(parts, 2, from_bytes=0)
+next(items)
+while not forkserver._forkserver._forkserver_pid:
+    time.sleep(0.05)
+print(forkserver._forkserver._forkserver_pid, flush=True)
+time.sleep(600)  # killed here, in the middle of its intake
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_intake_leaves_no_reader_behind(tmp_path: Path, sig: int) -> None:
+    """A scheduled intake killed by a timeout or by hand: its readers and their fork
+    server end with it (a pool's workers alone would wait for a next task forever)."""
+    import subprocess
+    import sys
+
+    _sheets(tmp_path, 6, 3000)
+    child = subprocess.Popen([sys.executable, "-c", _READ_AND_HANG, str(tmp_path / "sheets")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        server = int(child.stdout.readline())  # type: ignore[union-attr]
+        deadline = time.monotonic() + 60
+        while not (readers := _children_of(server)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert readers
+    finally:
+        child.send_signal(sig)
+        child.wait(30)
+    deadline = time.monotonic() + 30
+    left = [server, *readers]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [pid for pid in left if Path(f"/proc/{pid}").exists()
+                and (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
+    assert left == []

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bots import collector
@@ -78,8 +79,12 @@ def read_parts(parts: Sequence[SourcePart], readers: int | None = None, *,
 
 def _read_with_readers(parts: Sequence[SourcePart], files: list[SourcePart],
                        readers: int) -> Iterator[IntakeItem]:
-    pool = ProcessPoolExecutor(readers, mp_context=_context(), initializer=os.nice,
-                               initargs=(READER_NICENESS,))
+    context = _context()
+    # Only this process holds `alive`'s sending end: when it ends, however it ends
+    # (SIGKILL, a crash), every reader sees the pipe close and ends too.
+    alive, alive_here = context.Pipe(duplex=False)
+    pool = ProcessPoolExecutor(readers, mp_context=context, initializer=_start_reader,
+                               initargs=(alive, READER_NICENESS))  # started as needed
     spool = Path(tempfile.mkdtemp(prefix="refund-bots-intake-"))  # 0700: ours alone
     # Where each file's items come from, by its place in `files`: a reader's answer, or
     # the items read here. File 0 is read here (see below); the others wait their turn.
@@ -119,6 +124,8 @@ def _read_with_readers(parts: Sequence[SourcePart], files: list[SourcePart],
     finally:  # a failed store, or a reader that died: no file is started after this
         starting.join(check=False)
         pool.shutdown(wait=True, cancel_futures=True)
+        alive.close()
+        alive_here.close()
         shutil.rmtree(spool, ignore_errors=True)
 
 
@@ -152,6 +159,24 @@ class _Starting(threading.Thread):
         if check and self._failed is not None:
             failed, self._failed = self._failed, None
             raise failed
+
+
+def _start_reader(alive: Connection, niceness: int) -> None:
+    """A reader's start: a lower priority, and an end when the intake process ends.
+
+    Without the watch, a killed intake would leave its readers and their fork server
+    behind for good: a pool's worker holds both ends of its own task pipe, so it waits
+    for a next task forever.
+    """
+    os.nice(niceness)
+    threading.Thread(target=_end_with, args=(alive,), name="intake-alive", daemon=True
+                     ).start()
+
+
+def _end_with(alive: Connection) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        alive.recv()  # nothing is ever sent: this returns when the pipe closes
+    os._exit(1)
 
 
 def read_file(part: SourcePart, spool: str) -> str:
