@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import tempfile
 import threading
 from collections import deque
@@ -169,6 +170,9 @@ def _start_reader(alive: Connection, niceness: int) -> None:
     for a next task forever.
     """
     os.nice(niceness)
+    # Ctrl-C reaches the whole process group: the intake process stops its readers
+    # itself (closing the pool), and a reader would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_end_with, args=(alive,), name="intake-alive", daemon=True
                      ).start()
 
