@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from bots.models import RefundRequest
 from bots.queue import Queue, intake
-from bots.queue.bulk import CHUNK, find_in, insert_rows, insert_values
+from bots.queue.bulk import CHUNK, find_in, insert_rows, insert_values, new_ids, update_values
 from bots.queue.schema import AuditRow, Case, RequestRow
 
 CASES = Case.__table__
@@ -179,3 +179,69 @@ def test_a_duplicate_key_is_sqlalchemys_integrity_error(queue: Queue) -> None:
         insert_rows(s.connection(), CASES, [_case_row("b"), _case_row("a")])
     with queue.session() as s:
         assert list(s.scalars(select(Case.case_key))) == ["a"]  # the batch left nothing
+
+
+def test_update_values_sets_only_the_columns_named_on_the_rows_named(queue: Queue) -> None:
+    """What intake writes back on stored cases: money, times, NULLs and awkward text, one
+    statement whatever the number of rows; other columns and rows untouched."""
+    keys = [f"k{i:04}" for i in range(CHUNK + 3)]
+    with queue.session() as s:
+        insert_rows(s.connection(), CASES, [_case_row(k) for k in keys])
+    with queue.session() as s:
+        ids = dict(find_in(s.connection(), CASES, ("case_key", "id"), "case_key", keys))
+    later = datetime(2026, 12, 4, 2, 0, 0, 1, tzinfo=UTC)
+    rows = [(ids[k], AWKWARD if i % 2 else None, Decimal("0.01") * i, later)
+            for i, k in enumerate(keys[1:], start=1)]
+    with queue.session() as s:
+        update_values(s.connection(), CASES, "id",
+                      ("customer_email", "requested_amount", "updated_at"), rows)
+        update_values(s.connection(), CASES, "id", ("priority",), [])
+    with queue.session() as s:
+        cases = {c.case_key: c for c in s.scalars(select(Case))}
+    first = cases[keys[0]]
+    assert (first.customer_email, first.requested_amount) == (None, Decimal("1234.50"))
+    assert first.updated_at == datetime(2026, 12, 2, 9, 30, 15, 123456, tzinfo=UTC)
+    for i, k in enumerate(keys[1:], start=1):
+        case = cases[k]
+        assert case.customer_email == (AWKWARD if i % 2 else None)
+        assert case.requested_amount == Decimal("0.01") * i
+        assert case.updated_at == later
+        assert (case.customer_name, case.priority, case.state) == (AWKWARD, 2, "queued")
+
+
+def test_update_values_refuses_what_it_cannot_write(queue: Queue,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown column, a row of the wrong width: refused before anything is written;
+    another driver still updates through SQLAlchemy."""
+    with queue.session() as s:
+        insert_rows(s.connection(), CASES, [_case_row("a"), _case_row("b")])
+    with queue.session() as s:
+        ids = dict(find_in(s.connection(), CASES, ("case_key", "id"), "case_key", ["a", "b"]))
+        with pytest.raises(ValueError, match="no column colour"):
+            update_values(s.connection(), CASES, "id", ("colour",), [(ids["a"], "red")])
+        with pytest.raises(ValueError, match="2 values"):
+            update_values(s.connection(), CASES, "id", ("priority",), [(ids["a"], 1, 2)])
+    with queue.session() as s:
+        conn = s.connection()
+        monkeypatch.setattr(conn.dialect, "driver", "another")
+        update_values(conn, CASES, "id", ("priority", "currency"), [(ids["b"], 7, "USD")])
+    with queue.session() as s:
+        found = {c.case_key: (c.priority, c.currency) for c in s.scalars(select(Case))}
+    assert found == {"a": (2, "EUR"), "b": (7, "USD")}
+
+
+def test_new_ids_come_from_the_tables_sequence_on_postgresql(queue: Queue) -> None:
+    """PostgreSQL: ascending, unused, and never given again to a row inserted without one;
+    SQLite gives keys only as rows go in (None)."""
+    with queue.session() as s:
+        ids = new_ids(s.connection(), CASES, 3)
+        if queue.dialect != "postgresql":
+            assert ids is None
+            return
+        assert ids is not None and len(set(ids)) == 3 and ids == sorted(ids)
+        assert new_ids(s.connection(), CASES, 0) is None
+        insert_rows(s.connection(), CASES, [{"id": ids[1], **_case_row("mine")}])
+        insert_rows(s.connection(), CASES, [_case_row("later")])
+    with queue.session() as s:
+        found = dict(s.execute(select(Case.case_key, Case.id)).all())
+    assert found["mine"] == ids[1] and found["later"] > ids[-1]

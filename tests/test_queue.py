@@ -266,3 +266,36 @@ def test_cases_list_pages_and_filters(queue: Queue) -> None:
     bogus = cli.invoke(app, ["cases", "list", "--state", "bogus"], env=env)
     assert bogus.exit_code == 1 and "unknown state bogus" in bogus.output
     assert cli.invoke(app, ["cases", "list", "--older-than", "soon"], env=env).exit_code == 1
+
+
+def test_a_repeat_contact_fills_in_and_moves_the_version_only_when_it_should(
+        queue: Queue) -> None:
+    """A contact on a stored case fills what the case lacked, never lowers the ask, and
+    moves the case's version (updated_at) when it changed something, or whenever the
+    case waits for a person (who has not seen this contact: issue #16)."""
+    escalated, _ = queue.add_request(req("m2", order="ORD-100002", amount="20.00"))
+    held = queue.claim("w1", 60, "r0")
+    assert held is not None and held.id == escalated
+    queue.finish(held.lease, state=CaseState.ESCALATED, outcome="escalated", reason="limit",
+                 actor="w1", run_id="r0")
+    queued, _ = queue.add_request(req("m1", email=None, amount="20.00"))
+
+    def version(case_id: int) -> datetime:
+        case = queue.get_case(case_id)
+        assert case is not None
+        return case.updated_at
+
+    before = {c: version(c) for c in (queued, escalated)}
+    queue.add_request(req("m3", email=None, amount="5.00"))  # fills nothing, asks less
+    queue.add_request(req("m4", order="ORD-100002", amount="5.00"))  # the same on escalated
+    assert version(queued) == before[queued]
+    assert version(escalated) > before[escalated]
+    queue.add_requests([req("m5", email="late@example.com", amount="25.00"),
+                        req("m6", order="ORD-100002")], "r1")
+    case = queue.get_case(queued)
+    assert case is not None and case.updated_at > before[queued]
+    assert (case.customer_email, case.requested_amount) == ("late@example.com",
+                                                            Decimal("25.00"))
+    case = queue.get_case(escalated)
+    assert case is not None and case.requested_amount == Decimal("20.00")
+    assert case.customer_email == "ada@example.com" and case.state == CaseState.ESCALATED

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 
@@ -66,6 +66,51 @@ def insert_values(conn: Connection, table: Table, names: Sequence[str],
     try:
         with _as_sqlalchemy_errors(conn, sql):
             cur.executemany(sql, values)
+    finally:
+        cur.close()
+
+
+def update_values(conn: Connection, table: Table, key: str, names: Sequence[str],
+                  rows: Sequence[Sequence[Any]]) -> None:
+    """`UPDATE table SET names... WHERE key = ...` for many rows, each `(key, *values)`.
+
+    Intake writes back what repeat contacts filled in on stored cases: the ORM's flush
+    spent about 2 s on 10,000 of them (an UPDATE per row through its unit of work). On
+    PostgreSQL the rows go as one statement over arrays (`UPDATE ... FROM unnest(...)`),
+    on SQLite through `executemany`. Each row's key must appear once.
+    """
+    if not rows:
+        return
+    names = list(names)
+    unknown = [n for n in [key, *names] if n not in table.c]
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
+    driver = (conn.dialect.name, conn.dialect.driver)
+    if driver not in (("postgresql", "psycopg"), ("sqlite", "pysqlite")):
+        statement = update(table).where(table.c[key] == bindparam("_key")).values(
+            {n: bindparam(n) for n in names})
+        conn.execute(statement, [{"_key": row[0], **dict(zip(names, row[1:], strict=True))}
+                                 for row in rows])
+        return
+    values = _converted(rows, _converters(conn, table, [key, *names]))
+    quote = conn.dialect.identifier_preparer.quote
+    dbapi = _driver_connection(conn)
+    if driver[0] == "postgresql":
+        types = [table.c[n].type.compile(dialect=conn.dialect) for n in [key, *names]]
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        sql = (f"UPDATE {quote(table.name)} AS t SET "
+               + ", ".join(f"{quote(n)} = v.{quote(n)}" for n in names)
+               + f" FROM unnest({arrays}) AS v({', '.join(quote(n) for n in [key, *names])})"
+               f" WHERE t.{quote(key)} = v.{quote(key)}")
+        with _as_sqlalchemy_errors(conn, sql), dbapi.cursor() as cur:
+            cur.execute(sql, [list(column) for column in zip(*values, strict=True)])
+        return
+    sql = (f"UPDATE {quote(table.name)} SET " + ", ".join(f"{quote(n)} = ?" for n in names)
+           + f" WHERE {quote(key)} = ?")
+    cur = dbapi.cursor()
+    try:
+        with _as_sqlalchemy_errors(conn, sql):
+            cur.executemany(sql, [(*row[1:], row[0]) for row in values])
     finally:
         cur.close()
 
@@ -147,6 +192,23 @@ def _last_one_kept(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 _NOTHING = object()
+
+
+def new_ids(conn: Connection, table: Table, count: int) -> list[int] | None:
+    """`count` new primary keys for `table`, taken from its sequence, ascending; None where
+    the database gives keys only as rows are inserted (SQLite).
+
+    On PostgreSQL a batch's new cases then go in with their ids: finding them again by
+    their unique key afterwards cost a query over 5,000 keys a batch.
+    """
+    if conn.dialect.name != "postgresql" or count < 1:
+        return None
+    (key,) = table.primary_key.columns
+    sql = "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)"
+    dbapi = _driver_connection(conn)
+    with _as_sqlalchemy_errors(conn, sql), dbapi.cursor() as cur:
+        cur.execute(sql, [table.name, key.name, count])
+        return sorted(row[0] for row in cur.fetchall())
 
 
 def find_in(conn: Connection, table: Table, out: Sequence[str], column: str,
