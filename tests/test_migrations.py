@@ -94,3 +94,22 @@ def test_an_unreachable_database_is_a_clear_error(postgres: Postgres) -> None:
 def test_a_queue_url_that_is_not_a_url_is_a_clear_error() -> None:
     code, output = _cli("not a url at all", "cases", "list")
     assert code == 1 and "not a database URL" in output and "Traceback" not in output
+
+
+def test_the_migrations_make_the_indexes_the_models_declare(queue_url: str) -> None:
+    """Every index a model declares is in the database the migrations made, and no other
+    (a dropped index, such as cases' state of its own, is gone from both)."""
+    from bots.queue.schema import Base
+
+    Queue(queue_url)
+    engine = create_engine(queue_url)
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        declared = {(i.name, tuple(c.name for c in i.columns)) for i in table.indexes
+                    if not i.unique}
+        made = {(i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(table.name)
+                if not i["unique"]}
+        assert made == declared, table.name
+    names = {i["name"] for i in inspector.get_indexes("cases")}
+    assert "ix_cases_state" not in names and {"ix_cases_due", "ix_cases_lease"} <= names
+    engine.dispose()

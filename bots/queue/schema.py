@@ -109,7 +109,8 @@ class Case(Base):
     order_number: Mapped[str | None] = mapped_column(String(64), index=True)
     customer_email: Mapped[str | None] = mapped_column(String(320), index=True)
     customer_name: Mapped[str | None] = mapped_column(String(200))
-    state: Mapped[str] = mapped_column(String(20), index=True, default=CaseState.QUEUED)
+    # No index of its own: ix_cases_due and ix_cases_lease lead with it (migration 0005).
+    state: Mapped[str] = mapped_column(String(20), default=CaseState.QUEUED)
     outcome: Mapped[str | None] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     requested_amount: Mapped[Decimal | None] = mapped_column(Money)
