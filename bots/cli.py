@@ -1288,9 +1288,15 @@ def bench_queue_cmd(
 ) -> None:
     """Intake of N contacts into the queue, a repeat with nothing new, a page of cases list."""
     from contextlib import ExitStack
+    from functools import partial
 
     from bots.tools.bench_queue import bench_queue, describe
-    from bots.tools.pgcluster import PostgresUnavailable, database_factory, throwaway_postgres
+    from bots.tools.pgcluster import (
+        PostgresUnavailable,
+        database_factory,
+        drop_database,
+        throwaway_postgres,
+    )
 
     configure_console(False)
     with ExitStack() as stack:
@@ -1298,8 +1304,10 @@ def bench_queue_cmd(
             server = queue_url or (stack.enter_context(throwaway_postgres()) if postgres
                                    else None)
             new_queue_url = database_factory(server) if server else None
+            drop_queue_url = partial(drop_database, server) if server else None
             result = bench_queue(n, repeat=repeat, readers=readers,
-                                 new_queue_url=new_queue_url, say=console.print)
+                                 new_queue_url=new_queue_url, drop_queue_url=drop_queue_url,
+                                 say=console.print)
         except PostgresUnavailable as exc:
             console.print(f"[red]bench queue:[/] {exc}")
             raise typer.Exit(EXIT_ERROR) from None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import typer
 from paths import ROOT
+from postgres import Postgres
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from bots.tools.bench import bench_app
@@ -23,11 +27,20 @@ def test_bench_intake_prints_its_figures() -> None:
 
 
 @pytest.mark.timeout(300)  # the intake command loads the language models
-def test_bench_queue_stores_repeats_and_pages() -> None:
+def test_bench_queue_stores_repeats_and_pages(tmp_path: Path) -> None:
     from bots.tools.bench_queue import bench_queue, describe
 
     said: list[str] = []
-    result = bench_queue(300, repeat=1, say=said.append)
+    made: list[str] = []
+    dropped: list[str] = []
+
+    def new_queue_url() -> str:
+        made.append(f"sqlite:///{tmp_path / f'q{len(made)}.sqlite'}")
+        return made[-1]
+
+    result = bench_queue(300, repeat=1, say=said.append, new_queue_url=new_queue_url,
+                         drop_queue_url=dropped.append)
+    assert len(made) == 4 and sorted(dropped) == sorted(made)  # store, 2 streams, intake
     assert result.backend == "sqlite" and result.requests >= 250
     assert result.cases > 0 and len(result.page_seconds) == 5 and len(result.intake) == 1
     assert any(line.startswith("pass 1: ") for line in said)
@@ -40,6 +53,26 @@ def test_bench_queue_stores_repeats_and_pages() -> None:
     assert "store" in lines[0] and "read and stored at once" in lines[1]
     assert "intake command" in lines[2]
     assert "repeat intake" in lines[3] and "cases list" in lines[4]
+
+
+def test_only_the_tools_own_databases_are_dropped(postgres: Postgres) -> None:
+    """A pass's database is gone after `drop_database`; one it did not make is refused."""
+    from bots.tools.pgcluster import drop_database
+
+    def names() -> set[str]:
+        engine = create_engine(postgres.server_url)
+        with engine.connect() as conn:
+            found = set(conn.execute(text("SELECT datname FROM pg_database")).scalars())
+        engine.dispose()
+        return found
+
+    name = postgres.create_database()
+    assert name in names()
+    drop_database(postgres.server_url, postgres.url(name))
+    assert name not in names()
+    with pytest.raises(ValueError, match="not made by database_factory"):
+        drop_database(postgres.server_url, postgres.url("postgres"))
+    assert "postgres" in names()
 
 
 @pytest.mark.e2e

@@ -91,7 +91,11 @@ def _stream(queue: Queue, parts: list[SourcePart], readers: int) -> tuple[float,
 
 def bench_queue(n: int, seed: int = 1, *, repeat: int = 2, readers: int | None = None,
                 new_queue_url: Callable[[], str] | None = None,
+                drop_queue_url: Callable[[str], None] | None = None,
                 say: Callable[[str], None] = print) -> QueueBench:
+    """Each pass into a fresh queue (`new_queue_url`, else a SQLite file); a queue done
+    with is dropped (`drop_queue_url`), so that nothing of one pass (a PostgreSQL
+    database that autovacuum then works through) runs while the next is measured."""
     with tempfile.TemporaryDirectory(prefix="refund-bots-bench-queue-") as tmp:
         folder = Path(tmp)
         corpus = generate(folder / "corpus", n, seed)
@@ -105,6 +109,11 @@ def bench_queue(n: int, seed: int = 1, *, repeat: int = 2, readers: int | None =
                 f"sqlite:///{folder / f'bench-queue-{serial}.sqlite'}"
             return Queue(url)
 
+        def done(queue: Queue) -> None:
+            queue.engine.dispose()
+            if drop_queue_url is not None:
+                drop_queue_url(queue.url)
+
         cpu, start = _cpu(), time.perf_counter()
         parsed = time_intake(corpus)
         parse, parse_cpu = time.perf_counter() - start, _cpu() - cpu
@@ -115,7 +124,7 @@ def bench_queue(n: int, seed: int = 1, *, repeat: int = 2, readers: int | None =
         cpu, start = _cpu(), time.perf_counter()
         queue.add_requests(reqs, "bench-1")
         store, store_cpu = time.perf_counter() - start, _cpu() - cpu
-        queue.engine.dispose()
+        done(queue)
         result = QueueBench(queue.dialect, corpus.asks, len(reqs), parse, store, parse_cpu,
                             store_cpu, readers=readers or default_readers() or 1)
         parts = [part for cfg in sources for part in source_parts(cfg)]
@@ -124,7 +133,7 @@ def bench_queue(n: int, seed: int = 1, *, repeat: int = 2, readers: int | None =
                                   (result.readers, result.streamed_readers)):
                 queue = fresh()
                 passes.append(_stream(queue, parts, count))
-                queue.engine.dispose()
+                done(queue)
                 say(f"read and stored at once, {count or 'no'} reader process(es), pass {round_}: "
                     f"{passes[-1][0]:.2f} s ({passes[-1][1]:.2f} s CPU in this process)")
 
@@ -142,7 +151,7 @@ def bench_queue(n: int, seed: int = 1, *, repeat: int = 2, readers: int | None =
             say(f"pass {round_}: {stats.new_requests:,} requests in {wall:.2f} s "
                 f"({cpu:.2f} s CPU)")
             if last is not None:
-                last.engine.dispose()
+                done(last)
             last = queue
 
         assert last is not None
@@ -157,7 +166,7 @@ def bench_queue(n: int, seed: int = 1, *, repeat: int = 2, readers: int | None =
             start = time.perf_counter()
             _, result.cases = last.cases_page(CaseFilter(states=["queued"]), limit=50)
             result.page_seconds.append(time.perf_counter() - start)
-        last.engine.dispose()
+        done(last)
         return result
 
 

@@ -39,7 +39,7 @@ def database_factory(server_url: str) -> Callable[[], str]:
                                   "(postgresql+psycopg://user@host:port/db)")
 
     def create() -> str:
-        name = f"chaos_{uuid.uuid4().hex[:12]}"
+        name = f"{_PREFIX}{uuid.uuid4().hex[:12]}"
         engine = create_engine(url, isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as conn:
@@ -52,6 +52,27 @@ def database_factory(server_url: str) -> Callable[[], str]:
         return url.set(database=name).render_as_string(hide_password=False)
 
     return create
+
+
+def drop_database(server_url: str, url: str) -> None:
+    """Drop a database that `database_factory(server_url)` made (its name says so; any
+    other is refused): a benchmark's pass leaves nothing behind, neither on a user's
+    server nor for autovacuum to work through while the next pass is measured."""
+    name = make_url(url).database or ""
+    if not name.startswith(_PREFIX):
+        raise ValueError(f"{name!r} was not made by database_factory: not dropped")
+    engine = create_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    except SQLAlchemyError as exc:
+        raise PostgresUnavailable(f"cannot drop the database {name}: "
+                                  f"{str(exc).splitlines()[0]}") from None
+    finally:
+        engine.dispose()
+
+
+_PREFIX = "chaos_"
 
 
 def _bin_dir() -> Path:
