@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +30,7 @@ from fakes import (
     system_error,
 )
 from playwright.async_api import Error as PlaywrightError
+from sqlalchemy.orm import Session
 
 from bots.config import Settings
 from bots.decide import snapshot
@@ -64,7 +65,7 @@ class FakeNotifier:
     calls: list[dict[str, Any]] = field(default_factory=list)  # what record() was given
 
     def record(self, s: object, case: Case, **kwargs: Any) -> list[object]:
-        self.calls.append({"case": case.id, **kwargs})
+        self.calls.append({"case": case.id, "session": s, **kwargs})
         return []
 
     def send_due(self, *, case_id: int | None = None,
@@ -254,6 +255,8 @@ def test_an_eligible_case_is_paid_once_noted_and_answered(bots: Bots) -> None:
         ("refunded", D("40.00"), "EUR", "4242")
     assert call["refund_number"] == intent.refund_number
     assert call["customer"] == OrderCustomer(EMAIL, "+49301234567")  # who may be told facts
+    assert call["reason"] == case.reason and call["run_id"] == bots.processor.run.run_id
+    assert isinstance(call["session"], Session)  # the transaction that finishes the case
     assert case.decision is not None and "40.00" in case.decision
     order, charge, claim, decision, today = snapshot.load(case.decision)  # what it saw
     assert (order, today) == (bots.orders.orders[ORDER], TODAY)
@@ -1035,6 +1038,8 @@ def test_a_human_approval_is_capped_at_what_remains(bots: Bots) -> None:
     assert case.reason == ("Approved by ana: ok. Capped at 500.00 (approved: 700.00), what "
                            "remains refundable on the charge.")  # the reasons, one space apart
     assert paid(bots) == [(ORDER, D("100.00")), (ORDER, D("500.00"))]
+    # what a person approved is told as approved, even when the cap made it a partial
+    assert bots.notifier.calls[-1]["outcome"] == "approved"  # type: ignore[union-attr]
 
 
 def test_a_human_approval_below_what_remains_is_not_capped(bots: Bots) -> None:
@@ -1043,6 +1048,18 @@ def test_a_human_approval_below_what_remains_is_not_capped(bots: Bots) -> None:
     case = bots.case(cid)
     assert (case.outcome, case.approved_amount) == ("partial", D("250.00"))
     assert "Capped" not in (case.reason or "") and paid(bots)[-1] == (ORDER, D("250.00"))
+    call = bots.notifier.calls[-1]  # type: ignore[union-attr]
+    assert (call["outcome"], call["amount"], call["reason"]) == ("approved", D("250.00"),
+                                                                 case.reason)
+
+
+def test_the_customer_is_told_only_the_last_four_digits_of_the_card(bots: Bots) -> None:
+    """However the order system writes the card, at most four digits reach the message."""
+    order = bots.sell()
+    bots.orders.orders[ORDER] = replace(order, payment_card="MC 5500 00** **** 0004")
+    bots.ask()
+    bots.run()
+    assert bots.notifier.calls[-1]["card_last4"] == "0004"  # type: ignore[union-attr]
 
 
 def test_a_human_approval_with_nothing_left_is_rejected(bots: Bots) -> None:
