@@ -29,6 +29,7 @@ from fakes import (
     World,
     system_error,
 )
+from loguru import logger
 from playwright.async_api import Error as PlaywrightError
 from sqlalchemy.orm import Session
 
@@ -63,6 +64,7 @@ class FakeNotifier:
     fail: Exception | None = None
     results: list[NotificationResult] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)  # what record() was given
+    sent_for: list[int | None] = field(default_factory=list)  # send_due's case ids
 
     def record(self, s: object, case: Case, **kwargs: Any) -> list[object]:
         self.calls.append({"case": case.id, "session": s, **kwargs})
@@ -70,6 +72,7 @@ class FakeNotifier:
 
     def send_due(self, *, case_id: int | None = None,
                  force: bool = False) -> list[NotificationResult]:
+        self.sent_for.append(case_id)
         if self.fail is not None:
             raise self.fail
         return self.results
@@ -1392,6 +1395,65 @@ def test_notification_results_are_counted(bots: Bots) -> None:
     bots.ask()
     stats = bots.run()
     assert stats.notifications == {"sent": 1, "failed": 1}
+
+
+@pytest.fixture
+def logged() -> Iterator[list[tuple[str | None, str, str]]]:
+    """What the run logged: (the case it is bound to, level, message), as the console
+    shows it to the person watching the run."""
+    records: list[tuple[str | None, str, str]] = []
+
+    def keep(message: Any) -> None:
+        record = message.record
+        records.append((record["extra"].get("case"), record["level"].name, record["message"]))
+
+    sink = logger.add(keep, level="DEBUG")
+    yield records
+    logger.remove(sink)
+
+
+def test_each_case_is_counted_and_its_own_notifications_sent(bots: Bots) -> None:
+    bots.notifier = FakeNotifier(results=[
+        NotificationResult("email", EMAIL, NotifyState.SENT, "refunded", (1,))])
+    bots.sell()
+    bots.sell("ORD-100002")
+    first, second = bots.ask(), bots.ask("ORD-100002")
+    stats = bots.run()
+    assert stats.processed == 2 and stats.outcomes == {"refunded": 2}
+    assert stats.notifications == {"sent": 2}
+    assert sorted(bots.notifier.sent_for) == [first, second]  # type: ignore[arg-type,union-attr]
+
+
+def test_every_failed_sending_is_counted_and_logged_for_its_case(
+        bots: Bots, logged: list[tuple[str | None, str, str]]) -> None:
+    bots.notifier = FakeNotifier(fail=RuntimeError("template broken"))
+    bots.sell()
+    bots.sell("ORD-100002")
+    first, second = bots.ask(), bots.ask("ORD-100002")
+    stats = bots.run()
+    assert stats.notifications == {"failed": 2}
+    failures = {(case, level, text) for case, level, text in logged if "notification" in text}
+    assert failures == {(bots.case(c).ref, "ERROR", "notification failed: template broken")
+                        for c in (first, second)}
+
+
+def test_a_sending_that_failed_or_gave_up_is_a_warning_naming_channel_and_contact(
+        bots: Bots, logged: list[tuple[str | None, str, str]]) -> None:
+    bots.notifier = FakeNotifier(results=[
+        NotificationResult("email", EMAIL, NotifyState.SENT, "refunded", (1,)),
+        NotificationResult("chat", "@ada", NotifyState.FAILED, "refunded", (2,),
+                           error="chat down"),
+        NotificationResult("sms", "+49301234567", NotifyState.GAVE_UP, "refunded", (3,),
+                           error="5 tries")])
+    bots.sell()
+    cid = bots.ask()
+    stats = bots.run()
+    assert stats.notifications == {"sent": 1, "failed": 1, "gave_up": 1}
+    warned = [(case, text) for case, level, text in logged
+              if level == "WARNING" and text.startswith("notify ")]
+    ref = bots.case(cid).ref
+    assert warned == [(ref, "notify chat @ada failed: chat down"),
+                      (ref, "notify sms +49301234567 gave_up: 5 tries")]
 
 
 def test_without_a_notifier_nothing_is_sent(bots: Bots) -> None:
