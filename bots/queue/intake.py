@@ -260,7 +260,7 @@ class _Known:
     """A stored case of one of the batch's keys, as plain values: what a repeat contact
     may fill in (`_MERGED`) and what the plan reads. Changes go back in one statement
     per batch (`_update_known`): ORM objects for ten thousand linked cases, and the
-    flush that updated them one by one, cost about 3 s of a 100,000-contact intake.
+    flush that updated them one by one, cost 2 to 3 s of a 100,000-contact intake.
     """
 
     id: int
