@@ -291,6 +291,49 @@ def test_each_worker_claims_as_its_own_runner(bots: Bots) -> None:
     owners = bots.processor._owners  # type: ignore[union-attr]
     names = [w.name for w in bots.session.workers]  # type: ignore[union-attr]
     assert sorted(owners) == sorted(names) and len(set(owners.values())) == 2
+    run_id = bots.processor.run.run_id  # type: ignore[union-attr]
+    assert names == [f"{run_id}/w1", f"{run_id}/w2"]  # as the audit and the traces name them
+
+
+def test_a_run_measures_its_own_duration(bots: Bots) -> None:
+    bots.sell()
+    bots.ask()
+    stats = bots.run()
+    assert 0 < stats.seconds < 60
+
+
+def test_a_worker_logs_in_once_for_all_its_cases(bots: Bots) -> None:
+    for n in (1, 2, 3):
+        bots.sell(f"ORD-10000{n}")
+        bots.ask(f"ORD-10000{n}")
+    stats = bots.run()
+    assert stats.outcomes == {"refunded": 3} and bots.orders.logins == 1
+
+
+def test_a_failed_login_is_recorded_with_its_error(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask()
+    bots.orders.fail_login.append(SystemException("order system: login page did not load"))
+    bots.run()
+    retry = next(a for a in bots.queue.audit_trail(cid) if a.event == "retry_scheduled")
+    assert retry.detail.endswith(" after: SystemException: order system: login page did "
+                                 "not load"), retry.detail
+
+
+def test_a_case_that_never_finished_its_last_attempts_is_set_aside_not_paid(
+        bots: Bots) -> None:
+    """The run passes its max_attempts to the claim: a case whose runner died each time
+    may be what kills runners."""
+    bots.processing["max_attempts"] = 1
+    bots.sell()
+    cid = bots.ask()
+    held = bots.queue.claim("crashed-runner", 300)
+    assert held is not None and held.id == cid
+    bots.expire_lease(cid)
+    bots.run()
+    case = bots.case(cid)
+    assert (case.state, case.outcome) == (CaseState.FAILED, "failed")
+    assert "set aside" in (case.reason or "") and paid(bots) == []
 
 
 def test_a_smaller_amount_asked_is_a_partial_refund(bots: Bots) -> None:
