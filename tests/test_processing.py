@@ -295,6 +295,68 @@ def test_each_worker_claims_as_its_own_runner(bots: Bots) -> None:
     assert names == [f"{run_id}/w1", f"{run_id}/w2"]  # as the audit and the traces name them
 
 
+def test_a_beat_in_the_middle_of_a_case_renews_its_lease_and_the_case_goes_on(
+        bots: Bots, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat renews through the run's own queue (its thread beats every third of
+    a lease; here one beat is made to land while the order is being read)."""
+    bots.sell()
+    cid = bots.ask()
+    renewed: list[tuple[datetime, datetime]] = []
+    find_order = FakeOrdersApp.find_order
+
+    async def slow_find(self: FakeOrdersApp, order_number: str) -> OrderFacts | None:
+        before = bots.case(cid).locked_until
+        bots.processor.heartbeat.beat()  # type: ignore[union-attr]
+        after = bots.case(cid).locked_until
+        assert before is not None and after is not None
+        renewed.append((before, after))
+        return await find_order(self, order_number)
+
+    monkeypatch.setattr(FakeOrdersApp, "find_order", slow_find)
+    bots.run()
+    [(before, after)] = renewed
+    assert after > before and bots.case(cid).outcome == "refunded"
+
+
+def test_a_finished_case_is_no_longer_renewed(bots: Bots,
+                                               logged: list[tuple[str | None, str, str]]
+                                               ) -> None:
+    """Once a case is finished its lease leaves the heartbeat: a later beat neither renews
+    it nor warns ops that another runner took it over."""
+    bots.sell()
+    cid = bots.ask()
+    bots.run()
+    done = bots.case(cid)
+    bots.processor.heartbeat.beat()  # type: ignore[union-attr]
+    assert bots.case(cid).locked_until == done.locked_until
+    assert not [text for _, level, text in logged if level == "WARNING"]
+
+
+def test_a_processor_pays_unless_asked_for_a_dry_run_and_knows_its_day(
+        bots: Bots) -> None:
+    run = RunFolder.create(bots.tmp_path / "runs")
+    try:
+        processor = Processor(bots.settings(), bots.queue, bots.policy, run)
+    finally:
+        run.close()
+    assert processor.dry_run is False and processor.today == date.today()
+
+
+@pytest.mark.parametrize(("timeout_ms", "retries", "seconds"), [(1000, 0, 12), (15000, 2, 70)])
+def test_the_longest_submit_is_each_step_retried_plus_ten_seconds(
+        bots: Bots, timeout_ms: int, retries: int, seconds: float) -> None:
+    """What the lease must still cover before the click: the page timeout for each try of
+    the submit's steps (retries + 2), and 10 s more."""
+    bots.browser["timeout_ms"] = timeout_ms
+    bots.processing["step_retries"] = retries
+    run = RunFolder.create(bots.tmp_path / "runs")
+    try:
+        processor = Processor(bots.settings(), bots.queue, bots.policy, run, today=TODAY)
+    finally:
+        run.close()
+    assert processor.submit_seconds == seconds
+
+
 def test_a_run_measures_its_own_duration(bots: Bots) -> None:
     bots.sell()
     bots.ask()
