@@ -181,12 +181,11 @@ class Processor:
             except LeaseLost as exc:
                 self._abandon(case, exc)
             except LoginRefused as exc:  # issue #12: not a case's failure, and never retried
-                self._login_refused(worker, case, lease, exc)
+                self._login_refused(lease, exc)
             finally:
                 self.heartbeat.drop(lease)
 
-    def _login_refused(self, worker: Worker, case: Case, lease: Lease,
-                       exc: LoginRefused) -> None:
+    def _login_refused(self, lease: Lease, exc: LoginRefused) -> None:
         """Give the case back untouched and stop the run: a wrong password locks accounts."""
         with suppress(LeaseLost):
             self.queue.release(lease, actor=lease.owner, run_id=self.run.run_id,
