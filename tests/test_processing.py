@@ -41,7 +41,7 @@ from bots.errors import LoginRefused, SystemException
 from bots.legacy.artifacts import zip_contains
 from bots.legacy.orders import OrdersApp
 from bots.legacy.payments import PaymentsApp
-from bots.models import LineItem, OrderFacts, RefundRequest
+from bots.models import Decision, LineItem, OrderFacts, Outcome, RefundRequest
 from bots.notify import NotificationResult, NotifyState, OrderCustomer
 from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, runner_id, utcnow
 from bots.runs import RunFolder
@@ -1248,6 +1248,32 @@ def test_the_per_customer_limit_holds_when_another_runner_pays_meanwhile(
                                                                                  or "")
     assert case.approved_amount == D("30.00")  # the proposal, for the human who decides
     assert paid(bots) == [] and bots.intents(cid) == []
+    assert case.outcome == "escalated"
+    decision = snapshot.load(case.decision or "")[3]  # the rules' reasons, then the refusal
+    assert (case.reason or "").startswith(" ".join(decision.reasons) + " ")
+
+
+def test_an_escalation_gives_the_rules_reasons(bots: Bots) -> None:
+    bots.sell(price="600.00")  # above the auto-approve limit of 500.00
+    cid = bots.ask()
+    bots.run()
+    case = bots.case(cid)
+    decision = snapshot.load(case.decision or "")[3]
+    assert (case.state, case.outcome) == (CaseState.ESCALATED, "escalated")
+    assert decision.reasons and case.reason == " ".join(decision.reasons)
+
+
+def test_a_paying_decision_of_nothing_escalates_and_pays_nothing(
+        bots: Bots, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth: a refund of 0.00 from the rules is not a refund to submit."""
+    monkeypatch.setattr("bots.work.processing.decide", lambda *a, **k: Decision(
+        Outcome.REFUND, D("0.00"), ("Nothing left to refund.",)))
+    bots.sell()
+    cid = bots.ask()
+    bots.run()
+    case = bots.case(cid)
+    assert (case.state, case.reason) == (CaseState.ESCALATED, "Nothing left to refund.")
+    assert paid(bots) == [] and bots.portal.submits == [] and bots.intents(cid) == []
 
 
 def test_refunds_older_than_the_customer_window_do_not_count(bots: Bots) -> None:
@@ -1639,7 +1665,6 @@ def test_a_human_approval_without_a_comment_names_only_the_agent(bots: Bots) -> 
 
 def test_a_human_approval_without_an_amount_records_an_escalation(bots: Bots) -> None:
     from bots.decide import snapshot
-    from bots.decide.policy import Outcome
 
     bots.sell()
     cid = bots.ask(doubts=("two amounts",))
