@@ -1500,6 +1500,16 @@ def test_a_dry_run_of_a_partial_and_an_escalation(bots: Bots) -> None:
     assert paid(bots) == []
 
 
+def test_a_dry_run_proposal_says_why_where_ops_read_it(bots: Bots) -> None:
+    bots.sell()
+    cid = bots.ask(amount="15.00")
+    bots.run(dry_run=True)
+    proposal = bots.processor.proposals[cid]  # type: ignore[union-attr]
+    released = bots.queue.audit_trail(cid)[-1]
+    assert proposal.outcome == "partial" and proposal.reason
+    assert released.detail == f"dry run: would be partial (15.00): {proposal.reason}"
+
+
 def test_a_dry_run_rejection_names_no_amount(bots: Bots) -> None:
     bots.sell(delivered_days_ago=400)  # long past the refund window
     cid = bots.ask()
