@@ -153,6 +153,14 @@ class Bots:
         finally:
             run.close()
 
+    def built(self, **kwargs: Any) -> Processor:
+        """A processor as `run` builds it (with these arguments), not run."""
+        run = RunFolder.create(self.tmp_path / "runs")
+        try:
+            return Processor(self.settings(), self.queue, self.policy, run, **kwargs)
+        finally:
+            run.close()
+
     def case(self, case_id: int) -> Case:
         case = self.queue.get_case(case_id)
         assert case is not None
@@ -334,11 +342,7 @@ def test_a_finished_case_is_no_longer_renewed(bots: Bots,
 
 def test_a_processor_pays_unless_asked_for_a_dry_run_and_knows_its_day(
         bots: Bots) -> None:
-    run = RunFolder.create(bots.tmp_path / "runs")
-    try:
-        processor = Processor(bots.settings(), bots.queue, bots.policy, run)
-    finally:
-        run.close()
+    processor = bots.built()
     assert processor.dry_run is False and processor.today == date.today()
 
 
@@ -349,11 +353,7 @@ def test_the_longest_submit_is_each_step_retried_plus_ten_seconds(
     the submit's steps (retries + 2), and 10 s more."""
     bots.browser["timeout_ms"] = timeout_ms
     bots.processing["step_retries"] = retries
-    run = RunFolder.create(bots.tmp_path / "runs")
-    try:
-        processor = Processor(bots.settings(), bots.queue, bots.policy, run, today=TODAY)
-    finally:
-        run.close()
+    processor = bots.built(today=TODAY)
     assert processor.submit_seconds == seconds
 
 
@@ -1014,11 +1014,7 @@ def test_a_runner_paused_after_its_last_check_declines_the_click(
 def test_the_click_deadline_is_what_another_runner_must_wait_less_a_submit(
         bots: Bots, lease: int, grace: int) -> None:
     bots.processing.update(lease_seconds=lease, submit_grace_seconds=grace)
-    run = RunFolder.create(bots.tmp_path / "runs")
-    try:
-        processor = Processor(bots.settings(), bots.queue, bots.policy, run, today=TODAY)
-    finally:
-        run.close()
+    processor = bots.built(today=TODAY)
     assert processor.grace_seconds == grace
     assert processor._click_deadline(1000.0) == 1000.0 + max(lease, grace) - \
         processor.submit_seconds
@@ -1031,11 +1027,7 @@ def test_the_in_flight_grace_is_four_browser_timeouts_and_at_least_30_s(
     """The README's default for `processing.submit_grace_seconds` (unset)."""
     bots.processing["submit_grace_seconds"] = None
     bots.browser["timeout_ms"] = timeout_ms
-    run = RunFolder.create(bots.tmp_path / "runs")
-    try:
-        processor = Processor(bots.settings(), bots.queue, bots.policy, run, today=TODAY)
-    finally:
-        run.close()
+    processor = bots.built(today=TODAY)
     assert processor.grace_seconds == pytest.approx(grace)
 
 

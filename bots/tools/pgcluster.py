@@ -40,15 +40,8 @@ def database_factory(server_url: str) -> Callable[[], str]:
 
     def create() -> str:
         name = f"{_PREFIX}{uuid.uuid4().hex[:12]}"
-        engine = create_engine(url, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-        except SQLAlchemyError as exc:
-            raise PostgresUnavailable(f"cannot create a database on {url.host}:{url.port}: "
-                                      f"{str(exc).splitlines()[0]}") from None
-        finally:
-            engine.dispose()
+        _on_server(server_url, f'CREATE DATABASE "{name}"',
+                   f"cannot create a database on {url.host}:{url.port}")
         return url.set(database=name).render_as_string(hide_password=False)
 
     return create
@@ -61,13 +54,19 @@ def drop_database(server_url: str, url: str) -> None:
     name = make_url(url).database or ""
     if not name.startswith(_PREFIX):
         raise ValueError(f"{name!r} was not made by database_factory: not dropped")
+    _on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+               f"cannot drop the database {name}")
+
+
+def _on_server(server_url: str, sql: str, failure: str) -> None:
+    """Run `sql` outside a transaction (CREATE and DROP DATABASE need that); a failure is
+    PostgresUnavailable, `failure` then the server's first line."""
     engine = create_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(sql))
     except SQLAlchemyError as exc:
-        raise PostgresUnavailable(f"cannot drop the database {name}: "
-                                  f"{str(exc).splitlines()[0]}") from None
+        raise PostgresUnavailable(f"{failure}: {str(exc).splitlines()[0]}") from None
     finally:
         engine.dispose()
 
