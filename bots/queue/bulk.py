@@ -82,9 +82,7 @@ def update_values(conn: Connection, table: Table, key: str, names: Sequence[str]
     if not rows:
         return
     names = list(names)
-    unknown = [n for n in [key, *names] if n not in table.c]
-    if unknown:
-        raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
+    _check_known(table, [key, *names])
     driver = (conn.dialect.name, conn.dialect.driver)
     if driver not in (("postgresql", "psycopg"), ("sqlite", "pysqlite")):
         statement = update(table).where(table.c[key] == bindparam("_key")).values(
@@ -156,10 +154,14 @@ def _as_sqlalchemy_errors(conn: Connection, sql: str) -> Iterator[None]:
         raise DBAPIError.instance(sql, None, exc, base, dialect=conn.dialect) from exc
 
 
-def _check_columns(table: Table, names: list[str]) -> None:
+def _check_known(table: Table, names: list[str]) -> None:
     unknown = [n for n in names if n not in table.c]
     if unknown:
         raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
+
+
+def _check_columns(table: Table, names: list[str]) -> None:
+    _check_known(table, names)
     missing = [c.name for c in table.c if c.name not in names and not c.primary_key
                and (c.default is not None or c.server_default is not None)]
     if missing:

@@ -37,6 +37,7 @@ from bots.queue.schema import (
     Base,
     Case,
     CaseState,
+    Money,
     NotificationRow,
     QuarantineRow,
     RequestRow,
@@ -284,6 +285,7 @@ _CaseLike = _Known | _Opened
 # What a repeat contact may fill in on a case (`_merge_request_into`).
 _MERGED = ("customer_email", "customer_name", "requested_amount", "currency", "priority")
 _merged = attrgetter(*_MERGED)
+_MONEY = Money()  # reads a money column's text as the ORM does
 # What a new case is opened with and what a repeat contact may fill in.
 _CASE_FIELDS = ("case_key", "order_number", "customer_email", "customer_name",
                 "requested_amount", "currency", "state", "priority", "follows")
@@ -351,15 +353,11 @@ def _cases_by_key(s: Session, keys: set[str]) -> dict[str, _Known]:
                    "case_key", sorted(keys))
     found: dict[str, _Known] = {}
     for case_id, key, state, email, name, amount, currency, priority in rows:
-        case = _Known(case_id, key, state, email, name, _money(amount), currency, priority or 0)
+        case = _Known(case_id, key, state, email, name, _MONEY.process_result_value(amount, None),
+                      currency, priority or 0)
         case.loaded = _merged(case)
         found[key] = case
     return found
-
-
-def _money(stored: str | None) -> Decimal | None:
-    """A Money column's value as the ORM reads it (money is stored as text)."""
-    return None if stored is None else Decimal(stored)
 
 
 def _update_known(s: Session, cases: Iterable[_Known]) -> None:
