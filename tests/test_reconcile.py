@@ -366,3 +366,20 @@ def test_in_flight_never_hides_money_or_a_settled_intent() -> None:
     nobody = dataclasses.replace(_flying(), in_flight="")
     assert only(reconcile([nobody], [ptl()])).status is S.UNCONFIRMED
     assert only(reconcile([nobody], [])).status is S.MISSING_IN_PORTAL
+
+
+def test_a_refund_recorded_after_the_listing_was_read_waits_only_for_its_absence() -> None:
+    """Another runner recorded it while this report read: the listing may lack it. Only
+    that absence waits for the next report; money and a listed refund are checked now."""
+    import dataclasses
+
+    late = dataclasses.replace(led(1), settled_late="at 03:54:05 UTC")
+    missing = only(reconcile([late], []))
+    assert missing.status is S.IN_FLIGHT and not missing.is_problem
+    assert "R-1" in missing.note and "03:54:05" in missing.note
+    assert only(reconcile([late], [ptl()])).status is S.MATCHED
+    assert only(reconcile([late], [ptl(amount="10.01")])).status is S.AMOUNT_MISMATCH
+    pending = dataclasses.replace(late, status="pending", refund_number=None)
+    assert only(reconcile([pending], [])).status is S.MISSING_IN_PORTAL  # nobody holds it
+    unread = only(reconcile([late], [], unread_days=[date(2026, 11, 29)]))
+    assert unread.status is S.UNVERIFIED  # a day not read stays a break

@@ -240,3 +240,109 @@ def test_order_notes_over_the_cap_are_unverified_and_the_step_can_be_turned_off(
     assert off_orders.read == [] and not any(r.break_key.startswith("note:") for r in off.rows)
     assert "enabled is false" in off.order_notes  # the Summary says the step did not run
     assert capped.order_notes.startswith("2 order(s) read, 1 not read")
+
+
+# -- several runners: another runner settles its refund while this report reads -----------
+# Runner A's report reads the portal's listing first, then the queue, then the order
+# notes. Runner B's refund can land in the portal just after the listing was read, and B
+# can record it (and note the order) before A reads the queue or the notes. A's listing
+# then lacks a refund the queue and the notes already know: neither "missing" nor an
+# orphan note, only "not in this listing yet"; the next report checks it. (CI saw A exit 3
+# with "1 open break" over B's refund in tests/test_runners.py.)
+
+
+class SettlesAfterListing(FakePayments):
+    """The portal's listing, read just before another runner's refund lands in it."""
+
+    def __init__(self, settle: Any) -> None:
+        super().__init__({}, {})
+        self.settle = settle
+
+    async def list_refunds(self, start: date, end: date) -> list[PortalRefund]:
+        got = await super().list_refunds(start, end)
+        if start == datetime.now(UTC).date():
+            self.settle()  # B's refund lands now, and B records it
+        return got
+
+
+def _settle(queue: Queue, case: Any, number: str = "RF-000009") -> None:
+    [intent] = queue.intents(case.id)
+    assert queue.resolve_intent(case.lease, intent.id, state="confirmed", refund_number=number,
+                                run_id="run-b")
+
+
+def test_a_refund_settled_after_the_listing_was_read_is_in_flight_not_missing(
+        tmp_path: Path) -> None:
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    case, refund = _submitting(queue, tmp_path)
+    run = RunFolder.create(tmp_path / "runs")
+    payments = SettlesAfterListing(lambda: _settle(queue, case))
+    try:
+        rec = asyncio.run(reconciling.reconcile_run(queue, run, FakeSession(payments),
+                                                    datetime.now(UTC)))
+    finally:
+        run.close()
+    [row] = rec.rows
+    assert row.status is ReconStatus.IN_FLIGHT and not row.is_problem, row
+    assert "after the portal's listing was read" in row.note and "RF-000009" in row.note
+    assert rec.problems == 0 and rec.live == []
+
+    # The next report reads the listing after B settled: it must find the refund there.
+    assert [r.status for r in _report(queue, tmp_path, [refund]).rows] == [
+        ReconStatus.MATCHED]
+    missing = _report(queue, tmp_path, [])  # and if it is not there, that is a break now
+    assert [r.status for r in missing.rows] == [ReconStatus.MISSING_IN_PORTAL]
+    assert missing.problems == 1
+
+
+def test_a_note_written_after_the_listing_was_read_is_no_orphan(tmp_path: Path) -> None:
+    queue = Queue(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    case, _ = _submitting(queue, tmp_path)
+    note = "Refund RF-000009 of 20.00 EUR issued by refund-bots for case C-000001."
+    orders = FakeOrders({})
+
+    def b_settles_and_notes() -> None:
+        _settle(queue, case)
+        orders.pages["ORD-100001"] = [note]
+
+    run = RunFolder.create(tmp_path / "runs")
+    session = FakeSession(SettlesAfterListing(b_settles_and_notes), orders,
+                          OrderNotesSettings(max_orders=10))
+    try:
+        rec = asyncio.run(reconciling.reconcile_run(queue, run, session, datetime.now(UTC)))
+    finally:
+        run.close()
+    assert orders.read == ["ORD-100001"]
+    assert [r.status for r in rec.rows] == [ReconStatus.IN_FLIGHT, ReconStatus.IN_FLIGHT]
+    assert all("after the portal's listing was read" in r.note for r in rec.rows)
+    assert rec.problems == 0 and rec.live == []
+
+    # Recorded before the listing was read, the same note without its refund is a break.
+    run = RunFolder.create(tmp_path / "runs")
+    try:
+        later = asyncio.run(reconciling.reconcile_run(
+            queue, run, FakeSession(FakePayments({}, {}), orders,
+                                    OrderNotesSettings(max_orders=10)), datetime.now(UTC)))
+    finally:
+        run.close()
+    assert sorted(str(r.status) for r in later.rows) == [
+        "missing in portal", "order note without its refund"]
+    assert later.problems == 2
+
+
+@pytest.mark.parametrize(("state", "seconds", "late"), [
+    ("confirmed", -1, False), ("confirmed", 0, True), ("confirmed", 1, True),
+    ("absent", 1, False), ("pending", 1, False)])
+def test_settled_late_is_a_confirmation_at_or_after_the_listing_start(
+        state: str, seconds: int, late: bool) -> None:
+    from bots.queue.breaks import LedgerFacts
+    from bots.queue.schema import Case, RefundIntent
+
+    start = datetime(2026, 12, 4, 3, 54, 1, tzinfo=UTC)
+    intent = RefundIntent(state=state, resolved_at=start + timedelta(seconds=seconds))
+    got = reconciling.settled_late(LedgerFacts(intent, Case()), start)
+    assert got == (f"at {start + timedelta(seconds=seconds):%H:%M:%S} UTC" if late else "")
+    naive = RefundIntent(state=state, resolved_at=(start + timedelta(seconds=seconds)
+                                                   ).replace(tzinfo=None))
+    assert bool(reconciling.settled_late(LedgerFacts(naive, Case()), start)) is late
+    assert reconciling.settled_late(LedgerFacts(RefundIntent(state=state), Case()), start) == ""

@@ -150,6 +150,23 @@ def test_a_note_whose_refund_may_be_on_a_day_not_read_is_unverified_not_a_break(
     assert row.break_key == note_key("ORD-13", "RF-000013")
 
 
+def test_a_note_on_a_refund_recorded_after_the_listing_was_read_is_in_flight() -> None:
+    """Another runner's refund landed, was recorded and noted while this report read: the
+    listing read earlier lacks it. In flight (shown, not a break); any other unlisted
+    refund a note names is still an orphan, and a listed one still agrees."""
+    notes = OrderNotes(read={"ORD-15": [bot_note("RF-000015"), bot_note("RF-000016")],
+                             "ORD-16": [bot_note("RF-000017")]})
+    late = {"RF-000015": ("C-000015", "at 03:54:05 UTC")}
+    got = check_notes([refund("RF-000017", "ORD-16")], notes, {}, settled_late=late)
+    rows = {r.portal_refund_id: r for r in got.rows}
+    assert statuses(got.rows) == [(str(S.IN_FLIGHT), "ORD-15", "RF-000015"),
+                                  (str(S.ORPHAN_NOTE), "ORD-15", "RF-000016")]
+    flying = rows["RF-000015"]
+    assert not flying.is_problem and flying.case_ref == "C-000015"
+    assert "03:54:05" in flying.note and "after the portal's listing was read" in flying.note
+    assert note_key("ORD-16", "RF-000017") in got.agreed
+
+
 def test_a_refund_id_with_its_own_separators_is_found_as_a_whole() -> None:
     got = check_notes([refund("RF/2026/17", "ORD-14"), refund("RF/2026/1", "ORD-14")],
                       OrderNotes(read={"ORD-14": ["credited RF/2026/17 by phone"]}), {})

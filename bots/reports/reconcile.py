@@ -53,6 +53,9 @@ class LedgerEntry:
     # A pending intent whose case a live runner still holds: its submit may be under way
     # right now (several runners share the queue), so "not confirmed" is not a break yet.
     in_flight: str = ""  # who holds it and until when; "" when nobody does
+    # Confirmed only after the portal's listing was read (by another runner, while this
+    # report read): the listing may lack it without it being missing. When, else "".
+    settled_late: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,8 @@ class ReconRow(NamedTuple):
 
     @property
     def is_problem(self) -> bool:
-        """A break: anything not matched, except a refund another runner is submitting now.
+        """A break: anything not matched, except a refund another runner is submitting now
+        (or settled only after this report read the portal's listing).
 
         An in-flight row is shown, never counted as matched, and checked again by the next
         report; if its runner dies, the lease runs out and the row becomes a break.
@@ -416,6 +420,11 @@ def _missing_row(entry: LedgerEntry, last_unread: date | None) -> ReconRow | Non
                     "(retried): check again before anything is paid")
     if status == ABSENT:
         return None
+    if status == CONFIRMED and entry.settled_late:
+        return _row(ReconStatus.IN_FLIGHT, entry, None,
+                    f"recorded as refund {entry.refund_number or '(no number)'} "
+                    f"{entry.settled_late}, after the portal's listing was read: the next "
+                    "report checks that the portal lists it")
     if status == CONFIRMED:
         note = (f"ledger records refund {entry.refund_number or '(no number)'}, "
                 "but the portal shows no such refund")

@@ -122,8 +122,8 @@ def orders_to_read(refunds: Sequence[ListedRefund], ledger_orders: Iterable[str]
 
 def check_notes(refunds: Sequence[ListedRefund], notes: OrderNotes,
                 known_before: Mapping[str, str], *, pattern: str = BOT_NOTE_PATTERN,
-                in_progress: Collection[str] = (), unread_days: Sequence[date] = ()
-                ) -> ThreeWay:
+                in_progress: Collection[str] = (), unread_days: Sequence[date] = (),
+                settled_late: Mapping[str, tuple[str, str]] | None = None) -> ThreeWay:
     """Compare the portal's refunds with the notes on their orders.
 
     `known_before`: refund numbers the queue recorded before the period (refund -> case
@@ -132,8 +132,11 @@ def check_notes(refunds: Sequence[ListedRefund], notes: OrderNotes,
     refund): their refunds are checked by the report written after they finish, not here.
     `unread_days`: days whose listing could not be read: a note naming a refund the listing
     lacks is then "not verified" (the refund may be on an unread day), never a break.
+    `settled_late`: refunds the queue recorded only after the listing was read (refund ->
+    case ref, when): a note naming one is shown in flight, checked by the next report.
     """
     rx = re.compile(pattern)
+    settled_late = settled_late or {}
     listed = {r.refund_id.strip() for r in refunds}
     words = {o: _words(texts) for o, texts in notes.read.items()}
     rows: list[ReconRow] = []
@@ -167,6 +170,14 @@ def check_notes(refunds: Sequence[ListedRefund], notes: OrderNotes,
                 if not number or number in listed or number in known_before:
                     if number in listed:
                         agreed.append(note_key(order, number))
+                    continue
+                if number in settled_late:
+                    case_ref, when = settled_late[number]
+                    rows.append(ReconRow(
+                        ReconStatus.IN_FLIGHT, case_ref, order, "", None, None, None, number,
+                        f"a note of the bot on order {order} names refund {number}, which "
+                        f"the queue recorded {when}, after the portal's listing was read: "
+                        f"the next report checks that the portal lists it"))
                     continue
                 if unread_days:
                     days = ", ".join(str(d) for d in unread_days)

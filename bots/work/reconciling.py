@@ -79,7 +79,7 @@ class Reconciliation:
 async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
                         finished_at: datetime) -> Reconciliation:
     this_run = queue.intents_for_run(run.run_id)
-    now = utcnow()
+    now = utcnow()  # before the listing is read: a refund settled later may not be in it
     first = min([run.started_at, *(i.created_at for i in this_run)]).astimezone(UTC).date()
     last = max(finished_at, now).astimezone(UTC).date()
     first = max(first, last - timedelta(days=MAX_DAYS - 1))
@@ -95,7 +95,8 @@ async def reconcile_run(queue: Queue, run: RunFolder, session: BotSession,
     wanted = session.settings.reconcile.order_notes
     said = "not checked: reconcile.order_notes.enabled is false"
     if wanted.enabled:
-        three = await _three_way(queue, session, run, rows, ledger, first, wanted, unread)
+        three = await _three_way(queue, session, run, rows, ledger, first, wanted, unread,
+                                 listed_from=now)
         rows += three.rows
         notes_agreed = three.agreed
         said = (f"{three.orders_read} order(s) read, {three.orders_unread} not read "
@@ -152,8 +153,12 @@ async def _read_listing(session: BotSession, run: RunFolder, first: date, last: 
 
 async def _three_way(queue: Queue, session: BotSession, run: RunFolder, rows: list[ReconRow],
                      ledger: list[LedgerFacts], first: date, wanted: OrderNotesSettings,
-                     unread_days: list[date]) -> ThreeWay:
-    """Read the notes of the period's orders and compare them with the portal's refunds."""
+                     unread_days: list[date], *, listed_from: datetime) -> ThreeWay:
+    """Read the notes of the period's orders and compare them with the portal's refunds.
+
+    The notes are read after the listing: a note naming a refund the queue recorded only
+    after `listed_from` (another runner's, landing meanwhile) is no orphan yet.
+    """
     refunds = refunds_to_check(rows)
     to_read, over = orders_to_read(refunds, (f.intent.order_number for f in ledger),
                                    wanted.max_orders)
@@ -166,15 +171,20 @@ async def _three_way(queue: Queue, session: BotSession, run: RunFolder, rows: li
              for t in texts for m in re.finditer(wanted.bot_note_pattern, t)}
     listed = {r.refund_id for r in refunds}
     start = datetime.combine(first, time(), UTC)
-    known_before = {f.intent.refund_number: f.case.ref for f in queue.reconciliation_ledger(
-        since=datetime.max.replace(tzinfo=UTC), run_id="", keys=(),
-        refund_numbers=sorted(named - listed))
-        if f.intent.refund_number and _aware(f.intent.created_at) < start}
+    known_before: dict[str, str] = {}
+    late: dict[str, tuple[str, str]] = {}
+    for f in queue.reconciliation_ledger(since=datetime.max.replace(tzinfo=UTC), run_id="",
+                                         keys=(), refund_numbers=sorted(named - listed)):
+        number = f.intent.refund_number
+        if number and _aware(f.intent.created_at) < start:
+            known_before[number] = f.case.ref
+        elif number and (when := settled_late(f, listed_from)):
+            late[number] = (f.case.ref, when)
     now = utcnow()  # a case a runner holds under a live lease: its note is still to come
     working = {f.case.ref for f in ledger if f.case.state == CaseState.PROCESSING
                and f.case.locked_until is not None and f.case.locked_until > now}
     return check_notes(refunds, notes, known_before, pattern=wanted.bot_note_pattern,
-                       in_progress=working, unread_days=unread_days)
+                       in_progress=working, unread_days=unread_days, settled_late=late)
 
 
 async def _read_notes(session: BotSession, run: RunFolder, orders: list[str],
@@ -270,7 +280,8 @@ def _entry(f: LedgerFacts, now: datetime) -> LedgerEntry:
                        reference=i.key, amount=i.amount, status=i.state,
                        refund_number=i.refund_number, currency=(f.case.currency or "").upper(),
                        transaction_id=i.transaction_id, run_id=i.run_id or "",
-                       created_at=i.created_at, in_flight=in_flight(f, now))
+                       created_at=i.created_at, in_flight=in_flight(f, now),
+                       settled_late=settled_late(f, now))
 
 
 def in_flight(f: LedgerFacts, now: datetime) -> str:
@@ -285,6 +296,21 @@ def in_flight(f: LedgerFacts, now: datetime) -> str:
     if case.locked_until is None or case.locked_until <= now:
         return ""
     return f"{case.locked_by or 'a runner'}, lease until {case.locked_until:%H:%M:%S} UTC"
+
+
+def settled_late(f: LedgerFacts, listed_from: datetime) -> str:
+    """When a confirmed intent was recorded, if at or after `listed_from` ("" otherwise).
+
+    The listing was read from `listed_from` on: a refund another runner recorded since then
+    may have landed after its day was read. Only the absence of such a refund waits for the
+    next report; its amount, order and any duplicate are checked now. The times come from
+    each runner's clock: one running behind makes the row a break, never the other way.
+    """
+    i = f.intent
+    if i.state != IntentState.CONFIRMED or i.resolved_at is None:
+        return ""
+    at = _aware(i.resolved_at)
+    return f"at {at:%H:%M:%S} UTC" if at >= listed_from else ""
 
 
 def _approvals(ledger: list[LedgerFacts]) -> list[Approval]:
