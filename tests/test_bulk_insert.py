@@ -3,8 +3,10 @@ both backends, nothing silently NULL, and secrets masked in what it writes."""
 
 from __future__ import annotations
 
+import csv
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Table, select, text
@@ -169,6 +171,49 @@ def test_a_bulk_load_refreshes_planner_statistics_after_it(
         assert queue.dialect != "postgresql" or s.execute(
             text("SHOW enable_seqscan")).scalar_one() == "on"
     assert queue.insert_batch == (5_000 if queue.dialect == "postgresql" else 2_000)
+
+
+def test_an_intake_run_that_makes_a_bulk_load_refreshes_the_statistics_once(
+        queue: Queue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_intake stores in batches smaller than a bulk load: the whole run counts, and
+    PostgreSQL's own statistics show the ANALYZE (a repeat that stores nothing: none)."""
+    from bots.config import IntakeSettings
+    from bots.intake.sources import SourceConfig
+    from bots.runs import RunFolder
+    from bots.work import pipeline
+
+    monkeypatch.setattr(intake, "ANALYZE_EVERY", 6)
+    monkeypatch.setattr(Queue, "insert_batch", 4)
+    sheet = tmp_path / "s.csv"
+    with sheet.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["order_number", "customer_email", "amount", "reason"])
+        writer.writerows([f"ORD-3000{i:02d}", f"c{i}@example.org", "", "refund please"]
+                         for i in range(7))
+    settings = IntakeSettings(sources=[SourceConfig(kind="spreadsheet", path=sheet)],
+                              readers=0)
+
+    def analyzed() -> int:
+        if queue.dialect != "postgresql":
+            return 0
+        with queue.engine.connect() as conn:
+            return int(conn.execute(text(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'cases'"
+            )).scalar_one())
+
+    before = analyzed()
+    run = RunFolder.create(tmp_path / "runs")
+    try:
+        assert pipeline.run_intake(settings, queue, run).new_requests == 7
+        once = analyzed()
+        assert pipeline.run_intake(settings, queue, run).new_requests == 0
+        log = (run.path / "run.log").read_text(encoding="utf-8")
+    finally:
+        run.close()
+    assert once - before == (1 if queue.dialect == "postgresql" else 0)
+    assert analyzed() == once  # nothing new: nothing to refresh
+    assert ("planner statistics refreshed after 7 new requests" in log) is (
+        queue.dialect == "postgresql")
 
 
 def test_a_duplicate_key_is_sqlalchemys_integrity_error(queue: Queue) -> None:

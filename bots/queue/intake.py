@@ -108,9 +108,20 @@ class IntakeStore(Store):
         results: list[Stored] = []
         for start in range(0, len(reqs), batch):
             results += self._store_batch(reqs[start:start + batch], run_id)
-        if len(reqs) >= ANALYZE_EVERY and self.dialect == "postgresql":
-            self._analyze()
+        self.after_bulk_load(len(reqs))
         return results
+
+    def after_bulk_load(self, stored: int) -> bool:
+        """ANALYZE after `stored` requests went in at once, if that makes a bulk load
+        (PostgreSQL, ANALYZE_EVERY or more); True when it ran.
+
+        Intake stores in batches far smaller than a bulk load: it calls this once, after
+        its last batch, with what the whole run stored.
+        """
+        if stored < ANALYZE_EVERY or self.dialect != "postgresql":
+            return False
+        self._analyze()
+        return True
 
     def _analyze(self) -> None:
         """Fresh planner statistics after a bulk load (PostgreSQL).

@@ -87,6 +87,9 @@ def run_intake(intake: IntakeSettings, queue: Queue, run: RunFolder) -> IntakeSt
             folders.append(source)
     _read_folders_into(queue, run, folders, intake.readers, stats)
     run.log.info("intake: {}", stats)
+    if queue.after_bulk_load(stats.new_requests):  # for the runners that work it next
+        run.log.info("intake: planner statistics refreshed after {} new requests",
+                     stats.new_requests)
     return stats
 
 
