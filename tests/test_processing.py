@@ -44,6 +44,7 @@ from bots.legacy.payments import PaymentsApp
 from bots.models import Decision, LineItem, OrderFacts, Outcome, RefundRequest
 from bots.notify import NotificationResult, NotifyState, OrderCustomer
 from bots.queue import Case, CaseState, IntentState, Queue, RefundIntent, runner_id, utcnow
+from bots.queue.schema import case_ref
 from bots.runs import RunFolder
 from bots.work.processing import Processor, ProcessStats
 
@@ -739,12 +740,15 @@ def test_a_handle_alone_never_identifies(bots: Bots) -> None:
         "identify the customer.")
 
 
-def test_a_customer_case_merges_into_the_order_case(bots: Bots) -> None:
+def test_a_customer_case_merges_into_the_order_case(
+        bots: Bots, logged: list[tuple[str | None, str, str]]) -> None:
     bots.sell()
     loose = bots.ask(order=None)  # claimed first: oldest
     order_case = bots.ask()
     stats = bots.run()
     assert bots.case(loose).state == CaseState.MERGED
+    said = f"merged into {case_ref(order_case)}, the case for order {ORDER}"
+    assert (case_ref(loose), "INFO", said) in logged  # the target, not "order None"
     assert len(bots.case(order_case).requests) == 2
     assert paid(bots) == [(ORDER, D("40.00"))] and stats.processed == 1
     assert stats.abandoned == 0 and stats.system_errors == 0  # merging is not losing the case

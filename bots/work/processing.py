@@ -248,7 +248,7 @@ class Processor:
             self._count(case, result.outcome)
             return
         if result.outcome == "merged":
-            log.info("merged into the case for order {}", case.order_number)
+            log.info("{}", result.reason)  # case.order_number: None, it was the customer's
             return
         self.queue.finish(lease, state=result.state, outcome=result.outcome,
                           reason=result.reason, actor=lease.owner, run_id=self.run.run_id,
@@ -360,7 +360,8 @@ class Processor:
             target = self.queue.merge(lease, f"order:{order_number}", actor=lease.owner,
                                       run_id=self.run.run_id)
             if target is not None:
-                return Finished("merged", f"merged into case {target}")
+                return Finished("merged", f"merged into {case_ref(target)}, the case for "
+                                          f"order {order_number}")
             self.queue.set_order(lease, order_number)
         order, charge_lookup = await find_order_and_charge(  # issue 14: both at once
             worker.orders, worker.payments, order_number)
