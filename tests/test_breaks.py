@@ -3,13 +3,18 @@ resolves them; every change is audited; agent and comment are required."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from postgres import Postgres
+from sqlalchemy import text
 from typer.testing import CliRunner
 
+import bots.queue.breaks
 from bots.cli import app
 from bots.queue import BreakError, BreakState, Queue, Sighting
 
@@ -83,3 +88,56 @@ def test_breaks_commands(queue: Queue) -> None:
     unknown = cli.invoke(app, ["breaks", "resolve", "B-999999", "--agent", "bo", "-m", "x"],
                          env=env)
     assert unknown.exit_code == 1 and "no break" in unknown.output
+
+
+def test_postgresql_two_reports_seeing_one_new_break_at_once_register_it_once(
+        postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runners write their reports at the same moment, and both see the same new break
+    (a refund a person keyed in the portal). Report A is held inside its register
+    transaction, its break added but not committed: report B must wait for A, then find
+    A's break and see it again, never fail on the duplicate key (a crashed report)."""
+    queue = Queue(postgres.url())
+    a_inside, a_go = threading.Event(), threading.Event()
+    real_audit = bots.queue.breaks.audit
+
+    def audit(*args: object, **kwargs: object) -> object:
+        if threading.current_thread().name == "report-a" and not a_inside.is_set():
+            a_inside.set()
+            a_go.wait()
+        return real_audit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bots.queue.breaks, "audit", audit)
+    outcomes: dict[str, str] = {}
+
+    def report(name: str) -> None:
+        try:  # a connection of its own, as another process
+            update = Queue(queue.url).record_breaks(f"run-{name}", [sighting()], [])
+            outcomes[name] = "opened" if update.new else "seen again"
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            outcomes[name] = f"error: {type(exc).__name__}: {exc}"
+
+    report_a = threading.Thread(target=report, args=("a",), name="report-a")
+    report_b = threading.Thread(target=report, args=("b",), name="report-b")
+    waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    report_a.start()
+    try:
+        while report_a.is_alive() and not a_inside.wait(0.01):
+            pass
+        assert a_inside.is_set(), f"report A failed before its break: {outcomes}"
+        report_b.start()
+        waited = False
+        with queue.engine.connect() as watch:
+            while report_b.is_alive() and not waited:
+                waited = watch.execute(waits).scalar_one() > 0
+                watch.rollback()
+                time.sleep(0.01)
+    finally:
+        a_go.set()
+        report_a.join()
+        if report_b.ident is not None:
+            report_b.join()
+    assert outcomes == {"a": "opened", "b": "seen again"}
+    assert waited, "report B read the register while A was writing it"
+    [row] = queue.breaks()
+    assert (row.first_seen_run, row.last_seen_run) == ("run-a", "run-b")
+    assert queue.verify_chain().ok

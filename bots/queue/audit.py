@@ -81,11 +81,23 @@ def _head(s: Session) -> str:
     head = s.info.get(_HEAD)
     if head is not None:
         return str(head)
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_ID})
+    lock_chain(s)
     s.flush()
     last = s.scalar(select(AuditRow.row_hash).order_by(AuditRow.id.desc()).limit(1))
     return last or GENESIS
+
+
+def lock_chain(s: Session) -> None:
+    """Take the chain's lock now, until commit (PostgreSQL; on SQLite every write
+    transaction is serialised already).
+
+    For a transaction that reads what its records will be about and must not have another
+    writer of them in between (the break register: two reports opening the same break).
+    The register's other writers (assigning, resolving) take it the same way, through
+    their first record, before their changes reach a break's row: no deadlock between them.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_ID})
 
 
 def detail_hash(salt: str, detail: str) -> str:

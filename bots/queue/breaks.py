@@ -23,7 +23,7 @@ from decimal import Decimal
 from sqlalchemy import Index, Integer, String, Text, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from bots.queue.audit import audit
+from bots.queue.audit import audit, lock_chain
 from bots.queue.base import Store
 from bots.queue.schema import Base, Case, Money, RefundIntent, UTCDateTime, utcnow
 
@@ -126,9 +126,14 @@ class BreakError(ValueError):
 class Breaks(Store):
     def record_breaks(self, run_id: str, sightings: Sequence[Sighting],
                       matched_keys: Iterable[str]) -> BreakUpdate:
-        """Register every break a reconciliation saw; close live ones it now matched."""
+        """Register every break a reconciliation saw; close live ones it now matched.
+
+        One register writer at a time: several runners' reports can see the same new
+        break at once, and each must find the other's row, not add it twice.
+        """
         now = utcnow()
         with self.session() as s:
+            lock_chain(s)
             opening = list(s.scalars(select(BreakRow).where(BreakRow.state.in_(BreakState.LIVE))
                                      .order_by(BreakRow.id)))
             live_keys = {b.break_key for b in opening}
