@@ -141,3 +141,38 @@ def test_postgresql_two_reports_seeing_one_new_break_at_once_register_it_once(
     [row] = queue.breaks()
     assert (row.first_seen_run, row.last_seen_run) == ("run-a", "run-b")
     assert queue.verify_chain().ok
+
+
+def test_postgresql_a_break_a_report_closes_meanwhile_is_not_settled_again(
+        postgres: Postgres) -> None:
+    """A person resolves a break while a report holds the register and closes it (it
+    matched): the person's command waits, then says it is resolved already."""
+    queue = Queue(postgres.url())
+    key = "intent:C000001-8f3a1c2b"
+    ref = queue.record_breaks("run-1", [sighting(key, "missing in portal")], []).new[0].ref
+    said: list[str] = []
+
+    def resolve() -> None:
+        try:
+            Queue(queue.url).resolve_break(ref, agent="bo", comment="paid back")
+            said.append("resolved")
+        except BreakError as exc:
+            said.append(str(exc))
+
+    person = threading.Thread(target=resolve)
+    waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    report = Queue(queue.url)
+    with report.session() as s:  # the report, inside its register transaction
+        bots.queue.breaks.lock_chain(s)
+        person.start()
+        waited = False
+        with queue.engine.connect() as watch:
+            while person.is_alive() and not waited:
+                waited = watch.execute(waits).scalar_one() > 0
+                watch.rollback()
+                time.sleep(0.01)
+        closed = bots.queue.breaks._by_key(s, [key])[key]
+        closed.state, closed.resolved_by = BreakState.RESOLVED, "reconciliation"
+    person.join()
+    assert waited and len(said) == 1 and "resolved already" in said[0]
+    assert queue.get_break(ref).resolved_by == "reconciliation"  # type: ignore[union-attr]

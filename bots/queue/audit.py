@@ -93,8 +93,10 @@ def lock_chain(s: Session) -> None:
 
     For a transaction that reads what its records will be about and must not have another
     writer of them in between (the break register: two reports opening the same break).
-    The register's other writers (assigning, resolving) take it the same way, through
-    their first record, before their changes reach a break's row: no deadlock between them.
+    The register's other writers (assigning, resolving) take it first too, before they
+    read the break: all take the chain lock, then a break's row, so none deadlocks
+    another. (A record's own lock comes after the session has flushed its changes: too
+    late for that; a person resolving a break a report was closing deadlocked.)
     """
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_ID})

@@ -259,6 +259,9 @@ def _need(agent: str, comment: str) -> None:
 
 
 def _live(s: Session, ref: str) -> BreakRow:
+    """The live break `ref`, read under the register's lock: a report that closes it
+    meanwhile makes a person's assign or resolve a clear error, not an overwrite."""
+    lock_chain(s)
     try:
         row = s.get(BreakRow, break_id(ref))
     except ValueError:
