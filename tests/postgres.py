@@ -11,12 +11,15 @@ not installed the tests skip locally but fail under CI (`CI` set).
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
 
 from bots.tools.pgcluster import (
     PostgresUnavailable,
@@ -63,3 +66,20 @@ def running_postgres() -> Iterator[Postgres]:
     require_postgres()
     with throwaway_postgres(password=PASSWORD) as server:
         yield Postgres(server)
+
+
+def blocked_on_a_lock(engine: Engine, thread: threading.Thread, *, advisory: bool = False
+                      ) -> bool:
+    """Whether `thread` comes to wait on a lock (seen in `pg_stat_activity`) before it ends.
+
+    For tests that hold one transaction open and check that another one waits for it.
+    """
+    waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                 + (" AND wait_event = 'advisory'" if advisory else ""))
+    with engine.connect() as watch:
+        while thread.is_alive():
+            if watch.execute(waits).scalar_one() > 0:
+                return True
+            watch.rollback()  # a fresh snapshot of the activity view each time
+            time.sleep(0.01)
+    return False

@@ -4,14 +4,12 @@ resolves them; every change is audited; agent and comment are required."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from postgres import Postgres
-from sqlalchemy import text
+from postgres import Postgres, blocked_on_a_lock
 from typer.testing import CliRunner
 
 import bots.queue.breaks
@@ -118,19 +116,13 @@ def test_postgresql_two_reports_seeing_one_new_break_at_once_register_it_once(
 
     report_a = threading.Thread(target=report, args=("a",), name="report-a")
     report_b = threading.Thread(target=report, args=("b",), name="report-b")
-    waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
     report_a.start()
     try:
         while report_a.is_alive() and not a_inside.wait(0.01):
             pass
         assert a_inside.is_set(), f"report A failed before its break: {outcomes}"
         report_b.start()
-        waited = False
-        with queue.engine.connect() as watch:
-            while report_b.is_alive() and not waited:
-                waited = watch.execute(waits).scalar_one() > 0
-                watch.rollback()
-                time.sleep(0.01)
+        waited = blocked_on_a_lock(queue.engine, report_b)
     finally:
         a_go.set()
         report_a.join()
@@ -160,17 +152,11 @@ def test_postgresql_a_break_a_report_closes_meanwhile_is_not_settled_again(
             said.append(str(exc))
 
     person = threading.Thread(target=resolve)
-    waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
     report = Queue(queue.url)
     with report.session() as s:  # the report, inside its register transaction
         bots.queue.breaks.lock_chain(s)
         person.start()
-        waited = False
-        with queue.engine.connect() as watch:
-            while person.is_alive() and not waited:
-                waited = watch.execute(waits).scalar_one() > 0
-                watch.rollback()
-                time.sleep(0.01)
+        waited = blocked_on_a_lock(queue.engine, person)
         closed = bots.queue.breaks._by_key(s, [key])[key]
         closed.state, closed.resolved_by = BreakState.RESOLVED, "reconciliation"
     person.join()

@@ -6,13 +6,11 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from postgres import Postgres
-from sqlalchemy import text
+from postgres import Postgres, blocked_on_a_lock
 
 import bots.queue.intents
 from bots.models import RefundRequest
@@ -215,20 +213,13 @@ def test_postgresql_the_customer_lock_makes_the_second_runner_wait_and_count(
 
     runner_a = threading.Thread(target=pay, args=("a", a), name="runner-a")
     runner_b = threading.Thread(target=pay, args=("b", b), name="runner-b")
-    waits_on_lock = text("SELECT count(*) FROM pg_stat_activity "
-                         "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'")
     runner_a.start()
     try:
         while runner_a.is_alive() and not a_inside.wait(0.01):
             pass  # A reached the point inside its transaction, or failed before it
         assert a_inside.is_set(), f"runner A failed before its intent: {outcomes}"
         runner_b.start()
-        waited = False
-        with queue.engine.connect() as watch:
-            while runner_b.is_alive() and not waited:  # B blocks, or B is already done
-                waited = watch.execute(waits_on_lock).scalar_one() > 0
-                watch.rollback()  # a fresh snapshot of the activity view each time
-                time.sleep(0.01)
+        waited = blocked_on_a_lock(queue.engine, runner_b, advisory=True)  # or B is done
     finally:
         a_go.set()
         runner_a.join()
