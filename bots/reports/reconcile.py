@@ -30,6 +30,9 @@ from bots.models import CENT, PortalRefund, money
 CONFIRMED = "confirmed"  # refund number recorded
 PENDING = "pending"  # submitted, outcome unknown
 ABSENT = "absent"  # verified not to be in the portal
+# Why a refund recorded while a report read is in flight (its row and its order note's).
+RECORDED_LATE = ("after the portal's listing was read: the next report checks that the "
+                 "portal lists it")
 
 # The bot's idempotency keys (bots.queue.intents): found inside references people edited.
 _KEY_RX = re.compile(r"C\d{6,}-[0-9a-f]{8}")
@@ -423,8 +426,7 @@ def _missing_row(entry: LedgerEntry, last_unread: date | None) -> ReconRow | Non
     if status == CONFIRMED and entry.settled_late:
         return _row(ReconStatus.IN_FLIGHT, entry, None,
                     f"recorded as refund {entry.refund_number or '(no number)'} "
-                    f"{entry.settled_late}, after the portal's listing was read: the next "
-                    "report checks that the portal lists it")
+                    f"{entry.settled_late}, {RECORDED_LATE}")
     if status == CONFIRMED:
         note = (f"ledger records refund {entry.refund_number or '(no number)'}, "
                 "but the portal shows no such refund")

@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bots.reports.reconcile import ReconRow, ReconStatus
+from bots.reports.reconcile import RECORDED_LATE, ReconRow, ReconStatus
 
 # The bot's own note (bots/work/processing.py `_complete`): the refund number it names.
 BOT_NOTE_PATTERN = r"Refund (?P<value>\S+) of .* issued by refund-bots"
@@ -176,8 +176,7 @@ def check_notes(refunds: Sequence[ListedRefund], notes: OrderNotes,
                     rows.append(ReconRow(
                         ReconStatus.IN_FLIGHT, case_ref, order, "", None, None, None, number,
                         f"a note of the bot on order {order} names refund {number}, which "
-                        f"the queue recorded {when}, after the portal's listing was read: "
-                        f"the next report checks that the portal lists it"))
+                        f"the queue recorded {when}, {RECORDED_LATE}"))
                     continue
                 if unread_days:
                     days = ", ".join(str(d) for d in unread_days)
